@@ -1,0 +1,16 @@
+//! kube-dvr: distributed virtual routing for Kubernetes, after OpenStack
+//! Neutron's DVR.
+//!
+//! Layers only call down:
+//! - [`api`]: the custom resource types (`kubedvr.io/v1alpha1`).
+//! - [`plan`]: pure functions from a resolved cluster view to each node's
+//!   desired kernel state ([`plan::model::NodePlan`]).
+//! - [`dataplane`]: observe the kernel, diff against a plan, apply the minimal
+//!   change (netlink in-process, nftables as atomic batches).
+//! - wiring: `controller`, `agent`, `lab`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod dataplane;
+pub mod lab;
+pub mod plan;
