@@ -1,1 +1,3 @@
-//! dataplane layer.
+//! The dataplane: observe the kernel, diff against a plan, apply the minimal
+//! change.
+pub mod sandbox;
