@@ -1,3 +1,10 @@
 //! Pure planning: from a resolved cluster view to each node's desired
 //! kernel state. No I/O here.
 pub mod model;
+pub mod names;
+pub mod node;
+pub mod view;
+
+pub use node::plan_node;
+#[cfg(test)]
+mod tests;

@@ -161,9 +161,14 @@ pub enum LinkKind {
     },
     /// One end of a veth pair. Both ends are listed, each in its namespace,
     /// naming the other. If either end is missing the pair is recreated.
-    Veth { peer: String, peer_ns: NsRef },
+    Veth {
+        peer: String,
+        peer_ns: NsRef,
+    },
     /// A macvlan (bridge mode) on `parent`, which lives in the root namespace.
-    Macvlan { parent: String },
+    Macvlan {
+        parent: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -1,0 +1,185 @@
+//! Kernel object names and numbers, derived from allocations. Kernel
+//! interface names are at most 15 bytes; every name here fits.
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use super::model::MacAddr;
+use super::view::ObjectKey;
+
+pub const QROUTER_PREFIX: &str = "qrouter-";
+pub const FIP_PREFIX: &str = "fip-";
+pub const SNAT_PREFIX: &str = "snat-";
+/// Name prefixes of the namespaces kube-dvr owns.
+pub const OWNED_NETNS_PREFIXES: [&str; 3] = [QROUTER_PREFIX, FIP_PREFIX, SNAT_PREFIX];
+/// Name prefixes of the links kube-dvr owns in a node's root namespace.
+pub const OWNED_LINK_PREFIXES: [&str; 6] = ["dvrbr-", "dvrvx-", "qrb-", "sgb-", "fgb-", "qgb-"];
+
+pub const VXLAN_PORT: u16 = 4789;
+/// MTU of overlay links: 1500 minus the VXLAN/UDP/IP/Ethernet overhead.
+pub const OVERLAY_MTU: u32 = 1450;
+/// Table that holds the floating-IP default route in each `qrouter-`.
+pub const FIP_TABLE: u32 = 16;
+/// fwmark set on packets from workloads that own a floating IP.
+pub const FIP_MARK: u32 = 0x10;
+pub const FIP_RULE_PRIORITY: u32 = 40000;
+/// Per-subnet SNAT rules start here, one priority per subnet.
+pub const SNAT_RULE_PRIORITY: u32 = 40100;
+/// The link-local range the per-router `rfp-`/`fpr-` /31s come from.
+pub const LINK_LOCAL_POOL: &str = "169.254.64.0/18";
+
+pub fn qrouter_ns(router: &ObjectKey) -> String {
+    // Kubernetes namespace names have no dots, so the split is unambiguous.
+    format!("{QROUTER_PREFIX}{}.{}", router.namespace, router.name)
+}
+pub fn snat_ns(router: &ObjectKey) -> String {
+    format!("{SNAT_PREFIX}{}.{}", router.namespace, router.name)
+}
+pub fn fip_ns(external: &str) -> String {
+    format!("{FIP_PREFIX}{external}")
+}
+pub fn bridge(vni: u32) -> String {
+    format!("dvrbr-{vni}")
+}
+pub fn vxlan(vni: u32) -> String {
+    format!("dvrvx-{vni}")
+}
+/// Router port on a subnet, inside `qrouter-`.
+pub fn qr(vni: u32) -> String {
+    format!("qr-{vni}")
+}
+/// The bridge-side peer of `qr-`.
+pub fn qr_bridge(vni: u32) -> String {
+    format!("qrb-{vni}")
+}
+/// SNAT port on a subnet, inside `snat-`.
+pub fn sg(vni: u32) -> String {
+    format!("sg-{vni}")
+}
+pub fn sg_bridge(vni: u32) -> String {
+    format!("sgb-{vni}")
+}
+pub fn rfp(router_index: u32) -> String {
+    format!("rfp-{router_index}")
+}
+pub fn fpr(router_index: u32) -> String {
+    format!("fpr-{router_index}")
+}
+pub fn qg(router_index: u32) -> String {
+    format!("qg-{router_index}")
+}
+pub fn qg_bridge(router_index: u32) -> String {
+    format!("qgb-{router_index}")
+}
+/// The `fg-` port of an external network in `fip-`.
+pub fn fg(external: &str) -> String {
+    format!("fg-{:08x}", fnv32(external))
+}
+pub fn fg_bridge(external: &str) -> String {
+    format!("fgb-{:08x}", fnv32(external))
+}
+/// Table of a subnet's SNAT default route in `qrouter-`.
+pub fn snat_table(vni: u32) -> u32 {
+    vni
+}
+
+/// The /31 of a router's `rfp-` (even address) / `fpr-` (odd) pair.
+pub fn link_local(router_index: u32) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    let pool: Ipv4Net = LINK_LOCAL_POOL.parse().expect("valid pool");
+    let base = u32::from(pool.network());
+    let off = router_index.checked_mul(2)?;
+    if off + 1 >= 1 << (32 - pool.prefix_len()) {
+        return None;
+    }
+    Some((Ipv4Addr::from(base + off), Ipv4Addr::from(base + off + 1)))
+}
+
+/// The router's gateway MAC on a subnet: the same on every node.
+pub fn gateway_mac(vni: u32) -> MacAddr {
+    MacAddr::local(0x0a, vni as u64)
+}
+/// The MAC of the `sg-` port on a subnet.
+pub fn sg_mac(vni: u32) -> MacAddr {
+    MacAddr::local(0x1a, vni as u64)
+}
+/// A node's DVR MAC from its allocated index.
+pub fn dvr_mac(node_index: u32) -> MacAddr {
+    MacAddr::local(0x2a, node_index as u64)
+}
+/// The MAC of a port that owns an external address (`fg-`, `qg-`), stable
+/// across restarts so upstream ARP caches stay right.
+pub fn external_mac(addr: Ipv4Addr) -> MacAddr {
+    MacAddr::local(0x3a, u32::from(addr) as u64)
+}
+
+/// 32-bit FNV-1a: short, stable name hashes (not for security).
+pub fn fnv32(s: &str) -> u32 {
+    let mut h: u32 = 0x811c9dc5;
+    for b in s.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_the_kernel_limit() {
+        for n in [
+            bridge(16_777_215),
+            vxlan(16_777_215),
+            qr_bridge(16_777_215),
+            sg_bridge(16_777_215),
+            qg_bridge(8191),
+            fg("a-very-long-external-network-name"),
+            fg_bridge("x"),
+            rfp(8191),
+        ] {
+            assert!(n.len() <= 15, "{n} is longer than IFNAMSIZ-1");
+        }
+    }
+
+    #[test]
+    fn link_local_pairs_are_disjoint_and_bounded() {
+        assert_eq!(
+            link_local(0),
+            Some((
+                "169.254.64.0".parse().unwrap(),
+                "169.254.64.1".parse().unwrap()
+            ))
+        );
+        assert_eq!(
+            link_local(1),
+            Some((
+                "169.254.64.2".parse().unwrap(),
+                "169.254.64.3".parse().unwrap()
+            ))
+        );
+        assert_eq!(
+            link_local(8191).unwrap().1,
+            "169.254.127.255".parse::<Ipv4Addr>().unwrap()
+        );
+        assert_eq!(link_local(8192), None);
+    }
+
+    #[test]
+    fn macs_are_local_unicast_and_distinct_by_kind() {
+        for m in [
+            gateway_mac(7),
+            sg_mac(7),
+            dvr_mac(7),
+            external_mac("203.0.113.7".parse().unwrap()),
+        ] {
+            assert_eq!(
+                m.0[0] & 0x03,
+                0x02,
+                "{m} must be locally administered unicast"
+            );
+        }
+        assert_ne!(gateway_mac(7), sg_mac(7));
+        assert_ne!(gateway_mac(7), gateway_mac(8));
+    }
+}

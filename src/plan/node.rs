@@ -1,0 +1,622 @@
+//! The node planner: `plan_node(view, node)` is each node's desired kernel
+//! state, computed without I/O.
+//!
+//! East-west: every node that hosts an endpoint of a router gets the router's
+//! `qrouter-` namespace with a `qr-` port on every subnet (gateway IP and the
+//! subnet's gateway MAC, identical on all nodes), the subnets' bridges and
+//! VXLAN devices, FDB entries for remote VTEPs and endpoints (l2population),
+//! and permanent neighbours for every endpoint: the router never ARPs across
+//! nodes. A bridge-family nftables table keeps gateway MACs off the overlay.
+//!
+//! North-south: a floating IP is served on its endpoint's node through the
+//! node's `fip-<external>` namespace; a router's SNAT gateway is a `snat-`
+//! namespace on its active node, reached from every `qrouter-` through a
+//! per-subnet policy rule ordered after the floating-IP rule.
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use super::model::*;
+use super::names;
+use super::view::*;
+
+/// Desired kernel state of `node`. A node the view has no facts for (its
+/// agent has not published a VTEP yet) gets an empty plan.
+pub fn plan_node(view: &ClusterView, node: &str) -> NodeState {
+    let mut st = NodeState::default();
+    let Some(facts) = view.nodes.get(node) else {
+        return st;
+    };
+    let snat_by_router: BTreeMap<&ObjectKey, &SnatView> =
+        view.snat_gateways.iter().map(|s| (&s.router, s)).collect();
+
+    let mut gw_macs = BTreeSet::new();
+    let mut gw_ips = BTreeSet::new();
+    let mut bridged = BTreeSet::new();
+    for router in &view.routers {
+        let snat = snat_by_router.get(&router.key).copied();
+        let snat_node = snat.and_then(|s| s.node.as_deref());
+        let hosted = router.endpoints.iter().any(|e| e.node == node);
+        if !hosted && snat_node != Some(node) {
+            continue;
+        }
+        // Nodes that carry the router's subnets: its endpoints' and its SNAT node.
+        let mut carriers: BTreeSet<&str> =
+            router.endpoints.iter().map(|e| e.node.as_str()).collect();
+        carriers.extend(snat_node);
+        for subnet in &router.subnets {
+            if bridged.insert(subnet.vni) {
+                plan_subnet_l2(
+                    &mut st.root,
+                    view,
+                    facts,
+                    node,
+                    router,
+                    subnet,
+                    &carriers,
+                    snat,
+                );
+            }
+        }
+        if hosted {
+            plan_qrouter(&mut st, router, snat);
+            for subnet in &router.subnets {
+                gw_macs.insert(names::gateway_mac(subnet.vni).to_string());
+                gw_ips.insert(subnet.gateway.to_string());
+            }
+        }
+    }
+    if !bridged.is_empty() {
+        st.root.nft = Some(bridge_table(facts.dvr_mac, gw_macs, gw_ips));
+    }
+    plan_floating(&mut st, view, node);
+    plan_snat(&mut st, view, node);
+    st
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_subnet_l2(
+    root: &mut NsState,
+    view: &ClusterView,
+    facts: &NodeFacts,
+    node: &str,
+    router: &RouterView,
+    subnet: &SubnetView,
+    carriers: &BTreeSet<&str>,
+    snat: Option<&SnatView>,
+) {
+    let br = names::bridge(subnet.vni);
+    let vx = names::vxlan(subnet.vni);
+    add_link(root, &br, LinkKind::Bridge, None, None);
+    add_link(
+        root,
+        &vx,
+        LinkKind::Vxlan {
+            vni: subnet.vni,
+            local: facts.vtep,
+            port: names::VXLAN_PORT,
+        },
+        None,
+        Some(&br),
+    );
+    let vtep_of = |n: &str| view.nodes.get(n).map(|f| f.vtep);
+    for remote in carriers.iter().filter(|n| **n != node) {
+        if let Some(dst) = vtep_of(remote) {
+            root.fdb.insert(FdbEntry {
+                link: vx.clone(),
+                mac: MacAddr::ZERO,
+                dst,
+            });
+        }
+    }
+    for ep in router
+        .endpoints
+        .iter()
+        .filter(|e| e.subnet == subnet.name && e.node != node)
+    {
+        if let Some(dst) = vtep_of(&ep.node) {
+            root.fdb.insert(FdbEntry {
+                link: vx.clone(),
+                mac: ep.mac,
+                dst,
+            });
+        }
+    }
+    if let Some(s) = snat {
+        if let Some(sn) = s.node.as_deref().filter(|n| *n != node) {
+            if let (Some(dst), Some(port)) = (
+                vtep_of(sn),
+                s.ports.iter().find(|p| p.subnet == subnet.name),
+            ) {
+                root.fdb.insert(FdbEntry {
+                    link: vx.clone(),
+                    mac: port.mac,
+                    dst,
+                });
+            }
+        }
+    }
+}
+
+/// The router's namespace on a node that hosts its endpoints.
+fn plan_qrouter(st: &mut NodeState, router: &RouterView, snat: Option<&SnatView>) {
+    let name = names::qrouter_ns(&router.key);
+    for subnet in &router.subnets {
+        let (qr, qrb, br) = (
+            names::qr(subnet.vni),
+            names::qr_bridge(subnet.vni),
+            names::bridge(subnet.vni),
+        );
+        add_veth(
+            st,
+            End::named(&name, &qr, Some(names::gateway_mac(subnet.vni))),
+            End::root(&qrb, Some(&br)),
+        );
+    }
+    let ns = st.namespaces.entry(name).or_default();
+    router_sysctls(ns);
+    for (i, subnet) in router.subnets.iter().enumerate() {
+        let qr = names::qr(subnet.vni);
+        port_sysctls(ns, &qr);
+        let prefix = Ipv4Net::new(subnet.gateway, subnet.cidr.prefix_len()).expect("valid prefix");
+        ns.addresses.insert(Address {
+            link: qr.clone(),
+            addr: prefix,
+        });
+        for ep in router.endpoints.iter().filter(|e| e.subnet == subnet.name) {
+            ns.neighbours.insert(Neighbour {
+                link: qr.clone(),
+                ip: ep.ip,
+                mac: ep.mac,
+            });
+        }
+        // Default SNAT: this subnet's traffic that matched nothing in `main`
+        // (no default route there) goes to the `sg-` port on the gateway node.
+        let port = snat
+            .filter(|s| s.node.is_some())
+            .and_then(|s| s.ports.iter().find(|p| p.subnet == subnet.name));
+        if let Some(port) = port {
+            let table = names::snat_table(subnet.vni);
+            ns.neighbours.insert(Neighbour {
+                link: qr.clone(),
+                ip: port.ip,
+                mac: port.mac,
+            });
+            ns.routes.insert(Route {
+                table,
+                dst: default_net(),
+                via: Some(port.ip),
+                dev: Some(qr.clone()),
+            });
+            ns.rules.insert(Rule {
+                priority: names::SNAT_RULE_PRIORITY + i as u32,
+                from: Some(subnet.cidr),
+                fwmark: None,
+                table,
+            });
+        }
+    }
+    for (dst, via) in &router.routes {
+        ns.routes.insert(Route {
+            table: MAIN_TABLE,
+            dst: *dst,
+            via: Some(*via),
+            dev: None,
+        });
+    }
+}
+
+fn plan_floating(st: &mut NodeState, view: &ClusterView, node: &str) {
+    // Per router served here: its floating IPs (one external network per router).
+    let mut by_router: BTreeMap<&ObjectKey, Vec<&FloatingView>> = BTreeMap::new();
+    for f in view.floating_ips.iter().filter(|f| f.node == node) {
+        by_router.entry(&f.router).or_default().push(f);
+    }
+    for (rkey, fips) in by_router {
+        let Some(router) = view.routers.iter().find(|r| &r.key == rkey) else {
+            continue;
+        };
+        let ext_name = &fips[0].external;
+        let Some(ext) = view.external_networks.get(ext_name) else {
+            continue;
+        };
+        let Some(port_ip) = ext.node_ports.get(node) else {
+            continue;
+        };
+        let Some((rfp_ip, fpr_ip)) = names::link_local(router.index) else {
+            continue;
+        };
+        let qns = names::qrouter_ns(&router.key);
+        if !st.namespaces.contains_key(&qns) {
+            // The floating IP's endpoint is not on this node: nothing to serve.
+            continue;
+        }
+        let fns = names::fip_ns(ext_name);
+        plan_external_port(
+            st,
+            &fns,
+            ext,
+            &names::fg(ext_name),
+            &names::fg_bridge(ext_name),
+            *port_ip,
+            true,
+        );
+        let (rfp, fpr) = (names::rfp(router.index), names::fpr(router.index));
+        add_veth(
+            st,
+            End::named(&qns, &rfp, None),
+            End::named(&fns, &fpr, None),
+        );
+
+        let f_ns = st.namespaces.get_mut(&fns).expect("made above");
+        port_sysctls(f_ns, &fpr);
+        f_ns.addresses.insert(Address {
+            link: fpr.clone(),
+            addr: Ipv4Net::new(fpr_ip, 31).unwrap(),
+        });
+        for f in &fips {
+            f_ns.routes.insert(Route {
+                table: MAIN_TABLE,
+                dst: Ipv4Net::new(f.address, 32).unwrap(),
+                via: Some(rfp_ip),
+                dev: Some(fpr.clone()),
+            });
+        }
+        let q_ns = st.namespaces.get_mut(&qns).expect("checked above");
+        port_sysctls(q_ns, &rfp);
+        q_ns.addresses.insert(Address {
+            link: rfp.clone(),
+            addr: Ipv4Net::new(rfp_ip, 31).unwrap(),
+        });
+        q_ns.routes.insert(Route {
+            table: names::FIP_TABLE,
+            dst: default_net(),
+            via: Some(fpr_ip),
+            dev: Some(rfp.clone()),
+        });
+        q_ns.rules.insert(Rule {
+            priority: names::FIP_RULE_PRIORITY,
+            from: None,
+            fwmark: Some(names::FIP_MARK),
+            table: names::FIP_TABLE,
+        });
+        q_ns.nft = Some(fip_table(&fips));
+    }
+}
+
+fn plan_snat(st: &mut NodeState, view: &ClusterView, node: &str) {
+    for s in view
+        .snat_gateways
+        .iter()
+        .filter(|s| s.node.as_deref() == Some(node))
+    {
+        let Some(router) = view.routers.iter().find(|r| r.key == s.router) else {
+            continue;
+        };
+        let Some(ext) = view.external_networks.get(&s.external) else {
+            continue;
+        };
+        let name = names::snat_ns(&router.key);
+        plan_external_port(
+            st,
+            &name,
+            ext,
+            &names::qg(router.index),
+            &names::qg_bridge(router.index),
+            s.address,
+            false,
+        );
+        for subnet in &router.subnets {
+            let Some(port) = s.ports.iter().find(|p| p.subnet == subnet.name) else {
+                continue;
+            };
+            let (sg, sgb, br) = (
+                names::sg(subnet.vni),
+                names::sg_bridge(subnet.vni),
+                names::bridge(subnet.vni),
+            );
+            add_veth(
+                st,
+                End::named(&name, &sg, Some(port.mac)),
+                End::root(&sgb, Some(&br)),
+            );
+            let ns = st.namespaces.get_mut(&name).expect("made above");
+            port_sysctls(ns, &sg);
+            ns.addresses.insert(Address {
+                link: sg.clone(),
+                addr: Ipv4Net::new(port.ip, subnet.cidr.prefix_len()).unwrap(),
+            });
+            for ep in router.endpoints.iter().filter(|e| e.subnet == subnet.name) {
+                ns.neighbours.insert(Neighbour {
+                    link: sg.clone(),
+                    ip: ep.ip,
+                    mac: ep.mac,
+                });
+            }
+        }
+        let ns = st.namespaces.get_mut(&name).expect("made above");
+        for (dst, via) in &router.routes {
+            ns.routes.insert(Route {
+                table: MAIN_TABLE,
+                dst: *dst,
+                via: Some(*via),
+                dev: None,
+            });
+        }
+        ns.nft = Some(snat_table(&names::qg(router.index), s.address));
+    }
+}
+
+/// A namespace with a port on an external network: `fg-` in `fip-` (proxy
+/// ARP for the floating IPs routed behind it) or `qg-` in `snat-`.
+fn plan_external_port(
+    st: &mut NodeState,
+    ns_name: &str,
+    ext: &ExternalView,
+    port: &str,
+    bridge_port: &str,
+    addr: Ipv4Addr,
+    proxy_arp: bool,
+) {
+    let mac = Some(names::external_mac(addr));
+    match &ext.attachment {
+        Attachment::Bridge(br) => add_veth(
+            st,
+            End::named(ns_name, port, mac),
+            End::root(bridge_port, Some(br)),
+        ),
+        Attachment::Interface(parent) => {
+            let ns = st.namespaces.entry(ns_name.to_string()).or_default();
+            add_link(
+                ns,
+                port,
+                LinkKind::Macvlan {
+                    parent: parent.clone(),
+                },
+                mac,
+                None,
+            )
+        }
+    }
+    let ns = st.namespaces.get_mut(ns_name).expect("made above");
+    router_sysctls(ns);
+    port_sysctls(ns, port);
+    if proxy_arp {
+        ns.sysctls
+            .insert(format!("net/ipv4/conf/{port}/proxy_arp"), "1".into());
+        // The default delays the first proxy ARP reply by up to 0.8 s.
+        ns.sysctls
+            .insert(format!("net/ipv4/neigh/{port}/proxy_delay"), "0".into());
+    }
+    ns.addresses.insert(Address {
+        link: port.to_string(),
+        addr: Ipv4Net::new(addr, ext.cidr.prefix_len()).unwrap(),
+    });
+    ns.routes.insert(Route {
+        table: MAIN_TABLE,
+        dst: default_net(),
+        via: Some(ext.gateway),
+        dev: Some(port.to_string()),
+    });
+}
+
+fn default_net() -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).unwrap()
+}
+
+fn add_link(
+    ns: &mut NsState,
+    name: &str,
+    kind: LinkKind,
+    mac: Option<MacAddr>,
+    master: Option<&str>,
+) {
+    let mtu = match kind {
+        LinkKind::Macvlan { .. } => None,
+        _ => Some(names::OVERLAY_MTU),
+    };
+    ns.links.insert(
+        name.to_string(),
+        Link {
+            name: name.to_string(),
+            kind,
+            mac,
+            master: master.map(str::to_string),
+            mtu,
+        },
+    );
+}
+
+/// One end of a veth pair.
+struct End<'a> {
+    ns: NsRef,
+    name: &'a str,
+    mac: Option<MacAddr>,
+    master: Option<&'a str>,
+}
+
+impl<'a> End<'a> {
+    fn root(name: &'a str, master: Option<&'a str>) -> Self {
+        End {
+            ns: NsRef::Root,
+            name,
+            mac: None,
+            master,
+        }
+    }
+    fn named(ns: &str, name: &'a str, mac: Option<MacAddr>) -> Self {
+        End {
+            ns: NsRef::Named(ns.to_string()),
+            name,
+            mac,
+            master: None,
+        }
+    }
+}
+
+fn ns_mut<'s>(st: &'s mut NodeState, r: &NsRef) -> &'s mut NsState {
+    match r {
+        NsRef::Root => &mut st.root,
+        NsRef::Named(n) => st.namespaces.entry(n.clone()).or_default(),
+    }
+}
+
+/// A veth pair; each end is listed in its own namespace, naming the other.
+fn add_veth(st: &mut NodeState, a: End, b: End) {
+    for (me, other) in [(&a, &b), (&b, &a)] {
+        let kind = LinkKind::Veth {
+            peer: other.name.to_string(),
+            peer_ns: other.ns.clone(),
+        };
+        add_link(ns_mut(st, &me.ns), me.name, kind, me.mac, me.master);
+    }
+}
+
+/// A routing namespace: forward, never redirect, no reverse-path filter
+/// (routing here is asymmetric by design).
+fn router_sysctls(ns: &mut NsState) {
+    for (k, v) in [
+        ("net/ipv4/ip_forward", "1"),
+        // Redirects would send workloads straight to the `sg-` port and
+        // floating-IP egress would silently bypass its NAT.
+        ("net/ipv4/conf/all/send_redirects", "0"),
+        ("net/ipv4/conf/default/send_redirects", "0"),
+        ("net/ipv4/conf/all/rp_filter", "0"),
+        ("net/ipv4/conf/default/rp_filter", "0"),
+    ] {
+        ns.sysctls.insert(k.into(), v.into());
+    }
+}
+
+/// Per-port values: `send_redirects` is OR-ed with `all`, `rp_filter` is
+/// the max of the two, so both levels must be set.
+fn port_sysctls(ns: &mut NsState, port: &str) {
+    ns.sysctls
+        .insert(format!("net/ipv4/conf/{port}/send_redirects"), "0".into());
+    ns.sysctls
+        .insert(format!("net/ipv4/conf/{port}/rp_filter"), "0".into());
+}
+
+/// Keeps gateway MACs off the overlay (bridge family, node root namespace).
+fn bridge_table(dvr_mac: MacAddr, gw_macs: BTreeSet<String>, gw_ips: BTreeSet<String>) -> NftTable {
+    let set = |key: &str, elems: BTreeSet<String>| NftSet {
+        key_type: key.into(),
+        data_type: None,
+        elements: elems.into_iter().map(|e| (e, None)).collect(),
+    };
+    let vx = "oifname \"dvrvx-*\"";
+    NftTable {
+        family: NftFamily::Bridge,
+        name: NFT_TABLE.into(),
+        sets: BTreeMap::from([
+            ("gw_macs".to_string(), set("ether_addr", gw_macs)),
+            ("gw_ips".to_string(), set("ipv4_addr", gw_ips)),
+        ]),
+        chains: BTreeMap::from([(
+            "forward".to_string(),
+            NftChain {
+                base: Some(NftBaseChain {
+                    kind: "filter".into(),
+                    hook: "forward".into(),
+                    priority: 0,
+                }),
+                rules: vec![
+                    // Every node answers for the gateway itself: never across.
+                    format!("{vx} arp operation request arp daddr ip @gw_ips drop"),
+                    format!("{vx} ether daddr @gw_macs drop"),
+                    // Routed frames leave with the node's DVR MAC as source.
+                    format!("{vx} ether saddr @gw_macs ether saddr set {dvr_mac}"),
+                ],
+            },
+        )]),
+    }
+}
+
+/// Floating-IP NAT in a `qrouter-`: maps keyed by address, so adding a
+/// floating IP is two map elements and a set element, never a rule.
+fn fip_table(fips: &[&FloatingView]) -> NftTable {
+    let map = |pairs: Vec<(String, String)>| NftSet {
+        key_type: "ipv4_addr".into(),
+        data_type: Some("ipv4_addr".into()),
+        elements: pairs.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+    };
+    let dnat = fips
+        .iter()
+        .map(|f| (f.address.to_string(), f.fixed_ip.to_string()))
+        .collect();
+    let snat = fips
+        .iter()
+        .map(|f| (f.fixed_ip.to_string(), f.address.to_string()))
+        .collect();
+    let fixed = NftSet {
+        key_type: "ipv4_addr".into(),
+        data_type: None,
+        elements: fips
+            .iter()
+            .map(|f| (f.fixed_ip.to_string(), None))
+            .collect(),
+    };
+    let base = |kind: &str, hook: &str, priority| {
+        Some(NftBaseChain {
+            kind: kind.into(),
+            hook: hook.into(),
+            priority,
+        })
+    };
+    NftTable {
+        family: NftFamily::Ip,
+        name: NFT_TABLE.into(),
+        sets: BTreeMap::from([
+            ("fip_dnat".to_string(), map(dnat)),
+            ("fip_snat".to_string(), map(snat)),
+            ("fip_fixed".to_string(), fixed),
+        ]),
+        chains: BTreeMap::from([
+            (
+                "mangle".to_string(),
+                NftChain {
+                    base: base("filter", "prerouting", -150),
+                    rules: vec![format!(
+                        "ip saddr @fip_fixed meta mark set {:#x}",
+                        names::FIP_MARK
+                    )],
+                },
+            ),
+            (
+                "prerouting".to_string(),
+                NftChain {
+                    base: base("nat", "prerouting", -100),
+                    rules: vec!["iifname \"rfp-*\" dnat to ip daddr map @fip_dnat".into()],
+                },
+            ),
+            (
+                "postrouting".to_string(),
+                NftChain {
+                    base: base("nat", "postrouting", 100),
+                    rules: vec!["oifname \"rfp-*\" snat to ip saddr map @fip_snat".into()],
+                },
+            ),
+        ]),
+    }
+}
+
+/// Default SNAT in a `snat-` namespace.
+fn snat_table(qg: &str, address: Ipv4Addr) -> NftTable {
+    NftTable {
+        family: NftFamily::Ip,
+        name: NFT_TABLE.into(),
+        sets: BTreeMap::new(),
+        chains: BTreeMap::from([(
+            "postrouting".to_string(),
+            NftChain {
+                base: Some(NftBaseChain {
+                    kind: "nat".into(),
+                    hook: "postrouting".into(),
+                    priority: 100,
+                }),
+                rules: vec![format!("oifname \"{qg}\" snat to {address}")],
+            },
+        )]),
+    }
+}

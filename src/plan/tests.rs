@@ -1,0 +1,382 @@
+//! Planner unit tests: views built with tiny `mk_*` helpers.
+use std::net::Ipv4Addr;
+
+use super::model::*;
+use super::names;
+use super::node::plan_node;
+use super::view::*;
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn mk_node(i: u8) -> NodeFacts {
+    NodeFacts {
+        vtep: Ipv4Addr::new(198, 18, 0, i),
+        dvr_mac: names::dvr_mac(i as u32),
+    }
+}
+
+fn mk_ep(subnet: &str, addr: &str, node: &str, m: u8) -> EndpointView {
+    EndpointView {
+        subnet: subnet.into(),
+        ip: ip(addr),
+        mac: MacAddr([0x02, 0, 0, 0, 0, m]),
+        node: node.into(),
+    }
+}
+
+fn mk_router(ns: &str, index: u32, vni0: u32, endpoints: Vec<EndpointView>) -> RouterView {
+    RouterView {
+        key: ObjectKey::new(ns, "r"),
+        index,
+        subnets: vec![
+            SubnetView {
+                name: "a".into(),
+                cidr: "10.0.1.0/24".parse().unwrap(),
+                gateway: ip("10.0.1.1"),
+                vni: vni0,
+            },
+            SubnetView {
+                name: "b".into(),
+                cidr: "10.0.2.0/24".parse().unwrap(),
+                gateway: ip("10.0.2.1"),
+                vni: vni0 + 1,
+            },
+        ],
+        routes: vec![("192.0.2.0/24".parse().unwrap(), ip("10.0.1.254"))],
+        endpoints,
+    }
+}
+
+/// Two tenants with the same CIDRs; tenant-a spans n1 and n2, tenant-b only n1.
+fn mk_view() -> ClusterView {
+    ClusterView {
+        nodes: (1..=3).map(|i| (format!("n{i}"), mk_node(i))).collect(),
+        routers: vec![
+            mk_router(
+                "tenant-a",
+                0,
+                4096,
+                vec![
+                    mk_ep("a", "10.0.1.10", "n1", 1),
+                    mk_ep("b", "10.0.2.10", "n2", 2),
+                    mk_ep("a", "10.0.1.11", "n2", 3),
+                ],
+            ),
+            mk_router("tenant-b", 1, 5000, vec![mk_ep("a", "10.0.1.10", "n1", 9)]),
+        ],
+        ..Default::default()
+    }
+}
+
+fn qr_a() -> String {
+    names::qrouter_ns(&ObjectKey::new("tenant-a", "r"))
+}
+
+#[test]
+fn routers_exist_only_where_their_endpoints_are() {
+    let v = mk_view();
+    let n1 = plan_node(&v, "n1");
+    let n2 = plan_node(&v, "n2");
+    let n3 = plan_node(&v, "n3");
+    assert!(n1.namespaces.contains_key(&qr_a()));
+    assert!(n1.namespaces.contains_key("qrouter-tenant-b.r"));
+    assert!(n2.namespaces.contains_key(&qr_a()));
+    assert!(!n2.namespaces.contains_key("qrouter-tenant-b.r"));
+    assert_eq!(
+        n3,
+        NodeState::default(),
+        "a node without endpoints gets nothing"
+    );
+    assert_eq!(plan_node(&v, "unknown"), NodeState::default());
+}
+
+#[test]
+fn every_subnet_of_a_hosted_router_gets_a_port_with_the_same_gateway_mac_everywhere() {
+    let v = mk_view();
+    for node in ["n1", "n2"] {
+        let st = plan_node(&v, node);
+        let q = &st.namespaces[&qr_a()];
+        for vni in [4096, 4097] {
+            let qr = &q.links[&names::qr(vni)];
+            assert_eq!(qr.mac, Some(names::gateway_mac(vni)));
+            assert_eq!(
+                qr.kind,
+                LinkKind::Veth {
+                    peer: names::qr_bridge(vni),
+                    peer_ns: NsRef::Root
+                }
+            );
+            let qrb = &st.root.links[&names::qr_bridge(vni)];
+            assert_eq!(qrb.master.as_deref(), Some(names::bridge(vni).as_str()));
+            assert_eq!(
+                qrb.kind,
+                LinkKind::Veth {
+                    peer: names::qr(vni),
+                    peer_ns: NsRef::Named(qr_a())
+                }
+            );
+            assert!(st.root.links.contains_key(&names::vxlan(vni)));
+        }
+        assert_eq!(q.sysctls["net/ipv4/ip_forward"], "1");
+        assert_eq!(q.sysctls["net/ipv4/conf/all/send_redirects"], "0");
+        assert_eq!(q.sysctls["net/ipv4/conf/qr-4096/send_redirects"], "0");
+        assert!(
+            q.routes.iter().all(|r| r.dst.prefix_len() != 0),
+            "no default route in a qrouter's main table"
+        );
+    }
+}
+
+#[test]
+fn neighbours_cover_all_endpoints_and_fdb_only_remote_ones() {
+    let v = mk_view();
+    let n1 = plan_node(&v, "n1");
+    let q = &n1.namespaces[&qr_a()];
+    let neigh: Vec<_> = q
+        .neighbours
+        .iter()
+        .map(|n| (n.link.as_str(), n.ip.to_string()))
+        .collect();
+    assert_eq!(
+        neigh,
+        [
+            ("qr-4096", "10.0.1.10".to_string()),
+            ("qr-4096", "10.0.1.11".into()),
+            ("qr-4097", "10.0.2.10".into())
+        ]
+    );
+    let n2_vtep = ip("198.18.0.2");
+    let fdb: Vec<_> = n1
+        .root
+        .fdb
+        .iter()
+        .filter(|f| f.link == names::vxlan(4096))
+        .cloned()
+        .collect();
+    assert_eq!(
+        fdb,
+        vec![
+            FdbEntry {
+                link: names::vxlan(4096),
+                mac: MacAddr::ZERO,
+                dst: n2_vtep
+            },
+            FdbEntry {
+                link: names::vxlan(4096),
+                mac: MacAddr([2, 0, 0, 0, 0, 3]),
+                dst: n2_vtep
+            },
+        ],
+        "flood to n2 and n2's endpoint; nothing for n1's own endpoint or n3"
+    );
+    // tenant-b lives on n1 only: no flood entries at all.
+    assert!(n1.root.fdb.iter().all(|f| f.link != names::vxlan(5000)));
+}
+
+#[test]
+fn overlapping_tenants_stay_apart() {
+    let v = mk_view();
+    let n1 = plan_node(&v, "n1");
+    let a = &n1.namespaces[&qr_a()];
+    let b = &n1.namespaces["qrouter-tenant-b.r"];
+    assert!(
+        b.links.keys().all(|l| !a.links.contains_key(l)),
+        "no shared link names"
+    );
+    assert!(b
+        .neighbours
+        .iter()
+        .all(|n| n.mac == MacAddr([2, 0, 0, 0, 0, 9])));
+    assert!(a
+        .neighbours
+        .iter()
+        .all(|n| n.mac != MacAddr([2, 0, 0, 0, 0, 9])));
+    // Same CIDR, different bridges and VNIs.
+    assert!(n1.root.links.contains_key("dvrbr-4096") && n1.root.links.contains_key("dvrbr-5000"));
+}
+
+#[test]
+fn bridge_table_keeps_gateway_macs_off_the_overlay() {
+    let v = mk_view();
+    let n1 = plan_node(&v, "n1");
+    let t = n1.root.nft.as_ref().expect("bridge table");
+    assert_eq!(t.family, NftFamily::Bridge);
+    assert_eq!(t.sets["gw_macs"].elements.len(), 4);
+    assert!(t.sets["gw_ips"].elements.contains_key("10.0.1.1"));
+    let rules = &t.chains["forward"].rules;
+    assert!(rules
+        .iter()
+        .any(|r| r.contains(&format!("ether saddr set {}", names::dvr_mac(1)))));
+    let n2 = plan_node(&v, "n2");
+    assert!(n2.root.nft.as_ref().unwrap().chains["forward"]
+        .rules
+        .iter()
+        .any(|r| r.contains(&names::dvr_mac(2).to_string())));
+}
+
+#[test]
+fn extra_routes_go_to_main() {
+    let n1 = plan_node(&mk_view(), "n1");
+    let r = n1.namespaces[&qr_a()]
+        .routes
+        .iter()
+        .find(|r| r.dst.to_string() == "192.0.2.0/24")
+        .unwrap();
+    assert_eq!((r.table, r.via), (MAIN_TABLE, Some(ip("10.0.1.254"))));
+}
+
+#[test]
+fn adding_an_endpoint_changes_only_what_concerns_it() {
+    let mut v = mk_view();
+    let before = plan_node(&v, "n1");
+    v.routers[0]
+        .endpoints
+        .push(mk_ep("b", "10.0.2.20", "n2", 7));
+    let after = plan_node(&v, "n1");
+    assert_eq!(
+        before.namespaces["qrouter-tenant-b.r"],
+        after.namespaces["qrouter-tenant-b.r"]
+    );
+    let q0 = &before.namespaces[&qr_a()];
+    let q1 = &after.namespaces[&qr_a()];
+    assert_eq!(q1.neighbours.len(), q0.neighbours.len() + 1);
+    assert_eq!(after.root.fdb.len(), before.root.fdb.len() + 1);
+    assert_eq!((&q0.links, &q0.routes), (&q1.links, &q1.routes));
+}
+
+fn mk_north_south(v: &mut ClusterView) {
+    v.external_networks.insert(
+        "ext".into(),
+        ExternalView {
+            name: "ext".into(),
+            cidr: "203.0.113.0/24".parse().unwrap(),
+            gateway: ip("203.0.113.1"),
+            attachment: Attachment::Bridge("br-ext".into()),
+            node_ports: (1..=3)
+                .map(|i| (format!("n{i}"), Ipv4Addr::new(203, 0, 113, 10 + i)))
+                .collect(),
+        },
+    );
+    let router = ObjectKey::new("tenant-a", "r");
+    v.floating_ips.push(FloatingView {
+        key: ObjectKey::new("tenant-a", "f1"),
+        router: router.clone(),
+        external: "ext".into(),
+        address: ip("203.0.113.100"),
+        fixed_ip: ip("10.0.1.10"),
+        node: "n1".into(),
+    });
+    v.snat_gateways.push(SnatView {
+        key: ObjectKey::new("tenant-a", "gw"),
+        router,
+        external: "ext".into(),
+        address: ip("203.0.113.50"),
+        node: Some("n3".into()),
+        ports: vec![
+            SnatPort {
+                subnet: "a".into(),
+                ip: ip("10.0.1.254"),
+                mac: names::sg_mac(4096),
+            },
+            SnatPort {
+                subnet: "b".into(),
+                ip: ip("10.0.2.254"),
+                mac: names::sg_mac(4097),
+            },
+        ],
+    });
+}
+
+#[test]
+fn floating_ip_is_served_on_its_endpoints_node() {
+    let mut v = mk_view();
+    mk_north_south(&mut v);
+    let n1 = plan_node(&v, "n1");
+    let fip = &n1.namespaces["fip-ext"];
+    let fg = names::fg("ext");
+    assert_eq!(fip.sysctls[&format!("net/ipv4/conf/{fg}/proxy_arp")], "1");
+    assert_eq!(
+        fip.sysctls[&format!("net/ipv4/neigh/{fg}/proxy_delay")],
+        "0"
+    );
+    assert!(fip
+        .routes
+        .iter()
+        .any(|r| r.dst.to_string() == "203.0.113.100/32" && r.via == Some(ip("169.254.64.0"))));
+    let q = &n1.namespaces[&qr_a()];
+    assert!(q.rules.contains(&Rule {
+        priority: names::FIP_RULE_PRIORITY,
+        from: None,
+        fwmark: Some(names::FIP_MARK),
+        table: names::FIP_TABLE
+    }));
+    let nat = q.nft.as_ref().unwrap();
+    assert_eq!(
+        nat.sets["fip_dnat"].elements["203.0.113.100"].as_deref(),
+        Some("10.0.1.10")
+    );
+    assert_eq!(
+        nat.sets["fip_snat"].elements["10.0.1.10"].as_deref(),
+        Some("203.0.113.100")
+    );
+    // n2 hosts the router but not the floating IP's endpoint.
+    let n2 = plan_node(&v, "n2");
+    assert!(!n2.namespaces.contains_key("fip-ext"));
+    assert!(n2.namespaces[&qr_a()].nft.is_none());
+}
+
+#[test]
+fn snat_gateway_lives_on_its_node_and_routers_reach_it_after_the_fip_rule() {
+    let mut v = mk_view();
+    mk_north_south(&mut v);
+    let n3 = plan_node(&v, "n3");
+    let snat = &n3.namespaces["snat-tenant-a.r"];
+    assert!(snat.links.contains_key("sg-4096") && snat.links.contains_key(&names::qg(0)));
+    assert!(
+        snat.nft.as_ref().unwrap().chains["postrouting"].rules[0].contains("snat to 203.0.113.50")
+    );
+    assert!(
+        !n3.namespaces.contains_key(&qr_a()),
+        "no endpoints on the gateway node"
+    );
+    assert!(n3
+        .root
+        .fdb
+        .iter()
+        .any(|f| f.dst == ip("198.18.0.1") && f.mac == MacAddr::ZERO));
+    let n1 = plan_node(&v, "n1");
+    let q = &n1.namespaces[&qr_a()];
+    let snat_rules: Vec<_> = q.rules.iter().filter(|r| r.from.is_some()).collect();
+    assert_eq!(snat_rules.len(), 2);
+    assert!(snat_rules
+        .iter()
+        .all(|r| r.priority > names::FIP_RULE_PRIORITY));
+    assert!(n1.root.fdb.contains(&FdbEntry {
+        link: names::vxlan(4096),
+        mac: names::sg_mac(4096),
+        dst: ip("198.18.0.3")
+    }));
+    // Without an active node the routers get no SNAT routes.
+    v.snat_gateways[0].node = None;
+    let n1 = plan_node(&v, "n1");
+    assert!(n1.namespaces[&qr_a()]
+        .rules
+        .iter()
+        .all(|r| r.from.is_none()));
+}
+
+#[test]
+fn all_link_names_fit_the_kernel() {
+    let mut v = mk_view();
+    mk_north_south(&mut v);
+    for node in ["n1", "n2", "n3"] {
+        let st = plan_node(&v, node);
+        for ns in std::iter::once(&st.root).chain(st.namespaces.values()) {
+            for l in ns.links.keys() {
+                assert!(l.len() <= 15, "{l}");
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The resolved cluster view: what the planner needs to know, after
+//! validation, allocation, endpoint resolution and scheduling. The controller
+//! builds it from the API; the lab builds it the same way from its manifests.
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use super::model::MacAddr;
+
+/// A namespaced object's identity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Per-node facts the agents publish, by node name.
+    pub nodes: BTreeMap<String, NodeFacts>,
+    pub routers: Vec<RouterView>,
+    pub external_networks: BTreeMap<String, ExternalView>,
+    pub floating_ips: Vec<FloatingView>,
+    pub snat_gateways: Vec<SnatView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFacts {
+    /// Underlay address VXLAN tunnels terminate on.
+    pub vtep: Ipv4Addr,
+    /// The node's own DVR MAC: routed frames leave the node with it as source,
+    /// so no gateway MAC is ever seen on the overlay.
+    pub dvr_mac: MacAddr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterView {
+    pub key: ObjectKey,
+    /// Cluster-unique index: names `rfp-<index>`, the link-local /31.
+    pub index: u32,
+    pub subnets: Vec<SubnetView>,
+    /// Extra routes (destination, next hop) in the router's main table.
+    pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
+    /// Workloads on the router's subnets.
+    pub endpoints: Vec<EndpointView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetView {
+    pub name: String,
+    pub cidr: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// Cluster-unique VXLAN network identifier.
+    pub vni: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EndpointView {
+    pub subnet: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub node: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Attachment {
+    /// An existing Linux bridge on the node; kube-dvr plugs veths into it.
+    Bridge(String),
+    /// A host interface; kube-dvr puts macvlan ports on it.
+    Interface(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalView {
+    pub name: String,
+    pub cidr: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub attachment: Attachment,
+    /// The address of each attached node's `fg-` port.
+    pub node_ports: BTreeMap<String, Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingView {
+    pub key: ObjectKey,
+    pub router: ObjectKey,
+    pub external: String,
+    pub address: Ipv4Addr,
+    pub fixed_ip: Ipv4Addr,
+    /// The node that serves it: its endpoint's node.
+    pub node: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnatView {
+    pub key: ObjectKey,
+    pub router: ObjectKey,
+    pub external: String,
+    pub address: Ipv4Addr,
+    /// The active gateway node, if one is eligible and healthy.
+    pub node: Option<String>,
+    /// The `sg-` port on each of the router's subnets.
+    pub ports: Vec<SnatPort>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnatPort {
+    pub subnet: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+}
