@@ -1,0 +1,560 @@
+//! The object store: every object as JSON, one global resourceVersion
+//! counter, a bounded event log that watches resume from, and the semantics
+//! kube-apiserver's generic registry gives every kind (metadata defaulting,
+//! optimistic concurrency, generation, finalizers, `/status`, garbage
+//! collection by ownerReferences, CRD registration).
+//!
+//! Values in and out of this module are in *stored* form (see `convert.rs`).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::resource::{builtins, from_crd, ResourceType};
+use crate::selector::Selector;
+use crate::status::ApiError;
+use crate::util::{name_suffix, new_uid, now_rfc3339};
+
+/// `(group, plural)` of the stored collection.
+pub type TypeKey = (String, String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as watches see it.
+#[derive(Debug)]
+pub struct LogEntry {
+    pub rv: u64,
+    pub key: TypeKey,
+    pub namespace: String,
+    pub kind: EventType,
+    pub object: Arc<Value>,
+    /// The object before a MODIFIED change (to turn selector transitions into
+    /// ADDED/DELETED, as kube-apiserver does).
+    pub previous: Option<Arc<Value>>,
+}
+
+type Objects = BTreeMap<(String, String), Arc<Value>>;
+
+struct State {
+    rv: u64,
+    types: Vec<ResourceType>,
+    objects: HashMap<TypeKey, Objects>,
+    log: VecDeque<Arc<LogEntry>>,
+    log_capacity: usize,
+    /// Events with rv <= this have been dropped from the log.
+    compacted: u64,
+}
+
+/// Which part of an object a write may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Main,
+    Status,
+}
+
+pub struct Store {
+    state: Mutex<State>,
+    changed: watch::Sender<u64>,
+    writes: AtomicU64,
+}
+
+fn meta(obj: &Value, field: &str) -> Option<String> {
+    obj["metadata"][field].as_str().map(String::from)
+}
+
+/// What `generation` tracks: `spec`, or for kinds without one everything
+/// except metadata and status.
+fn spec_of(obj: &Value) -> Value {
+    if let Some(spec) = obj.get("spec") {
+        return spec.clone();
+    }
+    let mut o = obj.clone();
+    if let Value::Object(m) = &mut o {
+        for k in ["metadata", "status", "apiVersion", "kind"] {
+            m.remove(k);
+        }
+    }
+    o
+}
+
+fn has_finalizers(obj: &Value) -> bool {
+    obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
+}
+
+impl Store {
+    pub fn new(log_capacity: usize) -> Self {
+        let mut st = State {
+            rv: 0,
+            types: builtins(),
+            objects: HashMap::new(),
+            log: VecDeque::new(),
+            log_capacity: log_capacity.max(1),
+            compacted: 0,
+        };
+        let ns_type = st.types.iter().find(|t| t.plural == "namespaces").cloned().expect("builtin");
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let obj = json!({"metadata": {"name": ns}});
+            st.create(&ns_type, "", crate::convert::ingest(&ns_type, obj)).expect("pre-create namespace");
+        }
+        let (changed, _) = watch::channel(st.rv);
+        Store { state: Mutex::new(st), changed, writes: AtomicU64::new(0) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn notify(&self, st: &State) {
+        self.changed.send_replace(st.rv);
+    }
+
+    pub fn count_write(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn write_count(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn current_rv(&self) -> u64 {
+        self.lock().rv
+    }
+
+    /// Drops every event from the log (like an etcd compaction): watches from
+    /// any earlier resourceVersion then get `410 Gone`.
+    pub fn compact(&self) {
+        let mut st = self.lock();
+        st.log.clear();
+        st.compacted = st.rv;
+    }
+
+    pub fn types(&self) -> Vec<ResourceType> {
+        self.lock().types.clone()
+    }
+
+    /// The resource served at `group/version/plural`, if any.
+    pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.lock()
+            .types
+            .iter()
+            .find(|t| t.group == group && t.plural == plural && t.versions.iter().any(|v| v == version))
+            .cloned()
+    }
+
+    /// Matching objects and the list's resourceVersion.
+    pub fn list(&self, rt: &ResourceType, ns: Option<&str>, sel: &Selector, view: impl Fn(&Value) -> Value) -> (Vec<Value>, u64) {
+        let st = self.lock();
+        let items = st
+            .objects
+            .get(&rt.storage_key())
+            .map(|objs| {
+                objs.iter()
+                    .filter(|((o_ns, _), _)| ns.is_none_or(|n| n == o_ns))
+                    .map(|(_, o)| view(o))
+                    .filter(|o| sel.matches(o))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (items, st.rv)
+    }
+
+    pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {
+        self.lock()
+            .objects
+            .get(&rt.storage_key())
+            .and_then(|o| o.get(&(ns.to_string(), name.to_string())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+    }
+
+    /// Log entries after `since` for one collection, or `410 Expired`.
+    /// Also returns the current resourceVersion: once these entries are sent,
+    /// the watcher has seen everything up to it.
+    pub fn events_after(&self, key: &TypeKey, since: u64) -> Result<(Vec<Arc<LogEntry>>, u64), ApiError> {
+        let st = self.lock();
+        if since < st.compacted {
+            return Err(ApiError::expired(since, st.compacted + 1));
+        }
+        let start = st.log.partition_point(|e| e.rv <= since);
+        Ok((st.log.range(start..).filter(|e| &e.key == key).cloned().collect(), st.rv))
+    }
+
+    pub fn create(&self, rt: &ResourceType, ns: &str, obj: Value, dry_run: bool) -> Result<Value, ApiError> {
+        let mut st = self.lock();
+        if dry_run {
+            let rv = st.rv;
+            let out = st.prepare_create(rt, ns, obj)?;
+            st.rv = rv;
+            return Ok(out);
+        }
+        let out = st.create(rt, ns, obj)?;
+        self.notify(&st);
+        Ok(out)
+    }
+
+    /// Read-modify-write of one object. `f` gets the stored object (None if
+    /// absent) and returns the new one; returning a value for an absent
+    /// object creates it (server-side apply). Returns the result and whether
+    /// it was created.
+    pub fn write(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        part: Part,
+        dry_run: bool,
+        f: impl FnOnce(Option<&Value>) -> Result<Value, ApiError>,
+    ) -> Result<(Value, bool), ApiError> {
+        let mut st = self.lock();
+        let key = rt.storage_key();
+        let current = st.objects.get(&key).and_then(|o| o.get(&(ns.to_string(), name.to_string()))).cloned();
+        let Some(current) = current else {
+            if part == Part::Status {
+                return Err(ApiError::not_found(&rt.group, &rt.plural, name));
+            }
+            let mut new = f(None)?;
+            new["metadata"]["name"] = json!(name);
+            let out = if dry_run { st.prepare_create(rt, ns, new)? } else { st.create(rt, ns, new)? };
+            self.notify(&st);
+            return Ok((out, true));
+        };
+        let new = f(Some(&current))?;
+        if new["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                new["metadata"]["name"]
+            )));
+        }
+        let out = st.update(rt, ns, name, &current, new, part, dry_run)?;
+        self.notify(&st);
+        Ok((out, false))
+    }
+
+    pub fn delete(&self, rt: &ResourceType, ns: &str, name: &str, dry_run: bool) -> Result<Value, ApiError> {
+        let mut st = self.lock();
+        let key = rt.storage_key();
+        let current = st
+            .objects
+            .get(&key)
+            .and_then(|o| o.get(&(ns.to_string(), name.to_string())))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
+        if dry_run {
+            return Ok((*current).clone());
+        }
+        let out = st.delete(&key, ns, name);
+        self.notify(&st);
+        Ok(out.unwrap_or_else(|| (*current).clone()))
+    }
+
+    pub fn delete_collection(&self, rt: &ResourceType, ns: Option<&str>, sel: &Selector, view: impl Fn(&Value) -> Value) -> Vec<Value> {
+        let mut st = self.lock();
+        let key = rt.storage_key();
+        let names: Vec<(String, String)> = st
+            .objects
+            .get(&key)
+            .map(|objs| {
+                objs.iter()
+                    .filter(|((o_ns, _), o)| ns.is_none_or(|n| n == o_ns) && sel.matches(&view(o)))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let out = names.iter().filter_map(|(n, name)| st.delete(&key, n, name)).collect();
+        self.notify(&st);
+        out
+    }
+}
+
+impl State {
+    fn next_rv(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
+    fn record(&mut self, key: &TypeKey, ns: &str, kind: EventType, object: Arc<Value>, previous: Option<Arc<Value>>) {
+        let entry = LogEntry { rv: self.rv, key: key.clone(), namespace: ns.to_string(), kind, object, previous };
+        self.log.push_back(Arc::new(entry));
+        while self.log.len() > self.log_capacity {
+            if let Some(old) = self.log.pop_front() {
+                self.compacted = old.rv;
+            }
+        }
+    }
+
+    fn exists(&self, key: &TypeKey, ns: &str, name: &str) -> bool {
+        self.objects.get(key).is_some_and(|o| o.contains_key(&(ns.to_string(), name.to_string())))
+    }
+
+    /// Validates and fills metadata for a new object; bumps the rv.
+    fn prepare_create(&mut self, rt: &ResourceType, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
+        if !obj["metadata"].is_object() {
+            obj["metadata"] = json!({});
+        }
+        let name = match (meta(&obj, "name"), meta(&obj, "generateName")) {
+            (Some(n), _) if !n.is_empty() => n,
+            (_, Some(prefix)) => format!("{prefix}{}", name_suffix()),
+            _ => {
+                return Err(ApiError::invalid(&rt.group, &rt.plural, "", "metadata.name: Required value: name or generateName is required"))
+            }
+        };
+        let key = rt.storage_key();
+        let m = &mut obj["metadata"];
+        m["name"] = json!(name);
+        if rt.namespaced {
+            if let Some(body_ns) = m["namespace"].as_str() {
+                if !body_ns.is_empty() && body_ns != ns {
+                    return Err(ApiError::bad_request(format!(
+                        "the namespace of the provided object does not match the namespace sent on the request ({body_ns} != {ns})"
+                    )));
+                }
+            }
+            m["namespace"] = json!(ns);
+            if !self.exists(&("".into(), "namespaces".into()), "", ns) {
+                return Err(ApiError::not_found("", "namespaces", ns));
+            }
+        } else if let Value::Object(mm) = m {
+            mm.remove("namespace");
+        }
+        if self.exists(&key, ns, &name) {
+            return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
+        }
+        if let Value::Object(mm) = m {
+            for k in ["deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+                mm.remove(k);
+            }
+        }
+        m["uid"] = json!(new_uid());
+        m["creationTimestamp"] = json!(now_rfc3339());
+        m["generation"] = json!(1);
+        if rt.custom && rt.status {
+            if let Value::Object(o) = &mut obj {
+                o.remove("status");
+            }
+        }
+        match (rt.group.as_str(), rt.plural.as_str()) {
+            ("", "namespaces") if obj["status"]["phase"].is_null() => obj["status"] = json!({"phase": "Active"}),
+            ("", "pods") if obj["status"]["phase"].is_null() => obj["status"]["phase"] = json!("Pending"),
+            ("apiextensions.k8s.io", "customresourcedefinitions") => {
+                let def = from_crd(&obj).map_err(|e| ApiError::invalid(&rt.group, &rt.plural, &name, e))?;
+                obj["status"] = crd_status(&obj, &def);
+            }
+            _ => {}
+        }
+        let rv = self.next_rv();
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        Ok(obj)
+    }
+
+    fn create(&mut self, rt: &ResourceType, ns: &str, obj: Value) -> Result<Value, ApiError> {
+        let obj = self.prepare_create(rt, ns, obj)?;
+        let key = rt.storage_key();
+        let name = meta(&obj, "name").unwrap_or_default();
+        let ns = if rt.namespaced { ns } else { "" };
+        let stored = Arc::new(obj.clone());
+        self.objects.entry(key.clone()).or_default().insert((ns.to_string(), name), stored.clone());
+        self.record(&key, ns, EventType::Added, stored, None);
+        self.after_write(&key, &obj, false);
+        Ok(obj)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn update(&mut self, rt: &ResourceType, ns: &str, name: &str, old: &Value, new: Value, part: Part, dry_run: bool) -> Result<Value, ApiError> {
+        let old_rv = meta(old, "resourceVersion").unwrap_or_default();
+        if let Some(rv) = meta(&new, "resourceVersion") {
+            if !rv.is_empty() && rv != old_rv {
+                return Err(ApiError::conflict(&rt.group, &rt.plural, name));
+            }
+        }
+        let mut result = match part {
+            Part::Status => {
+                let mut r = old.clone();
+                r["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+                r
+            }
+            Part::Main => {
+                let mut r = new;
+                if !r["metadata"].is_object() {
+                    r["metadata"] = json!({});
+                }
+                for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+                    match old["metadata"].get(k) {
+                        Some(v) => r["metadata"][k] = v.clone(),
+                        None => {
+                            if let Value::Object(m) = &mut r["metadata"] {
+                                m.remove(k);
+                            }
+                        }
+                    }
+                }
+                if let Value::Object(m) = &mut r["metadata"] {
+                    m.remove("managedFields");
+                }
+                if rt.status {
+                    r["status"] = old.get("status").cloned().unwrap_or(Value::Null);
+                }
+                if spec_of(&r) != spec_of(old) {
+                    let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
+                    r["metadata"]["generation"] = json!(g + 1);
+                }
+                r
+            }
+        };
+        if let Value::Object(o) = &mut result {
+            if o.get("status").is_some_and(Value::is_null) {
+                o.remove("status");
+            }
+        }
+        result["metadata"]["resourceVersion"] = json!(old_rv);
+        let is_crd = rt.storage_key() == ("apiextensions.k8s.io".into(), "customresourcedefinitions".into());
+        if is_crd && part == Part::Main && spec_of(&result) != spec_of(old) {
+            let def = from_crd(&result).map_err(|e| ApiError::invalid(&rt.group, &rt.plural, name, e))?;
+            result["status"] = crd_status(&result, &def);
+        }
+        // A write that changes nothing is not a write: no new resourceVersion,
+        // no watch event (controllers that re-apply their status rely on it).
+        if &result == old || dry_run {
+            return Ok(result);
+        }
+        let key = rt.storage_key();
+        let rv = self.next_rv();
+        result["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let deleting = !result["metadata"]["deletionTimestamp"].is_null();
+        if deleting && !has_finalizers(&result) {
+            self.remove(&key, ns, name, Arc::new(result.clone()));
+            return Ok(result);
+        }
+        let stored = Arc::new(result.clone());
+        self.objects.entry(key.clone()).or_default().insert((ns.to_string(), name.to_string()), stored.clone());
+        self.record(&key, ns, EventType::Modified, stored, Some(Arc::new(old.clone())));
+        self.after_write(&key, &result, false);
+        Ok(result)
+    }
+
+    /// Deletes (or, with finalizers, marks for deletion) one object.
+    fn delete(&mut self, key: &TypeKey, ns: &str, name: &str) -> Option<Value> {
+        let current = self.objects.get(key)?.get(&(ns.to_string(), name.to_string()))?.clone();
+        if has_finalizers(&current) {
+            if !current["metadata"]["deletionTimestamp"].is_null() {
+                return Some((*current).clone());
+            }
+            let mut marked = (*current).clone();
+            marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            let g = marked["metadata"]["generation"].as_i64().unwrap_or(0);
+            marked["metadata"]["generation"] = json!(g + 1);
+            let rv = self.next_rv();
+            marked["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let stored = Arc::new(marked.clone());
+            self.objects.entry(key.clone()).or_default().insert((ns.to_string(), name.to_string()), stored.clone());
+            self.record(key, ns, EventType::Modified, stored, Some(current));
+            return Some(marked);
+        }
+        let mut gone = (*current).clone();
+        let rv = self.next_rv();
+        gone["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.remove(key, ns, name, Arc::new(gone.clone()));
+        Some(gone)
+    }
+
+    /// Removes an object for good (rv already bumped) and cascades.
+    fn remove(&mut self, key: &TypeKey, ns: &str, name: &str, last: Arc<Value>) {
+        if let Some(objs) = self.objects.get_mut(key) {
+            objs.remove(&(ns.to_string(), name.to_string()));
+        }
+        self.record(key, ns, EventType::Deleted, last.clone(), None);
+        self.after_write(key, &last, true);
+    }
+
+    /// Side effects of a committed write: CRD (un)registration, namespace
+    /// content deletion, garbage collection of dependents.
+    fn after_write(&mut self, key: &TypeKey, obj: &Value, deleted: bool) {
+        match (key.0.as_str(), key.1.as_str()) {
+            ("apiextensions.k8s.io", "customresourcedefinitions") => {
+                if let Ok(def) = from_crd(obj) {
+                    self.types.retain(|t| !(t.group == def.group && t.plural == def.plural));
+                    let dkey = def.storage_key();
+                    if deleted {
+                        let names: Vec<_> = self.objects.get(&dkey).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+                        for (ns, name) in names {
+                            if let Some(o) = self.objects.get(&dkey).and_then(|o| o.get(&(ns.clone(), name.clone()))).cloned() {
+                                let mut gone = (*o).clone();
+                                let rv = self.next_rv();
+                                gone["metadata"]["resourceVersion"] = json!(rv.to_string());
+                                self.remove(&dkey, &ns, &name, Arc::new(gone));
+                            }
+                        }
+                    } else {
+                        self.types.push(def);
+                    }
+                }
+            }
+            ("", "namespaces") if deleted => {
+                let ns = meta(obj, "name").unwrap_or_default();
+                let mut victims = Vec::new();
+                for (k, objs) in &self.objects {
+                    victims.extend(objs.keys().filter(|(n, _)| n == &ns).map(|(n, name)| (k.clone(), n.clone(), name.clone())));
+                }
+                for (k, n, name) in victims {
+                    self.delete(&k, &n, &name);
+                }
+            }
+            _ => {}
+        }
+        if deleted {
+            if let Some(uid) = meta(obj, "uid") {
+                let mut dependents = Vec::new();
+                for (k, objs) in &self.objects {
+                    for ((n, name), o) in objs {
+                        let owned = o["metadata"]["ownerReferences"]
+                            .as_array()
+                            .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid.as_str())));
+                        if owned {
+                            dependents.push((k.clone(), n.clone(), name.clone()));
+                        }
+                    }
+                }
+                for (k, n, name) in dependents {
+                    self.delete(&k, &n, &name);
+                }
+            }
+        }
+    }
+}
+
+fn crd_status(crd: &Value, def: &ResourceType) -> Value {
+    let now = now_rfc3339();
+    let cond = |t: &str, reason: &str, msg: &str| {
+        json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg})
+    };
+    json!({
+        "conditions": [
+            cond("NamesAccepted", "NoConflicts", "no conflicts found"),
+            cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+        ],
+        "acceptedNames": crd["spec"]["names"],
+        "storedVersions": [def.versions[0]],
+    })
+}
