@@ -102,9 +102,10 @@ pub fn gateway_mac(vni: u32) -> MacAddr {
 pub fn sg_mac(vni: u32) -> MacAddr {
     MacAddr::local(0x1a, vni as u64)
 }
-/// A node's DVR MAC from its allocated index.
-pub fn dvr_mac(node_index: u32) -> MacAddr {
-    MacAddr::local(0x2a, node_index as u64)
+/// A node's DVR MAC, derived from its VTEP address: unique because VTEPs
+/// are, stable across restarts, and needing no allocation.
+pub fn dvr_mac(vtep: Ipv4Addr) -> MacAddr {
+    MacAddr::local(0x2a, u32::from(vtep) as u64)
 }
 /// The MAC of a port that owns an external address (`fg-`, `qg-`), stable
 /// across restarts so upstream ARP caches stay right.
@@ -170,7 +171,7 @@ mod tests {
         for m in [
             gateway_mac(7),
             sg_mac(7),
-            dvr_mac(7),
+            dvr_mac("198.18.0.7".parse().unwrap()),
             external_mac("203.0.113.7".parse().unwrap()),
         ] {
             assert_eq!(

@@ -11,9 +11,10 @@ fn ip(s: &str) -> Ipv4Addr {
 }
 
 fn mk_node(i: u8) -> NodeFacts {
+    let vtep = Ipv4Addr::new(198, 18, 0, i);
     NodeFacts {
-        vtep: Ipv4Addr::new(198, 18, 0, i),
-        dvr_mac: names::dvr_mac(i as u32),
+        vtep,
+        dvr_mac: names::dvr_mac(vtep),
     }
 }
 
@@ -206,14 +207,15 @@ fn bridge_table_keeps_gateway_macs_off_the_overlay() {
     assert_eq!(t.sets["gw_macs"].elements.len(), 4);
     assert!(t.sets["gw_ips"].elements.contains_key("10.0.1.1"));
     let rules = &t.chains["forward"].rules;
-    assert!(rules
-        .iter()
-        .any(|r| r.contains(&format!("ether saddr set {}", names::dvr_mac(1)))));
+    assert!(rules.iter().any(|r| r.contains(&format!(
+        "ether saddr set {}",
+        names::dvr_mac(ip("198.18.0.1"))
+    ))));
     let n2 = plan_node(&v, "n2");
     assert!(n2.root.nft.as_ref().unwrap().chains["forward"]
         .rules
         .iter()
-        .any(|r| r.contains(&names::dvr_mac(2).to_string())));
+        .any(|r| r.contains(&names::dvr_mac(ip("198.18.0.2")).to_string())));
 }
 
 #[test]
