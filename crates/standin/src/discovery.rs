@@ -165,9 +165,62 @@ pub fn aggregated(types: &[ResourceType], core: bool) -> Value {
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
 
-/// The OpenAPI v3 index: no schemas, so kubectl skips client-side validation.
-pub fn openapi_v3() -> Value {
-    json!({"paths": {}})
+/// The OpenAPI v3 index: one document per served group-version.
+pub fn openapi_v3(types: &[ResourceType]) -> Value {
+    let mut paths = serde_json::Map::new();
+    for t in types {
+        for v in &t.versions {
+            let p = gv_path(&t.group, v);
+            let url = format!("/openapi/v3/{p}?hash=standin");
+            paths.insert(p, json!({"serverRelativeURL": url}));
+        }
+    }
+    json!({"paths": paths})
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// The OpenAPI v3 document of one group-version: no schemas, only a PATCH
+/// operation per kind that declares `fieldValidation` and `dryRun`. That is
+/// what kubectl looks for to decide the server validates fields itself, so
+/// it skips client-side validation (which would need `/openapi/v2` schemas,
+/// which are not served).
+pub fn openapi_v3_gv(types: &[ResourceType], group: &str, version: &str) -> Option<Value> {
+    let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
+    let mut paths = serde_json::Map::new();
+    for t in in_version(types, group, version) {
+        let base = format!("/{}", gv_path(group, version));
+        let path = if t.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", t.plural)
+        } else {
+            format!("{base}/{}/{{name}}", t.plural)
+        };
+        paths.insert(
+            path,
+            json!({"patch": {
+                "operationId": format!("patch{}", t.kind),
+                "x-kubernetes-action": "patch",
+                "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": t.kind},
+                "parameters": [param("dryRun"), param("fieldManager"), param("fieldValidation"), param("force")],
+                "responses": {"200": {"description": "OK"}}
+            }}),
+        );
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes (kube-standin)", "version": "v1.32.0"},
+        "paths": paths,
+        "components": {"schemas": {}}
+    }))
 }
 
 #[cfg(test)]

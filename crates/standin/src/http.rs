@@ -75,6 +75,9 @@ impl Req {
     }
 
     fn body_value(&self) -> Result<Value, ApiError> {
+        if !self.content_type.is_empty() && !self.content_type.contains("json") && !self.content_type.contains("yaml") {
+            return Err(ApiError::unsupported_media_type(&self.content_type));
+        }
         let parsed = if self.content_type.contains("yaml") {
             serde_yaml::from_slice::<Value>(&self.body).map_err(|e| e.to_string())
         } else {
@@ -122,7 +125,9 @@ fn route(ctx: &Arc<Ctx>, path: &str, r: &Req) -> Result<Response<Body>, ApiError
     match segs.as_slice() {
         ["version"] => get_only(discovery::version()),
         ["healthz" | "readyz" | "livez"] => Ok(respond(200, "text/plain", b"ok".to_vec())),
-        ["openapi", "v3"] => get_only(discovery::openapi_v3()),
+        ["openapi", "v3"] => get_only(discovery::openapi_v3(&types())),
+        ["openapi", "v3", "api", v] => get_only(discovery::openapi_v3_gv(&types(), "", v).ok_or_else(ApiError::no_such_path)?),
+        ["openapi", "v3", "apis", g, v] => get_only(discovery::openapi_v3_gv(&types(), g, v).ok_or_else(ApiError::no_such_path)?),
         ["api"] if aggregated => Ok(respond(200, discovery::AGGREGATED_CONTENT_TYPE, serde_json::to_vec(&discovery::aggregated(&types(), true)).unwrap_or_default())),
         ["apis"] if aggregated => Ok(respond(200, discovery::AGGREGATED_CONTENT_TYPE, serde_json::to_vec(&discovery::aggregated(&types(), false)).unwrap_or_default())),
         ["api"] => get_only(discovery::core_versions(&ctx.addr)),
