@@ -1,3 +1,4 @@
 //! The dataplane: observe the kernel, diff against a plan, apply the minimal
 //! change.
+pub mod nft;
 pub mod sandbox;
