@@ -89,13 +89,3 @@ Environment shared by every kube-dvr container.
 - name: RUST_LOG
   value: {{ .Values.logLevel | quote }}
 {{- end }}
-
-{{/*
-imagePullSecrets of every pod.
-*/}}
-{{- define "kube-dvr.imagePullSecrets" -}}
-{{- with .Values.imagePullSecrets }}
-imagePullSecrets:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- end }}
