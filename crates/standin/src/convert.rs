@@ -73,7 +73,10 @@ mod tests {
     fn events_round_trip_between_groups() {
         let types = builtins();
         let v1 = types.iter().find(|t| t.group == "events.k8s.io").unwrap();
-        let core = types.iter().find(|t| t.group.is_empty() && t.plural == "events").unwrap();
+        let core = types
+            .iter()
+            .find(|t| t.group.is_empty() && t.plural == "events")
+            .unwrap();
         let stored = ingest(
             v1,
             json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"},
@@ -82,7 +85,10 @@ mod tests {
         assert_eq!(stored["involvedObject"]["name"], "x");
         assert_eq!(stored["source"]["component"], "c");
         let as_core = present(core, "v1", &stored);
-        assert_eq!((as_core["apiVersion"].as_str(), as_core["message"].as_str()), (Some("v1"), Some("hello")));
+        assert_eq!(
+            (as_core["apiVersion"].as_str(), as_core["message"].as_str()),
+            (Some("v1"), Some("hello"))
+        );
         let back = present(v1, "v1", &stored);
         assert_eq!(back["note"], "hello");
         assert_eq!(back["apiVersion"], "events.k8s.io/v1");

@@ -8,13 +8,16 @@ use serde_json::{json, Value};
 
 use crate::resource::ResourceType;
 
-pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// Does the Accept header ask for aggregated discovery v2?
 pub fn wants_aggregated(accept: &str) -> bool {
     accept.split(',').any(|a| {
         let params: Vec<&str> = a.split(';').map(str::trim).collect();
-        params.contains(&"g=apidiscovery.k8s.io") && params.contains(&"v=v2") && params.contains(&"as=APIGroupDiscoveryList")
+        params.contains(&"g=apidiscovery.k8s.io")
+            && params.contains(&"v=v2")
+            && params.contains(&"as=APIGroupDiscoveryList")
     })
 }
 
@@ -63,7 +66,10 @@ fn group_doc(name: &str, versions: &[String]) -> Value {
 }
 
 pub fn group_list(types: &[ResourceType]) -> Value {
-    let gs: Vec<Value> = groups(types).iter().map(|(g, vs)| group_doc(g, vs)).collect();
+    let gs: Vec<Value> = groups(types)
+        .iter()
+        .map(|(g, vs)| group_doc(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": gs})
 }
 
@@ -76,7 +82,11 @@ pub fn group(types: &[ResourceType], name: &str) -> Option<Value> {
     Some(doc)
 }
 
-fn in_version<'a>(types: &'a [ResourceType], group: &'a str, version: &'a str) -> impl Iterator<Item = &'a ResourceType> {
+fn in_version<'a>(
+    types: &'a [ResourceType],
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'a ResourceType> {
     types
         .iter()
         .filter(move |t| t.group == group && t.versions.iter().any(|v| v == version))
@@ -113,8 +123,14 @@ pub fn resource_list(types: &[ResourceType], group: &str, version: &str) -> Opti
     if resources.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn aggregated_resource(t: &ResourceType, version: &str) -> Value {
@@ -151,7 +167,9 @@ pub fn aggregated(types: &[ResourceType], core: bool) -> Value {
             let versions: Vec<Value> = vs
                 .iter()
                 .map(|v| {
-                    let rs: Vec<Value> = in_version(types, g, v).map(|t| aggregated_resource(t, v)).collect();
+                    let rs: Vec<Value> = in_version(types, g, v)
+                        .map(|t| aggregated_resource(t, v))
+                        .collect();
                     json!({"version": v, "resources": rs, "freshness": "Current"})
                 })
                 .collect();
@@ -232,14 +250,31 @@ mod tests {
     fn documents_list_builtins() {
         let types = builtins();
         let core = resource_list(&types, "", "v1").unwrap();
-        let names: Vec<&str> = core["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-        assert!(names.contains(&"pods") && names.contains(&"pods/status") && names.contains(&"nodes"));
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            names.contains(&"pods") && names.contains(&"pods/status") && names.contains(&"nodes")
+        );
         assert!(resource_list(&types, "nope.io", "v1").is_none());
         let gl = group_list(&types);
-        assert!(gl["groups"].as_array().unwrap().iter().any(|g| g["name"] == "coordination.k8s.io"));
+        assert!(gl["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "coordination.k8s.io"));
         let agg = aggregated(&types, false);
-        assert!(agg["items"].as_array().unwrap().iter().any(|g| g["metadata"]["name"] == "events.k8s.io"));
-        assert!(wants_aggregated("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"));
+        assert!(agg["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["metadata"]["name"] == "events.k8s.io"));
+        assert!(wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        ));
         assert!(!wants_aggregated("application/json"));
     }
 }

@@ -45,7 +45,11 @@ fn respond(code: u16, content_type: &str, body: Vec<u8>) -> Response<Body> {
 }
 
 fn json_response(code: u16, v: &Value) -> Response<Body> {
-    respond(code, "application/json", serde_json::to_vec(v).unwrap_or_default())
+    respond(
+        code,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
@@ -75,7 +79,16 @@ impl Req {
     }
 
     fn body_value(&self) -> Result<Value, ApiError> {
-        if !self.content_type.is_empty() && !self.content_type.contains("json") && !self.content_type.contains("yaml") {
+        if self
+            .content_type
+            .starts_with("application/vnd.kubernetes.protobuf")
+        {
+            return crate::protobuf::decode(&self.body);
+        }
+        if !self.content_type.is_empty()
+            && !self.content_type.contains("json")
+            && !self.content_type.contains("yaml")
+        {
             return Err(ApiError::unsupported_media_type(&self.content_type));
         }
         let parsed = if self.content_type.contains("yaml") {
@@ -91,18 +104,34 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Bo
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return Ok(error_response(&ApiError::bad_request(format!("reading body: {e}")))),
+        Err(e) => {
+            return Ok(error_response(&ApiError::bad_request(format!(
+                "reading body: {e}"
+            ))))
+        }
     };
-    let header = |h| parts.headers.get(h).and_then(|v: &HeaderValue| v.to_str().ok()).unwrap_or("").to_string();
+    let header = |h| {
+        parts
+            .headers
+            .get(h)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
     let r = Req {
         method: parts.method.clone(),
-        query: form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect(),
+        query: form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect(),
         accept: header(ACCEPT),
         content_type: header(CONTENT_TYPE),
         body,
     };
     let path = parts.uri.path().trim_end_matches('/').to_string();
-    let mutating = matches!(r.method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let mutating = matches!(
+        r.method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
     let resp = route(&ctx, &path, &r).unwrap_or_else(|e| error_response(&e));
     if mutating && resp.status().is_success() {
         ctx.store.count_write();
@@ -126,15 +155,31 @@ fn route(ctx: &Arc<Ctx>, path: &str, r: &Req) -> Result<Response<Body>, ApiError
         ["version"] => get_only(discovery::version()),
         ["healthz" | "readyz" | "livez"] => Ok(respond(200, "text/plain", b"ok".to_vec())),
         ["openapi", "v3"] => get_only(discovery::openapi_v3(&types())),
-        ["openapi", "v3", "api", v] => get_only(discovery::openapi_v3_gv(&types(), "", v).ok_or_else(ApiError::no_such_path)?),
-        ["openapi", "v3", "apis", g, v] => get_only(discovery::openapi_v3_gv(&types(), g, v).ok_or_else(ApiError::no_such_path)?),
-        ["api"] if aggregated => Ok(respond(200, discovery::AGGREGATED_CONTENT_TYPE, serde_json::to_vec(&discovery::aggregated(&types(), true)).unwrap_or_default())),
-        ["apis"] if aggregated => Ok(respond(200, discovery::AGGREGATED_CONTENT_TYPE, serde_json::to_vec(&discovery::aggregated(&types(), false)).unwrap_or_default())),
+        ["openapi", "v3", "api", v] => {
+            get_only(discovery::openapi_v3_gv(&types(), "", v).ok_or_else(ApiError::no_such_path)?)
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            get_only(discovery::openapi_v3_gv(&types(), g, v).ok_or_else(ApiError::no_such_path)?)
+        }
+        ["api"] if aggregated => Ok(respond(
+            200,
+            discovery::AGGREGATED_CONTENT_TYPE,
+            serde_json::to_vec(&discovery::aggregated(&types(), true)).unwrap_or_default(),
+        )),
+        ["apis"] if aggregated => Ok(respond(
+            200,
+            discovery::AGGREGATED_CONTENT_TYPE,
+            serde_json::to_vec(&discovery::aggregated(&types(), false)).unwrap_or_default(),
+        )),
         ["api"] => get_only(discovery::core_versions(&ctx.addr)),
         ["apis"] => get_only(discovery::group_list(&types())),
-        ["api", "v1"] => get_only(discovery::resource_list(&types(), "", "v1").ok_or_else(ApiError::no_such_path)?),
+        ["api", "v1"] => get_only(
+            discovery::resource_list(&types(), "", "v1").ok_or_else(ApiError::no_such_path)?,
+        ),
         ["apis", g] => get_only(discovery::group(&types(), g).ok_or_else(ApiError::no_such_path)?),
-        ["apis", g, v] => get_only(discovery::resource_list(&types(), g, v).ok_or_else(ApiError::no_such_path)?),
+        ["apis", g, v] => {
+            get_only(discovery::resource_list(&types(), g, v).ok_or_else(ApiError::no_such_path)?)
+        }
         ["api", "v1", rest @ ..] => resource(ctx, "", "v1", rest, r),
         ["apis", g, v, rest @ ..] => resource(ctx, g, v, rest, r),
         _ => Err(ApiError::no_such_path()),
@@ -154,11 +199,19 @@ struct Target {
 fn resolve(ctx: &Ctx, group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
     let store = &ctx.store;
     let (ns, plural, tail) = match rest {
-        ["namespaces", ns, plural, tail @ ..] if store.lookup(group, version, plural).is_some_and(|t| t.namespaced) => (Some(*ns), *plural, tail),
+        ["namespaces", ns, plural, tail @ ..]
+            if store
+                .lookup(group, version, plural)
+                .is_some_and(|t| t.namespaced) =>
+        {
+            (Some(*ns), *plural, tail)
+        }
         [plural, tail @ ..] => (None, *plural, tail),
         [] => return Err(ApiError::no_such_path()),
     };
-    let rt = store.lookup(group, version, plural).ok_or_else(ApiError::no_such_path)?;
+    let rt = store
+        .lookup(group, version, plural)
+        .ok_or_else(ApiError::no_such_path)?;
     let (name, part) = match tail {
         [] => (None, Part::Main),
         [name] => (Some(name.to_string()), Part::Main),
@@ -168,10 +221,22 @@ fn resolve(ctx: &Ctx, group: &str, version: &str, rest: &[&str]) -> Result<Targe
     if (rt.namespaced && ns.is_none() && name.is_some()) || (!rt.namespaced && ns.is_some()) {
         return Err(ApiError::no_such_path());
     }
-    Ok(Target { rt, version: version.to_string(), ns: ns.map(String::from), name, part })
+    Ok(Target {
+        rt,
+        version: version.to_string(),
+        ns: ns.map(String::from),
+        name,
+        part,
+    })
 }
 
-fn resource(ctx: &Arc<Ctx>, group: &str, version: &str, rest: &[&str], r: &Req) -> Result<Response<Body>, ApiError> {
+fn resource(
+    ctx: &Arc<Ctx>,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    r: &Req,
+) -> Result<Response<Body>, ApiError> {
     let t = resolve(ctx, group, version, rest)?;
     let store = &ctx.store;
     let rt = &t.rt;
@@ -188,9 +253,14 @@ fn resource(ctx: &Arc<Ctx>, group: &str, version: &str, rest: &[&str], r: &Req) 
             Method::GET if r.flag("watch") => {
                 let since = match r.q("resourceVersion") {
                     None | Some("") | Some("0") => None,
-                    Some(v) => Some(v.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?),
+                    Some(v) => Some(v.parse::<u64>().map_err(|_| {
+                        ApiError::bad_request(format!("invalid resourceVersion {v:?}"))
+                    })?),
                 };
-                let timeout = r.q("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).unwrap_or(1800);
+                let timeout = r
+                    .q("timeoutSeconds")
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(1800);
                 let req = WatchRequest {
                     rt: rt.clone(),
                     version: t.version.clone(),
@@ -205,7 +275,8 @@ fn resource(ctx: &Arc<Ctx>, group: &str, version: &str, rest: &[&str], r: &Req) 
                 };
                 let body = spawn_watch(store.clone(), req, ctx.shutdown.clone());
                 let mut resp = Response::new(body.boxed());
-                resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                resp.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 Ok(resp)
             }
             Method::GET => {
@@ -226,7 +297,10 @@ fn resource(ctx: &Arc<Ctx>, group: &str, version: &str, rest: &[&str], r: &Req) 
             Method::DELETE => {
                 let gone = store.delete_collection(rt, t.ns.as_deref(), &selector, view);
                 let items: Vec<Value> = gone.iter().map(view).collect();
-                Ok(json_response(200, &json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(&t.version), "metadata": {}, "items": items})))
+                Ok(json_response(
+                    200,
+                    &json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(&t.version), "metadata": {}, "items": items}),
+                ))
             }
             _ => Err(ApiError::method_not_allowed()),
         };
@@ -244,10 +318,12 @@ fn resource(ctx: &Arc<Ctx>, group: &str, version: &str, rest: &[&str], r: &Req) 
         Method::PATCH => {
             let kind = PatchKind::from_content_type(&r.content_type)?;
             let patch = parse_body(kind, &r.body)?;
-            let (o, created) = store.write(rt, &ns, &name, t.part, r.dry_run(), |cur| match (cur, kind) {
-                (None, PatchKind::Apply) => Ok(ingest(rt, patch)),
-                (None, _) => Err(not_found()),
-                (Some(c), _) => Ok(ingest(rt, apply_patch(kind, &view(c), &patch)?)),
+            let (o, created) = store.write(rt, &ns, &name, t.part, r.dry_run(), |cur| {
+                match (cur, kind) {
+                    (None, PatchKind::Apply) => Ok(ingest(rt, patch)),
+                    (None, _) => Err(not_found()),
+                    (Some(c), _) => Ok(ingest(rt, apply_patch(kind, &view(c), &patch)?)),
+                }
             })?;
             Ok(out(if created { 201 } else { 200 }, view(&o)))
         }

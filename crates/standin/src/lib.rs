@@ -38,8 +38,12 @@
 //!   patch; field ownership is not tracked and `managedFields` are not kept).
 //!   Built-in kinds keep a `status` given at create time.
 //! - Discovery (legacy and aggregated v2), server-side `Table`s for
-//!   `kubectl get`, and an empty `/openapi/v3` index so kubectl skips
-//!   client-side validation.
+//!   `kubectl get`, and a schema-less `/openapi/v3` that tells kubectl the
+//!   server validates fields (so it skips client-side validation, which would
+//!   need `/openapi/v2`, not served; the stand-in does not validate either).
+//! - JSON and YAML request bodies; of protobuf only what kubectl's generator
+//!   commands send (`kubectl create namespace|configmap|secret|
+//!   serviceaccount`). Responses are always JSON.
 
 #![forbid(unsafe_code)]
 
@@ -47,6 +51,7 @@ mod convert;
 mod discovery;
 mod http;
 mod patch;
+mod protobuf;
 mod resource;
 mod selector;
 mod status;
@@ -83,7 +88,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { event_log_capacity: 10_000, bookmark_interval: Duration::from_secs(10) }
+        Options {
+            event_log_capacity: 10_000,
+            bookmark_interval: Duration::from_secs(10),
+        }
     }
 }
 
@@ -104,8 +112,12 @@ impl StandIn {
 
     /// [`StandIn::start`] with non-default [`Options`].
     pub async fn start_with(port: u16, options: Options) -> Result<StandIn, Error> {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|source| Error::Bind { port, source })?;
-        let addr = listener.local_addr().map_err(|source| Error::Bind { port, source })?;
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|source| Error::Bind { port, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { port, source })?;
         let store = Arc::new(store::Store::new(options.event_log_capacity));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let ctx = Arc::new(http::Ctx {
@@ -116,7 +128,12 @@ impl StandIn {
         });
         let task = tokio::spawn(serve(listener, ctx, stop_rx));
         tracing::info!(%addr, "kube-standin serving (in-memory stand-in, not for production)");
-        Ok(StandIn { addr, store, stop, task })
+        Ok(StandIn {
+            addr,
+            store,
+            stop,
+            task,
+        })
     }
 
     /// `http://127.0.0.1:PORT`
@@ -165,7 +182,11 @@ impl StandIn {
     }
 }
 
-async fn serve(listener: TcpListener, ctx: Arc<http::Ctx>, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    ctx: Arc<http::Ctx>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     // Connections live in this set: leaving the loop drops it, aborting them.
     let mut conns = JoinSet::new();
     loop {

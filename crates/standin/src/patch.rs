@@ -48,7 +48,12 @@ pub fn apply_patch(kind: PatchKind, target: &Value, patch: &Value) -> Result<Val
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             json_patch::patch(&mut doc, &ops).map_err(|e| {
-                ApiError::invalid("", "", "", format!("the JSON patch could not be applied: {e}"))
+                ApiError::invalid(
+                    "",
+                    "",
+                    "",
+                    format!("the JSON patch could not be applied: {e}"),
+                )
             })?;
         }
     }
@@ -85,7 +90,10 @@ fn strategic_merge(target: &mut Value, patch: &Value) {
                     Some(Value::Array(existing)) => merge_lists(existing, items),
                     _ => None,
                 };
-                t.insert(k.clone(), merged.unwrap_or_else(|| Value::Array(strip_directives(items))));
+                t.insert(
+                    k.clone(),
+                    merged.unwrap_or_else(|| Value::Array(strip_directives(items))),
+                );
             }
             _ => {
                 t.insert(k.clone(), v.clone());
@@ -97,7 +105,7 @@ fn strategic_merge(target: &mut Value, patch: &Value) {
 fn strip_directives(items: &[Value]) -> Vec<Value> {
     items
         .iter()
-        .filter(|i| !i.get("$patch").is_some())
+        .filter(|i| i.get("$patch").is_none())
         .map(|i| match i {
             Value::Object(m) => Value::Object(
                 m.iter()
@@ -113,7 +121,10 @@ fn strip_directives(items: &[Value]) -> Vec<Value> {
 fn merge_lists(existing: &[Value], patch: &[Value]) -> Option<Value> {
     let key = MERGE_KEYS.into_iter().find(|k| {
         !patch.is_empty()
-            && patch.iter().chain(existing).all(|i| i.get(*k).is_some_and(Value::is_string))
+            && patch
+                .iter()
+                .chain(existing)
+                .all(|i| i.get(*k).is_some_and(Value::is_string))
     })?;
     let mut out: Vec<Value> = existing.to_vec();
     for item in patch {
@@ -150,7 +161,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(j, json!({"a": 5, "b": {"c": 2, "d": 3}, "l": [2]}));
-        let bad = apply_patch(PatchKind::Json, &t, &json!([{"op": "remove", "path": "/zz"}]));
+        let bad = apply_patch(
+            PatchKind::Json,
+            &t,
+            &json!([{"op": "remove", "path": "/zz"}]),
+        );
         assert_eq!(bad.unwrap_err().code, 422);
     }
 
@@ -178,7 +193,13 @@ mod tests {
             PatchKind::from_content_type("application/apply-patch+yaml; charset=utf-8").unwrap(),
             PatchKind::Apply
         );
-        assert_eq!(PatchKind::from_content_type("text/plain").unwrap_err().code, 415);
-        assert_eq!(parse_body(PatchKind::Apply, b"a: 1\n").unwrap(), json!({"a": 1}));
+        assert_eq!(
+            PatchKind::from_content_type("text/plain").unwrap_err().code,
+            415
+        );
+        assert_eq!(
+            parse_body(PatchKind::Apply, b"a: 1\n").unwrap(),
+            json!({"a": 1})
+        );
     }
 }

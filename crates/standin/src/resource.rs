@@ -60,7 +60,16 @@ impl ResourceType {
     }
 
     pub fn verbs() -> Vec<&'static str> {
-        vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
     }
 }
 
@@ -95,15 +104,60 @@ pub fn builtins() -> Vec<ResourceType> {
     let mut pods = builtin("", "v1", "pods", "pod", "Pod", &["po"], true, true);
     pods.categories = vec!["all".into()];
     vec![
-        builtin("", "v1", "namespaces", "namespace", "Namespace", &["ns"], false, true),
+        builtin(
+            "",
+            "v1",
+            "namespaces",
+            "namespace",
+            "Namespace",
+            &["ns"],
+            false,
+            true,
+        ),
         builtin("", "v1", "nodes", "node", "Node", &["no"], false, true),
         pods,
         builtin("", "v1", "events", "event", "Event", &["ev"], true, false),
-        builtin("", "v1", "configmaps", "configmap", "ConfigMap", &["cm"], true, false),
+        builtin(
+            "",
+            "v1",
+            "configmaps",
+            "configmap",
+            "ConfigMap",
+            &["cm"],
+            true,
+            false,
+        ),
         builtin("", "v1", "secrets", "secret", "Secret", &[], true, false),
-        builtin("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", &["sa"], true, false),
-        builtin("coordination.k8s.io", "v1", "leases", "lease", "Lease", &[], true, false),
-        builtin("events.k8s.io", "v1", "events", "event", "Event", &["ev"], true, false),
+        builtin(
+            "",
+            "v1",
+            "serviceaccounts",
+            "serviceaccount",
+            "ServiceAccount",
+            &["sa"],
+            true,
+            false,
+        ),
+        builtin(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "lease",
+            "Lease",
+            &[],
+            true,
+            false,
+        ),
+        builtin(
+            "events.k8s.io",
+            "v1",
+            "events",
+            "event",
+            "Event",
+            &["ev"],
+            true,
+            false,
+        ),
         builtin(
             "apiextensions.k8s.io",
             "v1",
@@ -119,7 +173,11 @@ pub fn builtins() -> Vec<ResourceType> {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -128,15 +186,25 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
     let spec = &crd["spec"];
     let group = spec["group"].as_str().ok_or("spec.group is required")?;
     let names = &spec["names"];
-    let plural = names["plural"].as_str().ok_or("spec.names.plural is required")?;
-    let kind = names["kind"].as_str().ok_or("spec.names.kind is required")?;
+    let plural = names["plural"]
+        .as_str()
+        .ok_or("spec.names.plural is required")?;
+    let kind = names["kind"]
+        .as_str()
+        .ok_or("spec.names.kind is required")?;
     let expected = format!("{plural}.{group}");
     if crd["metadata"]["name"].as_str() != Some(expected.as_str()) {
-        return Err(format!("metadata.name: Invalid value: must be spec.names.plural+\".\"+spec.group ({expected})"));
+        return Err(format!(
+            "metadata.name: Invalid value: must be spec.names.plural+\".\"+spec.group ({expected})"
+        ));
     }
     let versions: Vec<&Value> = spec["versions"]
         .as_array()
-        .map(|a| a.iter().filter(|v| v["served"].as_bool().unwrap_or(false)).collect())
+        .map(|a| {
+            a.iter()
+                .filter(|v| v["served"].as_bool().unwrap_or(false))
+                .collect()
+        })
         .unwrap_or_default();
     if versions.is_empty() {
         return Err("spec.versions: at least one served version is required".into());

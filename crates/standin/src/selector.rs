@@ -45,7 +45,10 @@ fn split_top(s: &str) -> Vec<&str> {
         }
     }
     out.push(&s[start..]);
-    out.into_iter().map(str::trim).filter(|p| !p.is_empty()).collect()
+    out.into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn parse_set(rest: &str) -> Option<Vec<String>> {
@@ -92,7 +95,9 @@ fn parse_field(req: &str) -> Result<FieldReq, ApiError> {
     } else if let Some((k, v)) = req.split_once("==").or_else(|| req.split_once('=')) {
         (k, v, false)
     } else {
-        return Err(ApiError::bad_request(format!("invalid field selector: {req:?}")));
+        return Err(ApiError::bad_request(format!(
+            "invalid field selector: {req:?}"
+        )));
     };
     Ok(FieldReq {
         path: path.trim().into(),

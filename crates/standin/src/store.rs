@@ -96,7 +96,9 @@ fn spec_of(obj: &Value) -> Value {
 }
 
 fn has_finalizers(obj: &Value) -> bool {
-    obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty())
 }
 
 impl Store {
@@ -109,13 +111,23 @@ impl Store {
             log_capacity: log_capacity.max(1),
             compacted: 0,
         };
-        let ns_type = st.types.iter().find(|t| t.plural == "namespaces").cloned().expect("builtin");
+        let ns_type = st
+            .types
+            .iter()
+            .find(|t| t.plural == "namespaces")
+            .cloned()
+            .expect("builtin");
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"metadata": {"name": ns}});
-            st.create(&ns_type, "", crate::convert::ingest(&ns_type, obj)).expect("pre-create namespace");
+            st.create(&ns_type, "", crate::convert::ingest(&ns_type, obj))
+                .expect("pre-create namespace");
         }
         let (changed, _) = watch::channel(st.rv);
-        Store { state: Mutex::new(st), changed, writes: AtomicU64::new(0) }
+        Store {
+            state: Mutex::new(st),
+            changed,
+            writes: AtomicU64::new(0),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -159,12 +171,20 @@ impl Store {
         self.lock()
             .types
             .iter()
-            .find(|t| t.group == group && t.plural == plural && t.versions.iter().any(|v| v == version))
+            .find(|t| {
+                t.group == group && t.plural == plural && t.versions.iter().any(|v| v == version)
+            })
             .cloned()
     }
 
     /// Matching objects and the list's resourceVersion.
-    pub fn list(&self, rt: &ResourceType, ns: Option<&str>, sel: &Selector, view: impl Fn(&Value) -> Value) -> (Vec<Value>, u64) {
+    pub fn list(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        sel: &Selector,
+        view: impl Fn(&Value) -> Value,
+    ) -> (Vec<Value>, u64) {
         let st = self.lock();
         let items = st
             .objects
@@ -192,16 +212,33 @@ impl Store {
     /// Log entries after `since` for one collection, or `410 Expired`.
     /// Also returns the current resourceVersion: once these entries are sent,
     /// the watcher has seen everything up to it.
-    pub fn events_after(&self, key: &TypeKey, since: u64) -> Result<(Vec<Arc<LogEntry>>, u64), ApiError> {
+    pub fn events_after(
+        &self,
+        key: &TypeKey,
+        since: u64,
+    ) -> Result<(Vec<Arc<LogEntry>>, u64), ApiError> {
         let st = self.lock();
         if since < st.compacted {
             return Err(ApiError::expired(since, st.compacted + 1));
         }
         let start = st.log.partition_point(|e| e.rv <= since);
-        Ok((st.log.range(start..).filter(|e| &e.key == key).cloned().collect(), st.rv))
+        Ok((
+            st.log
+                .range(start..)
+                .filter(|e| &e.key == key)
+                .cloned()
+                .collect(),
+            st.rv,
+        ))
     }
 
-    pub fn create(&self, rt: &ResourceType, ns: &str, obj: Value, dry_run: bool) -> Result<Value, ApiError> {
+    pub fn create(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let mut st = self.lock();
         if dry_run {
             let rv = st.rv;
@@ -229,14 +266,22 @@ impl Store {
     ) -> Result<(Value, bool), ApiError> {
         let mut st = self.lock();
         let key = rt.storage_key();
-        let current = st.objects.get(&key).and_then(|o| o.get(&(ns.to_string(), name.to_string()))).cloned();
+        let current = st
+            .objects
+            .get(&key)
+            .and_then(|o| o.get(&(ns.to_string(), name.to_string())))
+            .cloned();
         let Some(current) = current else {
             if part == Part::Status {
                 return Err(ApiError::not_found(&rt.group, &rt.plural, name));
             }
             let mut new = f(None)?;
             new["metadata"]["name"] = json!(name);
-            let out = if dry_run { st.prepare_create(rt, ns, new)? } else { st.create(rt, ns, new)? };
+            let out = if dry_run {
+                st.prepare_create(rt, ns, new)?
+            } else {
+                st.create(rt, ns, new)?
+            };
             self.notify(&st);
             return Ok((out, true));
         };
@@ -252,7 +297,13 @@ impl Store {
         Ok((out, false))
     }
 
-    pub fn delete(&self, rt: &ResourceType, ns: &str, name: &str, dry_run: bool) -> Result<Value, ApiError> {
+    pub fn delete(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let mut st = self.lock();
         let key = rt.storage_key();
         let current = st
@@ -269,7 +320,13 @@ impl Store {
         Ok(out.unwrap_or_else(|| (*current).clone()))
     }
 
-    pub fn delete_collection(&self, rt: &ResourceType, ns: Option<&str>, sel: &Selector, view: impl Fn(&Value) -> Value) -> Vec<Value> {
+    pub fn delete_collection(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        sel: &Selector,
+        view: impl Fn(&Value) -> Value,
+    ) -> Vec<Value> {
         let mut st = self.lock();
         let key = rt.storage_key();
         let names: Vec<(String, String)> = st
@@ -282,7 +339,10 @@ impl Store {
                     .collect()
             })
             .unwrap_or_default();
-        let out = names.iter().filter_map(|(n, name)| st.delete(&key, n, name)).collect();
+        let out = names
+            .iter()
+            .filter_map(|(n, name)| st.delete(&key, n, name))
+            .collect();
         self.notify(&st);
         out
     }
@@ -294,8 +354,22 @@ impl State {
         self.rv
     }
 
-    fn record(&mut self, key: &TypeKey, ns: &str, kind: EventType, object: Arc<Value>, previous: Option<Arc<Value>>) {
-        let entry = LogEntry { rv: self.rv, key: key.clone(), namespace: ns.to_string(), kind, object, previous };
+    fn record(
+        &mut self,
+        key: &TypeKey,
+        ns: &str,
+        kind: EventType,
+        object: Arc<Value>,
+        previous: Option<Arc<Value>>,
+    ) {
+        let entry = LogEntry {
+            rv: self.rv,
+            key: key.clone(),
+            namespace: ns.to_string(),
+            kind,
+            object,
+            previous,
+        };
         self.log.push_back(Arc::new(entry));
         while self.log.len() > self.log_capacity {
             if let Some(old) = self.log.pop_front() {
@@ -305,11 +379,18 @@ impl State {
     }
 
     fn exists(&self, key: &TypeKey, ns: &str, name: &str) -> bool {
-        self.objects.get(key).is_some_and(|o| o.contains_key(&(ns.to_string(), name.to_string())))
+        self.objects
+            .get(key)
+            .is_some_and(|o| o.contains_key(&(ns.to_string(), name.to_string())))
     }
 
     /// Validates and fills metadata for a new object; bumps the rv.
-    fn prepare_create(&mut self, rt: &ResourceType, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
+    fn prepare_create(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
         if !obj["metadata"].is_object() {
             obj["metadata"] = json!({});
         }
@@ -317,7 +398,12 @@ impl State {
             (Some(n), _) if !n.is_empty() => n,
             (_, Some(prefix)) => format!("{prefix}{}", name_suffix()),
             _ => {
-                return Err(ApiError::invalid(&rt.group, &rt.plural, "", "metadata.name: Required value: name or generateName is required"))
+                return Err(ApiError::invalid(
+                    &rt.group,
+                    &rt.plural,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                ))
             }
         };
         let key = rt.storage_key();
@@ -342,7 +428,12 @@ impl State {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
         if let Value::Object(mm) = m {
-            for k in ["deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"] {
+            for k in [
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "managedFields",
+                "selfLink",
+            ] {
                 mm.remove(k);
             }
         }
@@ -355,10 +446,18 @@ impl State {
             }
         }
         match (rt.group.as_str(), rt.plural.as_str()) {
-            ("", "namespaces") if obj["status"]["phase"].is_null() => obj["status"] = json!({"phase": "Active"}),
-            ("", "pods") if obj["status"]["phase"].is_null() => obj["status"]["phase"] = json!("Pending"),
+            ("", "namespaces") if obj["status"]["phase"].is_null() => {
+                obj["status"] = json!({"phase": "Active"})
+            }
+            ("", "pods") if obj["status"]["phase"].is_null() => {
+                obj["status"]["phase"] = json!("Pending")
+            }
+            ("", "secrets") if obj["type"].as_str().is_none_or(str::is_empty) => {
+                obj["type"] = json!("Opaque")
+            }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
-                let def = from_crd(&obj).map_err(|e| ApiError::invalid(&rt.group, &rt.plural, &name, e))?;
+                let def = from_crd(&obj)
+                    .map_err(|e| ApiError::invalid(&rt.group, &rt.plural, &name, e))?;
                 obj["status"] = crd_status(&obj, &def);
             }
             _ => {}
@@ -374,14 +473,26 @@ impl State {
         let name = meta(&obj, "name").unwrap_or_default();
         let ns = if rt.namespaced { ns } else { "" };
         let stored = Arc::new(obj.clone());
-        self.objects.entry(key.clone()).or_default().insert((ns.to_string(), name), stored.clone());
+        self.objects
+            .entry(key.clone())
+            .or_default()
+            .insert((ns.to_string(), name), stored.clone());
         self.record(&key, ns, EventType::Added, stored, None);
         self.after_write(&key, &obj, false);
         Ok(obj)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn update(&mut self, rt: &ResourceType, ns: &str, name: &str, old: &Value, new: Value, part: Part, dry_run: bool) -> Result<Value, ApiError> {
+    fn update(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        old: &Value,
+        new: Value,
+        part: Part,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let old_rv = meta(old, "resourceVersion").unwrap_or_default();
         if let Some(rv) = meta(&new, "resourceVersion") {
             if !rv.is_empty() && rv != old_rv {
@@ -399,7 +510,15 @@ impl State {
                 if !r["metadata"].is_object() {
                     r["metadata"] = json!({});
                 }
-                for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+                for k in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "generation",
+                    "namespace",
+                    "name",
+                ] {
                     match old["metadata"].get(k) {
                         Some(v) => r["metadata"][k] = v.clone(),
                         None => {
@@ -428,9 +547,14 @@ impl State {
             }
         }
         result["metadata"]["resourceVersion"] = json!(old_rv);
-        let is_crd = rt.storage_key() == ("apiextensions.k8s.io".into(), "customresourcedefinitions".into());
+        let is_crd = rt.storage_key()
+            == (
+                "apiextensions.k8s.io".into(),
+                "customresourcedefinitions".into(),
+            );
         if is_crd && part == Part::Main && spec_of(&result) != spec_of(old) {
-            let def = from_crd(&result).map_err(|e| ApiError::invalid(&rt.group, &rt.plural, name, e))?;
+            let def =
+                from_crd(&result).map_err(|e| ApiError::invalid(&rt.group, &rt.plural, name, e))?;
             result["status"] = crd_status(&result, &def);
         }
         // A write that changes nothing is not a write: no new resourceVersion,
@@ -447,15 +571,28 @@ impl State {
             return Ok(result);
         }
         let stored = Arc::new(result.clone());
-        self.objects.entry(key.clone()).or_default().insert((ns.to_string(), name.to_string()), stored.clone());
-        self.record(&key, ns, EventType::Modified, stored, Some(Arc::new(old.clone())));
+        self.objects
+            .entry(key.clone())
+            .or_default()
+            .insert((ns.to_string(), name.to_string()), stored.clone());
+        self.record(
+            &key,
+            ns,
+            EventType::Modified,
+            stored,
+            Some(Arc::new(old.clone())),
+        );
         self.after_write(&key, &result, false);
         Ok(result)
     }
 
     /// Deletes (or, with finalizers, marks for deletion) one object.
     fn delete(&mut self, key: &TypeKey, ns: &str, name: &str) -> Option<Value> {
-        let current = self.objects.get(key)?.get(&(ns.to_string(), name.to_string()))?.clone();
+        let current = self
+            .objects
+            .get(key)?
+            .get(&(ns.to_string(), name.to_string()))?
+            .clone();
         if has_finalizers(&current) {
             if !current["metadata"]["deletionTimestamp"].is_null() {
                 return Some((*current).clone());
@@ -468,7 +605,10 @@ impl State {
             let rv = self.next_rv();
             marked["metadata"]["resourceVersion"] = json!(rv.to_string());
             let stored = Arc::new(marked.clone());
-            self.objects.entry(key.clone()).or_default().insert((ns.to_string(), name.to_string()), stored.clone());
+            self.objects
+                .entry(key.clone())
+                .or_default()
+                .insert((ns.to_string(), name.to_string()), stored.clone());
             self.record(key, ns, EventType::Modified, stored, Some(current));
             return Some(marked);
         }
@@ -494,12 +634,22 @@ impl State {
         match (key.0.as_str(), key.1.as_str()) {
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
                 if let Ok(def) = from_crd(obj) {
-                    self.types.retain(|t| !(t.group == def.group && t.plural == def.plural));
+                    self.types
+                        .retain(|t| !(t.group == def.group && t.plural == def.plural));
                     let dkey = def.storage_key();
                     if deleted {
-                        let names: Vec<_> = self.objects.get(&dkey).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+                        let names: Vec<_> = self
+                            .objects
+                            .get(&dkey)
+                            .map(|o| o.keys().cloned().collect())
+                            .unwrap_or_default();
                         for (ns, name) in names {
-                            if let Some(o) = self.objects.get(&dkey).and_then(|o| o.get(&(ns.clone(), name.clone()))).cloned() {
+                            if let Some(o) = self
+                                .objects
+                                .get(&dkey)
+                                .and_then(|o| o.get(&(ns.clone(), name.clone())))
+                                .cloned()
+                            {
                                 let mut gone = (*o).clone();
                                 let rv = self.next_rv();
                                 gone["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -515,7 +665,11 @@ impl State {
                 let ns = meta(obj, "name").unwrap_or_default();
                 let mut victims = Vec::new();
                 for (k, objs) in &self.objects {
-                    victims.extend(objs.keys().filter(|(n, _)| n == &ns).map(|(n, name)| (k.clone(), n.clone(), name.clone())));
+                    victims.extend(
+                        objs.keys()
+                            .filter(|(n, _)| n == &ns)
+                            .map(|(n, name)| (k.clone(), n.clone(), name.clone())),
+                    );
                 }
                 for (k, n, name) in victims {
                     self.delete(&k, &n, &name);
@@ -528,9 +682,12 @@ impl State {
                 let mut dependents = Vec::new();
                 for (k, objs) in &self.objects {
                     for ((n, name), o) in objs {
-                        let owned = o["metadata"]["ownerReferences"]
-                            .as_array()
-                            .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid.as_str())));
+                        let owned =
+                            o["metadata"]["ownerReferences"]
+                                .as_array()
+                                .is_some_and(|refs| {
+                                    refs.iter().any(|r| r["uid"].as_str() == Some(uid.as_str()))
+                                });
                         if owned {
                             dependents.push((k.clone(), n.clone(), name.clone()));
                         }
@@ -546,9 +703,7 @@ impl State {
 
 fn crd_status(crd: &Value, def: &ResourceType) -> Value {
     let now = now_rfc3339();
-    let cond = |t: &str, reason: &str, msg: &str| {
-        json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg})
-    };
+    let cond = |t: &str, reason: &str, msg: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg});
     json!({
         "conditions": [
             cond("NamesAccepted", "NoConflicts", "no conflicts found"),

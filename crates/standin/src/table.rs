@@ -20,11 +20,19 @@ enum Step {
     Field(String),
     Index(usize),
     All,
-    Filter { path: Vec<String>, value: String, negated: bool },
+    Filter {
+        path: Vec<String>,
+        value: String,
+        negated: bool,
+    },
 }
 
 fn parse_path(expr: &str) -> Option<Vec<Step>> {
-    let expr = expr.trim().trim_start_matches('{').trim_end_matches('}').trim();
+    let expr = expr
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim();
     let mut steps = Vec::new();
     let mut rest = expr.strip_prefix('$').unwrap_or(expr);
     while !rest.is_empty() {
@@ -51,9 +59,21 @@ fn parse_path(expr: &str) -> Option<Vec<Step>> {
                         (l, r, false)
                     }
                 };
-                let path = lhs.trim().strip_prefix("@.")?.split('.').map(String::from).collect();
-                let value = rhs.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
-                steps.push(Step::Filter { path, value, negated });
+                let path = lhs
+                    .trim()
+                    .strip_prefix("@.")?
+                    .split('.')
+                    .map(String::from)
+                    .collect();
+                let value = rhs
+                    .trim()
+                    .trim_matches(|c| c == '"' || c == '\'')
+                    .to_string();
+                steps.push(Step::Filter {
+                    path,
+                    value,
+                    negated,
+                });
             } else {
                 let key = inner.trim_matches(|c| c == '"' || c == '\'');
                 steps.push(Step::Field(key.to_string()));
@@ -85,7 +105,11 @@ pub fn eval(expr: &str, obj: &Value) -> Vec<Value> {
                 Step::Field(f) => next.extend(v.get(f).cloned()),
                 Step::Index(i) => next.extend(v.get(i).cloned()),
                 Step::All => next.extend(v.as_array().into_iter().flatten().cloned()),
-                Step::Filter { path, value, negated } => {
+                Step::Filter {
+                    path,
+                    value,
+                    negated,
+                } => {
                     for item in v.as_array().into_iter().flatten() {
                         let mut x = Some(item);
                         for p in path {
@@ -132,12 +156,27 @@ fn count(v: &Value) -> usize {
 }
 
 fn pod_cells(o: &Value) -> Vec<Value> {
-    let statuses = o["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
-    let total = o["spec"]["containers"].as_array().map(|c| c.len()).unwrap_or(statuses.len());
-    let ready = statuses.iter().filter(|s| s["ready"].as_bool() == Some(true)).count();
-    let restarts: i64 = statuses.iter().filter_map(|s| s["restartCount"].as_i64()).sum();
+    let statuses = o["status"]["containerStatuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let total = o["spec"]["containers"]
+        .as_array()
+        .map(|c| c.len())
+        .unwrap_or(statuses.len());
+    let ready = statuses
+        .iter()
+        .filter(|s| s["ready"].as_bool() == Some(true))
+        .count();
+    let restarts: i64 = statuses
+        .iter()
+        .filter_map(|s| s["restartCount"].as_i64())
+        .sum();
     let phase = if o["metadata"]["deletionTimestamp"].is_null() {
-        o["status"]["phase"].as_str().unwrap_or("Unknown").to_string()
+        o["status"]["phase"]
+            .as_str()
+            .unwrap_or("Unknown")
+            .to_string()
     } else {
         "Terminating".into()
     };
@@ -165,15 +204,25 @@ fn node_cells(o: &Value) -> Vec<Value> {
     }
     let roles: Vec<&str> = o["metadata"]["labels"]
         .as_object()
-        .map(|l| l.keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/")).collect())
+        .map(|l| {
+            l.keys()
+                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                .collect()
+        })
         .unwrap_or_default();
     let ip = eval(".status.addresses[?(@.type==\"InternalIP\")].address", o);
     vec![
         name(o),
         json!(status),
-        json!(if roles.is_empty() { "<none>".to_string() } else { roles.join(",") }),
+        json!(if roles.is_empty() {
+            "<none>".to_string()
+        } else {
+            roles.join(",")
+        }),
         age(o),
-        json!(o["status"]["nodeInfo"]["kubeletVersion"].as_str().unwrap_or("")),
+        json!(o["status"]["nodeInfo"]["kubeletVersion"]
+            .as_str()
+            .unwrap_or("")),
         json!(ip.first().and_then(Value::as_str).unwrap_or("<none>")),
     ]
 }
@@ -188,14 +237,28 @@ fn event_cells(o: &Value) -> Vec<Value> {
         json!(age_of(last)),
         o["type"].clone(),
         o["reason"].clone(),
-        json!(format!("{}/{}", obj["kind"].as_str().unwrap_or("").to_lowercase(), obj["name"].as_str().unwrap_or(""))),
+        json!(format!(
+            "{}/{}",
+            obj["kind"].as_str().unwrap_or("").to_lowercase(),
+            obj["name"].as_str().unwrap_or("")
+        )),
         o["message"].clone(),
     ]
 }
 
+/// Computes a row's cells from an object.
+type Cells<'a> = Box<dyn Fn(&Value) -> Vec<Value> + 'a>;
+
 /// Column definitions and the cell function for a resource.
-fn columns(rt: &ResourceType) -> (Vec<Value>, Box<dyn Fn(&Value) -> Vec<Value> + '_>) {
-    let name_col = || col("Name", "string", 0, "Name must be unique within a namespace.");
+fn columns(rt: &ResourceType) -> (Vec<Value>, Cells<'_>) {
+    let name_col = || {
+        col(
+            "Name",
+            "string",
+            0,
+            "Name must be unique within a namespace.",
+        )
+    };
     let age_col = || col("Age", "string", 0, "Time since creation.");
     if rt.custom {
         let mut cols = vec![name_col()];
@@ -252,21 +315,41 @@ fn columns(rt: &ResourceType) -> (Vec<Value>, Box<dyn Fn(&Value) -> Vec<Value> +
         ),
         ("", "configmaps") => (
             vec![name_col(), col("Data", "integer", 0, "entries"), age_col()],
-            Box::new(|o: &Value| vec![name(o), json!(count(&o["data"]) + count(&o["binaryData"])), age(o)]),
+            Box::new(|o: &Value| {
+                vec![
+                    name(o),
+                    json!(count(&o["data"]) + count(&o["binaryData"])),
+                    age(o),
+                ]
+            }),
         ),
         ("", "secrets") => (
-            vec![name_col(), col("Type", "string", 0, "type"), col("Data", "integer", 0, "entries"), age_col()],
-            Box::new(|o: &Value| vec![name(o), o["type"].clone(), json!(count(&o["data"])), age(o)]),
+            vec![
+                name_col(),
+                col("Type", "string", 0, "type"),
+                col("Data", "integer", 0, "entries"),
+                age_col(),
+            ],
+            Box::new(|o: &Value| {
+                vec![name(o), o["type"].clone(), json!(count(&o["data"])), age(o)]
+            }),
         ),
         ("coordination.k8s.io", "leases") => (
-            vec![name_col(), col("Holder", "string", 0, "holder identity"), age_col()],
+            vec![
+                name_col(),
+                col("Holder", "string", 0, "holder identity"),
+                age_col(),
+            ],
             Box::new(|o: &Value| vec![name(o), o["spec"]["holderIdentity"].clone(), age(o)]),
         ),
         ("apiextensions.k8s.io", "customresourcedefinitions") => (
             vec![name_col(), col("Created At", "date", 0, "creation time")],
             Box::new(|o: &Value| vec![name(o), o["metadata"]["creationTimestamp"].clone()]),
         ),
-        _ => (vec![name_col(), age_col()], Box::new(|o: &Value| vec![name(o), age(o)])),
+        _ => (
+            vec![name_col(), age_col()],
+            Box::new(|o: &Value| vec![name(o), age(o)]),
+        ),
     }
 }
 
@@ -323,11 +406,19 @@ mod tests {
             {"type": "Allocated", "status": "True"}, {"type": "Ready", "status": "False"}]},
             "spec": {"subnets": [{"name": "a"}, {"name": "b"}], "address": "203.0.113.5"}});
         assert_eq!(eval(".spec.address", &o), vec![json!("203.0.113.5")]);
-        assert_eq!(eval(".spec.subnets[*].name", &o), vec![json!("a"), json!("b")]);
+        assert_eq!(
+            eval(".spec.subnets[*].name", &o),
+            vec![json!("a"), json!("b")]
+        );
         assert_eq!(eval(".spec.subnets[1].name", &o), vec![json!("b")]);
-        assert_eq!(eval(r#".status.conditions[?(@.type=="Ready")].status"#, &o), vec![json!("False")]);
+        assert_eq!(
+            eval(r#".status.conditions[?(@.type=="Ready")].status"#, &o),
+            vec![json!("False")]
+        );
         assert_eq!(eval("{.spec.missing}", &o), Vec::<Value>::new());
-        assert!(wants_table("application/json;as=Table;v=v1;g=meta.k8s.io,application/json"));
+        assert!(wants_table(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        ));
         assert!(!wants_table("application/json"));
     }
 }

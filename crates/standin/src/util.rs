@@ -155,8 +155,14 @@ mod tests {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_rfc3339(1_709_251_199), "2024-02-29T23:59:59Z");
         assert_eq!(parse_rfc3339("2024-02-29T23:59:59Z"), Some(1_709_251_199));
-        assert_eq!(parse_rfc3339("2024-02-29T23:59:59.123456Z"), Some(1_709_251_199));
-        assert_eq!(parse_rfc3339("2024-03-01T01:59:59+02:00"), Some(1_709_251_199));
+        assert_eq!(
+            parse_rfc3339("2024-02-29T23:59:59.123456Z"),
+            Some(1_709_251_199)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-03-01T01:59:59+02:00"),
+            Some(1_709_251_199)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 

@@ -47,7 +47,10 @@ impl Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
@@ -65,7 +68,12 @@ pub fn spawn(store: Arc<Store>, req: WatchRequest, shutdown: watch::Receiver<boo
     ChannelBody(rx)
 }
 
-async fn run(store: Arc<Store>, req: WatchRequest, tx: mpsc::Sender<Bytes>, mut shutdown: watch::Receiver<bool>) {
+async fn run(
+    store: Arc<Store>,
+    req: WatchRequest,
+    tx: mpsc::Sender<Bytes>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut changed = store.subscribe();
     let rt = &req.rt;
     let key = rt.storage_key();
@@ -79,7 +87,10 @@ async fn run(store: Arc<Store>, req: WatchRequest, tx: mpsc::Sender<Bytes>, mut 
         if end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        line("BOOKMARK", json!({"kind": rt.kind, "apiVersion": rt.api_version(&req.version), "metadata": meta}))
+        line(
+            "BOOKMARK",
+            json!({"kind": rt.kind, "apiVersion": rt.api_version(&req.version), "metadata": meta}),
+        )
     };
     let deadline = Instant::now() + req.timeout;
     let mut last = match req.since {
@@ -114,7 +125,10 @@ async fn run(store: Arc<Store>, req: WatchRequest, tx: mpsc::Sender<Bytes>, mut 
             let now_match = req.selector.matches(&obj);
             let kind = match e.kind {
                 EventType::Modified => {
-                    let was = e.previous.as_ref().is_some_and(|p| req.selector.matches(&view(p)));
+                    let was = e
+                        .previous
+                        .as_ref()
+                        .is_some_and(|p| req.selector.matches(&view(p)));
                     match (was, now_match) {
                         (true, true) => Some(EventType::Modified),
                         (false, true) => Some(EventType::Added),

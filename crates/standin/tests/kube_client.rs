@@ -8,8 +8,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, ObjectReference, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-    WatchEvent, WatchParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::{conditions, reflector, wait::await_condition, watcher, WatchStreamExt};
@@ -53,11 +53,22 @@ async fn gadgets(client: &Client) -> Result<Api<DynamicObject>> {
     }))?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &crd).await?;
-    timeout(T, await_condition(crds, "gadgets.test.standin.io", conditions::is_crd_established()))
-        .await
-        .context("CRD never established")??;
+    timeout(
+        T,
+        await_condition(
+            crds,
+            "gadgets.test.standin.io",
+            conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .context("CRD never established")??;
     let gvk = GroupVersionKind::gvk("test.standin.io", "v1", "Gadget");
-    Ok(Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk(&gvk)))
+    Ok(Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk(&gvk),
+    ))
 }
 
 fn gadget(name: &str, spec: serde_json::Value) -> DynamicObject {
@@ -71,12 +82,17 @@ fn gadget(name: &str, spec: serde_json::Value) -> DynamicObject {
 async fn crud_conflicts_and_errors() -> Result<()> {
     let (s, client) = start().await?;
     let api = gadgets(&client).await?;
-    let created = api.create(&PostParams::default(), &gadget("g1", json!({"size": 1}))).await?;
+    let created = api
+        .create(&PostParams::default(), &gadget("g1", json!({"size": 1})))
+        .await?;
     assert_eq!(created.metadata.generation, Some(1));
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
     let rv1 = created.resource_version().context("rv")?;
 
-    let dup = api.create(&PostParams::default(), &gadget("g1", json!({}))).await.unwrap_err();
+    let dup = api
+        .create(&PostParams::default(), &gadget("g1", json!({})))
+        .await
+        .unwrap_err();
     assert_eq!(status_of(&dup), Some((409, "AlreadyExists".into())));
     let missing = api.get("nope").await.unwrap_err();
     assert_eq!(status_of(&missing), Some((404, "NotFound".into())));
@@ -90,7 +106,10 @@ async fn crud_conflicts_and_errors() -> Result<()> {
     // ...a stale one is refused.
     let mut stale = created.clone();
     stale.data["spec"]["size"] = json!(3);
-    let err = api.replace("g1", &PostParams::default(), &stale).await.unwrap_err();
+    let err = api
+        .replace("g1", &PostParams::default(), &stale)
+        .await
+        .unwrap_err();
     assert_eq!(status_of(&err), Some((409, "Conflict".into())));
 
     let list = api.list(&ListParams::default()).await?;
@@ -106,7 +125,8 @@ async fn crud_conflicts_and_errors() -> Result<()> {
 async fn status_subresource_and_generation() -> Result<()> {
     let (s, client) = start().await?;
     let api = gadgets(&client).await?;
-    api.create(&PostParams::default(), &gadget("g", json!({"size": 1}))).await?;
+    api.create(&PostParams::default(), &gadget("g", json!({"size": 1})))
+        .await?;
 
     // Server-side apply on /status: only status changes, generation stays.
     let applied = json!({
@@ -117,7 +137,10 @@ async fn status_subresource_and_generation() -> Result<()> {
     let pp = PatchParams::apply("standin-test").force();
     let after = api.patch_status("g", &pp, &Patch::Apply(&applied)).await?;
     assert_eq!(after.data["status"]["conditions"][0]["status"], "True");
-    assert_eq!(after.data["spec"]["size"], 1, "a status write must not touch spec");
+    assert_eq!(
+        after.data["spec"]["size"], 1,
+        "a status write must not touch spec"
+    );
     assert_eq!(after.metadata.generation, Some(1));
 
     // Re-applying the same status is not a write: same resourceVersion.
@@ -126,7 +149,11 @@ async fn status_subresource_and_generation() -> Result<()> {
 
     // Merge patch on /status.
     let merged = api
-        .patch_status("g", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Up"}})))
+        .patch_status(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Up"}})),
+        )
         .await?;
     assert_eq!(merged.data["status"]["phase"], "Up");
     assert_eq!(merged.metadata.generation, Some(1));
@@ -141,21 +168,44 @@ async fn status_subresource_and_generation() -> Result<()> {
         .await?;
     assert_eq!(labelled.data["status"]["phase"], "Up");
     assert_eq!(labelled.metadata.generation, Some(1));
-    let respec = api.patch("g", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 5}}))).await?;
+    let respec = api
+        .patch(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 5}})),
+        )
+        .await?;
     assert_eq!(respec.metadata.generation, Some(2));
 
     // JSON patch and server-side apply of the main resource.
-    let jp: json_patch::Patch = serde_json::from_value(json!([{"op": "replace", "path": "/spec/size", "value": 6}]))?;
-    let patched = api.patch("g", &PatchParams::default(), &Patch::<()>::Json(jp)).await?;
-    assert_eq!((patched.data["spec"]["size"].as_i64(), patched.metadata.generation), (Some(6), Some(3)));
+    let jp: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "replace", "path": "/spec/size", "value": 6}]))?;
+    let patched = api
+        .patch("g", &PatchParams::default(), &Patch::<()>::Json(jp))
+        .await?;
+    assert_eq!(
+        (
+            patched.data["spec"]["size"].as_i64(),
+            patched.metadata.generation
+        ),
+        (Some(6), Some(3))
+    );
     let created = api
         .patch(
             "g2",
             &pp,
-            &Patch::Apply(json!({"apiVersion": "test.standin.io/v1", "kind": "Gadget", "spec": {"size": 7}})),
+            &Patch::Apply(
+                json!({"apiVersion": "test.standin.io/v1", "kind": "Gadget", "spec": {"size": 7}}),
+            ),
         )
         .await?;
-    assert_eq!((created.data["spec"]["size"].as_i64(), created.metadata.generation), (Some(7), Some(1)));
+    assert_eq!(
+        (
+            created.data["spec"]["size"].as_i64(),
+            created.metadata.generation
+        ),
+        (Some(7), Some(1))
+    );
     s.shutdown().await;
     Ok(())
 }
@@ -171,19 +221,30 @@ async fn finalizers_hold_deletion_until_removed() -> Result<()> {
     let mut events = api.watch(&WatchParams::default(), &rv).await?.boxed();
 
     let deleted = api.delete("f", &DeleteParams::default()).await?;
-    let marked = deleted.left().context("object with finalizers must be returned, not a Status")?;
+    let marked = deleted
+        .left()
+        .context("object with finalizers must be returned, not a Status")?;
     assert!(marked.metadata.deletion_timestamp.is_some());
-    assert!(api.get("f").await?.metadata.deletion_timestamp.is_some(), "object must stay");
+    assert!(
+        api.get("f").await?.metadata.deletion_timestamp.is_some(),
+        "object must stay"
+    );
 
-    api.patch("f", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
-        .await?;
+    api.patch(
+        "f",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
     let err = api.get("f").await.unwrap_err();
     assert_eq!(status_of(&err).map(|s| s.0), Some(404));
 
     let mut seen = Vec::new();
     while let Some(ev) = timeout(T, events.try_next()).await?? {
         match ev {
-            WatchEvent::Modified(o) => seen.push(("MODIFIED", o.metadata.deletion_timestamp.is_some())),
+            WatchEvent::Modified(o) => {
+                seen.push(("MODIFIED", o.metadata.deletion_timestamp.is_some()))
+            }
             WatchEvent::Deleted(_) => {
                 seen.push(("DELETED", true));
                 break;
@@ -209,51 +270,83 @@ fn pod(name: &str, node: &str) -> Pod {
 async fn watcher_with_field_selector_sees_only_its_node() -> Result<()> {
     let (s, client) = start().await?;
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
-    pods.create(&PostParams::default(), &pod("a1", "n1")).await?;
-    pods.create(&PostParams::default(), &pod("b1", "n2")).await?;
+    pods.create(&PostParams::default(), &pod("a1", "n1"))
+        .await?;
+    pods.create(&PostParams::default(), &pod("b1", "n2"))
+        .await?;
     let all: Api<Pod> = Api::all(client.clone());
     let mut stream = watcher(all, watcher::Config::default().fields("spec.nodeName=n1")).boxed();
     let mut names = Vec::new();
     loop {
-        match timeout(T, stream.try_next()).await??.context("watcher ended")? {
+        match timeout(T, stream.try_next())
+            .await??
+            .context("watcher ended")?
+        {
             watcher::Event::InitApply(p) => names.push(p.name_any()),
             watcher::Event::InitDone => break,
             _ => {}
         }
     }
     assert_eq!(names, vec!["a1"]);
-    pods.create(&PostParams::default(), &pod("b2", "n2")).await?;
-    pods.create(&PostParams::default(), &pod("a2", "n1")).await?;
-    match timeout(T, stream.try_next()).await??.context("watcher ended")? {
+    pods.create(&PostParams::default(), &pod("b2", "n2"))
+        .await?;
+    pods.create(&PostParams::default(), &pod("a2", "n1"))
+        .await?;
+    match timeout(T, stream.try_next())
+        .await??
+        .context("watcher ended")?
+    {
         watcher::Event::Apply(p) => assert_eq!(p.name_any(), "a2", "n2's pod must not be seen"),
         other => bail!("unexpected {other:?}"),
     }
     // The Pod status subresource: status writes keep the spec.
     let st = pods
-        .patch_status("a2", &PatchParams::default(), &Patch::Merge(json!({"status": {"podIP": "10.0.0.5"}})))
+        .patch_status(
+            "a2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"podIP": "10.0.0.5"}})),
+        )
         .await?;
-    assert_eq!(st.status.and_then(|s| s.pod_ip).as_deref(), Some("10.0.0.5"));
+    assert_eq!(
+        st.status.and_then(|s| s.pod_ip).as_deref(),
+        Some("10.0.0.5")
+    );
     s.shutdown().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn watch_resumes_and_expired_versions_relist() -> Result<()> {
-    let s = StandIn::start_with(0, Options { bookmark_interval: Duration::from_millis(200), ..Options::default() }).await?;
+    let s = StandIn::start_with(
+        0,
+        Options {
+            bookmark_interval: Duration::from_millis(200),
+            ..Options::default()
+        },
+    )
+    .await?;
     let client = Client::try_from(s.kube_config())?;
     let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
-    let cm = |n: &str| -> ConfigMap { serde_json::from_value(json!({"metadata": {"name": n}})).expect("cm") };
+    let cm = |n: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": n}})).expect("cm")
+    };
     let first = cms.create(&PostParams::default(), &cm("c1")).await?;
     let rv = first.resource_version().context("rv")?;
     cms.create(&PostParams::default(), &cm("c2")).await?;
     cms.delete("c1", &DeleteParams::default()).await?;
 
     // Resume from c1's version: exactly the later changes, in order.
-    let wp = WatchParams { bookmarks: true, ..WatchParams::default() };
+    let wp = WatchParams {
+        bookmarks: true,
+        ..WatchParams::default()
+    };
     let mut events = cms.watch(&wp, &rv).await?.boxed();
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        match timeout(T, events.try_next()).await??.context("watch ended")? {
+        match timeout(T, events.try_next())
+            .await??
+            .context("watch ended")?
+        {
             WatchEvent::Added(o) => seen.push(format!("ADDED {}", o.name_any())),
             WatchEvent::Deleted(o) => seen.push(format!("DELETED {}", o.name_any())),
             WatchEvent::Bookmark(_) => {}
@@ -262,7 +355,10 @@ async fn watch_resumes_and_expired_versions_relist() -> Result<()> {
     }
     assert_eq!(seen, vec!["ADDED c2", "DELETED c1"]);
     // Bookmarks arrive on an idle watch.
-    match timeout(T, events.try_next()).await??.context("watch ended")? {
+    match timeout(T, events.try_next())
+        .await??
+        .context("watch ended")?
+    {
         WatchEvent::Bookmark(b) => assert!(!b.metadata.resource_version.is_empty()),
         other => bail!("expected a bookmark, got {other:?}"),
     }
@@ -270,13 +366,20 @@ async fn watch_resumes_and_expired_versions_relist() -> Result<()> {
     // Older than the log: 410 Expired.
     s.compact_log();
     let mut expired = cms.watch(&WatchParams::default(), &rv).await?.boxed();
-    match timeout(T, expired.try_next()).await??.context("watch ended")? {
+    match timeout(T, expired.try_next())
+        .await??
+        .context("watch ended")?
+    {
         WatchEvent::Error(e) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
         other => bail!("expected 410, got {other:?}"),
     }
 
     // A watcher whose position gets compacted away relists and carries on.
-    let mut w = watcher(cms.clone(), watcher::Config::default().timeout(1).disable_bookmarks()).boxed();
+    let mut w = watcher(
+        cms.clone(),
+        watcher::Config::default().timeout(1).disable_bookmarks(),
+    )
+    .boxed();
     let mut inits = 0;
     loop {
         if let watcher::Event::InitDone = timeout(T, w.try_next()).await??.context("ended")? {
@@ -287,7 +390,10 @@ async fn watch_resumes_and_expired_versions_relist() -> Result<()> {
     // Writes elsewhere move the global version past the watcher's position.
     let secrets: Api<Secret> = Api::default_namespaced(client.clone());
     secrets
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "s"}}))?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "s"}}))?,
+        )
         .await?;
     s.compact_log();
     cms.create(&PostParams::default(), &cm("c3")).await?;
@@ -298,7 +404,9 @@ async fn watch_resumes_and_expired_versions_relist() -> Result<()> {
             Err(watcher::Error::WatchError(e)) if e.code == 410 => saw_gone = true,
             Err(e) => bail!("unexpected watcher error {e}"),
             Ok(watcher::Event::InitDone) => inits += 1,
-            Ok(watcher::Event::InitApply(o) | watcher::Event::Apply(o)) if o.name_any() == "c3" => saw_c3 = true,
+            Ok(watcher::Event::InitApply(o) | watcher::Event::Apply(o)) if o.name_any() == "c3" => {
+                saw_c3 = true
+            }
             Ok(_) => {}
         }
     }
@@ -315,17 +423,33 @@ async fn reflector_converges() -> Result<()> {
     let rf = reflector(writer, watcher(cms.clone(), watcher::Config::default())).applied_objects();
     let task = tokio::spawn(rf.for_each(|_| async {}));
     for n in ["x", "y", "z"] {
-        cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": n}, "data": {"k": n}}))?)
-            .await?;
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": n}, "data": {"k": n}}))?,
+        )
+        .await?;
     }
     cms.delete("y", &DeleteParams::default()).await?;
-    cms.patch("z", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "zz"}}))).await?;
+    cms.patch(
+        "z",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "zz"}})),
+    )
+    .await?;
     timeout(T, async {
         loop {
             let mut names: Vec<(String, String)> = reader
                 .state()
                 .iter()
-                .map(|c| (c.name_any(), c.data.as_ref().and_then(|d| d.get("k").cloned()).unwrap_or_default()))
+                .map(|c| {
+                    (
+                        c.name_any(),
+                        c.data
+                            .as_ref()
+                            .and_then(|d| d.get("k").cloned())
+                            .unwrap_or_default(),
+                    )
+                })
                 .collect();
             names.sort();
             if names == vec![("x".into(), "x".into()), ("z".into(), "zz".into())] {
@@ -352,13 +476,24 @@ async fn lease_optimistic_concurrency() -> Result<()> {
     let held = leases.create(&PostParams::default(), &lease).await?;
     let mut by_b = held.clone();
     by_b.spec.as_mut().context("spec")?.holder_identity = Some("b".into());
-    let taken = leases.replace("kube-dvr-controller", &PostParams::default(), &by_b).await?;
-    assert_eq!(taken.spec.and_then(|s| s.holder_identity).as_deref(), Some("b"));
+    let taken = leases
+        .replace("kube-dvr-controller", &PostParams::default(), &by_b)
+        .await?;
+    assert_eq!(
+        taken.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("b")
+    );
     // "a" still holds the old version: its renewal must fail.
     let mut by_a = held;
     by_a.spec.as_mut().context("spec")?.lease_duration_seconds = Some(30);
-    let err = leases.replace("kube-dvr-controller", &PostParams::default(), &by_a).await.unwrap_err();
-    assert!(matches!(&err, kube::Error::Api(st) if st.is_conflict()), "{err:?}");
+    let err = leases
+        .replace("kube-dvr-controller", &PostParams::default(), &by_a)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(st) if st.is_conflict()),
+        "{err:?}"
+    );
     s.shutdown().await;
     Ok(())
 }
@@ -367,8 +502,16 @@ async fn lease_optimistic_concurrency() -> Result<()> {
 async fn recorder_events_are_visible_as_core_events() -> Result<()> {
     let (s, client) = start().await?;
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
-    let p = pods.create(&PostParams::default(), &pod("ev", "n1")).await?;
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "standin-test".into(), instance: None });
+    let p = pods
+        .create(&PostParams::default(), &pod("ev", "n1"))
+        .await?;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "standin-test".into(),
+            instance: None,
+        },
+    );
     let reference = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Pod".into()),
@@ -393,7 +536,10 @@ async fn recorder_events_are_visible_as_core_events() -> Result<()> {
     assert_eq!(found.items.len(), 1);
     assert_eq!(found.items[0].message.as_deref(), Some("subnet overlaps"));
     assert_eq!(found.items[0].reason.as_deref(), Some("Invalid"));
-    assert!(found.items[0].series.is_some(), "the repeat must be recorded as a series");
+    assert!(
+        found.items[0].series.is_some(),
+        "the repeat must be recorded as a series"
+    );
     s.shutdown().await;
     Ok(())
 }
