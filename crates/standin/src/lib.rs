@@ -47,6 +47,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cascade;
 mod convert;
 mod discovery;
 mod http;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use crate::cascade::crd_status;
 use crate::resource::{builtins, from_crd, ResourceType};
 use crate::selector::Selector;
 use crate::status::ApiError;
@@ -53,14 +54,14 @@ pub struct LogEntry {
 
 type Objects = BTreeMap<(String, String), Arc<Value>>;
 
-struct State {
-    rv: u64,
-    types: Vec<ResourceType>,
-    objects: HashMap<TypeKey, Objects>,
-    log: VecDeque<Arc<LogEntry>>,
-    log_capacity: usize,
+pub(crate) struct State {
+    pub(crate) rv: u64,
+    pub(crate) types: Vec<ResourceType>,
+    pub(crate) objects: HashMap<TypeKey, Objects>,
+    pub(crate) log: VecDeque<Arc<LogEntry>>,
+    pub(crate) log_capacity: usize,
     /// Events with rv <= this have been dropped from the log.
-    compacted: u64,
+    pub(crate) compacted: u64,
 }
 
 /// Which part of an object a write may change.
@@ -76,7 +77,7 @@ pub struct Store {
     writes: AtomicU64,
 }
 
-fn meta(obj: &Value, field: &str) -> Option<String> {
+pub(crate) fn meta(obj: &Value, field: &str) -> Option<String> {
     obj["metadata"][field].as_str().map(String::from)
 }
 
@@ -349,7 +350,7 @@ impl Store {
 }
 
 impl State {
-    fn next_rv(&mut self) -> u64 {
+    pub(crate) fn next_rv(&mut self) -> u64 {
         self.rv += 1;
         self.rv
     }
@@ -587,7 +588,7 @@ impl State {
     }
 
     /// Deletes (or, with finalizers, marks for deletion) one object.
-    fn delete(&mut self, key: &TypeKey, ns: &str, name: &str) -> Option<Value> {
+    pub(crate) fn delete(&mut self, key: &TypeKey, ns: &str, name: &str) -> Option<Value> {
         let current = self
             .objects
             .get(key)?
@@ -620,96 +621,11 @@ impl State {
     }
 
     /// Removes an object for good (rv already bumped) and cascades.
-    fn remove(&mut self, key: &TypeKey, ns: &str, name: &str, last: Arc<Value>) {
+    pub(crate) fn remove(&mut self, key: &TypeKey, ns: &str, name: &str, last: Arc<Value>) {
         if let Some(objs) = self.objects.get_mut(key) {
             objs.remove(&(ns.to_string(), name.to_string()));
         }
         self.record(key, ns, EventType::Deleted, last.clone(), None);
         self.after_write(key, &last, true);
     }
-
-    /// Side effects of a committed write: CRD (un)registration, namespace
-    /// content deletion, garbage collection of dependents.
-    fn after_write(&mut self, key: &TypeKey, obj: &Value, deleted: bool) {
-        match (key.0.as_str(), key.1.as_str()) {
-            ("apiextensions.k8s.io", "customresourcedefinitions") => {
-                if let Ok(def) = from_crd(obj) {
-                    self.types
-                        .retain(|t| !(t.group == def.group && t.plural == def.plural));
-                    let dkey = def.storage_key();
-                    if deleted {
-                        let names: Vec<_> = self
-                            .objects
-                            .get(&dkey)
-                            .map(|o| o.keys().cloned().collect())
-                            .unwrap_or_default();
-                        for (ns, name) in names {
-                            if let Some(o) = self
-                                .objects
-                                .get(&dkey)
-                                .and_then(|o| o.get(&(ns.clone(), name.clone())))
-                                .cloned()
-                            {
-                                let mut gone = (*o).clone();
-                                let rv = self.next_rv();
-                                gone["metadata"]["resourceVersion"] = json!(rv.to_string());
-                                self.remove(&dkey, &ns, &name, Arc::new(gone));
-                            }
-                        }
-                    } else {
-                        self.types.push(def);
-                    }
-                }
-            }
-            ("", "namespaces") if deleted => {
-                let ns = meta(obj, "name").unwrap_or_default();
-                let mut victims = Vec::new();
-                for (k, objs) in &self.objects {
-                    victims.extend(
-                        objs.keys()
-                            .filter(|(n, _)| n == &ns)
-                            .map(|(n, name)| (k.clone(), n.clone(), name.clone())),
-                    );
-                }
-                for (k, n, name) in victims {
-                    self.delete(&k, &n, &name);
-                }
-            }
-            _ => {}
-        }
-        if deleted {
-            if let Some(uid) = meta(obj, "uid") {
-                let mut dependents = Vec::new();
-                for (k, objs) in &self.objects {
-                    for ((n, name), o) in objs {
-                        let owned =
-                            o["metadata"]["ownerReferences"]
-                                .as_array()
-                                .is_some_and(|refs| {
-                                    refs.iter().any(|r| r["uid"].as_str() == Some(uid.as_str()))
-                                });
-                        if owned {
-                            dependents.push((k.clone(), n.clone(), name.clone()));
-                        }
-                    }
-                }
-                for (k, n, name) in dependents {
-                    self.delete(&k, &n, &name);
-                }
-            }
-        }
-    }
-}
-
-fn crd_status(crd: &Value, def: &ResourceType) -> Value {
-    let now = now_rfc3339();
-    let cond = |t: &str, reason: &str, msg: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg});
-    json!({
-        "conditions": [
-            cond("NamesAccepted", "NoConflicts", "no conflicts found"),
-            cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
-        ],
-        "acceptedNames": crd["spec"]["names"],
-        "storedVersions": [def.versions[0]],
-    })
 }

@@ -117,6 +117,18 @@ async fn crud_conflicts_and_errors() -> Result<()> {
     assert!(list.metadata.resource_version.is_some());
     assert_eq!(list.items[0].data["spec"]["size"], 2);
     assert!(s.write_count() >= 3, "writes counted: {}", s.write_count());
+
+    // The kubeconfig file works for kube-rs too.
+    let path = std::env::temp_dir().join(format!("standin-kubeconfig-{}", std::process::id()));
+    s.write_kubeconfig(&path)?;
+    let kc = kube::config::Kubeconfig::read_from(&path)?;
+    std::fs::remove_file(&path)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await?;
+    assert_eq!(cfg.default_namespace, "default");
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("test.standin.io", "v1", "Gadget"));
+    let via_file: Api<DynamicObject> = Api::default_namespaced_with(Client::try_from(cfg)?, &ar);
+    assert_eq!(via_file.get("g1").await?.data["spec"]["size"], 2);
     s.shutdown().await;
     Ok(())
 }
