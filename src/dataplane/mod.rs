@@ -2,3 +2,9 @@
 //! change.
 pub mod nft;
 pub mod sandbox;
+pub mod netlink;
+pub mod netns;
+pub mod diff;
+pub mod engine;
+pub mod error;
+mod observe;

@@ -1,0 +1,601 @@
+//! The reconciler: observe → [`diff`](super::diff::diff_with) → apply.
+//!
+//! # Ownership
+//! kube-dvr owns, and therefore observes and may delete:
+//! - named namespaces in the configured directory whose names start with one
+//!   of [`OWNED_NETNS_PREFIXES`], and everything in them (all links but
+//!   `lo`, their addresses, routes with [`ROUTE_PROTOCOL`], rules in
+//!   [`RULE_PRIORITIES`], permanent neighbours, the `kube_dvr` nft table);
+//! - in the node's root namespace: links named with one of
+//!   [`OWNED_LINK_PREFIXES`] and what hangs on them (addresses, permanent
+//!   neighbours, `self dst` FDB entries on VXLAN devices), routes with
+//!   [`ROUTE_PROTOCOL`], rules in [`RULE_PRIORITIES`], the `kube_dvr` table;
+//! - sysctls: only the keys the desired state lists are read or written
+//!   (there is no "stale" sysctl).
+//!
+//! # Sweep rule
+//! Stale objects are removed only after a complete observation. If any
+//! namespace cannot be observed, that pass makes no removals at all and
+//! touches nothing in that namespace; the failure is in the report.
+//!
+//! # Kernel quirks
+//! - The kernel does not dump a veth's peer name, only its index
+//!   (`IFLA_LINK`) and, across namespaces, an id of the peer's namespace as
+//!   seen from the link's own (`IFLA_LINK_NETNSID`). The engine matches
+//!   candidate peers by index and confirms the namespace with `RTM_GETNSID`
+//!   (cached per namespace pair: ids are stable while both live).
+//! - A veth pair is created from one end with the peer's attributes in
+//!   `VETH_INFO_PEER`; the kernel honours the peer's name, MAC, MTU and
+//!   namespace there but not `IFLA_MASTER`, and asking for the peer up fails
+//!   with `ENOTCONN` (the peer is opened before the pair is linked), so the
+//!   peer is brought up, and given its master, by a second request.
+//! - A bridge's MTU given at creation is not "set by the user": it follows
+//!   the ports' minimum (and 1500 with no port). Only a change through
+//!   `RTM_SETLINK` pins it, and setting the current value is a no-op, so a
+//!   bridge is created without MTU and gets it by a second request. (A
+//!   desired MTU of 1500 therefore still floats.)
+//! - Removing an interface's last address flushes its neighbours (even
+//!   permanent ones) and the routes through it; they are re-added.
+//! - Deleting one veth end deletes the other; deleting a namespace deletes
+//!   its links, and veth peers outside it.
+//! - A route added without `NLM_F_EXCL` sits next to an existing route to the
+//!   same destination with another next hop; the stale one is removed in the
+//!   removal phase, so a changed next hop never leaves a gap.
+//! - `/proc/sys/net` shows the sysctls of the reader's network namespace, so
+//!   sysctls are read and written from a thread inside the namespace.
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+pub use super::diff::{diff, Op};
+use super::diff::{diff_with, ns_name, ObservedExtra};
+pub use super::error::Error;
+use super::netlink::{KRoute, KRule, LinkChange, Netlink, NewKind, NewLink};
+use super::{netns, nft};
+use crate::plan::model::{
+    LinkKind, NodeState, NsRef, Route, Rule, ROUTE_PROTOCOL, RULE_PRIORITIES,
+};
+
+pub use super::observe::{OWNED_LINK_PREFIXES, OWNED_NETNS_PREFIXES};
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The node's own namespace: `/proc/self/ns/net` on a real node, a
+    /// bind-mounted namespace file in the lab.
+    pub root_netns: PathBuf,
+    /// Where named namespaces live (`/run/netns` on a real node).
+    pub netns_dir: PathBuf,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            root_netns: PathBuf::from("/proc/self/ns/net"),
+            netns_dir: PathBuf::from(netns::DEFAULT_DIR),
+        }
+    }
+}
+
+/// Kernel writes by kind: `netns`, `link`, `address`, `route`, `rule`,
+/// `neighbour`, `fdb`, `sysctl`, `nft`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    by_kind: BTreeMap<&'static str, u64>,
+}
+
+impl WriteStats {
+    pub fn add(&mut self, kind: &'static str, n: u64) {
+        if n > 0 {
+            *self.by_kind.entry(kind).or_default() += n;
+        }
+    }
+    pub fn get(&self, kind: &str) -> u64 {
+        self.by_kind.get(kind).copied().unwrap_or(0)
+    }
+    pub fn total(&self) -> u64 {
+        self.by_kind.values().sum()
+    }
+    pub fn by_kind(&self) -> &BTreeMap<&'static str, u64> {
+        &self.by_kind
+    }
+    fn merge(&mut self, other: &WriteStats) {
+        for (k, v) in &other.by_kind {
+            self.add(k, *v);
+        }
+    }
+}
+
+/// One op that failed, with its description.
+#[derive(Debug)]
+pub struct OpError {
+    /// What was attempted, e.g. `add route ... in qrouter-a`.
+    pub op: String,
+    pub error: Error,
+}
+
+/// What one pass did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub writes: WriteStats,
+    /// Failed observations and ops; the pass continues past each.
+    pub errors: Vec<OpError>,
+}
+
+/// An open namespace: its socket and the name ↔ index maps of its links.
+pub(super) struct NsHandle {
+    pub inode: u64,
+    pub nl: Netlink,
+    pub by_name: HashMap<String, u32>,
+    pub by_index: HashMap<u32, String>,
+    /// Links changed since the maps were filled.
+    pub dirty: bool,
+}
+
+pub struct Engine {
+    pub(super) cfg: EngineConfig,
+    pub(super) handles: HashMap<NsRef, NsHandle>,
+    /// `(inode of A, inode of B)` → B's id as seen from A.
+    pub(super) nsids: HashMap<(u64, u64), Option<i32>>,
+    writes: WriteStats,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Result<Engine, Error> {
+        let mut e = Engine {
+            cfg,
+            handles: HashMap::new(),
+            nsids: HashMap::new(),
+            writes: WriteStats::default(),
+        };
+        e.handle(&NsRef::Root)?;
+        Ok(e)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Complete observation of everything kube-dvr owns on this node.
+    pub fn observe(&mut self) -> Result<NodeState, Error> {
+        let mut obs = self.observe_with(None);
+        match obs.failures.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(obs.state),
+        }
+    }
+
+    /// observe → diff → apply; returns what it did. A pass over an unchanged
+    /// plan writes nothing.
+    pub fn reconcile(&mut self, desired: &NodeState) -> Result<Report, Error> {
+        let obs = self.observe_with(Some(desired));
+        let mut report = Report::default();
+        let failed: Vec<NsRef> = obs.failures.iter().map(|(ns, _)| ns.clone()).collect();
+        if failed.contains(&NsRef::Root) {
+            let (_, e) = obs
+                .failures
+                .into_iter()
+                .find(|(n, _)| n == &NsRef::Root)
+                .unwrap();
+            return Err(e);
+        }
+        for (ns, e) in obs.failures {
+            report.errors.push(OpError {
+                op: format!("observe {}", ns_name(&ns)),
+                error: e,
+            });
+        }
+        let mut ops = diff_with(&obs.state, &obs.extra, desired);
+        if !failed.is_empty() {
+            // Incomplete observation: no removals, nothing in failed namespaces.
+            ops.retain(|op| {
+                !op.is_removal()
+                    && !op.ns().is_some_and(|n| failed.contains(n))
+                    && !matches!(op, Op::CreateNetns { name } if failed.contains(&NsRef::Named(name.clone())))
+                    && !touches_peer_ns(op, &failed)
+            });
+        }
+        for op in &ops {
+            tracing::debug!(%op, "apply");
+            if let Err(error) = self.apply(op, &mut report.writes) {
+                report.errors.push(OpError {
+                    op: op.to_string(),
+                    error,
+                });
+            }
+        }
+        self.writes.merge(&report.writes);
+        Ok(report)
+    }
+
+    /// Remove everything kube-dvr owns on this node (reconcile to empty).
+    pub fn cleanup(&mut self) -> Result<Report, Error> {
+        self.reconcile(&NodeState::default())
+    }
+
+    /// Cumulative kernel writes by kind since the engine was made.
+    pub fn writes(&self) -> &WriteStats {
+        &self.writes
+    }
+
+    pub(super) fn ns_path(&self, ns: &NsRef) -> PathBuf {
+        match ns {
+            NsRef::Root => self.cfg.root_netns.clone(),
+            NsRef::Named(n) => netns::path(&self.cfg.netns_dir, n),
+        }
+    }
+
+    /// The open handle of `ns`, (re)opened when the namespace file now is
+    /// another namespace than when the socket was made.
+    pub(super) fn handle(&mut self, ns: &NsRef) -> Result<&mut NsHandle, Error> {
+        let path = self.ns_path(ns);
+        let nserr = |op, source| Error::Netns {
+            ns: ns_name(ns).to_string(),
+            op,
+            source,
+        };
+        let inode = netns::inode(&path).map_err(|e| nserr("stat", e))?;
+        let fresh = self.handles.get(ns).is_none_or(|h| h.inode != inode);
+        if fresh {
+            let nl = Netlink::open_in(&path).map_err(|e| nserr("open netlink socket in", e))?;
+            self.handles.insert(
+                ns.clone(),
+                NsHandle {
+                    inode,
+                    nl,
+                    by_name: HashMap::new(),
+                    by_index: HashMap::new(),
+                    dirty: true,
+                },
+            );
+        }
+        Ok(self.handles.get_mut(ns).expect("just inserted"))
+    }
+
+    /// Refresh the link maps of `ns` from a dump.
+    pub(super) fn refresh_links(
+        &mut self,
+        ns: &NsRef,
+    ) -> Result<Vec<super::netlink::KLink>, Error> {
+        let h = self.handle(ns)?;
+        let links = h.nl.links().map_err(|e| Error::Netlink {
+            ns: ns_name(ns).to_string(),
+            op: "dump",
+            object: "links".into(),
+            source: e,
+        })?;
+        h.by_name = links.iter().map(|l| (l.name.clone(), l.index)).collect();
+        h.by_index = links.iter().map(|l| (l.index, l.name.clone())).collect();
+        h.dirty = false;
+        Ok(links)
+    }
+
+    /// The index of link `name` in `ns`.
+    fn index(&mut self, ns: &NsRef, name: &str) -> Result<u32, Error> {
+        let h = self.handle(ns)?;
+        if !h.dirty {
+            if let Some(i) = h.by_name.get(name) {
+                return Ok(*i);
+            }
+        }
+        self.refresh_links(ns)?;
+        let h = self.handle(ns)?;
+        h.by_name.get(name).copied().ok_or_else(|| Error::NotFound {
+            ns: ns_name(ns).to_string(),
+            what: "link",
+            name: name.to_string(),
+        })
+    }
+
+    fn mark_dirty(&mut self, ns: &NsRef) {
+        if let Some(h) = self.handles.get_mut(ns) {
+            h.dirty = true;
+        }
+    }
+
+    fn nl(&mut self, ns: &NsRef) -> Result<&mut Netlink, Error> {
+        Ok(&mut self.handle(ns)?.nl)
+    }
+
+    fn apply(&mut self, op: &Op, w: &mut WriteStats) -> Result<(), Error> {
+        let kind = op.kind();
+        let nlerr = |ns: &NsRef, what: &'static str, object: String| {
+            let ns = ns_name(ns).to_string();
+            move |source| Error::Netlink {
+                ns,
+                op: what,
+                object,
+                source,
+            }
+        };
+        match op {
+            Op::CreateNetns { name } => {
+                w.add(kind, 1);
+                netns::create(&self.cfg.netns_dir, name).map_err(|source| Error::Netns {
+                    ns: name.clone(),
+                    op: "create",
+                    source,
+                })
+            }
+            Op::DeleteNetns { name } => {
+                w.add(kind, 1);
+                self.handles.remove(&NsRef::Named(name.clone()));
+                netns::delete(&self.cfg.netns_dir, name).map_err(|source| Error::Netns {
+                    ns: name.clone(),
+                    op: "delete",
+                    source,
+                })
+            }
+            Op::CreateLink { ns, link, peer } => {
+                let mut new = NewLink {
+                    name: link.name.clone(),
+                    mac: link.mac,
+                    mtu: link.mtu,
+                    master: None,
+                    netns_fd: None,
+                };
+                // Files whose fds the request carries; closed after it.
+                let mut _files: Vec<File> = Vec::new();
+                let mut open_ns = |e: &Engine, target: &NsRef| -> Result<i32, Error> {
+                    let f = File::open(e.ns_path(target)).map_err(|source| Error::Netns {
+                        ns: ns_name(target).to_string(),
+                        op: "open",
+                        source,
+                    })?;
+                    let fd = f.as_raw_fd();
+                    _files.push(f);
+                    Ok(fd)
+                };
+                let (sock_ns, kind_new) = match &link.kind {
+                    LinkKind::Bridge => {
+                        // The MTU is set by the follow-up request the diff
+                        // emits: only a change through `ndo_change_mtu`
+                        // pins a bridge's MTU (see the module docs).
+                        new.mtu = None;
+                        (ns.clone(), NewKind::Bridge)
+                    }
+                    LinkKind::Vxlan { vni, local, port } => (
+                        ns.clone(),
+                        NewKind::Vxlan {
+                            vni: *vni,
+                            local: *local,
+                            port: *port,
+                        },
+                    ),
+                    LinkKind::Veth {
+                        peer: pname,
+                        peer_ns,
+                    } => {
+                        let p = peer.clone();
+                        let mut pl = NewLink {
+                            name: pname.clone(),
+                            mac: p.as_ref().and_then(|p| p.mac),
+                            mtu: p.as_ref().and_then(|p| p.mtu),
+                            master: None,
+                            netns_fd: None,
+                        };
+                        if peer_ns != ns {
+                            pl.netns_fd = Some(open_ns(self, peer_ns)?);
+                        } else if let Some(m) = p.as_ref().and_then(|p| p.master.as_ref()) {
+                            pl.master = Some(self.index(ns, m)?);
+                        }
+                        self.mark_dirty(peer_ns);
+                        (ns.clone(), NewKind::Veth { peer: pl })
+                    }
+                    LinkKind::Macvlan { parent } => {
+                        let parent = self.index(&NsRef::Root, parent)?;
+                        if ns != &NsRef::Root {
+                            new.netns_fd = Some(open_ns(self, ns)?);
+                        }
+                        (NsRef::Root, NewKind::Macvlan { parent })
+                    }
+                };
+                if let Some(m) = &link.master {
+                    if &sock_ns == ns {
+                        new.master = Some(self.index(ns, m)?);
+                    }
+                }
+                self.mark_dirty(ns);
+                self.mark_dirty(&sock_ns);
+                w.add(kind, 1);
+                let r = self.nl(&sock_ns)?.create_link(&new, &kind_new);
+                r.map_err(nlerr(ns, "create", format!("link {}", link.name)))
+            }
+            Op::DeleteLink { ns, name } => {
+                let idx = match self.index(ns, name) {
+                    Ok(i) => i,
+                    Err(Error::NotFound { .. }) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                self.mark_dirty(ns);
+                // The peer's namespace loses a link too; its maps refresh lazily.
+                for h in self.handles.values_mut() {
+                    h.dirty = true;
+                }
+                w.add(kind, 1);
+                let r = self.nl(ns)?.delete_link(idx);
+                r.map_err(nlerr(ns, "delete", format!("link {name}")))
+            }
+            Op::SetLink {
+                ns,
+                name,
+                mac,
+                mtu,
+                master,
+                up,
+            } => {
+                let idx = self.index(ns, name)?;
+                let master = match master {
+                    None => None,
+                    Some(None) => Some(0),
+                    Some(Some(m)) => Some(self.index(ns, m)?),
+                };
+                let change = LinkChange {
+                    mac: *mac,
+                    mtu: *mtu,
+                    master,
+                    up: *up,
+                };
+                w.add(kind, 1);
+                let r = self.nl(ns)?.set_link(idx, &change);
+                r.map_err(nlerr(ns, "set", format!("link {name}")))
+            }
+            Op::SetSysctl { ns, key, value } => {
+                w.add(kind, 1);
+                let path = self.ns_path(ns);
+                let file = Path::new("/proc/sys").join(key);
+                let serr = |source| Error::Sysctl {
+                    ns: ns_name(ns).to_string(),
+                    op: "write",
+                    key: key.clone(),
+                    source,
+                };
+                netns::run_in(&path, || std::fs::write(&file, value.as_bytes()))
+                    .map_err(serr)?
+                    .map_err(serr)
+            }
+            Op::AddAddress { ns, address } => {
+                let idx = self.index(ns, &address.link)?;
+                w.add(kind, 1);
+                let r = self.nl(ns)?.add_address(idx, address.addr);
+                r.map_err(nlerr(ns, "add", format!("address {}", address.addr)))
+            }
+            Op::DelAddress { ns, address } => {
+                let Ok(idx) = self.index(ns, &address.link) else {
+                    return Ok(());
+                };
+                w.add(kind, 1);
+                let r = self.nl(ns)?.del_address(idx, address.addr);
+                r.map_err(nlerr(ns, "delete", format!("address {}", address.addr)))
+            }
+            Op::AddRoute { ns, route } => {
+                let k = self.kroute(ns, route)?;
+                w.add(kind, 1);
+                let r = self.nl(ns)?.add_route(&k);
+                r.map_err(nlerr(ns, "add", format!("route {route:?}")))
+            }
+            Op::DelRoute { ns, route } => {
+                let k = match self.kroute(ns, route) {
+                    Ok(k) => k,
+                    Err(Error::NotFound { .. }) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                w.add(kind, 1);
+                let r = self.nl(ns)?.del_route(&k);
+                r.map_err(nlerr(ns, "delete", format!("route {route:?}")))
+            }
+            Op::AddRule { ns, rule } => {
+                w.add(kind, 1);
+                let r = self.nl(ns)?.add_rule(&krule(rule));
+                r.map_err(nlerr(ns, "add", format!("rule {rule:?}")))
+            }
+            Op::DelRule { ns, rule } => {
+                w.add(kind, 1);
+                let r = self.nl(ns)?.del_rule(&krule(rule));
+                r.map_err(nlerr(ns, "delete", format!("rule {rule:?}")))
+            }
+            Op::SetNeighbour { ns, neighbour: n } => {
+                let idx = self.index(ns, &n.link)?;
+                w.add(kind, 1);
+                let r = self.nl(ns)?.set_neighbour(idx, n.ip, n.mac);
+                r.map_err(nlerr(
+                    ns,
+                    "set",
+                    format!("neighbour {} dev {}", n.ip, n.link),
+                ))
+            }
+            Op::DelNeighbour { ns, neighbour: n } => {
+                let Ok(idx) = self.index(ns, &n.link) else {
+                    return Ok(());
+                };
+                w.add(kind, 1);
+                let r = self.nl(ns)?.del_neighbour(idx, n.ip);
+                r.map_err(nlerr(
+                    ns,
+                    "delete",
+                    format!("neighbour {} dev {}", n.ip, n.link),
+                ))
+            }
+            Op::AddFdb { ns, entry: e } => {
+                let idx = self.index(ns, &e.link)?;
+                w.add(kind, 1);
+                let r = self.nl(ns)?.add_fdb(idx, e.mac, e.dst);
+                r.map_err(nlerr(ns, "add", format!("fdb {} dev {}", e.mac, e.link)))
+            }
+            Op::DelFdb { ns, entry: e } => {
+                let Ok(idx) = self.index(ns, &e.link) else {
+                    return Ok(());
+                };
+                w.add(kind, 1);
+                let r = self.nl(ns)?.del_fdb(idx, e.mac, e.dst);
+                r.map_err(nlerr(ns, "delete", format!("fdb {} dev {}", e.mac, e.link)))
+            }
+            Op::Nft {
+                ns,
+                observed,
+                desired,
+            } => {
+                let batch = nft::plan_batch(observed.as_ref(), desired.as_ref());
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                w.add(kind, batch.writes().max(1));
+                let path = self.ns_path(ns);
+                let nerr = |source| Error::Nft {
+                    ns: ns_name(ns).to_string(),
+                    op: "apply",
+                    source,
+                };
+                netns::run_in(&path, || nft::apply(&batch))
+                    .map_err(|source| Error::Netns {
+                        ns: ns_name(ns).to_string(),
+                        op: "enter",
+                        source,
+                    })?
+                    .map_err(nerr)
+            }
+        }
+    }
+
+    fn kroute(&mut self, ns: &NsRef, r: &Route) -> Result<KRoute, Error> {
+        let oif = match &r.dev {
+            Some(d) => Some(self.index(ns, d)?),
+            None => None,
+        };
+        Ok(KRoute {
+            table: r.table,
+            dst: r.dst,
+            via: r.via,
+            oif,
+            protocol: ROUTE_PROTOCOL,
+        })
+    }
+}
+
+fn krule(r: &Rule) -> KRule {
+    debug_assert!(RULE_PRIORITIES.contains(&r.priority));
+    KRule {
+        priority: r.priority,
+        from: r.from,
+        fwmark: r.fwmark,
+        table: r.table,
+    }
+}
+
+/// Whether `op` creates a veth end in one of the `failed` namespaces.
+fn touches_peer_ns(op: &Op, failed: &[NsRef]) -> bool {
+    match op {
+        Op::CreateLink { link, .. } => match &link.kind {
+            LinkKind::Veth { peer_ns, .. } => failed.contains(peer_ns),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// What [`Engine::observe_with`] found.
+pub(super) struct Observation {
+    pub state: NodeState,
+    pub extra: ObservedExtra,
+    pub failures: Vec<(NsRef, Error)>,
+}

@@ -1,0 +1,377 @@
+//! Observation: the kernel's owned objects as a [`NodeState`].
+//!
+//! Per namespace: one dump each of links, addresses, routes, rules and
+//! neighbours (plus the bridge FDB where owned VXLAN devices exist), and one
+//! thread inside the namespace that reads the listed sysctls and runs one
+//! `nft -j list table` per family.
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use super::diff::{ns_name, ObservedExtra};
+use super::engine::{Engine, Observation};
+use super::error::Error;
+use super::netlink::{KLink, KLinkKind};
+use super::{netns, nft};
+use crate::plan::model::{
+    Address, FdbEntry, Link, LinkKind, Neighbour, NftFamily, NftTable, NodeState, NsRef, NsState,
+    Route, Rule, NFT_TABLE, ROUTE_PROTOCOL, RULE_PRIORITIES,
+};
+
+/// Name prefixes of the named namespaces kube-dvr owns.
+pub const OWNED_NETNS_PREFIXES: &[&str] = &["qrouter-", "fip-", "snat-"];
+
+/// Name prefixes of the links kube-dvr owns in the node's root namespace
+/// (subnet bridges, VXLAN ports, bridge-side veth ends). Extend here.
+pub const OWNED_LINK_PREFIXES: &[&str] =
+    &["dvrbr-", "dvrvx-", "qrb-", "sgb-", "fpb-", "qgb-", "fgb-"];
+
+/// Whether kube-dvr owns the named namespace `name`.
+pub fn owns_netns(name: &str) -> bool {
+    OWNED_NETNS_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Whether kube-dvr owns link `name` in namespace `ns`.
+pub fn owns_link(ns: &NsRef, name: &str) -> bool {
+    match ns {
+        NsRef::Root => OWNED_LINK_PREFIXES.iter().any(|p| name.starts_with(p)),
+        NsRef::Named(_) => name != "lo",
+    }
+}
+
+fn default_family(ns: &NsRef) -> NftFamily {
+    match ns {
+        NsRef::Root => NftFamily::Bridge,
+        NsRef::Named(_) => NftFamily::Ip,
+    }
+}
+
+impl Engine {
+    /// Observe everything owned. With `desired`, also read the sysctls it
+    /// lists and the nft family it uses. Failures are per namespace.
+    pub(super) fn observe_with(&mut self, desired: Option<&NodeState>) -> Observation {
+        let mut failures = Vec::new();
+        let mut extra = ObservedExtra::default();
+        let mut nsrefs = vec![NsRef::Root];
+        match netns::list(&self.cfg.netns_dir) {
+            Ok(names) => nsrefs.extend(
+                names
+                    .into_iter()
+                    .filter(|n| owns_netns(n))
+                    .map(NsRef::Named),
+            ),
+            Err(source) => failures.push((
+                NsRef::Root,
+                Error::Netns {
+                    ns: self.cfg.netns_dir.display().to_string(),
+                    op: "list",
+                    source,
+                },
+            )),
+        }
+        // Forget sockets of namespaces that are gone.
+        self.handles.retain(|ns, _| nsrefs.contains(ns));
+
+        // Links first, everywhere: veth peers are resolved across namespaces.
+        let mut klinks: BTreeMap<NsRef, Vec<KLink>> = BTreeMap::new();
+        for ns in &nsrefs {
+            match self.refresh_links(ns) {
+                Ok(l) => {
+                    klinks.insert(ns.clone(), l);
+                }
+                Err(e) => failures.push((ns.clone(), e)),
+            }
+        }
+        let mut state = NodeState::default();
+        for ns in nsrefs.iter().filter(|n| klinks.contains_key(*n)) {
+            match self.observe_ns(ns, &klinks, desired, &mut extra) {
+                Ok(st) => match ns {
+                    NsRef::Root => state.root = st,
+                    NsRef::Named(n) => {
+                        state.namespaces.insert(n.clone(), st);
+                    }
+                },
+                Err(e) => failures.push((ns.clone(), e)),
+            }
+        }
+        // A failed named namespace still exists: keep it (empty) in the
+        // observed state so the diff does not try to create it.
+        for (ns, _) in &failures {
+            if let NsRef::Named(n) = ns {
+                state.namespaces.entry(n.clone()).or_default();
+            }
+        }
+        Observation {
+            state,
+            extra,
+            failures,
+        }
+    }
+
+    fn observe_ns(
+        &mut self,
+        ns: &NsRef,
+        klinks: &BTreeMap<NsRef, Vec<KLink>>,
+        desired: Option<&NodeState>,
+        extra: &mut ObservedExtra,
+    ) -> Result<NsState, Error> {
+        let mut st = NsState::default();
+        let mine = &klinks[ns];
+        let names: HashMap<u32, &str> = mine.iter().map(|l| (l.index, l.name.as_str())).collect();
+        let owned: HashMap<u32, &KLink> = mine
+            .iter()
+            .filter(|l| owns_link(ns, &l.name))
+            .map(|l| (l.index, l))
+            .collect();
+        for k in owned.values() {
+            let id = (ns.clone(), k.name.clone());
+            let kind = match self.model_kind(ns, k, klinks) {
+                Some(kind) => kind,
+                None => {
+                    extra.broken.insert(id.clone());
+                    LinkKind::Macvlan {
+                        parent: format!("?{:?}", k.kind),
+                    }
+                }
+            };
+            if !k.up {
+                extra.down.insert(id);
+            }
+            st.links.insert(
+                k.name.clone(),
+                Link {
+                    name: k.name.clone(),
+                    kind,
+                    mac: k.mac,
+                    master: k.master.and_then(|m| names.get(&m)).map(|s| s.to_string()),
+                    mtu: Some(k.mtu),
+                },
+            );
+        }
+        let ctx = |what: &str| {
+            let ns = ns_name(ns).to_string();
+            let object = what.to_string();
+            move |source| Error::Netlink {
+                ns,
+                op: "dump",
+                object,
+                source,
+            }
+        };
+        let dev_name = |i: u32| {
+            names
+                .get(&i)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| format!("#{i}"))
+        };
+        let h = self.handle(ns)?;
+        for a in h.nl.addresses().map_err(ctx("addresses"))? {
+            if let Some(l) = owned.get(&a.index) {
+                st.addresses.insert(Address {
+                    link: l.name.clone(),
+                    addr: a.addr,
+                });
+            }
+        }
+        for r in h.nl.routes().map_err(ctx("routes"))? {
+            if r.protocol == ROUTE_PROTOCOL {
+                st.routes.insert(Route {
+                    table: r.table,
+                    dst: r.dst,
+                    via: r.via,
+                    dev: r.oif.map(dev_name),
+                });
+            }
+        }
+        for r in h.nl.rules().map_err(ctx("rules"))? {
+            if RULE_PRIORITIES.contains(&r.priority) {
+                st.rules.insert(Rule {
+                    priority: r.priority,
+                    from: r.from,
+                    fwmark: r.fwmark,
+                    table: r.table,
+                });
+            }
+        }
+        for n in h.nl.neighbours().map_err(ctx("neighbours"))? {
+            if let (true, Some(l), Some(mac)) = (n.permanent, owned.get(&n.index), n.mac) {
+                st.neighbours.insert(Neighbour {
+                    link: l.name.clone(),
+                    ip: n.ip,
+                    mac,
+                });
+            }
+        }
+        let has_vxlan = owned
+            .values()
+            .any(|l| matches!(l.kind, KLinkKind::Vxlan { .. }));
+        if has_vxlan {
+            for e in h.nl.fdb().map_err(ctx("fdb"))? {
+                let Some(l) = owned.get(&e.index) else {
+                    continue;
+                };
+                if let (true, true, Some(dst)) =
+                    (e.on_self, matches!(l.kind, KLinkKind::Vxlan { .. }), e.dst)
+                {
+                    st.fdb.insert(FdbEntry {
+                        link: l.name.clone(),
+                        mac: e.mac,
+                        dst,
+                    });
+                }
+            }
+        }
+
+        // Sysctls and nftables, from a thread inside the namespace.
+        let want = desired.and_then(|d| match ns {
+            NsRef::Root => Some(&d.root),
+            NsRef::Named(n) => d.namespaces.get(n),
+        });
+        let keys: Vec<String> = want
+            .map(|w| w.sysctls.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut families = vec![default_family(ns)];
+        if let Some(f) = want.and_then(|w| w.nft.as_ref()).map(|t| t.family) {
+            if !families.contains(&f) {
+                families.insert(0, f);
+            }
+        }
+        let path = self.ns_path(ns);
+        let (sysctls, tables) = netns::run_in(&path, || {
+            let sysctls: Vec<(String, Option<String>)> = keys
+                .iter()
+                .map(|k| {
+                    let v = std::fs::read_to_string(Path::new("/proc/sys").join(k)).ok();
+                    (k.clone(), v.map(|v| normalize_sysctl(&v)))
+                })
+                .collect();
+            let tables: Vec<Result<Option<NftTable>, nft::NftError>> = families
+                .iter()
+                .map(|f| nft::observe(*f, NFT_TABLE))
+                .collect();
+            (sysctls, tables)
+        })
+        .map_err(|source| Error::Netns {
+            ns: ns_name(ns).to_string(),
+            op: "enter",
+            source,
+        })?;
+        for (k, v) in sysctls {
+            if let Some(v) = v {
+                st.sysctls.insert(k, v);
+            }
+        }
+        let mut found = Vec::new();
+        for t in tables {
+            let t = t.map_err(|source| Error::Nft {
+                ns: ns_name(ns).to_string(),
+                op: "observe",
+                source,
+            })?;
+            found.extend(t);
+        }
+        let mut found = found.into_iter();
+        st.nft = found.next();
+        let rest: Vec<NftTable> = found.collect();
+        if !rest.is_empty() {
+            extra.extra_nft.insert(ns.clone(), rest);
+        }
+        Ok(st)
+    }
+
+    /// The model kind of an owned link; `None` if it cannot be expressed
+    /// (unknown kind, unresolvable veth peer or macvlan parent).
+    fn model_kind(
+        &mut self,
+        ns: &NsRef,
+        k: &KLink,
+        klinks: &BTreeMap<NsRef, Vec<KLink>>,
+    ) -> Option<LinkKind> {
+        match &k.kind {
+            KLinkKind::Bridge => Some(LinkKind::Bridge),
+            KLinkKind::Vxlan { vni, local, port } => Some(LinkKind::Vxlan {
+                vni: *vni,
+                local: (*local)?,
+                port: *port,
+            }),
+            KLinkKind::Veth => {
+                let peer_idx = k.link?;
+                let Some(nsid) = k.link_netnsid else {
+                    let p = klinks[ns].iter().find(|l| l.index == peer_idx)?;
+                    return Some(LinkKind::Veth {
+                        peer: p.name.clone(),
+                        peer_ns: ns.clone(),
+                    });
+                };
+                // Candidates: veths elsewhere with the peer's index pointing back.
+                for (other, links) in klinks {
+                    if other == ns {
+                        continue;
+                    }
+                    let Some(p) = links.iter().find(|l| {
+                        l.index == peer_idx
+                            && l.kind == KLinkKind::Veth
+                            && l.link == Some(k.index)
+                            && l.link_netnsid.is_some()
+                    }) else {
+                        continue;
+                    };
+                    if self.nsid(ns, other) == Some(nsid) {
+                        return Some(LinkKind::Veth {
+                            peer: p.name.clone(),
+                            peer_ns: other.clone(),
+                        });
+                    }
+                }
+                None
+            }
+            KLinkKind::Macvlan => {
+                let parent_idx = k.link?;
+                let root = NsRef::Root;
+                let parent_ns = match k.link_netnsid {
+                    None if ns == &root => &root,
+                    None => return None,
+                    Some(id) => {
+                        if self.nsid(ns, &root) != Some(id) {
+                            return None;
+                        }
+                        &root
+                    }
+                };
+                let p = klinks
+                    .get(parent_ns)?
+                    .iter()
+                    .find(|l| l.index == parent_idx)?;
+                Some(LinkKind::Macvlan {
+                    parent: p.name.clone(),
+                })
+            }
+            KLinkKind::Other(_) => None,
+        }
+    }
+
+    /// The id `from` gives namespace `to` (cached per pair of inodes).
+    fn nsid(&mut self, from: &NsRef, to: &NsRef) -> Option<i32> {
+        let to_path = self.ns_path(to);
+        let to_inode = netns::inode(&to_path).ok()?;
+        let h = self.handle(from).ok()?;
+        let key = (h.inode, to_inode);
+        if let Some(id) = self.nsids.get(&key) {
+            return *id;
+        }
+        let f = File::open(&to_path).ok()?;
+        let h = self.handle(from).ok()?;
+        let id = h.nl.nsid_of(f.as_raw_fd()).ok()?;
+        drop(f);
+        if id.is_some() {
+            self.nsids.insert(key, id);
+        }
+        id
+    }
+}
+
+/// `/proc/sys` values end in a newline; multi-value keys are tab separated.
+fn normalize_sysctl(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
