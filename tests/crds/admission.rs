@@ -1,0 +1,341 @@
+//! Admission of valid and invalid objects: every pattern, bound and CEL rule
+//! the CRDs claim is exercised in both directions.
+
+use kube::CustomResourceExt;
+use kube_dvr::api::{
+    condition, conditions, DistributedRouterSpec, ExternalAttachment, ExternalNetworkSpec,
+    ExternalPools, FloatingIP, FloatingIPStatus, FloatingTarget, PodTarget,
+};
+use serde_json::json;
+
+use super::support::*;
+
+#[test]
+fn external_network_admission() {
+    let ok = mk_extnet();
+    assert_admitted(&ok, None);
+    let mut iface = ok.clone();
+    iface.spec.attachment = ExternalAttachment {
+        bridge: None,
+        interface: Some("eth1.100".into()),
+    };
+    assert_admitted(&iface, None);
+
+    let with = |f: &dyn Fn(&mut ExternalNetworkSpec)| {
+        let mut e = mk_extnet();
+        f(&mut e.spec);
+        e
+    };
+    assert_rejected(
+        &with(&|s| s.gateway = "198.51.100.1".into()),
+        None,
+        "gateway must be inside cidr",
+    );
+    assert_rejected(
+        &with(&|s| s.gateway = "203.0.113.01".into()),
+        None,
+        "does not match pattern",
+    );
+    assert_rejected(
+        &with(&|s| s.cidr = "203.0.113.5/24".into()),
+        None,
+        "must be a network address",
+    );
+    assert_rejected(
+        &with(&|s| s.cidr = "203.0.113.0/33".into()),
+        None,
+        "does not match pattern",
+    );
+    assert_rejected(
+        &with(&|s| s.cidr = "203.0.113.0/31".into()),
+        None,
+        "prefix length",
+    );
+    assert_rejected(
+        &with(&|s| s.cidr = "2001:db8::/64".into()),
+        None,
+        "does not match pattern",
+    );
+    assert_rejected(
+        &with(&|s| s.pools.floating = vec!["198.51.100.10-198.51.100.20".into()]),
+        None,
+        "every floating pool entry must be inside cidr",
+    );
+    assert_rejected(
+        &with(&|s| s.pools.floating = vec!["203.0.113.10-198.51.100.20".into()]),
+        None,
+        "every floating pool entry must be inside cidr",
+    );
+    assert_rejected(
+        &with(&|s| s.pools.snat = vec!["203.0.112.0/23".into()]),
+        None,
+        "every snat pool entry must be inside cidr",
+    );
+    assert_rejected(
+        &with(&|s| s.pools.node_ports = vec!["203.0.114.0/28".into()]),
+        None,
+        "every nodePorts pool entry must be inside cidr",
+    );
+    assert_rejected(
+        &with(&|s| s.pools.snat = vec!["203.0.113.1-".into()]),
+        None,
+        "does not match pattern",
+    );
+    assert_rejected(
+        &with(&|s| s.pools.snat = vec!["203.0.113.1".into(); 33]),
+        None,
+        "maxItems",
+    );
+    assert_rejected(
+        &with(&|s| {
+            s.attachment = ExternalAttachment {
+                bridge: Some("br0".into()),
+                interface: Some("eth1".into()),
+            }
+        }),
+        None,
+        "exactly one of bridge or interface",
+    );
+    assert_rejected(
+        &with(&|s| s.attachment = ExternalAttachment::default()),
+        None,
+        "exactly one of bridge or interface",
+    );
+    assert_rejected(
+        &with(&|s| s.attachment.bridge = Some("br-external-net0".into())),
+        None,
+        "maxLength",
+    );
+    assert_rejected(
+        &with(&|s| s.attachment.bridge = Some("br/ext".into())),
+        None,
+        "does not match pattern",
+    );
+    assert_rejected(
+        &with(&|s| s.allowed_namespaces = vec!["Tenant_A".into()]),
+        None,
+        "does not match pattern",
+    );
+    assert_rejected(
+        &with(&|s| s.allowed_namespaces = vec!["a".into(), "a".into()]),
+        None,
+        "Duplicate value",
+    );
+
+    // cidr is immutable; the rest is not.
+    let moved = with(&|s| {
+        s.cidr = "198.51.100.0/24".into();
+        s.gateway = "198.51.100.1".into();
+        s.pools = ExternalPools::default();
+    });
+    assert_admitted(&moved, None);
+    assert_rejected(&moved, Some(&ok), "cidr is immutable");
+    assert_admitted(&with(&|s| s.gateway = "203.0.113.254".into()), Some(&ok));
+
+    let mut bad_status = mk_extnet();
+    bad_status.status.as_mut().unwrap().node_ports[0].mac = Some("fa:16:3e:00:00".into());
+    assert_rejected(&bad_status, None, "does not match pattern");
+}
+
+#[test]
+fn distributed_router_admission() {
+    let ok = mk_router();
+    assert_admitted(&ok, None);
+    let mut empty = ok.clone();
+    empty.spec = DistributedRouterSpec::default();
+    assert_admitted(&empty, None);
+
+    let with = |f: &dyn Fn(&mut DistributedRouterSpec)| {
+        let mut r = mk_router();
+        f(&mut r.spec);
+        r
+    };
+    assert_rejected(
+        &with(&|s| s.subnets[1].name = "front".into()),
+        None,
+        "subnet names must be unique",
+    );
+    assert_rejected(
+        &with(&|s| s.subnets[1].name = "front".into()),
+        None,
+        "Duplicate value",
+    );
+    assert_rejected(
+        &with(&|s| s.subnets[1] = subnet("back", "10.0.0.0/16", "10.0.0.1", "net-back")),
+        None,
+        "subnet CIDRs must not overlap",
+    );
+    assert_rejected(
+        &with(&|s| s.subnets[1] = subnet("back", "10.0.1.0/24", "10.0.1.1", "net-back")),
+        None,
+        "subnet CIDRs must not overlap",
+    );
+    assert_rejected(
+        &with(&|s| s.subnets[0].gateway = "10.0.2.1".into()),
+        None,
+        "gateway must be inside cidr",
+    );
+    assert_rejected(
+        &with(&|s| s.subnets[0].gateway = "10.0.1.0".into()),
+        None,
+        "network address",
+    );
+    assert_rejected(
+        &with(&|s| s.subnets[0].cidr = "10.0.1.1/24".into()),
+        None,
+        "must be a network address",
+    );
+    assert_rejected(
+        &with(&|s| s.subnets[0] = subnet("front", "10.0.1.0/31", "10.0.1.1", "n")),
+        None,
+        "prefix length",
+    );
+    assert_rejected(
+        &with(&|s| s.subnets[0].name = "Front".into()),
+        None,
+        "does not match pattern",
+    );
+    assert_rejected(
+        &with(&|s| s.subnets[0].network_attachment = "a/b/c".into()),
+        None,
+        "does not match pattern",
+    );
+    assert_rejected(
+        &with(&|s| s.subnets[0].network_attachment = String::new()),
+        None,
+        "minLength",
+    );
+    assert_rejected(
+        &with(&|s| s.routes[0].nexthop = "172.16.0.1".into()),
+        None,
+        "nexthop must be inside",
+    );
+    assert_rejected(
+        &with(&|s| s.routes[0].destination = "192.168.1.0/16".into()),
+        None,
+        "network address",
+    );
+    assert_rejected(
+        &with(&|s| s.routes.push(s.routes[0].clone())),
+        None,
+        "Duplicate value",
+    );
+    assert_rejected(
+        &with(&|s| s.external_network = Some("Public Net".into())),
+        None,
+        "does not match pattern",
+    );
+
+    // 64 subnets are fine; 65 are not.
+    let many = |n: usize| {
+        with(&|s| {
+            s.routes.clear();
+            s.subnets = (0..n)
+                .map(|i| {
+                    subnet(
+                        &format!("s{i}"),
+                        &format!("10.1.{i}.0/24"),
+                        &format!("10.1.{i}.1"),
+                        "n",
+                    )
+                })
+                .collect();
+        })
+    };
+    assert_admitted(&many(64), None);
+    assert_rejected(&many(65), None, "maxItems");
+
+    let mut bad_vni = mk_router();
+    bad_vni.status.as_mut().unwrap().subnets[0].vni = 16_777_216;
+    assert_rejected(&bad_vni, None, "above maximum");
+    bad_vni.status.as_mut().unwrap().subnets[0].vni = 0;
+    assert_rejected(&bad_vni, None, "below minimum");
+}
+
+#[test]
+fn floating_ip_admission() {
+    let ok = mk_fip(fixed("10.0.1.5"));
+    assert_admitted(&ok, None);
+    let pod = mk_fip(FloatingTarget {
+        fixed_ip: None,
+        pod: Some(PodTarget {
+            name: "web-0".into(),
+            network: None,
+        }),
+    });
+    assert_admitted(&pod, None);
+    // Changing the target or address is allowed.
+    assert_admitted(&pod, Some(&ok));
+
+    let both = mk_fip(FloatingTarget {
+        fixed_ip: Some("10.0.1.5".into()),
+        pod: Some(PodTarget {
+            name: "web-0".into(),
+            network: None,
+        }),
+    });
+    assert_rejected(&both, None, "exactly one of fixedIP or pod");
+    assert_rejected(
+        &mk_fip(FloatingTarget::default()),
+        None,
+        "exactly one of fixedIP or pod",
+    );
+    assert_rejected(&mk_fip(fixed("10.0.1.256")), None, "does not match pattern");
+
+    let mut moved = ok.clone();
+    moved.spec.router = "r2".into();
+    assert_admitted(&moved, None);
+    assert_rejected(&moved, Some(&ok), "router is immutable");
+
+    let mut addr = ok.clone();
+    addr.spec.address = Some("203.0.113.20/32".into());
+    assert_rejected(&addr, None, "does not match pattern");
+
+    let mut st = ok.clone();
+    st.status = Some(FloatingIPStatus {
+        observed_generation: Some(1),
+        conditions: vec![
+            condition(conditions::READY, true, "Ready", "", Some(1)),
+            condition(conditions::PROGRAMMED, true, "Programmed", "", Some(1)),
+        ],
+        address: Some("203.0.113.20".into()),
+        fixed_ip: Some("10.0.1.5".into()),
+        node: Some("node-1".into()),
+        mac: Some("fa:16:3e:00:00:01".into()),
+    });
+    assert_admitted(&st, None);
+    st.status.as_mut().unwrap().conditions.push(condition(
+        conditions::READY,
+        false,
+        "Gone",
+        "",
+        Some(1),
+    ));
+    assert_rejected(&st, None, "Duplicate value");
+}
+
+#[test]
+fn snat_gateway_admission() {
+    let ok = mk_snat();
+    assert_admitted(&ok, None);
+    let mut moved = ok.clone();
+    moved.spec.router = "r2".into();
+    assert_rejected(&moved, Some(&ok), "router is immutable");
+    let mut readdressed = ok.clone();
+    readdressed.spec.address = Some("203.0.113.131".into());
+    assert_admitted(&readdressed, Some(&ok));
+    let mut bad = ok.clone();
+    bad.spec.router = String::new();
+    assert_rejected(&bad, None, "minLength");
+}
+
+#[test]
+fn unknown_fields_are_reported_by_the_checker() {
+    // Guards the checker: a typo in a manifest must not pass unnoticed.
+    let schema = schema_of(&FloatingIP::crd());
+    let mut v = serde_json::to_value(mk_fip(fixed("10.0.1.5"))).unwrap();
+    v["spec"]["target"]["fixedIp"] = json!("10.0.1.6");
+    let mut errs = vec![];
+    check_schema(&schema, &v, "", &mut errs);
+    assert_eq!(errs, [".spec.target.fixedIp: unknown field"]);
+}

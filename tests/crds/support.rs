@@ -1,0 +1,331 @@
+//! Shared by the CRD tests: an approximation of API-server admission and
+//! example objects (`mk_*`).
+//!
+//! Admission without an API server: a small OpenAPI checker (types, required,
+//! patterns, lengths, item counts, numeric bounds, list-map keys and set
+//! uniqueness, unknown fields) plus kube-cel, the Rust port of the Kubernetes
+//! CEL libraries, for the `x-kubernetes-validations` rules.
+
+use std::collections::HashSet;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::core::ObjectMeta;
+use kube::CustomResourceExt;
+use kube_dvr::api::{
+    condition, conditions, DistributedRouter, DistributedRouterSpec, DistributedRouterStatus,
+    ExternalAttachment, ExternalNetwork, ExternalNetworkSpec, ExternalNetworkStatus, ExternalPools,
+    ExtraRoute, FloatingIP, FloatingIPSpec, FloatingTarget, LabelSelector, NodePortStatus,
+    RouterSubnet, SnatGateway, SnatGatewaySpec, SnatGatewayStatus, SnatPortStatus, SubnetStatus,
+};
+use regex::Regex;
+use serde_json::{json, Value};
+
+/// The OpenAPI v3 schema of a CRD's only version, as JSON.
+pub fn schema_of(crd: &CustomResourceDefinition) -> Value {
+    let s = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .unwrap()
+        .open_api_v3_schema
+        .as_ref()
+        .unwrap();
+    serde_json::to_value(s).unwrap()
+}
+
+/// A small OpenAPI v3 checker for what the API server enforces structurally.
+pub fn check_schema(schema: &Value, value: &Value, path: &str, errs: &mut Vec<String>) {
+    if value.is_null() {
+        if schema["nullable"] != json!(true) {
+            errs.push(format!("{path}: null not allowed"));
+        }
+        return;
+    }
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true)) {
+        return;
+    }
+    let ty = schema["type"].as_str().unwrap_or("");
+    match ty {
+        "object" => {
+            let Some(obj) = value.as_object() else {
+                return errs.push(format!("{path}: expected object"));
+            };
+            for req in schema["required"].as_array().into_iter().flatten() {
+                if !obj.contains_key(req.as_str().unwrap()) {
+                    errs.push(format!("{path}.{}: Required value", req.as_str().unwrap()));
+                }
+            }
+            for (k, v) in obj {
+                let p = format!("{path}.{k}");
+                if let Some(sub) = schema["properties"].get(k) {
+                    check_schema(sub, v, &p, errs);
+                } else if let Some(sub) =
+                    schema.get("additionalProperties").filter(|s| s.is_object())
+                {
+                    check_schema(sub, v, &p, errs);
+                } else if !(path.is_empty()
+                    && ["apiVersion", "kind", "metadata"].contains(&k.as_str()))
+                {
+                    errs.push(format!("{p}: unknown field"));
+                }
+            }
+        }
+        "array" => {
+            let Some(arr) = value.as_array() else {
+                return errs.push(format!("{path}: expected array"));
+            };
+            if let Some(max) = schema["maxItems"].as_u64() {
+                if arr.len() as u64 > max {
+                    errs.push(format!("{path}: Too many: {} > maxItems {max}", arr.len()));
+                }
+            }
+            if let Some(min) = schema["minItems"].as_u64() {
+                if (arr.len() as u64) < min {
+                    errs.push(format!("{path}: Too few items"));
+                }
+            }
+            match schema["x-kubernetes-list-type"].as_str() {
+                Some("set") => {
+                    let uniq: HashSet<String> = arr.iter().map(Value::to_string).collect();
+                    if uniq.len() != arr.len() {
+                        errs.push(format!("{path}: Duplicate value"));
+                    }
+                }
+                Some("map") => {
+                    let keys = schema["x-kubernetes-list-map-keys"].as_array().unwrap();
+                    let uniq: HashSet<String> = arr
+                        .iter()
+                        .map(|e| {
+                            keys.iter()
+                                .map(|k| e[k.as_str().unwrap()].to_string())
+                                .collect()
+                        })
+                        .collect();
+                    if uniq.len() != arr.len() {
+                        errs.push(format!("{path}: Duplicate value (list map key)"));
+                    }
+                }
+                _ => {}
+            }
+            for (i, v) in arr.iter().enumerate() {
+                check_schema(&schema["items"], v, &format!("{path}[{i}]"), errs);
+            }
+        }
+        "string" => {
+            let Some(s) = value.as_str() else {
+                return errs.push(format!("{path}: expected string"));
+            };
+            let len = s.chars().count() as u64;
+            if schema["maxLength"].as_u64().is_some_and(|m| len > m) {
+                errs.push(format!("{path}: Too long: maxLength"));
+            }
+            if schema["minLength"].as_u64().is_some_and(|m| len < m) {
+                errs.push(format!("{path}: Too short: minLength"));
+            }
+            if let Some(pat) = schema["pattern"].as_str() {
+                if !Regex::new(pat).unwrap().is_match(s) {
+                    errs.push(format!("{path}: does not match pattern {pat}"));
+                }
+            }
+        }
+        "integer" => match value.as_i64() {
+            None => errs.push(format!("{path}: expected integer")),
+            Some(n) => {
+                if schema["minimum"].as_f64().is_some_and(|m| (n as f64) < m) {
+                    errs.push(format!("{path}: below minimum"));
+                }
+                if schema["maximum"].as_f64().is_some_and(|m| (n as f64) > m) {
+                    errs.push(format!("{path}: above maximum"));
+                }
+            }
+        },
+        "boolean" if !value.is_boolean() => errs.push(format!("{path}: expected boolean")),
+        _ => {}
+    }
+}
+
+/// What the API server would say about creating `obj` (or updating `old` to
+/// `obj`): schema errors and CEL rule failures, as messages.
+pub fn admit<K: CustomResourceExt + serde::Serialize>(obj: &K, old: Option<&K>) -> Vec<String> {
+    let schema = schema_of(&K::crd());
+    let obj = serde_json::to_value(obj).unwrap();
+    let old = old.map(|o| serde_json::to_value(o).unwrap());
+    let mut errs = vec![];
+    check_schema(&schema, &obj, "", &mut errs);
+    if let Err(e) = kube_cel::Validator::new().validate(&schema, &obj, old.as_ref()) {
+        errs.extend(
+            e.into_iter()
+                .map(|e| format!("{}: {} ({})", e.field_path, e.message, e.rule)),
+        );
+    }
+    errs
+}
+
+#[track_caller]
+pub fn assert_admitted<K: CustomResourceExt + serde::Serialize>(obj: &K, old: Option<&K>) {
+    let errs = admit(obj, old);
+    assert!(errs.is_empty(), "expected admission, got {errs:#?}");
+}
+
+#[track_caller]
+pub fn assert_rejected<K: CustomResourceExt + serde::Serialize>(
+    obj: &K,
+    old: Option<&K>,
+    why: &str,
+) {
+    let errs = admit(obj, old);
+    assert!(
+        errs.iter().any(|e| e.contains(why)),
+        "expected a rejection containing {why:?}, got {errs:#?}"
+    );
+}
+
+// ---------------------------------------------------------------- examples
+
+pub fn meta(name: &str, ns: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: ns.map(Into::into),
+        ..Default::default()
+    }
+}
+
+pub fn mk_extnet() -> ExternalNetwork {
+    let mut e = ExternalNetwork::new(
+        "public",
+        ExternalNetworkSpec {
+            cidr: "203.0.113.0/24".into(),
+            gateway: "203.0.113.1".into(),
+            pools: ExternalPools {
+                floating: vec!["203.0.113.10-203.0.113.99".into()],
+                snat: vec!["203.0.113.128/28".into()],
+                node_ports: vec![
+                    "203.0.113.200-203.0.113.250".into(),
+                    "203.0.113.251-203.0.113.254".into(),
+                ],
+            },
+            attachment: ExternalAttachment {
+                bridge: Some("br-ext".into()),
+                interface: None,
+            },
+            node_selector: Some(LabelSelector {
+                match_labels: Some(
+                    [("kubedvr.io/external".to_string(), "true".to_string())].into(),
+                ),
+                ..Default::default()
+            }),
+            allowed_namespaces: vec!["tenant-a".into(), "tenant-b".into()],
+        },
+    );
+    e.status = Some(ExternalNetworkStatus {
+        observed_generation: Some(1),
+        conditions: vec![condition(conditions::READY, true, "Ready", "", Some(1))],
+        node_ports: vec![NodePortStatus {
+            node: "node-1".into(),
+            address: "203.0.113.200".into(),
+            mac: Some("fa:16:3e:00:00:01".into()),
+        }],
+        floating_allocated: Some(3),
+        snat_allocated: Some(1),
+    });
+    e
+}
+
+pub fn subnet(name: &str, cidr: &str, gateway: &str, nad: &str) -> RouterSubnet {
+    RouterSubnet {
+        name: name.into(),
+        cidr: cidr.into(),
+        gateway: gateway.into(),
+        network_attachment: nad.into(),
+    }
+}
+
+pub fn mk_router() -> DistributedRouter {
+    let mut r = DistributedRouter::new(
+        "r1",
+        DistributedRouterSpec {
+            subnets: vec![
+                subnet("front", "10.0.1.0/24", "10.0.1.1", "net-front"),
+                subnet("back", "10.0.2.0/24", "10.0.2.1", "shared/net-back"),
+            ],
+            routes: vec![ExtraRoute {
+                destination: "192.168.0.0/16".into(),
+                nexthop: "10.0.1.254".into(),
+            }],
+            external_network: Some("public".into()),
+        },
+    );
+    r.metadata = meta("r1", Some("tenant-a"));
+    r.status = Some(DistributedRouterStatus {
+        observed_generation: Some(2),
+        conditions: vec![condition(
+            conditions::READY,
+            false,
+            "NotProgrammed",
+            "node-2 pending",
+            Some(2),
+        )],
+        subnets: vec![SubnetStatus {
+            name: "front".into(),
+            vni: 16_777_215,
+            gateway_mac: "FA:16:3E:AA:BB:CC".into(),
+            cidr: "10.0.1.0/24".into(),
+        }],
+        index: Some(7),
+        link_local: Some("169.254.64.14/31".into()),
+        nodes: vec!["node-1".into(), "node-2.example.com".into()],
+        programmed_nodes: vec!["node-1".into()],
+    });
+    r
+}
+
+pub fn mk_fip(target: FloatingTarget) -> FloatingIP {
+    let mut f = FloatingIP::new(
+        "web",
+        FloatingIPSpec {
+            router: "r1".into(),
+            external_network: None,
+            address: Some("203.0.113.20".into()),
+            target,
+        },
+    );
+    f.metadata = meta("web", Some("tenant-a"));
+    f
+}
+
+pub fn fixed(ip: &str) -> FloatingTarget {
+    FloatingTarget {
+        fixed_ip: Some(ip.into()),
+        pod: None,
+    }
+}
+
+pub fn mk_snat() -> SnatGateway {
+    let mut s = SnatGateway::new(
+        "r1",
+        SnatGatewaySpec {
+            router: "r1".into(),
+            external_network: Some("public".into()),
+            address: None,
+            node_selector: None,
+        },
+    );
+    s.metadata = meta("r1", Some("tenant-a"));
+    s.status = Some(SnatGatewayStatus {
+        observed_generation: Some(1),
+        conditions: vec![condition(
+            conditions::SCHEDULED,
+            true,
+            "Scheduled",
+            "",
+            Some(1),
+        )],
+        address: Some("203.0.113.130".into()),
+        active_node: Some("node-3".into()),
+        ports: vec![SnatPortStatus {
+            subnet: "front".into(),
+            ip: "10.0.1.2".into(),
+            mac: "fa:16:3e:11:22:33".into(),
+        }],
+    });
+    s
+}
