@@ -966,3 +966,21 @@ fn schema_check_catches_a_bad_example() {
     assert!(message.contains("spec.gatway: unknown field"), "{message}");
     assert!(message.contains("spec: missing gateway"), "{message}");
 }
+
+#[test]
+fn install_doc_examples_match_the_crds() {
+    let doc = std::fs::read_to_string(repo().join("docs/install.md")).unwrap();
+    let mut docs = Vec::new();
+    let mut rest = doc.as_str();
+    while let Some(start) = rest.find("```yaml\n") {
+        let body = &rest[start + "```yaml\n".len()..];
+        let end = body.find("```").expect("closed code block");
+        docs.extend(documents(&body[..end]).into_iter().map(|(_, v)| v));
+        rest = &body[end + 3..];
+    }
+    let crds = crds_by_kind();
+    let checked = check_examples(&docs, &crds, "docs/install.md");
+    let kinds: std::collections::BTreeSet<&str> = docs.iter().map(kind).collect();
+    assert_eq!(checked, 4, "one example per kind");
+    assert_eq!(kinds.len(), crds.len(), "{kinds:?}");
+}
