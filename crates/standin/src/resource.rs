@@ -154,7 +154,8 @@ pub fn builtins() -> Vec<ResourceType> {
             "events",
             "event",
             "Event",
-            &["ev"],
+            // No short name: kubectl would warn that `ev` is ambiguous.
+            &[],
             true,
             false,
         ),
