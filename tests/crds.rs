@@ -380,3 +380,52 @@ spec:
         .validate(&schema, &raw, None)
         .is_ok());
 }
+
+#[test]
+fn example_manifests_are_admitted() {
+    fn yaml_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                yaml_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                out.push(p);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![];
+    yaml_files(&root.join("examples"), &mut files);
+    files.sort();
+    let crds = api::crds();
+    let (mut failures, mut checked) = (vec![], 0);
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let Ok(v) = <Value as serde::Deserialize>::deserialize(doc) else {
+                continue; // not ours to judge
+            };
+            if v["apiVersion"] != api::API_VERSION {
+                continue;
+            }
+            let name = format!("{}: {} {}", f.display(), v["kind"], v["metadata"]["name"]);
+            let Some(crd) = crds
+                .iter()
+                .find(|c| v["kind"] == c.spec.names.kind.as_str())
+            else {
+                failures.push(format!("{name}: unknown kind"));
+                continue;
+            };
+            checked += 1;
+            failures.extend(
+                admit_json(crd, &v, None)
+                    .into_iter()
+                    .map(|e| format!("{name}: {e}")),
+            );
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "example manifests rejected: {failures:#?}"
+    );
+}

@@ -146,12 +146,17 @@ pub fn check_schema(schema: &Value, value: &Value, path: &str, errs: &mut Vec<St
 /// What the API server would say about creating `obj` (or updating `old` to
 /// `obj`): schema errors and CEL rule failures, as messages.
 pub fn admit<K: CustomResourceExt + serde::Serialize>(obj: &K, old: Option<&K>) -> Vec<String> {
-    let schema = schema_of(&K::crd());
     let obj = serde_json::to_value(obj).unwrap();
     let old = old.map(|o| serde_json::to_value(o).unwrap());
+    admit_json(&K::crd(), &obj, old.as_ref())
+}
+
+/// [`admit`] for raw JSON (so unknown fields are still there to be found).
+pub fn admit_json(crd: &CustomResourceDefinition, obj: &Value, old: Option<&Value>) -> Vec<String> {
+    let schema = schema_of(crd);
     let mut errs = vec![];
-    check_schema(&schema, &obj, "", &mut errs);
-    if let Err(e) = kube_cel::Validator::new().validate(&schema, &obj, old.as_ref()) {
+    check_schema(&schema, obj, "", &mut errs);
+    if let Err(e) = kube_cel::Validator::new().validate(&schema, obj, old) {
         errs.extend(
             e.into_iter()
                 .map(|e| format!("{}: {} ({})", e.field_path, e.message, e.rule)),
