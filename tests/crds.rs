@@ -428,4 +428,8 @@ fn example_manifests_are_admitted() {
         failures.is_empty(),
         "example manifests rejected: {failures:#?}"
     );
+    assert!(
+        files.is_empty() || checked > 0,
+        "no kubedvr.io objects found in examples/"
+    );
 }
