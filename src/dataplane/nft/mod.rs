@@ -53,13 +53,11 @@ pub enum NftError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{op}: nft failed ({status}): {stderr}; script begins:\n{script_head}")]
+    #[error("{op}: {failure}")]
     Failed {
         op: &'static str,
-        status: String,
-        stderr: String,
-        /// The first lines of the script (empty for `observe`).
-        script_head: String,
+        /// Boxed: keeps the error (and errors that wrap it) small.
+        failure: Box<NftFailure>,
     },
     #[error("observe {family} {table}: unexpected nft JSON: {detail}")]
     Parse {
@@ -69,7 +67,28 @@ pub enum NftError {
     },
 }
 
+/// What a failed `nft` run said.
+#[derive(Debug, thiserror::Error)]
+#[error("nft failed ({status}): {stderr}; script begins:\n{script_head}")]
+pub struct NftFailure {
+    pub status: String,
+    pub stderr: String,
+    /// The first lines of the script (empty for `observe`).
+    pub script_head: String,
+}
+
 impl NftError {
+    fn failed(op: &'static str, status: String, stderr: String, script_head: String) -> Self {
+        NftError::Failed {
+            op,
+            failure: Box::new(NftFailure {
+                status,
+                stderr,
+                script_head,
+            }),
+        }
+    }
+
     /// A short stable label (for metrics).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -170,11 +189,9 @@ pub fn apply(batch: &NftBatch) -> Result<(), NftError> {
         return Ok(());
     }
     let script = batch.script();
-    let fail = |status: String, stderr: String| NftError::Failed {
-        op: "apply",
-        status,
-        stderr,
-        script_head: script.lines().take(8).collect::<Vec<_>>().join("\n"),
+    let fail = |status: String, stderr: String| {
+        let head = script.lines().take(8).collect::<Vec<_>>().join("\n");
+        NftError::failed("apply", status, stderr, head)
     };
     let spawn = |source| NftError::Spawn {
         op: "apply",
@@ -370,6 +387,20 @@ mod tests {
         assert_ne!(rule_tag("drop"), rule_tag("accept"));
         let t = rule_tag("drop");
         assert_eq!(rule_tag(&t), t);
+    }
+
+    #[test]
+    fn errors_stay_small_enough_to_wrap() {
+        // Wrapped with context by the engine; clippy's large-Err limit is 128.
+        assert!(std::mem::size_of::<NftError>() <= 72);
+        let e = NftError::failed(
+            "apply",
+            "exit 1".into(),
+            "Error: x".into(),
+            "add table".into(),
+        );
+        assert_eq!(e.kind(), "nft_failed");
+        assert!(e.to_string().contains("Error: x"), "{e}");
     }
 
     #[test]

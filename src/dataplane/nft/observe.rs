@@ -37,12 +37,12 @@ pub fn observe(family: NftFamily, table: &str) -> Result<Option<NftTable>, NftEr
         if stderr.contains("No such file or directory") {
             return Ok(None);
         }
-        return Err(NftError::Failed {
-            op: "observe",
-            status: out.status.to_string(),
+        return Err(NftError::failed(
+            "observe",
+            out.status.to_string(),
             stderr,
-            script_head: String::new(),
-        });
+            String::new(),
+        ));
     }
     parse_table_json(family, table, &String::from_utf8_lossy(&out.stdout))
 }
