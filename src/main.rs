@@ -1,1 +1,186 @@
-fn main() {}
+//! `kube-dvr`: one binary for every component.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use kube_dvr::lab;
+
+#[derive(Parser)]
+#[command(name = "kube-dvr", version, about = "Distributed virtual routing for Kubernetes")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "KUBE_DVR_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the CustomResourceDefinitions (multi-document YAML).
+    Crds,
+    /// kube-dvr on this machine with nodes simulated as network namespaces.
+    #[command(subcommand)]
+    Lab(LabCmd),
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Build a lab, probe every pair of endpoints, print the matrix, tear
+    /// down. Exits non-zero if any probe disagrees with what is expected.
+    Demo(LabArgs),
+    /// Build a lab and keep it running until interrupted (Ctrl-C tears it down).
+    Up(LabArgs),
+    /// Remove a lab (also after a crash) and list what is left (nothing).
+    Down(StateArgs),
+    /// Run a command inside a lab workload, node or external host:
+    /// `lab exec a-web -- ping 10.10.2.10`.
+    Exec {
+        #[command(flatten)]
+        state: StateArgs,
+        /// A workload name, `node-<name>`, `host-<name>`, or `switch`.
+        target: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct StateArgs {
+    /// Where the lab keeps its namespace files and state.
+    #[arg(long, default_value = lab::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct LabArgs {
+    /// The physical world: nodes, underlay, external segments, workloads.
+    #[arg(long, default_value = "examples/lab/topology.yaml")]
+    topology: PathBuf,
+    /// Directory (or file) of kube-dvr manifests to apply.
+    #[arg(long, default_value = "examples/lab")]
+    manifests: PathBuf,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+impl LabArgs {
+    fn options(&self) -> lab::LabOptions {
+        lab::LabOptions {
+            topology: self.topology.clone(),
+            manifests: self.manifests.clone(),
+            state_dir: self.state.state_dir.clone(),
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Crds => {
+            print!("{}", kube_dvr::api::crds_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Lab(LabCmd::Demo(args)) => {
+            let ok = lab::demo(&args.options(), &mut std::io::stdout()).context("lab demo")?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Cmd::Lab(LabCmd::Up(args)) => lab_up(&args),
+        Cmd::Lab(LabCmd::Down(s)) => {
+            let (removed, left) = lab::down(&s.state_dir);
+            for r in &removed {
+                println!("removed {r}");
+            }
+            if left.is_empty() {
+                println!("lab down: {} namespaces removed, nothing left under {}", removed.len(), s.state_dir.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for l in &left {
+                    println!("still present: {l}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Cmd::Lab(LabCmd::Exec { state, target, cmd }) => {
+            let paths = lab::LabPaths::new(&state.state_dir);
+            let infra = paths.infra();
+            let ns = [target.clone(), format!("wl-{target}"), format!("node-{target}"), format!("host-{target}")]
+                .iter()
+                .map(|n| infra.join(n))
+                .find(|p| p.exists())
+                .with_context(|| format!("no lab workload, node or host named {target:?} under {}", infra.display()))?;
+            let status = std::process::Command::new("nsenter")
+                .arg(format!("--net={}", ns.display()))
+                .args(&cmd)
+                .status()
+                .context("run nsenter")?;
+            Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
+        }
+    }
+}
+
+fn lab_up(args: &LabArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.options();
+    let mut lab = lab::Lab::up(&opts).context("lab up")?;
+    let state = opts.state_dir.display();
+    println!("lab is up: {} nodes, {} workloads", lab.topology.nodes.len(), lab.topology.workloads.len());
+    for w in &lab.topology.workloads {
+        let ips: Vec<String> = w.networks.iter().map(|n| n.ip.to_string()).collect();
+        println!("  workload {:<10} on {:<8} {}", w.name, w.node, ips.join(", "));
+    }
+    println!("try:");
+    println!("  kube-dvr lab exec a-web -- ping -c 3 10.10.2.10");
+    println!("  kube-dvr lab exec ext-host -- ping -c 3 203.0.113.100");
+    println!("  kube-dvr lab exec node-1 -- ip netns   # (namespaces live in {state}/nodes/<node>/netns)");
+    println!("Ctrl-C (or `kube-dvr lab down --state-dir {state}`) removes everything.");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = tick.tick() => {
+                    // Level-triggered: repair whatever drifted behind our back.
+                    if let Err(e) = lab.resync() {
+                        eprintln!("resync: {e}");
+                    }
+                }
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
+    let removed = lab.down();
+    println!("lab down: removed {} namespaces", removed.len());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,83 @@
+//! Real traffic in the lab: a tiny "who are you" TCP service in every
+//! workload and external host, and probes (TCP and ping) run from inside
+//! their source namespace.
+//!
+//! The service answers `<name> <source address it saw>`: the name proves
+//! which workload answered (overlapping tenants can reuse an address), the
+//! address proves what NAT did on the way.
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dataplane::netns;
+
+pub const PORT: u16 = 7777;
+
+/// Start the service inside `ns`; it runs until `stop` is set.
+pub fn serve(ns: &Path, name: &str, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    // The listening socket is created inside the namespace and stays there.
+    let listener = netns::run_in(ns, || TcpListener::bind(("0.0.0.0", PORT)))??;
+    listener.set_nonblocking(true)?;
+    let name = name.to_string();
+    std::thread::Builder::new()
+        .name(format!("whoami-{name}"))
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, peer)) => {
+                        let _ = s.set_nonblocking(false);
+                        let _ = writeln!(s, "{name} {}", peer.ip());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// What a probe observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// The service named `who` answered and saw `seen` as our address.
+    Answered { who: String, seen: Ipv4Addr },
+    /// ping got replies (it cannot tell who answered).
+    Echoed,
+    NoAnswer,
+}
+
+/// TCP probe from inside `ns` to `dst`.
+pub fn tcp(ns: &Path, dst: Ipv4Addr, timeout: Duration) -> Observed {
+    let run = move || -> Option<(String, Ipv4Addr)> {
+        let mut s = TcpStream::connect_timeout(&SocketAddr::from((dst, PORT)), timeout).ok()?;
+        s.set_read_timeout(Some(timeout)).ok()?;
+        let mut line = String::new();
+        BufReader::new(&mut s).read_line(&mut line).ok()?;
+        let mut it = line.split_whitespace();
+        Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+    };
+    match netns::run_in(ns, run) {
+        Ok(Some((who, seen))) => Observed::Answered { who, seen },
+        _ => Observed::NoAnswer,
+    }
+}
+
+/// ICMP echo from inside `ns`: up to three requests, success on any reply.
+pub fn ping(ns: &Path, dst: Ipv4Addr) -> Observed {
+    let run = move || {
+        Command::new("ping")
+            .args(["-n", "-q", "-c", "3", "-i", "0.2", "-W", "1"])
+            .arg(dst.to_string())
+            .output()
+    };
+    match netns::run_in(ns, run) {
+        Ok(Ok(out)) if out.status.success() => Observed::Echoed,
+        _ => Observed::NoAnswer,
+    }
+}
