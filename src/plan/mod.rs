@@ -3,6 +3,7 @@
 pub mod model;
 pub mod names;
 pub mod node;
+pub mod resolve;
 pub mod view;
 
 pub use node::plan_node;

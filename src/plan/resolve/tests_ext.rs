@@ -1,0 +1,143 @@
+//! External-network and network-status tests.
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::tests::*;
+use super::*;
+use crate::api::conditions::{ALLOCATED, READY, TRUE, VALID};
+
+#[test]
+fn external_network_attaches_nodes_and_allocates_node_ports() {
+    let mut input = mk_input();
+    input.external_networks = vec![mk_extnet(
+        "ext",
+        json!({"nodeSelector": {"matchExpressions": [{"key": "gw", "operator": "In", "values": ["yes"]}]}}),
+    )];
+    let res = resolve(&input);
+    let ports = &res.view.external_networks["ext"].node_ports;
+    assert_eq!(
+        ports,
+        &BTreeMap::from([
+            ("n2".into(), ip("203.0.113.100")),
+            ("n3".into(), ip("203.0.113.101"))
+        ])
+    );
+    let st = &res.external_networks["ext"];
+    assert_eq!(cond(&st.conditions, READY).status, TRUE);
+    assert_eq!(
+        st.node_ports[0].mac,
+        Some(names::external_mac(ip("203.0.113.100")).to_string())
+    );
+    assert_eq!(st.floating_allocated, Some(0));
+
+    // n2 goes NotReady: keeps its port (no churn); a new node n5 gets .102.
+    copy_back(&mut input, &res);
+    input.nodes[1].ready = false;
+    input.nodes.push(mk_node(5, true, &[("gw", "yes")]));
+    let res = resolve(&input);
+    let ports = &res.view.external_networks["ext"].node_ports;
+    assert_eq!(ports.get("n2"), Some(&ip("203.0.113.100")));
+    assert_eq!(ports.get("n5"), Some(&ip("203.0.113.102")));
+    // n3 loses the label: its port is released.
+    copy_back(&mut input, &res);
+    input.nodes[2].labels.clear();
+    let res = resolve(&input);
+    assert!(!res.view.external_networks["ext"]
+        .node_ports
+        .contains_key("n3"));
+}
+
+#[test]
+fn node_port_pool_exhaustion_names_the_nodes_left_out() {
+    let mut input = mk_input();
+    input.external_networks = vec![mk_extnet(
+        "ext",
+        json!({"pools": {"nodePorts": ["203.0.113.100-203.0.113.101"]}}),
+    )];
+    let res = resolve(&input);
+    let st = &res.external_networks["ext"];
+    assert_false(&st.conditions, ALLOCATED, "PoolExhausted");
+    assert!(cond(&st.conditions, ALLOCATED).message.contains("n3"));
+    assert_eq!(res.view.external_networks["ext"].node_ports.len(), 2);
+}
+
+#[test]
+fn external_network_validation_reasons() {
+    for (extra, reason) in [
+        (json!({"cidr": "203.0.113.7/24"}), "InvalidCIDR"),
+        (json!({"gateway": "198.51.100.1"}), "GatewayOutsideCIDR"),
+        (
+            json!({"pools": {"floating": ["198.51.100.0/28"]}}),
+            "PoolOutsideCIDR",
+        ),
+        (
+            json!({"pools": {"snat": ["203.0.113.0/28"]}}),
+            "PoolContainsGateway",
+        ),
+        (
+            json!({"pools": {"floating": ["203.0.113.10-203.0.113.30"], "snat": ["203.0.113.20-203.0.113.29"]}}),
+            "OverlappingPools",
+        ),
+        (
+            json!({"pools": {"floating": ["203.0.113.30-203.0.113.20"]}}),
+            "InvalidPool",
+        ),
+        (
+            json!({"attachment": {"bridge": "a", "interface": "b"}}),
+            "InvalidAttachment",
+        ),
+        (
+            json!({"nodeSelector": {"matchExpressions": [{"key": "a", "operator": "Gt"}]}}),
+            "InvalidNodeSelector",
+        ),
+    ] {
+        let mut input = mk_input();
+        input.external_networks = vec![mk_extnet("ext", extra)];
+        let res = resolve(&input);
+        assert_false(&res.external_networks["ext"].conditions, VALID, reason);
+        assert!(res.view.external_networks.is_empty(), "{reason}");
+        assert_eq!(
+            res.view.routers.len(),
+            1,
+            "the router does not need a valid network"
+        );
+    }
+}
+
+#[test]
+fn network_status_annotation() {
+    let ann = r#"[
+        {"name": "cbr0", "interface": "eth0", "ips": ["10.244.1.5"], "mac": "0a:58:0a:f4:01:05", "default": true},
+        {"name": "tenant-a/net-a", "interface": "net1", "ips": ["10.0.1.10", "fd00::1"], "mac": "02:00:00:00:00:01", "dns": {}},
+        {"name": "net-b", "interface": "net2", "ips": ["10.0.2.10/24"], "mac": "02:00:00:00:00:02"},
+        {"name": "l2only", "interface": "net3", "mac": "02:00:00:00:00:03"}
+    ]"#;
+    let nets = parse_network_status("tenant-a", ann).unwrap();
+    assert_eq!(
+        nets,
+        [
+            PodNetwork {
+                network: "tenant-a/net-a".into(),
+                interface: Some("net1".into()),
+                ip: ip("10.0.1.10"),
+                mac: "02:00:00:00:00:01".parse().unwrap(),
+            },
+            PodNetwork {
+                network: "tenant-a/net-b".into(),
+                interface: Some("net2".into()),
+                ip: ip("10.0.2.10"),
+                mac: "02:00:00:00:00:02".parse().unwrap(),
+            },
+        ]
+    );
+    for bad in [
+        "not json",
+        r#"{"name": "x"}"#,
+        r#"[{"name": "x", "ips": ["10.0.0.300"], "mac": "02:00:00:00:00:01"}]"#,
+        r#"[{"name": "x", "ips": ["10.0.0.3"], "mac": "zz"}]"#,
+    ] {
+        let e = parse_network_status("ns", bad).unwrap_err();
+        assert_eq!(e.kind(), "network_status");
+    }
+}
