@@ -31,7 +31,6 @@
 //! the controller and reported as `Valid=False` / `Ready=False`.
 //!
 //! Only IPv4 is supported for now.
-#![forbid(unsafe_code)]
 
 pub mod conditions;
 mod external_network;
