@@ -679,3 +679,174 @@ fn sysctls_hit_the_target_namespace() {
     );
     assert_eq!(e.reconcile(&desired).unwrap().writes.total(), 0);
 }
+
+#[test]
+fn many_routers_converge_and_a_quiet_pass_writes_nothing() {
+    if !sandbox::enter("many_routers_converge_and_a_quiet_pass_writes_nothing") {
+        return;
+    }
+    let n: u8 = std::env::var("KD_ROUTERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut desired = NodeState::default();
+    for i in 0..n {
+        add_router(
+            &mut desired,
+            &format!("r{i}-"),
+            1000 + 2 * u32::from(i),
+            i + 1,
+        );
+    }
+    let mut e = engine();
+    let t = std::time::Instant::now();
+    let r = reconcile_ok(&mut e, &desired);
+    let first = t.elapsed();
+    let t = std::time::Instant::now();
+    let quiet = reconcile_ok(&mut e, &desired);
+    let second = t.elapsed();
+    eprintln!(
+        "{n} routers: first pass {first:?} ({} writes), quiet pass {second:?}",
+        r.writes.total()
+    );
+    assert_eq!(quiet.writes.total(), 0, "{:?}", quiet.writes);
+    assert_eq!(netns_list().len(), usize::from(n));
+    let t = std::time::Instant::now();
+    let c = e.cleanup().expect("cleanup");
+    eprintln!("cleanup {:?} ({} writes)", t.elapsed(), c.writes.total());
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    assert!(netns_list().is_empty());
+}
+
+#[test]
+fn no_sweep_after_an_incomplete_observation() {
+    if !sandbox::enter("no_sweep_after_an_incomplete_observation") {
+        return;
+    }
+    let desired = desired_ab();
+    let mut e = engine();
+    reconcile_ok(&mut e, &desired);
+    let a = Some("qrouter-a");
+    // A stale owned route, a missing desired one, and a namespace file that
+    // cannot be entered (a plain file, not a namespace).
+    in_ns(
+        a,
+        &[
+            "ip",
+            "route",
+            "add",
+            "10.1.77.0/24",
+            "dev",
+            "qr-a100",
+            "proto",
+            "230",
+        ],
+    );
+    in_ns(a, &["ip", "route", "del", "default", "table", "16"]);
+    std::fs::write("/run/netns/qrouter-zz", b"").unwrap();
+
+    let r = e.reconcile(&desired).expect("reconcile");
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert!(r.errors[0].op.contains("qrouter-zz"), "{:?}", r.errors);
+    assert_eq!(r.errors[0].error.kind(), "netns");
+    // Adds go on; removals wait.
+    assert_eq!(r.writes.total(), 1, "{:?}", r.writes);
+    assert!(in_ns(a, &["ip", "route", "show", "table", "16"]).contains("default via"));
+    assert!(in_ns(a, &["ip", "route", "show"]).contains("10.1.77.0/24"));
+    assert!(std::path::Path::new("/run/netns/qrouter-zz").exists());
+    assert!(e.observe().is_err());
+
+    std::fs::remove_file("/run/netns/qrouter-zz").unwrap();
+    let r = reconcile_ok(&mut e, &desired);
+    assert_eq!(
+        (r.writes.total(), r.writes.get("route")),
+        (1, 1),
+        "{:?}",
+        r.writes
+    );
+    assert!(!in_ns(a, &["ip", "route", "show"]).contains("10.1.77.0/24"));
+    assert_converged(&mut e, &desired);
+}
+
+#[test]
+fn macvlan_and_namespace_to_namespace_veth() {
+    if !sandbox::enter("macvlan_and_namespace_to_namespace_veth") {
+        return;
+    }
+    let mut desired = NodeState::default();
+    add_router(&mut desired, "a", 100, 1);
+    let fip = NsRef::Named("fip-ext".into());
+    let qa = NsRef::Named("qrouter-a".into());
+    // The external attachment: a bridge in root, a macvlan fg- in fip-ext.
+    desired.root.links.insert(
+        "dvrbr-ext".into(),
+        link("dvrbr-ext", LinkKind::Bridge, "02:00:0e:00:00:01", None),
+    );
+    let mut f = NsState::default();
+    f.links.insert(
+        "fg-ext".into(),
+        link(
+            "fg-ext",
+            LinkKind::Macvlan {
+                parent: "dvrbr-ext".into(),
+            },
+            "02:00:0e:00:00:02",
+            None,
+        ),
+    );
+    f.links.insert(
+        "fpr-a".into(),
+        link(
+            "fpr-a",
+            veth("rfp-a", qa.clone()),
+            "02:00:0e:00:00:03",
+            None,
+        ),
+    );
+    f.addresses.insert(Address {
+        link: "fg-ext".into(),
+        addr: "203.0.113.5/24".parse().unwrap(),
+    });
+    f.addresses.insert(Address {
+        link: "fpr-a".into(),
+        addr: "169.254.64.1/31".parse().unwrap(),
+    });
+    desired.namespaces.insert("fip-ext".into(), f);
+    let q = desired.namespaces.get_mut("qrouter-a").unwrap();
+    q.links.insert(
+        "rfp-a".into(),
+        link(
+            "rfp-a",
+            veth("fpr-a", fip.clone()),
+            "02:00:0e:00:00:04",
+            None,
+        ),
+    );
+    q.addresses.insert(Address {
+        link: "rfp-a".into(),
+        addr: "169.254.64.0/31".parse().unwrap(),
+    });
+
+    let mut e = engine();
+    reconcile_ok(&mut e, &desired);
+    let fg = json(
+        Some("fip-ext"),
+        &["ip", "-j", "-d", "link", "show", "fg-ext"],
+    );
+    assert_eq!(fg[0]["linkinfo"]["info_kind"], "macvlan");
+    assert_eq!(fg[0]["linkinfo"]["info_data"]["mode"], "bridge");
+    assert_eq!(fg[0]["address"], "02:00:0e:00:00:02");
+    // Traffic across the namespace-to-namespace pair.
+    in_ns(Some("qrouter-a"), &["ping", "-c1", "-W2", "169.254.64.1"]);
+    assert_converged(&mut e, &desired);
+
+    // Deleting the fip namespace takes fpr-a, and with it rfp-a: both come
+    // back, and the macvlan.
+    sh(&["ip", "netns", "del", "fip-ext"]);
+    reconcile_ok(&mut e, &desired);
+    in_ns(Some("qrouter-a"), &["ping", "-c1", "-W2", "169.254.64.1"]);
+    assert_converged(&mut e, &desired);
+    e.cleanup().unwrap();
+    assert!(netns_list().is_empty());
+    assert!(!link_names(None).contains(&"dvrbr-ext".to_string()));
+}

@@ -300,20 +300,16 @@ fn veth_peer(ns: &NsRef, link: &Link) -> Option<LinkId> {
     }
 }
 
-/// Whether a sysctl key is bound to link `name` (`.../conf/<name>/...`,
-/// `.../neigh/<name>/...`).
-fn sysctl_on_link(key: &str, name: &str) -> bool {
+/// The link a sysctl key is bound to (`.../conf/<name>/...`,
+/// `.../neigh/<name>/...`), if any.
+fn sysctl_link(key: &str) -> Option<&str> {
     let mut parts = key.split('/');
     while let Some(p) = parts.next() {
         if p == "conf" || p == "neigh" {
-            if let Some(n) = parts.next() {
-                if n == name {
-                    return true;
-                }
-            }
+            return parts.next();
         }
     }
-    false
+    None
 }
 
 /// The full diff. See the module docs for the order.
@@ -530,10 +526,10 @@ pub fn diff_with(observed: &NodeState, extra: &ObservedExtra, desired: &NodeStat
         let live = |link: &str| !on_gone(&ns, link);
 
         for (key, value) in &dst.sysctls {
-            let recreated = gone
-                .iter()
-                .chain(created.iter())
-                .any(|(n, l)| n == &ns && sysctl_on_link(key, l));
+            let recreated = sysctl_link(key).is_some_and(|l| {
+                let id = (ns.clone(), l.to_string());
+                gone.contains(&id) || created.contains(&id)
+            });
             if recreated || ost.sysctls.get(key) != Some(value) {
                 sysctls.push(Op::SetSysctl {
                     ns: ns.clone(),

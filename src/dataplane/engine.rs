@@ -287,9 +287,30 @@ impl Engine {
         })
     }
 
-    fn mark_dirty(&mut self, ns: &NsRef) {
+    /// Record the index of link `name` in `ns`, just created.
+    fn learn(&mut self, ns: &NsRef, name: &str) -> Result<(), Error> {
+        let h = self.handle(ns)?;
+        let l = h.nl.link_by_name(name).map_err(|source| Error::Netlink {
+            ns: ns_name(ns).to_string(),
+            op: "get",
+            object: format!("link {name}"),
+            source,
+        })?;
+        if let Some(old) = h.by_name.remove(name) {
+            h.by_index.remove(&old);
+        }
+        if let Some(l) = l {
+            h.by_name.insert(l.name.clone(), l.index);
+            h.by_index.insert(l.index, l.name);
+        }
+        Ok(())
+    }
+
+    fn forget(&mut self, ns: &NsRef, name: &str) {
         if let Some(h) = self.handles.get_mut(ns) {
-            h.dirty = true;
+            if let Some(i) = h.by_name.remove(name) {
+                h.by_index.remove(&i);
+            }
         }
     }
 
@@ -335,7 +356,7 @@ impl Engine {
                     netns_fd: None,
                 };
                 // Files whose fds the request carries; closed after it.
-                let mut _files: Vec<File> = Vec::new();
+                let mut files: Vec<File> = Vec::new();
                 let mut open_ns = |e: &Engine, target: &NsRef| -> Result<i32, Error> {
                     let f = File::open(e.ns_path(target)).map_err(|source| Error::Netns {
                         ns: ns_name(target).to_string(),
@@ -343,7 +364,7 @@ impl Engine {
                         source,
                     })?;
                     let fd = f.as_raw_fd();
-                    _files.push(f);
+                    files.push(f);
                     Ok(fd)
                 };
                 let (sock_ns, kind_new) = match &link.kind {
@@ -379,7 +400,6 @@ impl Engine {
                         } else if let Some(m) = p.as_ref().and_then(|p| p.master.as_ref()) {
                             pl.master = Some(self.index(ns, m)?);
                         }
-                        self.mark_dirty(peer_ns);
                         (ns.clone(), NewKind::Veth { peer: pl })
                     }
                     LinkKind::Macvlan { parent } => {
@@ -395,11 +415,16 @@ impl Engine {
                         new.master = Some(self.index(ns, m)?);
                     }
                 }
-                self.mark_dirty(ns);
-                self.mark_dirty(&sock_ns);
                 w.add(kind, 1);
                 let r = self.nl(&sock_ns)?.create_link(&new, &kind_new);
-                r.map_err(nlerr(ns, "create", format!("link {}", link.name)))
+                drop(files);
+                r.map_err(nlerr(ns, "create", format!("link {}", link.name)))?;
+                // Learn the new indexes with a get each (no dump).
+                self.learn(ns, &link.name)?;
+                if let LinkKind::Veth { peer, peer_ns } = &link.kind {
+                    self.learn(peer_ns, peer)?;
+                }
+                Ok(())
             }
             Op::DeleteLink { ns, name } => {
                 let idx = match self.index(ns, name) {
@@ -407,11 +432,10 @@ impl Engine {
                     Err(Error::NotFound { .. }) => return Ok(()),
                     Err(e) => return Err(e),
                 };
-                self.mark_dirty(ns);
-                // The peer's namespace loses a link too; its maps refresh lazily.
-                for h in self.handles.values_mut() {
-                    h.dirty = true;
-                }
+                // The peer of a deleted veth stays in its namespace's map:
+                // the diff never refers to it again except to recreate it,
+                // which learns its new index.
+                self.forget(ns, name);
                 w.add(kind, 1);
                 let r = self.nl(ns)?.delete_link(idx);
                 r.map_err(nlerr(ns, "delete", format!("link {name}")))
@@ -544,7 +568,7 @@ impl Engine {
                 let nerr = |source| Error::Nft {
                     ns: ns_name(ns).to_string(),
                     op: "apply",
-                    source,
+                    source: Box::new(source),
                 };
                 netns::run_in(&path, || nft::apply(&batch))
                     .map_err(|source| Error::Netns {

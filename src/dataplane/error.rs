@@ -37,7 +37,7 @@ pub enum Error {
         ns: String,
         op: &'static str,
         #[source]
-        source: super::nft::NftError,
+        source: Box<super::nft::NftError>,
     },
     /// A name the plan refers to does not exist in the kernel.
     #[error("{what} {name} not found in {ns}")]

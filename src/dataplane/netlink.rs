@@ -319,6 +319,33 @@ impl Netlink {
             .collect())
     }
 
+    /// One link by name (`None` if there is none).
+    pub fn link_by_name(&mut self, name: &str) -> io::Result<Option<KLink>> {
+        let mut req = LinkMessage::default();
+        req.attributes.push(LinkAttribute::IfName(name.to_string()));
+        let seq = self.send(RouteNetlinkMessage::GetLink(req), NLM_F_REQUEST)?;
+        let mut found = None;
+        let mut err = None;
+        self.recv_until(seq, |p| match p {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                found = Some(parse_link(l));
+                Ok(true)
+            }
+            NetlinkPayload::Error(e) => {
+                if e.code.is_some() {
+                    err = Some(e.to_io());
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        })?;
+        match err {
+            Some(e) if is_gone(&e) => Ok(None),
+            Some(e) => Err(e),
+            None => Ok(found),
+        }
+    }
+
     pub fn create_link(&mut self, link: &NewLink, kind: &NewKind) -> io::Result<()> {
         let mut msg = new_link_message(link, true);
         let (info_kind, data) = match kind {

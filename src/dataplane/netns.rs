@@ -17,9 +17,6 @@ use nix::sched::{setns, unshare, CloneFlags};
 /// Default directory of named namespaces on a real node.
 pub const DEFAULT_DIR: &str = "/run/netns";
 
-/// `NSFS_MAGIC` from `linux/magic.h`: the filesystem type of a namespace file.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-
 /// Path of the namespace file `name` in `dir`.
 pub fn path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
@@ -28,7 +25,7 @@ pub fn path(dir: &Path, name: &str) -> PathBuf {
 /// Whether `path` is a mounted namespace file (not a leftover empty file).
 fn is_ns_mount(path: &Path) -> bool {
     match nix::sys::statfs::statfs(path) {
-        Ok(s) => s.filesystem_type().0 as i64 == NSFS_MAGIC,
+        Ok(s) => s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC,
         Err(_) => false,
     }
 }

@@ -267,7 +267,7 @@ impl Engine {
             let t = t.map_err(|source| Error::Nft {
                 ns: ns_name(ns).to_string(),
                 op: "observe",
-                source,
+                source: Box::new(source),
             })?;
             found.extend(t);
         }
