@@ -56,7 +56,9 @@ impl<'a> CondSet<'a> {
         CondSet {
             old,
             generation,
-            now,
+            // `metav1.Time` has second precision: anything finer would not
+            // survive a round trip through the API server.
+            now: Timestamp::from_second(now.as_second()).unwrap_or(now),
             out: Vec::new(),
         }
     }

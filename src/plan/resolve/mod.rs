@@ -168,16 +168,39 @@ impl ResolveError {
 pub(super) struct Cluster<'a> {
     pub input: &'a ClusterInput,
     pub nodes: BTreeMap<&'a str, &'a NodeInfo>,
-    /// Pods sorted by namespace/name: "first" among duplicate endpoints.
-    pub pods: Vec<&'a PodInfo>,
+    /// Addresses of pods on nodes with a VTEP, by qualified NAD name, pods
+    /// in namespace/name order ("first" among duplicate endpoints).
+    pub by_nad: BTreeMap<String, Vec<(&'a PodInfo, &'a str, &'a PodNetwork)>>,
 }
 
 impl<'a> Cluster<'a> {
     fn new(input: &'a ClusterInput) -> Self {
-        let nodes = input.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        let nodes: BTreeMap<&str, &NodeInfo> =
+            input.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
         let mut pods: Vec<&PodInfo> = input.pods.iter().collect();
         pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        Cluster { input, nodes, pods }
+        let mut by_nad: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for pod in pods {
+            // Unscheduled pods and pods on nodes whose agent is not up
+            // cannot be reached: they are no endpoints.
+            let Some(node) = pod.node.as_deref() else {
+                continue;
+            };
+            if nodes.get(node).and_then(|n| n.vtep).is_none() {
+                continue;
+            }
+            for net in &pod.networks {
+                by_nad
+                    .entry(qualify(&pod.namespace, &net.network))
+                    .or_default()
+                    .push((pod, node, net));
+            }
+        }
+        Cluster {
+            input,
+            nodes,
+            by_nad,
+        }
     }
 
     /// The VTEP of `node`, if it exists and published one.

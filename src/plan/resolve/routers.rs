@@ -370,22 +370,11 @@ fn resolve_endpoints(cluster: &Cluster, st: &mut RouterState) {
         owner.insert((s.name.as_str(), s.gateway), "the router's gateway".into());
     }
     let mut conflicts = Vec::new();
-    for pod in &cluster.pods {
-        let Some(node) = pod.node.as_deref() else {
-            continue;
-        };
-        if cluster.vtep(node).is_none() {
-            continue;
-        }
-        for net in &pod.networks {
-            let nad = qualify(&pod.namespace, &net.network);
-            let Some(s) = st
-                .subnets
-                .iter()
-                .find(|s| s.nad == nad && is_host(s.cidr, net.ip))
-            else {
+    for s in &st.subnets {
+        for (pod, node, net) in cluster.by_nad.get(&s.nad).into_iter().flatten() {
+            if !is_host(s.cidr, net.ip) {
                 continue;
-            };
+            }
             let who = format!("pod {}/{}", pod.namespace, pod.name);
             if let Some(first) = owner.get(&(s.name.as_str(), net.ip)) {
                 conflicts.push(format!(

@@ -167,8 +167,13 @@ pub(super) fn mk_input() -> ClusterInput {
     }
 }
 
+/// Through JSON, as a status takes through the API server.
+fn stored<T: serde::Serialize + serde::de::DeserializeOwned>(status: Option<&T>) -> Option<T> {
+    status.map(|s| serde_json::from_value(serde_json::to_value(s).unwrap()).unwrap())
+}
+
 /// Write every computed status back into its object, as the controller
-/// would.
+/// would (through JSON).
 pub(super) fn copy_back(input: &mut ClusterInput, res: &Resolution) {
     let k = |m: &kube::api::ObjectMeta| {
         key(
@@ -177,19 +182,19 @@ pub(super) fn copy_back(input: &mut ClusterInput, res: &Resolution) {
         )
     };
     for r in &mut input.routers {
-        r.status = res.routers.get(&k(&r.metadata)).cloned();
+        r.status = stored(res.routers.get(&k(&r.metadata)));
     }
     for f in &mut input.floating_ips {
-        f.status = res.floating_ips.get(&k(&f.metadata)).cloned();
+        f.status = stored(res.floating_ips.get(&k(&f.metadata)));
     }
     for s in &mut input.snat_gateways {
-        s.status = res.snat_gateways.get(&k(&s.metadata)).cloned();
+        s.status = stored(res.snat_gateways.get(&k(&s.metadata)));
     }
     for e in &mut input.external_networks {
-        e.status = res
-            .external_networks
-            .get(e.metadata.name.as_deref().unwrap())
-            .cloned();
+        e.status = stored(
+            res.external_networks
+                .get(e.metadata.name.as_deref().unwrap()),
+        );
     }
 }
 
@@ -290,7 +295,7 @@ fn resolving_its_own_output_changes_nothing() {
     copy_back(&mut input, &first);
     // Later, and the objects listed in another order: nothing moves, and
     // transition times are kept because no condition flipped.
-    input.now = Timestamp::from_second(1_900_000_000).unwrap();
+    input.now = Timestamp::new(1_900_000_000, 123_456_789).unwrap();
     input.routers.reverse();
     input.floating_ips.reverse();
     input.snat_gateways.reverse();
@@ -558,13 +563,14 @@ fn conditions_keep_transition_time_unless_they_flip() {
     let t0 = input.now;
     let res = resolve(&input);
     copy_back(&mut input, &res);
-    input.now = Timestamp::from_second(1_850_000_000).unwrap();
+    // Sub-second precision is dropped, as metav1.Time would.
+    input.now = Timestamp::new(1_850_000_000, 999_000_000).unwrap();
     input.routers[0].spec.external_network = Some("nope".into());
     let res = resolve(&input);
     let st = router_status(&res, "tenant-a");
     assert_eq!(
         cond(&st.conditions, VALID).last_transition_time.0,
-        input.now
+        Timestamp::from_second(1_850_000_000).unwrap()
     );
     assert_eq!(cond(&st.conditions, ALLOCATED).last_transition_time.0, t0);
     // The invalid router keeps its allocations reserved, shows no nodes.
