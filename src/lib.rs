@@ -11,6 +11,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cluster;
 pub mod dataplane;
 pub mod lab;
 pub mod plan;
+pub mod telemetry;

@@ -214,6 +214,11 @@ pub fn teardown(paths: &LabPaths) -> Vec<String> {
             }
         }
     }
+    // The namespace directories are (shared) bind mounts of themselves, as
+    // `ip netns` makes /run/netns: unmount them before removing the tree.
+    for dir in node_dirs.iter().chain(std::iter::once(&paths.infra())) {
+        let _ = nix::mount::umount2(dir.as_path(), nix::mount::MntFlags::MNT_DETACH);
+    }
     let _ = std::fs::remove_dir_all(&paths.root);
     removed
 }

@@ -172,6 +172,10 @@ impl Lab {
             let report = engine
                 .reconcile(&desired)
                 .map_err(|source| LabError::Engine { node: node.clone(), source })?;
+            if !report.errors.is_empty() {
+                let errs: Vec<String> = report.errors.iter().map(|e| format!("{}: {}", e.op, e.error)).collect();
+                return Err(LabError::Other(format!("node {node}: {}", errs.join("; "))));
+            }
             reports.insert(node.clone(), report);
         }
         self.attach_workloads()?;

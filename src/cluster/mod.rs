@@ -1,0 +1,171 @@
+//! What the controller, the agents and the lab share about the cluster:
+//! the annotations agents publish on their Node, turning API objects into
+//! the resolver's input, and the digest by which an agent reports which plan
+//! it has programmed.
+//!
+//! Per-node facts follow flannel's habit of Node annotations:
+//! - `kubedvr.io/vtep`: the node's underlay address (VXLAN endpoint);
+//! - `kubedvr.io/dvr-mac`: its DVR MAC (derived from the VTEP; informative);
+//! - `kubedvr.io/programmed`: the digest of the node plan the agent last
+//!   programmed completely, and `kubedvr.io/agent-errors` what failed if not.
+//!
+//! The controller computes every node's plan too (the planner is a pure
+//! function of the same objects), so "programmed" is exact: a node is done
+//! with a change when its reported digest equals the controller's.
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use crate::plan::model::NodeState;
+use crate::plan::resolve::{parse_network_status, NodeInfo, PodInfo, NETWORK_STATUS_ANNOTATION};
+
+pub const VTEP_ANNOTATION: &str = "kubedvr.io/vtep";
+pub const DVR_MAC_ANNOTATION: &str = "kubedvr.io/dvr-mac";
+pub const PROGRAMMED_ANNOTATION: &str = "kubedvr.io/programmed";
+pub const AGENT_ERRORS_ANNOTATION: &str = "kubedvr.io/agent-errors";
+pub const CLEANED_ANNOTATION: &str = "kubedvr.io/cleaned";
+/// The ConfigMap whose presence (in the release namespace) tells every agent
+/// to remove all its kernel state: set by `kube-dvr uninstall`.
+pub const UNINSTALL_CONFIGMAP: &str = "kube-dvr-uninstall";
+/// Name of the controller's leader-election Lease.
+pub const CONTROLLER_LEASE: &str = "kube-dvr-controller";
+/// Prefix of each agent's heartbeat Lease (`kube-dvr-agent-<node>`).
+pub const AGENT_LEASE_PREFIX: &str = "kube-dvr-agent-";
+/// An agent whose heartbeat is older than this is unhealthy: its node gets
+/// no new SNAT gateways and loses the ones it has.
+pub const AGENT_HEARTBEAT_TIMEOUT_SECS: i64 = 30;
+
+/// A pod's addresses on secondary networks, from Multus' network-status.
+/// Pods without the annotation (or with a malformed one) have none.
+pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let ann = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(NETWORK_STATUS_ANNOTATION)?;
+    let networks = parse_network_status(&ns, ann).ok()?;
+    if networks.is_empty() {
+        return None;
+    }
+    // A pod that finished holds no address any more.
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Succeeded") | Some("Failed"))
+        || pod.metadata.deletion_timestamp.is_some()
+    {
+        return None;
+    }
+    Some(PodInfo {
+        namespace: ns,
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        networks,
+    })
+}
+
+/// The node as the resolver sees it: labels, published VTEP, and whether it
+/// is healthy (kubelet says Ready and, where known, its agent heartbeats).
+pub fn node_info(node: &Node, agent_alive: Option<bool>) -> NodeInfo {
+    let ann = node.metadata.annotations.as_ref();
+    let vtep = ann
+        .and_then(|a| a.get(VTEP_ANNOTATION))
+        .and_then(|v| v.parse::<Ipv4Addr>().ok());
+    let kubelet_ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    NodeInfo {
+        name: node.metadata.name.clone().unwrap_or_default(),
+        labels: node.metadata.labels.clone().unwrap_or_default(),
+        vtep,
+        ready: kubelet_ready && agent_alive.unwrap_or(true),
+    }
+}
+
+/// A stable digest of a node plan (FNV-1a 64 over its canonical JSON: the
+/// plan is made of ordered maps and sets, so equal plans serialize equally).
+pub fn plan_digest(plan: &NodeState) -> String {
+    let json = serde_json::to_vec(plan).expect("a node plan serializes");
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in json {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Read an annotation.
+pub fn annotation<'a>(meta: &'a kube::api::ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+/// Node name → the digest its agent reports as programmed.
+pub fn programmed_digests<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+) -> BTreeMap<String, String> {
+    nodes
+        .into_iter()
+        .filter_map(|n| {
+            Some((
+                n.metadata.name.clone()?,
+                annotation(&n.metadata, PROGRAMMED_ANNOTATION)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::model::NsState;
+
+    #[test]
+    fn digest_is_stable_and_sensitive() {
+        let mut a = NodeState::default();
+        let d0 = plan_digest(&a);
+        assert_eq!(d0, plan_digest(&a.clone()));
+        a.namespaces
+            .insert("qrouter-x.y".into(), NsState::default());
+        assert_ne!(d0, plan_digest(&a));
+    }
+
+    #[test]
+    fn pod_info_reads_multus_status_and_skips_finished_pods() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "t", "annotations": {
+                NETWORK_STATUS_ANNOTATION: r#"[{"name":"cbr0","ips":["10.244.0.5"],"default":true},
+                    {"name":"t/net-a","interface":"net1","ips":["10.10.1.5"],"mac":"02:00:00:00:00:05"}]"#}},
+            "spec": {"nodeName": "n1", "containers": []}
+        }))
+        .unwrap();
+        let info = pod_info(&pod).unwrap();
+        assert_eq!(info.node.as_deref(), Some("n1"));
+        assert_eq!(info.networks.len(), 1);
+        assert_eq!(info.networks[0].network, "t/net-a");
+        pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Succeeded".into()),
+            ..Default::default()
+        });
+        assert!(pod_info(&pod).is_none());
+    }
+
+    #[test]
+    fn node_info_needs_kubelet_ready_and_a_live_agent() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "labels": {"a": "b"}, "annotations": {VTEP_ANNOTATION: "198.18.0.1"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        let i = node_info(&node, Some(true));
+        assert_eq!(i.vtep, Some("198.18.0.1".parse().unwrap()));
+        assert!(i.ready);
+        assert!(!node_info(&node, Some(false)).ready);
+    }
+}

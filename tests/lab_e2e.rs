@@ -1,0 +1,414 @@
+//! Lab end-to-end: the example topology and manifests, programmed through
+//! resolution → planner → engine on simulated nodes, checked with real
+//! traffic. Each test runs in its own sandbox (private user, mount and
+//! network namespaces), so nothing touches the host.
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use kube_dvr::dataplane::{netns, sandbox};
+use kube_dvr::lab::matrix::{self, Expect};
+use kube_dvr::lab::probe::{self, Observed};
+use kube_dvr::lab::{Lab, LabOptions, Manifests, Topology};
+
+const STATE: &str = "/run/kube-dvr-lab-test";
+
+fn examples() -> (Topology, Manifests) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab");
+    (
+        Topology::load(&root.join("topology.yaml")).unwrap(),
+        Manifests::load(&root).unwrap(),
+    )
+}
+
+fn up() -> Lab {
+    let (t, m) = examples();
+    Lab::up_with(Path::new(STATE), t, m).expect("lab up")
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn tcp(lab: &Lab, from: &str, dst: &str) -> Observed {
+    let ns = lab.paths.infra().join(from);
+    probe::tcp(&ns, ip(dst), Duration::from_millis(1500))
+}
+
+fn answered(who: &str, seen: &str) -> Observed {
+    Observed::Answered {
+        who: who.into(),
+        seen: ip(seen),
+    }
+}
+
+/// Names of the namespaces a simulated node's agent owns.
+fn node_namespaces(lab: &Lab, node: &str) -> Vec<String> {
+    netns::list(&lab.paths.node_netns_dir(node)).unwrap()
+}
+
+fn ip_in(ns: &Path, args: &str) -> String {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args(args.split_whitespace())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn demo_matrix_agrees_and_covers_every_path() {
+    if !sandbox::enter("demo_matrix_agrees_and_covers_every_path") {
+        return;
+    }
+    let lab = up();
+    let probes = matrix::expected(&lab);
+    let results = matrix::run(&lab, &probes);
+    let mut text = Vec::new();
+    matrix::print(&mut text, &lab, &results).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let bad: Vec<_> = results.iter().filter(|r| !r.agrees()).collect();
+    assert!(bad.is_empty(), "mismatches:\n{text}");
+    // The matrix must contain the paths this issue is about, with real answers.
+    let has = |from: &str, to: &str, seen: &str| {
+        results.iter().any(|r| {
+            r.probe.from == from
+                && r.probe.to.starts_with(to)
+                && matches!(&r.observed, Observed::Answered { seen: s, .. } if s.to_string() == seen)
+        })
+    };
+    assert!(
+        has("a-web", "a-cache", "10.10.1.10"),
+        "same-node east-west:\n{text}"
+    );
+    assert!(
+        has("a-web", "a-db", "10.10.1.10"),
+        "cross-node east-west, not NAT'd:\n{text}"
+    );
+    assert!(
+        has("a-web", "a-app", "10.10.1.10"),
+        "same subnet across nodes:\n{text}"
+    );
+    assert!(
+        has("ext-host", "a-web", "203.0.113.1"),
+        "floating IP in:\n{text}"
+    );
+    assert!(
+        has("a-web", "ext-host", "203.0.113.100"),
+        "floating IP out:\n{text}"
+    );
+    assert!(has("a-db", "ext-host", "203.0.113.50"), "SNAT:\n{text}");
+    assert!(
+        has("a-cache", "a-web", "203.0.113.50"),
+        "hairpin, same node:\n{text}"
+    );
+    assert!(
+        has("a-db", "a-web", "203.0.113.50"),
+        "hairpin, other node:\n{text}"
+    );
+    assert!(
+        has("b-api", "a-web", "203.0.113.101"),
+        "hairpin, other tenant:\n{text}"
+    );
+    assert!(
+        has("b-api", "ext-host", "203.0.113.101"),
+        "floating IP without SnatGateway:\n{text}"
+    );
+    let isolated_both_ways = ["a-web", "b-web"].iter().all(|from| {
+        results.iter().any(|r| {
+            &r.probe.from == from
+                && matches!(r.probe.expect, Expect::Isolated { .. })
+                && r.probe
+                    .to
+                    .starts_with(if *from == "a-web" { "b-" } else { "a-" })
+        })
+    });
+    assert!(isolated_both_ways, "isolation checked both ways:\n{text}");
+    // Overlap: a-db asks for 10.10.1.10 (also b-web's address): its own tenant's a-web answers.
+    assert_eq!(
+        tcp(&lab, "wl-a-db", "10.10.1.10"),
+        answered("a-web", "10.10.2.10")
+    );
+    assert_eq!(
+        tcp(&lab, "wl-b-api", "10.10.1.10"),
+        answered("b-web", "10.10.1.20")
+    );
+    // A tenant without SNAT has no way out.
+    assert_eq!(tcp(&lab, "wl-b-web", "203.0.113.1"), Observed::NoAnswer);
+    lab.down();
+}
+
+#[test]
+fn a_pass_with_nothing_changed_writes_nothing() {
+    if !sandbox::enter("a_pass_with_nothing_changed_writes_nothing") {
+        return;
+    }
+    let mut lab = up();
+    assert_eq!(lab.resync().unwrap(), 0);
+    assert_eq!(lab.resync().unwrap(), 0);
+    lab.down();
+}
+
+#[test]
+fn retargeted_floating_ip_moves_and_leaves_no_trace() {
+    if !sandbox::enter("retargeted_floating_ip_moves_and_leaves_no_trace") {
+        return;
+    }
+    let mut lab = up();
+    assert_eq!(
+        tcp(&lab, "host-ext-host", "203.0.113.100"),
+        answered("a-web", "203.0.113.1")
+    );
+    assert!(node_namespaces(&lab, "node-1").contains(&"fip-public".to_string()));
+    // Re-target `web` from a-web (node-1) to a-app (node-2).
+    let fip = lab
+        .manifests
+        .floating_ips
+        .iter_mut()
+        .find(|f| f.metadata.name.as_deref() == Some("web"))
+        .unwrap();
+    fip.spec.target.pod.as_mut().unwrap().name = "a-app".into();
+    lab.apply().unwrap();
+    let status = &lab
+        .resolution
+        .floating_ips
+        .values()
+        .find(|s| s.address.as_deref() == Some("203.0.113.100"))
+        .unwrap();
+    assert_eq!(status.node.as_deref(), Some("node-2"));
+    assert_eq!(
+        tcp(&lab, "host-ext-host", "203.0.113.100"),
+        answered("a-app", "203.0.113.1")
+    );
+    assert_eq!(
+        tcp(&lab, "wl-a-app", "203.0.113.1"),
+        answered("ext-host", "203.0.113.100")
+    );
+    // a-web now leaves through SNAT.
+    assert_eq!(
+        tcp(&lab, "wl-a-web", "203.0.113.1"),
+        answered("ext-host", "203.0.113.50")
+    );
+    // node-1 keeps no trace: no fip namespace (it served nothing else), no
+    // NAT table in tenant-a's router, no floating-IP rule.
+    assert!(!node_namespaces(&lab, "node-1").contains(&"fip-public".to_string()));
+    let q = lab
+        .paths
+        .node_netns_dir("node-1")
+        .join("qrouter-tenant-a.main");
+    assert!(!ip_in(&q, "nft list ruleset").contains("203.0.113.100"));
+    assert!(!ip_in(&q, "ip rule show").contains("fwmark"));
+    assert!(!ip_in(&q, "ip link show").contains("rfp-"));
+    assert_eq!(lab.resync().unwrap(), 0);
+    lab.down();
+}
+
+/// A line-echo service inside a namespace, for long-lived flows.
+fn echo_server(ns: &Path, port: u16) {
+    let l = netns::run_in(ns, || TcpListener::bind(("0.0.0.0", port)))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                for line in BufReader::new(s).lines().map_while(Result::ok) {
+                    if writeln!(w, "{line}").is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn round_trip(s: &mut TcpStream, r: &mut BufReader<TcpStream>, msg: &str) -> bool {
+    if writeln!(s, "{msg}").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    matches!(r.read_line(&mut line), Ok(n) if n > 0) && line.trim() == msg
+}
+
+#[test]
+fn deleting_a_floating_ip_stops_its_established_flows_and_leaves_nothing() {
+    if !sandbox::enter("deleting_a_floating_ip_stops_its_established_flows_and_leaves_nothing") {
+        return;
+    }
+    let mut lab = up();
+    echo_server(&lab.paths.workload("a-web"), 7000);
+    let host = lab.paths.host("ext-host");
+    let mut s = netns::run_in(&host, || {
+        TcpStream::connect_timeout(
+            &"203.0.113.100:7000".parse().unwrap(),
+            Duration::from_secs(2),
+        )
+    })
+    .unwrap()
+    .expect("connect through the floating IP");
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    assert!(
+        round_trip(&mut s, &mut r, "before"),
+        "flow works through the floating IP"
+    );
+    let q = lab
+        .paths
+        .node_netns_dir("node-1")
+        .join("qrouter-tenant-a.main");
+    assert!(
+        ip_in(&q, "conntrack -L").contains("203.0.113.100"),
+        "the flow is tracked"
+    );
+
+    lab.manifests
+        .floating_ips
+        .retain(|f| f.metadata.name.as_deref() != Some("web"));
+    lab.apply().unwrap();
+    assert!(
+        !round_trip(&mut s, &mut r, "after"),
+        "the established flow must stop"
+    );
+    assert!(
+        !ip_in(&q, "conntrack -L").contains("203.0.113.100"),
+        "conntrack entries removed"
+    );
+    assert!(!ip_in(&q, "nft list ruleset").contains("203.0.113.100"));
+    for node in ["node-1", "node-2", "gw-1"] {
+        for ns in node_namespaces(&lab, node) {
+            let p = lab.paths.node_netns_dir(node).join(&ns);
+            let all = ip_in(&p, "ip route show table all") + &ip_in(&p, "nft list ruleset");
+            assert!(
+                !all.contains("203.0.113.100"),
+                "{node}/{ns} still mentions the floating IP:\n{all}"
+            );
+        }
+    }
+    assert_eq!(
+        tcp(&lab, "host-ext-host", "203.0.113.100"),
+        Observed::NoAnswer
+    );
+    lab.down();
+}
+
+#[test]
+fn deleting_the_snat_gateway_removes_its_state_and_floating_ips_keep_working() {
+    if !sandbox::enter("deleting_the_snat_gateway_removes_its_state_and_floating_ips_keep_working")
+    {
+        return;
+    }
+    let mut lab = up();
+    assert_eq!(
+        tcp(&lab, "wl-a-db", "203.0.113.1"),
+        answered("ext-host", "203.0.113.50")
+    );
+    assert!(node_namespaces(&lab, "gw-1").contains(&"snat-tenant-a.main".to_string()));
+    lab.manifests.snat_gateways.clear();
+    lab.apply().unwrap();
+    assert!(
+        node_namespaces(&lab, "gw-1").is_empty(),
+        "gw-1 hosts nothing else"
+    );
+    let gw_links = ip_in(&lab.paths.node("gw-1"), "ip -br link");
+    assert!(
+        !gw_links.contains("sgb-") && !gw_links.contains("qgb-") && !gw_links.contains("dvr"),
+        "{gw_links}"
+    );
+    let q = lab
+        .paths
+        .node_netns_dir("node-2")
+        .join("qrouter-tenant-a.main");
+    assert!(
+        !ip_in(&q, "ip rule show").contains("lookup 4"),
+        "no SNAT rules left"
+    );
+    assert_eq!(tcp(&lab, "wl-a-db", "203.0.113.1"), Observed::NoAnswer);
+    assert_eq!(
+        tcp(&lab, "wl-a-web", "203.0.113.1"),
+        answered("ext-host", "203.0.113.100")
+    );
+    assert_eq!(
+        tcp(&lab, "host-ext-host", "203.0.113.100"),
+        answered("a-web", "203.0.113.1")
+    );
+    // East-west is untouched.
+    assert_eq!(
+        tcp(&lab, "wl-a-db", "10.10.1.10"),
+        answered("a-web", "10.10.2.10")
+    );
+    lab.down();
+}
+
+#[test]
+fn removing_a_router_removes_its_kernel_state_on_every_node_and_nothing_else() {
+    if !sandbox::enter("removing_a_router_removes_its_kernel_state_on_every_node_and_nothing_else")
+    {
+        return;
+    }
+    let mut lab = up();
+    let vni_b: Vec<u32> = lab
+        .resolution
+        .view
+        .routers
+        .iter()
+        .filter(|r| r.key.namespace == "tenant-b")
+        .flat_map(|r| r.subnets.iter().map(|s| s.vni))
+        .collect();
+    assert_eq!(vni_b.len(), 1);
+    lab.manifests
+        .routers
+        .retain(|r| r.metadata.namespace.as_deref() != Some("tenant-b"));
+    lab.manifests
+        .floating_ips
+        .retain(|f| f.metadata.namespace.as_deref() != Some("tenant-b"));
+    lab.apply().unwrap();
+    for node in ["node-1", "node-2"] {
+        assert!(
+            !node_namespaces(&lab, node)
+                .iter()
+                .any(|n| n.contains("tenant-b")),
+            "{node}"
+        );
+        let links = ip_in(&lab.paths.node(node), "ip -br link");
+        assert!(
+            !links.contains(&format!("dvrbr-{}", vni_b[0])),
+            "{node}: {links}"
+        );
+        let fdb = ip_in(&lab.paths.node(node), "bridge fdb show");
+        assert!(
+            !fdb.contains(&format!("dvrvx-{}", vni_b[0])),
+            "{node}: {fdb}"
+        );
+    }
+    // tenant-a is undisturbed.
+    assert_eq!(
+        tcp(&lab, "wl-a-web", "10.10.2.10"),
+        answered("a-db", "10.10.1.10")
+    );
+    assert_eq!(
+        tcp(&lab, "host-ext-host", "203.0.113.100"),
+        answered("a-web", "203.0.113.1")
+    );
+    lab.down();
+}
+
+#[test]
+fn lab_down_leaves_nothing() {
+    if !sandbox::enter("lab_down_leaves_nothing") {
+        return;
+    }
+    let lab = up();
+    let root = lab.paths.root.clone();
+    let removed = lab.down();
+    assert!(removed.len() >= 10, "{removed:?}");
+    assert!(!root.exists());
+    // And `lab down` on nothing is fine.
+    let (removed, left) = kube_dvr::lab::down(&root);
+    assert!(removed.is_empty() && left.is_empty());
+    let _ = LabOptions {
+        topology: root.clone(),
+        manifests: root.clone(),
+        state_dir: root,
+    };
+}
