@@ -67,6 +67,8 @@ pub struct KLink {
     pub mac: Option<MacAddr>,
     pub mtu: u32,
     pub up: bool,
+    /// `IFLA_GROUP`.
+    pub group: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -400,6 +402,22 @@ impl Netlink {
             msg.attributes.push(LinkAttribute::Controller(m));
         }
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// Put a link in device group `group`.
+    pub fn set_link_group(&mut self, index: u32, group: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Group(group));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// Delete every link of device group `group` at once (one unregister
+    /// batch in the kernel, so one RCU grace period instead of one per link).
+    pub fn delete_link_group(&mut self, group: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::Group(group));
+        ok_if_gone(self.request(RouteNetlinkMessage::DelLink(msg), 0))
     }
 
     /// Delete a link by index; already gone = success.
@@ -848,6 +866,7 @@ fn parse_link(l: LinkMessage) -> KLink {
         mac: None,
         mtu: 0,
         up: l.header.flags.contains(LinkFlags::Up),
+        group: 0,
     };
     for a in l.attributes {
         match a {
@@ -857,6 +876,7 @@ fn parse_link(l: LinkMessage) -> KLink {
             LinkAttribute::LinkNetNsId(i) => k.link_netnsid = Some(i),
             LinkAttribute::Address(b) => k.mac = mac_of(&b),
             LinkAttribute::Mtu(m) => k.mtu = m,
+            LinkAttribute::Group(g) => k.group = g,
             LinkAttribute::LinkInfo(infos) => k.kind = parse_kind(infos),
             _ => {}
         }

@@ -4,7 +4,7 @@
 //! neighbours (plus the bridge FDB where owned VXLAN devices exist), and one
 //! thread inside the namespace that reads the listed sysctls and runs one
 //! `nft -j list table` per family.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -71,7 +71,8 @@ impl Engine {
             )),
         }
         // Forget sockets of namespaces that are gone.
-        self.handles.retain(|ns, _| nsrefs.contains(ns));
+        let live: HashSet<&NsRef> = nsrefs.iter().collect();
+        self.handles.retain(|ns, _| live.contains(ns));
 
         // Links first, everywhere: veth peers are resolved across namespaces.
         let mut klinks: BTreeMap<NsRef, Vec<KLink>> = BTreeMap::new();
@@ -83,9 +84,10 @@ impl Engine {
                 Err(e) => failures.push((ns.clone(), e)),
             }
         }
+        let links = Links::new(&klinks);
         let mut state = NodeState::default();
         for ns in nsrefs.iter().filter(|n| klinks.contains_key(*n)) {
-            match self.observe_ns(ns, &klinks, desired, &mut extra) {
+            match self.observe_ns(ns, &links, desired, &mut extra) {
                 Ok(st) => match ns {
                     NsRef::Root => state.root = st,
                     NsRef::Named(n) => {
@@ -112,12 +114,12 @@ impl Engine {
     fn observe_ns(
         &mut self,
         ns: &NsRef,
-        klinks: &BTreeMap<NsRef, Vec<KLink>>,
+        klinks: &Links,
         desired: Option<&NodeState>,
         extra: &mut ObservedExtra,
     ) -> Result<NsState, Error> {
         let mut st = NsState::default();
-        let mine = &klinks[ns];
+        let mine = klinks.all[ns];
         let names: HashMap<u32, &str> = mine.iter().map(|l| (l.index, l.name.as_str())).collect();
         let owned: HashMap<u32, &KLink> = mine
             .iter()
@@ -282,12 +284,7 @@ impl Engine {
 
     /// The model kind of an owned link; `None` if it cannot be expressed
     /// (unknown kind, unresolvable veth peer or macvlan parent).
-    fn model_kind(
-        &mut self,
-        ns: &NsRef,
-        k: &KLink,
-        klinks: &BTreeMap<NsRef, Vec<KLink>>,
-    ) -> Option<LinkKind> {
+    fn model_kind(&mut self, ns: &NsRef, k: &KLink, klinks: &Links) -> Option<LinkKind> {
         match &k.kind {
             KLinkKind::Bridge => Some(LinkKind::Bridge),
             KLinkKind::Vxlan { vni, local, port } => Some(LinkKind::Vxlan {
@@ -298,25 +295,18 @@ impl Engine {
             KLinkKind::Veth => {
                 let peer_idx = k.link?;
                 let Some(nsid) = k.link_netnsid else {
-                    let p = klinks[ns].iter().find(|l| l.index == peer_idx)?;
+                    let p = klinks.by_index[ns].get(&peer_idx)?;
                     return Some(LinkKind::Veth {
                         peer: p.name.clone(),
                         peer_ns: ns.clone(),
                     });
                 };
                 // Candidates: veths elsewhere with the peer's index pointing back.
-                for (other, links) in klinks {
-                    if other == ns {
+                let candidates = klinks.veths.get(&peer_idx).into_iter().flatten();
+                for &(other, p) in candidates {
+                    if other == ns || p.link != Some(k.index) || p.link_netnsid.is_none() {
                         continue;
                     }
-                    let Some(p) = links.iter().find(|l| {
-                        l.index == peer_idx
-                            && l.kind == KLinkKind::Veth
-                            && l.link == Some(k.index)
-                            && l.link_netnsid.is_some()
-                    }) else {
-                        continue;
-                    };
                     if self.nsid(ns, other) == Some(nsid) {
                         return Some(LinkKind::Veth {
                             peer: p.name.clone(),
@@ -339,10 +329,7 @@ impl Engine {
                         &root
                     }
                 };
-                let p = klinks
-                    .get(parent_ns)?
-                    .iter()
-                    .find(|l| l.index == parent_idx)?;
+                let p = klinks.by_index.get(parent_ns)?.get(&parent_idx)?;
                 Some(LinkKind::Macvlan {
                     parent: p.name.clone(),
                 })
@@ -368,6 +355,33 @@ impl Engine {
             self.nsids.insert(key, id);
         }
         id
+    }
+}
+
+/// The links of all observed namespaces, indexed.
+struct Links<'a> {
+    all: HashMap<&'a NsRef, &'a Vec<KLink>>,
+    by_index: HashMap<&'a NsRef, HashMap<u32, &'a KLink>>,
+    /// Veths by their own index, across namespaces (peer candidates).
+    veths: HashMap<u32, Vec<(&'a NsRef, &'a KLink)>>,
+}
+
+impl<'a> Links<'a> {
+    fn new(klinks: &'a BTreeMap<NsRef, Vec<KLink>>) -> Links<'a> {
+        let mut l = Links {
+            all: HashMap::new(),
+            by_index: HashMap::new(),
+            veths: HashMap::new(),
+        };
+        for (ns, links) in klinks {
+            l.all.insert(ns, links);
+            l.by_index
+                .insert(ns, links.iter().map(|k| (k.index, k)).collect());
+            for k in links.iter().filter(|k| k.kind == KLinkKind::Veth) {
+                l.veths.entry(k.index).or_default().push((ns, k));
+            }
+        }
+        l
     }
 }
 
