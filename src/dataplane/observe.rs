@@ -87,13 +87,40 @@ impl Engine {
         let links = Links::new(&klinks);
         let mut state = NodeState::default();
         for ns in nsrefs.iter().filter(|n| klinks.contains_key(*n)) {
-            match self.observe_ns(ns, &links, desired, &mut extra) {
+            match self.observe_ns(ns, &links, &mut extra) {
                 Ok(st) => match ns {
                     NsRef::Root => state.root = st,
                     NsRef::Named(n) => {
                         state.namespaces.insert(n.clone(), st);
                     }
                 },
+                Err(e) => failures.push((ns.clone(), e)),
+            }
+        }
+        // Sysctls and nftables: read from threads inside each namespace,
+        // several namespaces at a time (most of the time goes to `nft`
+        // processes starting up).
+        let jobs: Vec<InNsJob> = nsrefs
+            .iter()
+            .filter(|ns| !failures.iter().any(|(f, _)| f == *ns))
+            .map(|ns| InNsJob::new(ns.clone(), self.ns_path(ns), desired))
+            .collect();
+        for (job, result) in jobs.iter().zip(read_in_namespaces(&jobs)) {
+            let ns = &job.ns;
+            let st = match ns {
+                NsRef::Root => &mut state.root,
+                NsRef::Named(n) => state.namespaces.entry(n.clone()).or_default(),
+            };
+            match result {
+                Ok((sysctls, tables)) => {
+                    st.sysctls = sysctls;
+                    let mut found = tables.into_iter();
+                    st.nft = found.next();
+                    let rest: Vec<NftTable> = found.collect();
+                    if !rest.is_empty() {
+                        extra.extra_nft.insert(ns.clone(), rest);
+                    }
+                }
                 Err(e) => failures.push((ns.clone(), e)),
             }
         }
@@ -115,7 +142,6 @@ impl Engine {
         &mut self,
         ns: &NsRef,
         klinks: &Links,
-        desired: Option<&NodeState>,
         extra: &mut ObservedExtra,
     ) -> Result<NsState, Error> {
         let mut st = NsState::default();
@@ -225,60 +251,6 @@ impl Engine {
             }
         }
 
-        // Sysctls and nftables, from a thread inside the namespace.
-        let want = desired.and_then(|d| match ns {
-            NsRef::Root => Some(&d.root),
-            NsRef::Named(n) => d.namespaces.get(n),
-        });
-        let keys: Vec<String> = want
-            .map(|w| w.sysctls.keys().cloned().collect())
-            .unwrap_or_default();
-        let mut families = vec![default_family(ns)];
-        if let Some(f) = want.and_then(|w| w.nft.as_ref()).map(|t| t.family) {
-            if !families.contains(&f) {
-                families.insert(0, f);
-            }
-        }
-        let path = self.ns_path(ns);
-        let (sysctls, tables) = netns::run_in(&path, || {
-            let sysctls: Vec<(String, Option<String>)> = keys
-                .iter()
-                .map(|k| {
-                    let v = std::fs::read_to_string(Path::new("/proc/sys").join(k)).ok();
-                    (k.clone(), v.map(|v| normalize_sysctl(&v)))
-                })
-                .collect();
-            let tables: Vec<Result<Option<NftTable>, nft::NftError>> = families
-                .iter()
-                .map(|f| nft::observe(*f, NFT_TABLE))
-                .collect();
-            (sysctls, tables)
-        })
-        .map_err(|source| Error::Netns {
-            ns: ns_name(ns).to_string(),
-            op: "enter",
-            source,
-        })?;
-        for (k, v) in sysctls {
-            if let Some(v) = v {
-                st.sysctls.insert(k, v);
-            }
-        }
-        let mut found = Vec::new();
-        for t in tables {
-            let t = t.map_err(|source| Error::Nft {
-                ns: ns_name(ns).to_string(),
-                op: "observe",
-                source: Box::new(source),
-            })?;
-            found.extend(t);
-        }
-        let mut found = found.into_iter();
-        st.nft = found.next();
-        let rest: Vec<NftTable> = found.collect();
-        if !rest.is_empty() {
-            extra.extra_nft.insert(ns.clone(), rest);
-        }
         Ok(st)
     }
 
@@ -356,6 +328,99 @@ impl Engine {
         }
         id
     }
+}
+
+/// What to read inside one namespace.
+struct InNsJob {
+    ns: NsRef,
+    path: std::path::PathBuf,
+    keys: Vec<String>,
+    /// The desired family first, then the namespace's default.
+    families: Vec<NftFamily>,
+}
+
+impl InNsJob {
+    fn new(ns: NsRef, path: std::path::PathBuf, desired: Option<&NodeState>) -> InNsJob {
+        let want = desired.and_then(|d| match &ns {
+            NsRef::Root => Some(&d.root),
+            NsRef::Named(n) => d.namespaces.get(n),
+        });
+        let keys = want
+            .map(|w| w.sysctls.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut families = vec![default_family(&ns)];
+        if let Some(f) = want.and_then(|w| w.nft.as_ref()).map(|t| t.family) {
+            if !families.contains(&f) {
+                families.insert(0, f);
+            }
+        }
+        InNsJob {
+            ns,
+            path,
+            keys,
+            families,
+        }
+    }
+
+    /// Observed sysctls (absent keys left out) and the tables found, in
+    /// `families` order.
+    fn run(&self) -> Result<(BTreeMap<String, String>, Vec<NftTable>), Error> {
+        let ns = ns_name(&self.ns);
+        let (sysctls, tables) = netns::run_in(&self.path, || {
+            let sysctls: BTreeMap<String, String> = self
+                .keys
+                .iter()
+                .filter_map(|k| {
+                    let v = std::fs::read_to_string(Path::new("/proc/sys").join(k)).ok()?;
+                    Some((k.clone(), normalize_sysctl(&v)))
+                })
+                .collect();
+            let tables: Vec<Result<Option<NftTable>, nft::NftError>> = self
+                .families
+                .iter()
+                .map(|f| nft::observe(*f, NFT_TABLE))
+                .collect();
+            (sysctls, tables)
+        })
+        .map_err(|source| Error::Netns {
+            ns: ns.to_string(),
+            op: "enter",
+            source,
+        })?;
+        let mut found = Vec::new();
+        for t in tables {
+            found.extend(t.map_err(|source| Error::Nft {
+                ns: ns.to_string(),
+                op: "observe",
+                source: Box::new(source),
+            })?);
+        }
+        Ok((sysctls, found))
+    }
+}
+
+/// Namespaces read at the same time.
+const READ_PARALLELISM: usize = 8;
+
+/// Run `jobs` on up to [`READ_PARALLELISM`] threads; results in job order.
+#[allow(clippy::type_complexity)]
+fn read_in_namespaces(
+    jobs: &[InNsJob],
+) -> Vec<Result<(BTreeMap<String, String>, Vec<NftTable>), Error>> {
+    if jobs.len() <= 1 {
+        return jobs.iter().map(InNsJob::run).collect();
+    }
+    let chunk = jobs.len().div_ceil(READ_PARALLELISM);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(InNsJob::run).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// The links of all observed namespaces, indexed.
