@@ -454,3 +454,27 @@ impl<'a> Links<'a> {
 fn normalize_sysctl(v: &str) -> String {
     v.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_prefix_the_planner_uses_is_owned() {
+        for p in crate::plan::names::OWNED_LINK_PREFIXES {
+            assert!(OWNED_LINK_PREFIXES.contains(&p), "link prefix {p}");
+        }
+        for p in crate::plan::names::OWNED_NETNS_PREFIXES {
+            assert!(OWNED_NETNS_PREFIXES.contains(&p), "netns prefix {p}");
+        }
+    }
+
+    #[test]
+    fn ownership_by_namespace() {
+        assert!(owns_link(&NsRef::Root, "dvrvx-7"));
+        assert!(!owns_link(&NsRef::Root, "eth0"));
+        assert!(owns_link(&NsRef::Named("qrouter-a".into()), "eth0"));
+        assert!(!owns_link(&NsRef::Named("qrouter-a".into()), "lo"));
+        assert!(owns_netns("snat-x") && !owns_netns("other"));
+    }
+}
