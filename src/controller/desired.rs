@@ -1,0 +1,571 @@
+//! What one controller pass should write: a pure function of a snapshot of
+//! the caches ([`Snapshot`]) to [`Actions`] (status patches, finalizer
+//! changes, Events). No I/O and no clock; the executor in
+//! [`super`] applies the result.
+//!
+//! ## Status
+//! The desired status of an object is [`resolve`]'s, plus `Programmed`
+//! (ANDed into `Ready`). It is written as a JSON merge patch on `/status`
+//! only when it differs from the stored status: conditions keep their
+//! `lastTransitionTime` unless their status flips, so a pass over an
+//! unchanged cluster writes nothing.
+//!
+//! ## Programmed
+//! The controller plans every node too (the same pure planner the agents
+//! run), so it knows the digest each agent should report on its Node
+//! (`kubedvr.io/programmed`). A node is *done* when the reported digest
+//! equals the expected one. An object is programmed when every node it
+//! concerns is done: a router's `status.nodes`, a floating IP's `node`, a SNAT
+//! gateway's `activeNode`. Otherwise `Programmed=False` with reason
+//! `AgentDown` (heartbeat Lease stale), `AgentError` (the agent's
+//! `kubedvr.io/agent-errors`) or `Pending`.
+//!
+//! A node's digest covers everything on it, so it also moves when *another*
+//! object on the node changes. To keep the cost of an object constant (not
+//! proportional to how many objects share its node), `Programmed=True` is
+//! sticky: an object that was programmed, whose generation and allocations
+//! (status other than conditions) are unchanged, stays programmed on a node
+//! that is merely catching up on other changes — unless that node's agent is
+//! down or reports errors.
+//!
+//! ## Finalizers
+//! Every live object gets [`api::FINALIZER`]. Objects being deleted are left
+//! out of the resolver's input, so the expected digests are those of plans
+//! without them; the finalizer comes off once every agent node is done (or
+//! its agent is down).
+//!
+//! ## Events
+//! A Warning when a condition (other than `Ready`, which repeats one of
+//! them) becomes False or changes its reason — except the transient
+//! `Pending` and the derivative `Unresolved` — and a Normal `Ready` event
+//! when an object becomes Ready. Never on a pass that writes no status.
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ObjectMeta;
+use kube::Resource;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::api::conditions::{self, FALSE, PROGRAMMED, READY, TRUE};
+use crate::api::{self, DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use crate::cluster::{self, AGENT_ERRORS_ANNOTATION, AGENT_HEARTBEAT_TIMEOUT_SECS, AGENT_LEASE_PREFIX};
+use crate::plan::plan_node;
+use crate::plan::resolve::{resolve, ClusterInput, PodInfo};
+use crate::plan::view::ObjectKey;
+
+/// Condition reason: the agents have not reported the object's state yet.
+pub const REASON_PENDING: &str = "Pending";
+/// Condition reason: nothing to program before the object is resolved.
+pub const REASON_UNRESOLVED: &str = "Unresolved";
+/// Condition reason: a node's agent reports errors.
+pub const REASON_AGENT_ERROR: &str = "AgentError";
+/// Condition reason: a node's agent stopped heartbeating.
+pub const REASON_AGENT_DOWN: &str = "AgentDown";
+/// Condition reason: programmed on every node concerned.
+pub const REASON_PROGRAMMED: &str = "Programmed";
+
+/// The four kube-dvr kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    ExternalNetwork,
+    DistributedRouter,
+    FloatingIP,
+    SnatGateway,
+}
+
+impl Kind {
+    /// The kind's name, also the metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ExternalNetwork => "ExternalNetwork",
+            Kind::DistributedRouter => "DistributedRouter",
+            Kind::FloatingIP => "FloatingIP",
+            Kind::SnatGateway => "SnatGateway",
+        }
+    }
+}
+
+/// An object an action applies to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub kind: Kind,
+    /// None for cluster-scoped ExternalNetworks.
+    pub namespace: Option<String>,
+    pub name: String,
+    /// The resourceVersion the action was computed from.
+    pub resource_version: Option<String>,
+    /// For Events.
+    pub reference: ObjectReference,
+}
+
+impl Target {
+    fn of<K: Resource<DynamicType = ()>>(kind: Kind, obj: &K) -> Target {
+        let m = obj.meta();
+        Target {
+            kind,
+            namespace: m.namespace.clone(),
+            name: m.name.clone().unwrap_or_default(),
+            resource_version: m.resource_version.clone(),
+            reference: obj.object_ref(&()),
+        }
+    }
+
+    /// `kind/namespace/name` (`kind/name` when cluster-scoped).
+    pub fn key(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{}/{ns}/{}", self.kind.as_str(), self.name),
+            None => format!("{}/{}", self.kind.as_str(), self.name),
+        }
+    }
+}
+
+/// A merge patch on an object's `/status`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusWrite {
+    pub target: Target,
+    /// The JSON merge patch body: `{"status": {...}}` with `null` for fields
+    /// the stored status has and the desired one lacks.
+    pub patch: Value,
+    /// Events that go with this change.
+    pub events: Vec<EventSpec>,
+}
+
+/// The new finalizer list of an object (merge patch on the object, guarded
+/// by its resourceVersion).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinalizerWrite {
+    pub target: Target,
+    pub finalizers: Vec<String>,
+}
+
+impl FinalizerWrite {
+    /// The merge patch body.
+    pub fn patch(&self) -> Value {
+        let mut meta = Map::new();
+        meta.insert("finalizers".into(), self.finalizers.clone().into());
+        if let Some(rv) = &self.target.resource_version {
+            meta.insert("resourceVersion".into(), rv.clone().into());
+        }
+        serde_json::json!({ "metadata": meta })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventSpec {
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+}
+
+/// Everything one pass should write.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Actions {
+    pub add_finalizer: Vec<FinalizerWrite>,
+    pub remove_finalizer: Vec<FinalizerWrite>,
+    pub status: Vec<StatusWrite>,
+    /// Live objects per (kind, Ready).
+    pub objects: BTreeMap<(Kind, bool), usize>,
+}
+
+impl Actions {
+    pub fn is_empty(&self) -> bool {
+        self.add_finalizer.is_empty() && self.remove_finalizer.is_empty() && self.status.is_empty()
+    }
+}
+
+/// What the caches hold at the start of a pass.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub external_networks: Vec<ExternalNetwork>,
+    pub routers: Vec<DistributedRouter>,
+    pub floating_ips: Vec<FloatingIP>,
+    pub snat_gateways: Vec<SnatGateway>,
+    /// Pods via [`cluster::pod_info`].
+    pub pods: Vec<PodInfo>,
+    pub nodes: Vec<Node>,
+    /// Node → whether its agent heartbeats (see [`agent_liveness`]); a node
+    /// without a Lease is absent (unknown, taken as alive).
+    pub agents: BTreeMap<String, bool>,
+    pub now: Timestamp,
+}
+
+/// Agent liveness from the agents' heartbeat Leases (`kube-dvr-agent-<node>`):
+/// alive when renewed within [`AGENT_HEARTBEAT_TIMEOUT_SECS`] of `now`.
+pub fn agent_liveness<'a>(leases: impl IntoIterator<Item = &'a Lease>, now: Timestamp) -> BTreeMap<String, bool> {
+    leases
+        .into_iter()
+        .filter_map(|l| {
+            let node = l.metadata.name.as_deref()?.strip_prefix(AGENT_LEASE_PREFIX)?;
+            let spec = l.spec.as_ref();
+            let renewed = spec.and_then(|s| s.renew_time.as_ref().or(s.acquire_time.as_ref()));
+            let alive = renewed.is_some_and(|t| now.as_second() - t.0.as_second() <= AGENT_HEARTBEAT_TIMEOUT_SECS)
+                && spec.and_then(|s| s.holder_identity.as_deref()).is_some_and(|h| !h.is_empty());
+            Some((node.to_string(), alive))
+        })
+        .collect()
+}
+
+/// A node's state as far as `Programmed` goes.
+#[derive(Clone, Debug, Default)]
+struct NodeProgress {
+    done: bool,
+    down: bool,
+    errors: Option<String>,
+}
+
+fn deleting(m: &ObjectMeta) -> bool {
+    m.deletion_timestamp.is_some()
+}
+
+fn has_finalizer(m: &ObjectMeta) -> bool {
+    m.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == api::FINALIZER))
+}
+
+fn key_of(m: &ObjectMeta) -> ObjectKey {
+    ObjectKey::new(m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default())
+}
+
+/// The resolver's input: live objects only (objects being deleted are
+/// planned away), nodes with their agents' liveness.
+pub fn cluster_input(s: &Snapshot) -> ClusterInput {
+    let live = |m: &ObjectMeta| !deleting(m);
+    ClusterInput {
+        external_networks: s.external_networks.iter().filter(|o| live(&o.metadata)).cloned().collect(),
+        routers: s.routers.iter().filter(|o| live(&o.metadata)).cloned().collect(),
+        floating_ips: s.floating_ips.iter().filter(|o| live(&o.metadata)).cloned().collect(),
+        snat_gateways: s.snat_gateways.iter().filter(|o| live(&o.metadata)).cloned().collect(),
+        pods: s.pods.clone(),
+        nodes: s
+            .nodes
+            .iter()
+            .map(|n| cluster::node_info(n, s.agents.get(n.metadata.name.as_deref().unwrap_or("")).copied()))
+            .collect(),
+        now: s.now,
+    }
+}
+
+/// Node → the plan digest its agent should report, for every node with a
+/// VTEP.
+pub fn expected_digests(s: &Snapshot) -> BTreeMap<String, String> {
+    let res = resolve(&cluster_input(s));
+    res.view
+        .nodes
+        .keys()
+        .map(|n| (n.clone(), cluster::plan_digest(&plan_node(&res.view, n))))
+        .collect()
+}
+
+/// The pass: resolve, plan every node, compare with what is stored.
+pub fn compute(s: &Snapshot) -> Actions {
+    let input = cluster_input(s);
+    let res = resolve(&input);
+
+    // Every node with a VTEP runs an agent: what it should report.
+    let mut progress: BTreeMap<String, NodeProgress> = BTreeMap::new();
+    for n in &s.nodes {
+        let Some(name) = n.metadata.name.as_deref() else { continue };
+        if !res.view.nodes.contains_key(name) {
+            continue;
+        }
+        let expected = cluster::plan_digest(&plan_node(&res.view, name));
+        let reported = cluster::annotation(&n.metadata, cluster::PROGRAMMED_ANNOTATION);
+        let errors = cluster::annotation(&n.metadata, AGENT_ERRORS_ANNOTATION)
+            .filter(|e| !e.trim().is_empty())
+            .map(str::to_string);
+        progress.insert(
+            name.to_string(),
+            NodeProgress {
+                done: reported == Some(expected.as_str()),
+                down: s.agents.get(name) == Some(&false),
+                errors,
+            },
+        );
+    }
+
+    let mut out = Actions::default();
+    let ctx = Ctx { now: s.now, progress: &progress };
+    for o in &s.external_networks {
+        let desired = res.external_networks.get(o.metadata.name.as_deref().unwrap_or(""));
+        ctx.object(&mut out, Kind::ExternalNetwork, o, o.status.as_ref(), desired.cloned(), |_| None);
+    }
+    for o in &s.routers {
+        let desired = res.routers.get(&key_of(&o.metadata)).cloned();
+        ctx.object(&mut out, Kind::DistributedRouter, o, o.status.as_ref(), desired, |st| {
+            Some(ProgrammedParts {
+                conditions: &mut st.conditions,
+                nodes: st.nodes.clone(),
+                programmed_nodes: Some(&mut st.programmed_nodes),
+            })
+        });
+    }
+    for o in &s.floating_ips {
+        let desired = res.floating_ips.get(&key_of(&o.metadata)).cloned();
+        ctx.object(&mut out, Kind::FloatingIP, o, o.status.as_ref(), desired, |st| {
+            Some(ProgrammedParts {
+                nodes: st.node.iter().cloned().collect(),
+                conditions: &mut st.conditions,
+                programmed_nodes: None,
+            })
+        });
+    }
+    for o in &s.snat_gateways {
+        let desired = res.snat_gateways.get(&key_of(&o.metadata)).cloned();
+        ctx.object(&mut out, Kind::SnatGateway, o, o.status.as_ref(), desired, |st| {
+            Some(ProgrammedParts {
+                nodes: st.active_node.iter().cloned().collect(),
+                conditions: &mut st.conditions,
+                programmed_nodes: None,
+            })
+        });
+    }
+
+    // Deleted objects are gone from every node once all agents are done.
+    let all_done = progress.values().all(|p| p.done || p.down);
+    fn remove<K: Resource<DynamicType = ()>>(out: &mut Actions, kind: Kind, o: &K, all_done: bool) {
+        let m = o.meta();
+        if deleting(m) && has_finalizer(m) && all_done {
+            let finalizers = m.finalizers.iter().flatten().filter(|f| *f != api::FINALIZER).cloned().collect();
+            out.remove_finalizer.push(FinalizerWrite { target: Target::of(kind, o), finalizers });
+        }
+    }
+    s.external_networks.iter().for_each(|o| remove(&mut out, Kind::ExternalNetwork, o, all_done));
+    s.routers.iter().for_each(|o| remove(&mut out, Kind::DistributedRouter, o, all_done));
+    s.floating_ips.iter().for_each(|o| remove(&mut out, Kind::FloatingIP, o, all_done));
+    s.snat_gateways.iter().for_each(|o| remove(&mut out, Kind::SnatGateway, o, all_done));
+    out
+}
+
+/// The parts of a status `Programmed` is computed from and written to.
+struct ProgrammedParts<'a> {
+    conditions: &'a mut Vec<Condition>,
+    /// The nodes the object concerns.
+    nodes: Vec<String>,
+    /// Routers: where to list the done nodes.
+    programmed_nodes: Option<&'a mut Vec<String>>,
+}
+
+struct Ctx<'a> {
+    now: Timestamp,
+    progress: &'a BTreeMap<String, NodeProgress>,
+}
+
+/// A status as JSON without what `Programmed` bookkeeping changes: equal
+/// allocations.
+fn allocations(status: &Value) -> Value {
+    let mut v = status.clone();
+    if let Some(o) = v.as_object_mut() {
+        for k in ["conditions", "programmedNodes", "observedGeneration"] {
+            o.remove(k);
+        }
+    }
+    v
+}
+
+/// Conditions sorted by type, for comparison.
+fn normalized(status: &Value) -> Value {
+    let mut v = status.clone();
+    if let Some(Value::Array(cs)) = v.get_mut("conditions") {
+        cs.sort_by(|a, b| a["type"].as_str().cmp(&b["type"].as_str()));
+    }
+    v
+}
+
+fn to_value<T: Serialize>(t: &T) -> Value {
+    serde_json::to_value(t).expect("a status serializes")
+}
+
+impl Ctx<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn object<K, S>(
+        &self,
+        out: &mut Actions,
+        kind: Kind,
+        obj: &K,
+        stored: Option<&S>,
+        desired: Option<S>,
+        parts: impl FnOnce(&mut S) -> Option<ProgrammedParts<'_>>,
+    ) where
+        K: Resource<DynamicType = ()>,
+        S: Serialize + Clone + Default,
+    {
+        let m = obj.meta();
+        if deleting(m) {
+            return;
+        }
+        let target = Target::of(kind, obj);
+        if !has_finalizer(m) {
+            let mut finalizers = m.finalizers.clone().unwrap_or_default();
+            finalizers.push(api::FINALIZER.to_string());
+            out.add_finalizer.push(FinalizerWrite { target: target.clone(), finalizers });
+        }
+        let Some(mut desired) = desired else { return };
+        let stored_v = stored.map(to_value).unwrap_or_else(|| to_value(&S::default()));
+        let stored_conds: Vec<Condition> =
+            serde_json::from_value(stored_v.get("conditions").cloned().unwrap_or(Value::Null)).unwrap_or_default();
+        let generation = m.generation;
+        let same_alloc_before = {
+            let d = to_value(&desired);
+            allocations(&d) == allocations(&stored_v)
+                && stored_v.get("observedGeneration").and_then(Value::as_i64) == generation
+        };
+        if let Some(p) = parts(&mut desired) {
+            let sticky = same_alloc_before && conditions::is_true(&stored_conds, PROGRAMMED);
+            // Routers list their programmed nodes; a floating IP or SNAT
+            // gateway that was programmed covered its (unchanged) node.
+            let stored_pn: BTreeSet<String> = if p.programmed_nodes.is_some() {
+                serde_json::from_value(stored_v.get("programmedNodes").cloned().unwrap_or(Value::Null))
+                    .unwrap_or_default()
+            } else if sticky {
+                p.nodes.iter().cloned().collect()
+            } else {
+                BTreeSet::new()
+            };
+            self.programmed(p, generation, &stored_conds, sticky, &stored_pn);
+        }
+        let desired_v = to_value(&desired);
+        let conds: Vec<Condition> =
+            serde_json::from_value(desired_v.get("conditions").cloned().unwrap_or(Value::Null)).unwrap_or_default();
+        let ready = conditions::is_ready(&conds);
+        *out.objects.entry((kind, ready)).or_default() += 1;
+        if normalized(&desired_v) == normalized(&stored_v) {
+            return;
+        }
+        // Merge patch: fields the stored status has and the desired lacks
+        // are removed explicitly.
+        let mut patch = desired_v.as_object().cloned().unwrap_or_default();
+        if let Some(old) = stored_v.as_object() {
+            for k in old.keys() {
+                patch.entry(k.clone()).or_insert(Value::Null);
+            }
+        }
+        let events = events_for(kind, &target.name, &stored_conds, &conds);
+        out.status.push(StatusWrite {
+            target,
+            patch: serde_json::json!({ "status": patch }),
+            events,
+        });
+    }
+
+    /// Compute `Programmed`, AND it into `Ready`, fill `programmedNodes`.
+    fn programmed(
+        &self,
+        p: ProgrammedParts<'_>,
+        generation: Option<i64>,
+        stored: &[Condition],
+        sticky: bool,
+        stored_pn: &BTreeSet<String>,
+    ) {
+        let resolved = conditions::is_ready(p.conditions);
+        let default = NodeProgress::default();
+        let prog = |n: &str| self.progress.get(n).unwrap_or(&default);
+        let healthy = |n: &str| !prog(n).down && prog(n).errors.is_none();
+        let done: Vec<String> = p
+            .nodes
+            .iter()
+            .filter(|n| prog(n).done || (sticky && stored_pn.contains(*n) && healthy(n)))
+            .cloned()
+            .collect();
+        if let Some(pn) = p.programmed_nodes {
+            *pn = if resolved { done.clone() } else { Vec::new() };
+        }
+        let missing: Vec<&str> = p.nodes.iter().map(String::as_str).filter(|n| !done.iter().any(|d| d == n)).collect();
+        let (ok, reason, message) = if !resolved {
+            (false, REASON_UNRESOLVED, "nothing is programmed until the object is Ready otherwise".to_string())
+        } else if missing.is_empty() {
+            let msg = if p.nodes.is_empty() {
+                "no node needs it yet".to_string()
+            } else {
+                format!("programmed on {}", p.nodes.join(", "))
+            };
+            (true, REASON_PROGRAMMED, msg)
+        } else if missing.iter().any(|n| prog(n).down) {
+            let down: Vec<&str> = missing.iter().copied().filter(|n| prog(n).down).collect();
+            (
+                false,
+                REASON_AGENT_DOWN,
+                format!("the kube-dvr agent on {} stopped heartbeating", down.join(", ")),
+            )
+        } else if let Some(n) = missing.iter().find(|n| prog(n).errors.is_some()) {
+            let e = prog(n).errors.clone().unwrap_or_default();
+            (false, REASON_AGENT_ERROR, format!("agent on {n}: {e}"))
+        } else {
+            (
+                false,
+                REASON_PENDING,
+                format!("waiting for the agent on {} to program it", missing.join(", ")),
+            )
+        };
+        self.put(p.conditions, stored, PROGRAMMED, ok, reason, message.clone(), generation);
+        if resolved && !ok {
+            self.put(p.conditions, stored, READY, false, reason, message, generation);
+        }
+        p.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    }
+
+    /// Set a condition; its transition time is the stored one when the
+    /// status did not flip, else now.
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &self,
+        conds: &mut Vec<Condition>,
+        stored: &[Condition],
+        type_: &str,
+        ok: bool,
+        reason: &str,
+        message: String,
+        generation: Option<i64>,
+    ) {
+        let status = if ok { TRUE } else { FALSE };
+        let time = match conditions::find_condition(stored, type_) {
+            Some(c) if c.status == status => c.last_transition_time.clone(),
+            _ => Time(Timestamp::from_second(self.now.as_second()).unwrap_or(self.now)),
+        };
+        let c = Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message,
+            observed_generation: generation,
+            last_transition_time: time,
+        };
+        match conds.iter_mut().find(|x| x.type_ == type_) {
+            Some(x) => *x = c,
+            None => conds.push(c),
+        }
+    }
+}
+
+/// Events for a status change from `old` to `new` conditions.
+fn events_for(kind: Kind, name: &str, old: &[Condition], new: &[Condition]) -> Vec<EventSpec> {
+    let mut out = Vec::new();
+    for c in new {
+        if c.type_ == READY || c.status != FALSE || c.reason == REASON_PENDING || c.reason == REASON_UNRESOLVED {
+            continue;
+        }
+        let before = conditions::find_condition(old, &c.type_);
+        if before.is_some_and(|b| b.status == FALSE && b.reason == c.reason) {
+            continue;
+        }
+        out.push(EventSpec {
+            warning: true,
+            reason: c.reason.clone(),
+            note: format!("{}: {}", c.type_, c.message),
+        });
+    }
+    if conditions::is_ready(new) && !conditions::is_ready(old) {
+        out.push(EventSpec {
+            warning: false,
+            reason: "Ready".into(),
+            note: format!("{} {name} is ready", kind.as_str()),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "desired_tests.rs"]
+mod tests;

@@ -1,0 +1,463 @@
+//! The controller (`kube-dvr controller`): validates, allocates, schedules
+//! and reports, for the whole cluster, from one leader-elected replica.
+//!
+//! Model:
+//! - Reflector caches of the four kube-dvr kinds, Pods, Nodes and the Leases
+//!   of the release namespace (agent heartbeats). Any change wakes the pass
+//!   loop; changes arriving within [`ControllerOptions::debounce`] coalesce
+//!   into one pass. A pass also runs every [`ControllerOptions::resync`]
+//!   (heartbeats go stale with time, not with events).
+//! - A pass is a pure function ([`desired::compute`]: snapshot → resolve →
+//!   plan every node → compare) followed by the writes it asks for: status
+//!   merge patches (only where something changed), finalizers, Events.
+//! - Only the leader ([`leader`]) writes, and it checks before every write:
+//!   a replica that lost its Lease stops mid-pass. A standby keeps its caches
+//!   warm and takes over with one pass.
+//! - A write the cache has not reflected yet is not repeated: the executor
+//!   remembers what it wrote at which resourceVersion.
+//! - `/readyz`: the leader after its caches synced and its first pass was
+//!   written; a standby once its caches synced.
+pub mod cli;
+pub mod desired;
+pub mod leader;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{BoxStream, StreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use crate::cluster;
+use crate::telemetry::Telemetry;
+use desired::{Actions, FinalizerWrite, Kind, Snapshot, StatusWrite, Target};
+use leader::{LeaderElector, LeaseConfig};
+
+/// The Events reporter name.
+pub const REPORTER: &str = "kube-dvr-controller";
+/// Field manager of the controller's patches.
+pub const FIELD_MANAGER: &str = "kube-dvr-controller";
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// The release namespace: leader-election Lease, agent heartbeat Leases.
+    pub namespace: String,
+    /// This replica's identity (pod name).
+    pub identity: String,
+    /// Leader election timings (`leaseDurationSeconds` 15, renew every 5 s).
+    pub lease_duration: Duration,
+    pub renew_interval: Duration,
+    pub retry_interval: Duration,
+    /// Changes within this window coalesce into one pass.
+    pub debounce: Duration,
+    /// A pass runs at least this often.
+    pub resync: Duration,
+    /// Concurrent API writes within a pass.
+    pub write_concurrency: usize,
+}
+
+impl ControllerOptions {
+    pub fn new(namespace: impl Into<String>, identity: impl Into<String>) -> Self {
+        ControllerOptions {
+            namespace: namespace.into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(15),
+            renew_interval: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(2),
+            debounce: Duration::from_millis(75),
+            resync: Duration::from_secs(10),
+            write_concurrency: 16,
+        }
+    }
+}
+
+/// Errors of the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("waiting for the {kind} cache: the watch ended")]
+    CacheSync { kind: &'static str },
+    #[error("{op} {target}: {source}")]
+    Api {
+        op: &'static str,
+        target: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// A short, stable label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::CacheSync { .. } => "cache_sync",
+            Error::Api { .. } => "api",
+        }
+    }
+}
+
+/// A cache and the stream that fills it (items only signal "something
+/// changed").
+fn cache<K>(api: Api<K>) -> (Store<K>, BoxStream<'static, ()>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .map(|ev| {
+            if let Err(e) = ev {
+                tracing::debug!(error = %e, "watch error (retrying with backoff)");
+            }
+        })
+        .boxed();
+    (reader, stream)
+}
+
+struct Caches {
+    external_networks: Store<ExternalNetwork>,
+    routers: Store<DistributedRouter>,
+    floating_ips: Store<FloatingIP>,
+    snat_gateways: Store<SnatGateway>,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    leases: Store<Lease>,
+}
+
+fn cloned<K: Clone>(s: &Store<K>) -> Vec<K>
+where
+    K: Resource<DynamicType = ()> + 'static,
+{
+    s.state().iter().map(|o| (**o).clone()).collect()
+}
+
+impl Caches {
+    async fn wait_ready(&self) -> Result<(), Error> {
+        let e = |kind| move |_| Error::CacheSync { kind };
+        self.external_networks.wait_until_ready().await.map_err(e("ExternalNetwork"))?;
+        self.routers.wait_until_ready().await.map_err(e("DistributedRouter"))?;
+        self.floating_ips.wait_until_ready().await.map_err(e("FloatingIP"))?;
+        self.snat_gateways.wait_until_ready().await.map_err(e("SnatGateway"))?;
+        self.pods.wait_until_ready().await.map_err(e("Pod"))?;
+        self.nodes.wait_until_ready().await.map_err(e("Node"))?;
+        self.leases.wait_until_ready().await.map_err(e("Lease"))?;
+        Ok(())
+    }
+
+    fn snapshot(&self, now: Timestamp) -> Snapshot {
+        let leases = cloned(&self.leases);
+        Snapshot {
+            external_networks: cloned(&self.external_networks),
+            routers: cloned(&self.routers),
+            floating_ips: cloned(&self.floating_ips),
+            snat_gateways: cloned(&self.snat_gateways),
+            pods: self.pods.state().iter().filter_map(|p| cluster::pod_info(p)).collect(),
+            nodes: cloned(&self.nodes),
+            agents: desired::agent_liveness(&leases, now),
+            now,
+        }
+    }
+}
+
+/// Run the controller until `shutdown`: leader election, caches, passes.
+pub async fn run(
+    client: Client,
+    opts: ControllerOptions,
+    telemetry: Arc<Telemetry>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let (leader_tx, mut leader_rx) = watch::channel(false);
+    let elector = LeaderElector::new(
+        client.clone(),
+        LeaseConfig {
+            namespace: opts.namespace.clone(),
+            name: cluster::CONTROLLER_LEASE.to_string(),
+            identity: opts.identity.clone(),
+            lease_duration: opts.lease_duration,
+            renew_interval: opts.renew_interval,
+            retry_interval: opts.retry_interval,
+        },
+    );
+    // The elector releases the Lease when `shutdown` fires.
+    let election_stop = shutdown.child_token();
+    let election = tokio::spawn(elector.run(leader_tx, election_stop.clone()));
+
+    let (external_networks, s1) = cache(Api::<ExternalNetwork>::all(client.clone()));
+    let (routers, s2) = cache(Api::<DistributedRouter>::all(client.clone()));
+    let (floating_ips, s3) = cache(Api::<FloatingIP>::all(client.clone()));
+    let (snat_gateways, s4) = cache(Api::<SnatGateway>::all(client.clone()));
+    let (pods, s5) = cache(Api::<Pod>::all(client.clone()));
+    let (nodes, s6) = cache(Api::<Node>::all(client.clone()));
+    let (leases, s7) = cache(Api::<Lease>::namespaced(client.clone(), &opts.namespace));
+    let caches = Caches { external_networks, routers, floating_ips, snat_gateways, pods, nodes, leases };
+    let changed = Arc::new(Notify::new());
+    let mut all = futures::stream::select_all([s1, s2, s3, s4, s5, s6, s7]);
+    let notify = changed.clone();
+    let driver = tokio::spawn(async move {
+        while all.next().await.is_some() {
+            notify.notify_one();
+        }
+    });
+
+    let result = async {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = caches.wait_ready() => r?,
+        }
+        tracing::info!(identity = %opts.identity, "caches synced");
+        let mut exec = Executor::new(client.clone(), &opts, telemetry.clone());
+        let mut resync = tokio::time::interval(opts.resync);
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        let mut backoff = Duration::from_millis(500);
+        let mut was_leader = false;
+        loop {
+            let leader = *leader_rx.borrow_and_update();
+            if leader && !was_leader {
+                // A new term: nothing written by an earlier one is trusted.
+                exec.forget();
+            }
+            was_leader = leader;
+            if !leader {
+                telemetry.set_ready(true);
+            } else {
+                let t0 = Instant::now();
+                let actions = desired::compute(&caches.snapshot(Timestamp::now()));
+                record_objects(&telemetry, &actions);
+                let errors = exec.execute(actions, &leader_rx).await;
+                let result = if errors == 0 { "success" } else { "error" };
+                telemetry.inc(
+                    "controller_runtime_reconcile_total",
+                    "Reconcile passes by result.",
+                    &[("controller", "kube-dvr"), ("result", result)],
+                    1,
+                );
+                telemetry.observe(
+                    "controller_runtime_reconcile_time_seconds",
+                    "Duration of reconcile passes.",
+                    &[("controller", "kube-dvr")],
+                    t0.elapsed().as_secs_f64(),
+                );
+                if errors == 0 {
+                    telemetry.set_ready(true);
+                    retry_at = None;
+                    backoff = Duration::from_millis(500);
+                } else {
+                    retry_at = Some(tokio::time::Instant::now() + backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+            let retry = async {
+                match retry_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = changed.notified() => {}
+                r = leader_rx.changed() => if r.is_err() { return Ok(()) },
+                _ = resync.tick() => {}
+                _ = retry => {}
+            }
+            // Coalesce a burst of changes into one pass.
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(opts.debounce) => {}
+            }
+        }
+    }
+    .await;
+    driver.abort();
+    election_stop.cancel();
+    let _ = election.await;
+    telemetry.set_ready(false);
+    result
+}
+
+fn record_objects(t: &Telemetry, a: &Actions) {
+    for kind in [Kind::ExternalNetwork, Kind::DistributedRouter, Kind::FloatingIP, Kind::SnatGateway] {
+        for ready in [true, false] {
+            let n = a.objects.get(&(kind, ready)).copied().unwrap_or(0);
+            t.set(
+                "kube_dvr_objects",
+                "kube-dvr objects by kind and readiness.",
+                &[("kind", kind.as_str()), ("ready", if ready { "true" } else { "false" })],
+                n as f64,
+            );
+        }
+    }
+}
+
+/// Applies [`Actions`]; remembers its writes so a pass that runs before the
+/// caches reflect them does not repeat them.
+struct Executor {
+    client: Client,
+    recorder: Recorder,
+    telemetry: Arc<Telemetry>,
+    concurrency: usize,
+    /// Target key → (resourceVersion it was computed from, patch written).
+    statuses: HashMap<String, (Option<String>, Value)>,
+    /// (target key, resourceVersion, finalizers written).
+    finalizers: HashSet<(String, Option<String>, Vec<String>)>,
+}
+
+fn api_of(client: &Client, t: &Target) -> Api<DynamicObject> {
+    let ar = match t.kind {
+        Kind::ExternalNetwork => ApiResource::erase::<ExternalNetwork>(&()),
+        Kind::DistributedRouter => ApiResource::erase::<DistributedRouter>(&()),
+        Kind::FloatingIP => ApiResource::erase::<FloatingIP>(&()),
+        Kind::SnatGateway => ApiResource::erase::<SnatGateway>(&()),
+    };
+    match &t.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+/// Errors that need no retry: the object is gone, or changed under us (the
+/// watch brings the new version and another pass).
+fn benign(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
+}
+
+impl Executor {
+    fn new(client: Client, opts: &ControllerOptions, telemetry: Arc<Telemetry>) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: REPORTER.into(),
+                instance: Some(opts.identity.clone()),
+            },
+        );
+        Executor {
+            client,
+            recorder,
+            telemetry,
+            concurrency: opts.write_concurrency.max(1),
+            statuses: HashMap::new(),
+            finalizers: HashSet::new(),
+        }
+    }
+
+    fn forget(&mut self) {
+        self.statuses.clear();
+        self.finalizers.clear();
+    }
+
+    fn count(&self, kind: &'static str) {
+        self.telemetry.inc("kube_dvr_api_writes_total", "API writes by the controller, by kind of write.", &[("kind", kind)], 1);
+    }
+
+    /// Apply everything; returns the number of failed writes. Stops as soon
+    /// as this replica is no longer the leader.
+    async fn execute(&mut self, a: Actions, leader: &watch::Receiver<bool>) -> usize {
+        let fins: Vec<FinalizerWrite> = a
+            .add_finalizer
+            .into_iter()
+            .chain(a.remove_finalizer)
+            .filter(|f| !self.finalizers.contains(&(f.target.key(), f.target.resource_version.clone(), f.finalizers.clone())))
+            .collect();
+        let statuses: Vec<StatusWrite> = a
+            .status
+            .into_iter()
+            .filter(|w| {
+                self.statuses.get(&w.target.key()) != Some(&(w.target.resource_version.clone(), w.patch.clone()))
+            })
+            .collect();
+        let mut errors = 0;
+
+        let this = &*self;
+        let done: Vec<(FinalizerWrite, Result<(), kube::Error>)> = futures::stream::iter(fins)
+            .map(|f| async move {
+                if !*leader.borrow() {
+                    return (f, Ok(()));
+                }
+                let r = api_of(&this.client, &f.target)
+                    .patch(&f.target.name, &PatchParams::default(), &Patch::Merge(f.patch()))
+                    .await
+                    .map(drop);
+                this.count("finalizer");
+                (f, r)
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        for (f, r) in done {
+            match r {
+                Ok(()) => {
+                    self.finalizers.insert((f.target.key(), f.target.resource_version.clone(), f.finalizers));
+                }
+                Err(e) if benign(&e) => tracing::debug!(target = %f.target.key(), error = %e, "finalizer patch skipped"),
+                Err(e) => {
+                    errors += 1;
+                    let e = Error::Api { op: "patch finalizers of", target: f.target.key(), source: e };
+                    tracing::warn!(error = %e, kind = e.kind(), "write failed");
+                }
+            }
+        }
+
+        let this = &*self;
+        let done: Vec<(StatusWrite, Result<(), kube::Error>)> = futures::stream::iter(statuses)
+            .map(|w| async move {
+                if !*leader.borrow() {
+                    return (w, Ok(()));
+                }
+                let r = api_of(&this.client, &w.target)
+                    .patch_status(&w.target.name, &PatchParams::default(), &Patch::Merge(&w.patch))
+                    .await
+                    .map(drop);
+                this.count("status");
+                if r.is_ok() {
+                    for ev in &w.events {
+                        if !*leader.borrow() {
+                            break;
+                        }
+                        let event = Event {
+                            type_: if ev.warning { EventType::Warning } else { EventType::Normal },
+                            reason: ev.reason.clone(),
+                            note: Some(ev.note.chars().take(1000).collect()),
+                            action: "Reconcile".into(),
+                            secondary: None,
+                        };
+                        this.count("event");
+                        if let Err(e) = this.recorder.publish(&event, &w.target.reference).await {
+                            tracing::warn!(target = %w.target.key(), error = %e, "publishing an Event");
+                        }
+                    }
+                }
+                (w, r)
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        for (w, r) in done {
+            match r {
+                Ok(()) => {
+                    tracing::debug!(target = %w.target.key(), "status written");
+                    self.statuses.insert(w.target.key(), (w.target.resource_version.clone(), w.patch));
+                }
+                Err(e) if benign(&e) => tracing::debug!(target = %w.target.key(), error = %e, "status patch skipped"),
+                Err(e) => {
+                    errors += 1;
+                    let e = Error::Api { op: "patch status of", target: w.target.key(), source: e };
+                    tracing::warn!(error = %e, kind = e.kind(), "write failed");
+                }
+            }
+        }
+        errors
+    }
+}
