@@ -851,3 +851,64 @@ fn macvlan_and_namespace_to_namespace_veth() {
     assert!(netns_list().is_empty());
     assert!(!link_names(None).contains(&"dvrbr-ext".to_string()));
 }
+
+#[test]
+fn change_path_applies_only_the_change() {
+    if !sandbox::enter("change_path_applies_only_the_change") {
+        return;
+    }
+    let mut desired = desired_ab();
+    let mut e = engine();
+    // Without a previous clean pass the change path is a full pass.
+    let r = e.reconcile_changes(&desired).expect("first pass");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(r.writes.total() > 50);
+
+    // Drift behind the engine's back in router b ...
+    in_ns(
+        Some("qrouter-b"),
+        &["ip", "route", "del", "default", "table", "16"],
+    );
+    // ... and a change in router a: one more endpoint (neighbour + FDB).
+    desired
+        .namespaces
+        .get_mut("qrouter-a")
+        .unwrap()
+        .neighbours
+        .insert(Neighbour {
+            link: "qr-a100".into(),
+            ip: "10.1.0.6".parse().unwrap(),
+            mac: mac("02:00:01:00:00:66"),
+        });
+    desired.root.fdb.insert(FdbEntry {
+        link: "dvrvx-100".into(),
+        mac: mac("02:00:01:00:00:66"),
+        dst: "198.18.0.3".parse().unwrap(),
+    });
+    let r = e.reconcile_changes(&desired).expect("change");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let expect: BTreeMap<&str, u64> = [("neighbour", 1), ("fdb", 1)].into();
+    assert_eq!(r.writes.by_kind(), &expect);
+    assert!(in_ns(Some("qrouter-a"), &["ip", "neigh", "show"]).contains("10.1.0.6"));
+    // The change path did not observe, so the drift is still there ...
+    assert!(!in_ns(Some("qrouter-b"), &["ip", "route", "show", "table", "16"]).contains("default"));
+    // ... until the next full pass.
+    let r = reconcile_ok(&mut e, &desired);
+    assert_eq!(
+        (r.writes.total(), r.writes.get("route")),
+        (1, 1),
+        "{:?}",
+        r.writes
+    );
+
+    // Removing a router through the change path.
+    let mut only_a = desired.clone();
+    only_a.namespaces.remove("qrouter-b");
+    only_a.root.links.retain(|n, _| !n.contains("20"));
+    only_a.root.fdb.retain(|f| !f.link.contains("20"));
+    let r = e.reconcile_changes(&only_a).expect("remove b");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(netns_list(), vec!["qrouter-a".to_string()]);
+    assert!(!link_names(None).iter().any(|l| l.contains("20")));
+    assert_converged(&mut e, &only_a);
+}

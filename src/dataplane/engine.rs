@@ -65,7 +65,7 @@ use super::{netns, nft};
 
 const EADDRINUSE: i32 = nix::errno::Errno::EADDRINUSE as i32;
 use crate::plan::model::{
-    LinkKind, NodeState, NsRef, Route, Rule, ROUTE_PROTOCOL, RULE_PRIORITIES,
+    LinkKind, NodeState, NsRef, NsState, Route, Rule, ROUTE_PROTOCOL, RULE_PRIORITIES,
 };
 
 pub use super::observe::{OWNED_LINK_PREFIXES, OWNED_NETNS_PREFIXES};
@@ -149,6 +149,10 @@ pub struct Engine {
     /// `(inode of A, inode of B)` → B's id as seen from A.
     pub(super) nsids: HashMap<(u64, u64), Option<i32>>,
     writes: WriteStats,
+    /// The desired state of the last pass that completed without errors:
+    /// what the kernel holds as far as this engine knows (the base of
+    /// [`Engine::reconcile_changes`]).
+    last: Option<NodeState>,
 }
 
 impl Engine {
@@ -158,6 +162,7 @@ impl Engine {
             handles: HashMap::new(),
             nsids: HashMap::new(),
             writes: WriteStats::default(),
+            last: None,
         };
         e.handle(&NsRef::Root)?;
         Ok(e)
@@ -197,6 +202,7 @@ impl Engine {
             });
         }
         let mut ops = diff_with(&obs.state, &obs.extra, desired);
+        let complete = failed.is_empty();
         if !failed.is_empty() {
             // Incomplete observation: no removals, nothing in failed namespaces.
             ops.retain(|op| {
@@ -206,6 +212,13 @@ impl Engine {
                     && !touches_peer_ns(op, &failed)
             });
         }
+        self.apply_all(&ops, &mut report);
+        self.last = (complete && report.errors.is_empty()).then(|| desired.clone());
+        Ok(report)
+    }
+
+    /// Apply `ops` in order; failures go to `report` and the pass goes on.
+    fn apply_all(&mut self, ops: &[Op], report: &mut Report) {
         let mut i = 0;
         while i < ops.len() {
             // A run of link deletions in one namespace goes in one batch.
@@ -239,6 +252,25 @@ impl Engine {
             i += 1;
         }
         self.writes.merge(&report.writes);
+    }
+
+    /// The change path: apply what differs between the state of the last
+    /// clean pass and `desired`, without observing the kernel, touching only
+    /// namespaces whose desired state changed. Drift made behind the engine's
+    /// back is left to the next [`Engine::reconcile`]. Without a clean
+    /// previous pass (first call, or the last pass had errors) this is a
+    /// full `reconcile`.
+    pub fn reconcile_changes(&mut self, desired: &NodeState) -> Result<Report, Error> {
+        let Some(last) = self.last.take() else {
+            return self.reconcile(desired);
+        };
+        let (before, after) = changed_parts(&last, desired);
+        let ops = diff_with(&before, &ObservedExtra::default(), &after);
+        let mut report = Report::default();
+        self.apply_all(&ops, &mut report);
+        if report.errors.is_empty() {
+            self.last = Some(desired.clone());
+        }
         Ok(report)
     }
 
@@ -701,6 +733,46 @@ impl Engine {
             protocol: ROUTE_PROTOCOL,
         })
     }
+}
+
+/// The parts of `last` and `desired` a change diff needs: namespaces (and
+/// the root) whose state differs, in full; of the others only the links, on
+/// both sides, so veth pairs that cross into them look intact.
+fn changed_parts(last: &NodeState, desired: &NodeState) -> (NodeState, NodeState) {
+    let links_only = |s: &NsState| NsState {
+        links: s.links.clone(),
+        ..NsState::default()
+    };
+    let mut before = NodeState::default();
+    let mut after = NodeState::default();
+    if last.root == desired.root {
+        before.root = links_only(&last.root);
+        after.root = before.root.clone();
+    } else {
+        before.root = last.root.clone();
+        after.root = desired.root.clone();
+    }
+    for (name, d) in &desired.namespaces {
+        match last.namespaces.get(name) {
+            Some(l) if l == d => {
+                before.namespaces.insert(name.clone(), links_only(l));
+                after.namespaces.insert(name.clone(), links_only(d));
+            }
+            Some(l) => {
+                before.namespaces.insert(name.clone(), l.clone());
+                after.namespaces.insert(name.clone(), d.clone());
+            }
+            None => {
+                after.namespaces.insert(name.clone(), d.clone());
+            }
+        }
+    }
+    for (name, l) in &last.namespaces {
+        if !desired.namespaces.contains_key(name) {
+            before.namespaces.insert(name.clone(), l.clone());
+        }
+    }
+    (before, after)
 }
 
 /// Device group links are moved to just before a bulk delete ("KDVR").
