@@ -10,6 +10,7 @@
 //! - wiring: `controller`, `agent`, `lab`.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod api;
 pub mod cluster;
 pub mod dataplane;

@@ -30,6 +30,8 @@ enum Cmd {
     /// kube-dvr on this machine with nodes simulated as network namespaces.
     #[command(subcommand)]
     Lab(LabCmd),
+    /// The node agent (DaemonSet): programs this node's kernel and reports.
+    Agent(kube_dvr::agent::cli::Args),
 }
 
 #[derive(Subcommand)]
@@ -106,6 +108,10 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        Cmd::Agent(args) => {
+            kube_dvr::agent::cli::main(args).context("agent")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Crds => {
             print!("{}", kube_dvr::api::crds_yaml());
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,102 @@
+//! `kube-dvr agent`: flags, environment and process wiring around [`run`].
+//! The library entry point [`run`] reads no flags and no environment; this
+//! module does.
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{run, AgentOptions, Error};
+use crate::dataplane::engine::EngineConfig;
+use crate::telemetry::{self, Telemetry};
+
+/// Flags of `kube-dvr agent`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// This node's name.
+    #[arg(long, env = "NODE_NAME", required_unless_present = "cleanup")]
+    pub node: Option<String>,
+    /// Directory of named network namespaces (shared with the host).
+    #[arg(long, default_value = crate::dataplane::netns::DEFAULT_DIR)]
+    pub netns_dir: PathBuf,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(long, default_value = "127.0.0.1:9481")]
+    pub metrics_addr: SocketAddr,
+    /// The node's VTEP (underlay address); default: the Node's InternalIP.
+    #[arg(long)]
+    pub vtep: Option<Ipv4Addr>,
+    /// Namespace of the agent's heartbeat Lease and of the uninstall
+    /// ConfigMap.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-dvr")]
+    pub namespace: String,
+    /// One-shot: remove all kube-dvr kernel state on this node and exit (no
+    /// API needed).
+    #[arg(long)]
+    pub cleanup: bool,
+}
+
+/// Run `kube-dvr agent` until SIGTERM or Ctrl-C.
+pub fn main(args: Args) -> Result<(), Error> {
+    let engine = EngineConfig {
+        root_netns: PathBuf::from("/proc/self/ns/net"),
+        netns_dir: args.netns_dir.clone(),
+    };
+    if args.cleanup {
+        let report = super::cleanup(engine)?;
+        for e in &report.errors {
+            tracing::error!(op = %e.op, error = %e.error, "cleanup op failed");
+        }
+        println!(
+            "cleanup: {} kernel writes, {} errors",
+            report.writes.total(),
+            report.errors.len()
+        );
+        return match report.errors.first() {
+            None => Ok(()),
+            Some(first) => Err(Error::Cleanup {
+                failed: report.errors.len(),
+                first: format!("{}: {}", first.op, first.error),
+            }),
+        };
+    }
+    let mut opts = AgentOptions::new(args.node.clone().unwrap_or_default());
+    opts.namespace = args.namespace.clone();
+    opts.vtep = args.vtep;
+    opts.engine = engine;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Task(format!("tokio runtime: {e}")))?;
+    rt.block_on(async move {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|source| Error::Api {
+                op: "connect to",
+                object: "the API server".into(),
+                source,
+            })?;
+        let t: Arc<Telemetry> = Telemetry::new();
+        let addr = args.metrics_addr;
+        let served = t.clone();
+        tokio::spawn(async move {
+            if let Err(e) = telemetry::serve(addr, served).await {
+                tracing::error!(%addr, error = %e, "metrics server failed");
+            }
+        });
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("install SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            tracing::info!("shutting down (kernel state stays)");
+            stop.cancel();
+        });
+        run(client, opts, t, shutdown).await
+    })
+}

@@ -1,0 +1,252 @@
+//! From the agent's caches to the resolver's input: pure, unit-tested.
+//!
+//! Three filters make the agent plan only what the controller committed:
+//! - objects being deleted (`metadata.deletionTimestamp`) are left out, so
+//!   their kernel state is planned away while the finalizer holds them;
+//! - a kube-dvr object is used only as the controller last *processed* it:
+//!   when `status.observedGeneration == metadata.generation` the object as
+//!   stored; otherwise the last processed version this agent saw of the same
+//!   object (same uid), so a spec edit does not tear down live state while
+//!   the controller catches up; and never an object the controller has not
+//!   processed at all (the agent would invent allocations);
+//! - the agent's own Node always carries the VTEP the agent publishes, even
+//!   before the watch has delivered that annotation back.
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
+
+use crate::api::{DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use crate::cluster;
+use crate::plan::resolve::ClusterInput;
+
+/// Everything the agent's watches hold at one moment.
+#[derive(Clone, Default)]
+pub struct Snapshot {
+    pub external_networks: Vec<Arc<ExternalNetwork>>,
+    pub routers: Vec<Arc<DistributedRouter>>,
+    pub floating_ips: Vec<Arc<FloatingIP>>,
+    pub snat_gateways: Vec<Arc<SnatGateway>>,
+    pub pods: Vec<Arc<Pod>>,
+    pub nodes: Vec<Arc<Node>>,
+}
+
+/// A kube-dvr kind whose status records the generation it was computed for.
+pub trait Observed: Resource + Clone {
+    /// `status.observedGeneration`, `None` without a status.
+    fn observed_generation(&self) -> Option<Option<i64>>;
+}
+
+macro_rules! observed {
+    ($($t:ty),*) => {$(
+        impl Observed for $t {
+            fn observed_generation(&self) -> Option<Option<i64>> {
+                self.status.as_ref().map(|s| s.observed_generation)
+            }
+        }
+    )*};
+}
+observed!(ExternalNetwork, DistributedRouter, FloatingIP, SnatGateway);
+
+/// Whether the controller has processed `obj`'s current spec.
+pub fn is_processed<K: Observed>(obj: &K) -> bool {
+    obj.observed_generation()
+        .is_some_and(|g| g == obj.meta().generation)
+}
+
+/// Per kind: the last processed version of each object, by uid.
+pub struct Committed<K> {
+    by_uid: HashMap<String, Arc<K>>,
+}
+
+impl<K> Default for Committed<K> {
+    fn default() -> Self {
+        Committed {
+            by_uid: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Observed> Committed<K> {
+    /// The objects to plan from, given the current ones (see the module
+    /// docs); forgets objects that are gone.
+    pub fn select(&mut self, current: &[Arc<K>]) -> Vec<K> {
+        let mut out = Vec::with_capacity(current.len());
+        let mut seen = HashMap::with_capacity(current.len());
+        for obj in current {
+            let meta = obj.meta();
+            let uid = meta.uid.clone().unwrap_or_else(|| {
+                format!(
+                    "{}/{}",
+                    meta.namespace.as_deref().unwrap_or(""),
+                    meta.name.as_deref().unwrap_or("")
+                )
+            });
+            if meta.deletion_timestamp.is_some() {
+                continue;
+            }
+            let chosen = if is_processed(obj.as_ref()) {
+                Some(obj.clone())
+            } else {
+                self.by_uid.get(&uid).cloned()
+            };
+            if let Some(c) = chosen {
+                out.push(c.as_ref().clone());
+                seen.insert(uid, c);
+            }
+        }
+        self.by_uid = seen;
+        out
+    }
+}
+
+/// The filters' memory across passes.
+#[derive(Default)]
+pub struct InputState {
+    external_networks: Committed<ExternalNetwork>,
+    routers: Committed<DistributedRouter>,
+    floating_ips: Committed<FloatingIP>,
+    snat_gateways: Committed<SnatGateway>,
+}
+
+impl InputState {
+    /// The resolver's input for the agent of `node` publishing `vtep`.
+    ///
+    /// Agent liveness of other nodes is unknown to an agent (it may not
+    /// read their Leases): nodes are as ready as their kubelet says. The
+    /// scheduling decisions that depend on liveness are read back from the
+    /// controller's statuses anyway.
+    pub fn cluster_input(
+        &mut self,
+        snap: &Snapshot,
+        node: &str,
+        vtep: Ipv4Addr,
+        now: Timestamp,
+    ) -> ClusterInput {
+        let nodes = snap
+            .nodes
+            .iter()
+            .filter(|n| n.metadata.deletion_timestamp.is_none())
+            .map(|n| {
+                let mut info = cluster::node_info(n, None);
+                if info.name == node {
+                    info.vtep = Some(vtep);
+                }
+                info
+            })
+            .collect();
+        ClusterInput {
+            external_networks: self.external_networks.select(&snap.external_networks),
+            routers: self.routers.select(&snap.routers),
+            floating_ips: self.floating_ips.select(&snap.floating_ips),
+            snat_gateways: self.snat_gateways.select(&snap.snat_gateways),
+            pods: snap
+                .pods
+                .iter()
+                .filter_map(|p| cluster::pod_info(p))
+                .collect(),
+            nodes,
+            now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mk_router(
+        uid: &str,
+        generation: i64,
+        observed: Option<i64>,
+        cidr: &str,
+    ) -> Arc<DistributedRouter> {
+        let mut v = json!({
+            "apiVersion": "kubedvr.io/v1alpha1", "kind": "DistributedRouter",
+            "metadata": {"name": "r", "namespace": "t", "uid": uid, "generation": generation},
+            "spec": {"subnets": [{"name": "s", "cidr": cidr, "gateway": "10.1.0.1", "networkAttachment": "n"}]}
+        });
+        if let Some(g) = observed {
+            v["status"] = json!({"observedGeneration": g});
+        }
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    fn cidr(r: &DistributedRouter) -> String {
+        r.spec.subnets[0].cidr.to_string()
+    }
+
+    #[test]
+    fn unprocessed_objects_are_not_planned() {
+        let mut c = Committed::default();
+        assert!(c
+            .select(&[mk_router("u1", 1, None, "10.1.0.0/24")])
+            .is_empty());
+        assert!(c
+            .select(&[mk_router("u1", 2, Some(1), "10.1.0.0/24")])
+            .is_empty());
+        assert_eq!(
+            c.select(&[mk_router("u1", 2, Some(2), "10.1.0.0/24")])
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn an_edit_keeps_the_last_processed_version_until_processed() {
+        let mut c = Committed::default();
+        let v1 = mk_router("u1", 1, Some(1), "10.1.0.0/24");
+        assert_eq!(cidr(&c.select(&[v1])[0]), "10.1.0.0/24");
+        let v2 = mk_router("u1", 2, Some(1), "10.2.0.0/24");
+        assert_eq!(cidr(&c.select(&[v2])[0]), "10.1.0.0/24");
+        let v2done = mk_router("u1", 2, Some(2), "10.2.0.0/24");
+        assert_eq!(cidr(&c.select(&[v2done])[0]), "10.2.0.0/24");
+        // Recreated under the same name (another uid), not yet processed:
+        // nothing of the old object survives.
+        assert!(c
+            .select(&[mk_router("u2", 1, None, "10.3.0.0/24")])
+            .is_empty());
+    }
+
+    #[test]
+    fn deleted_and_vanished_objects_are_forgotten() {
+        let mut c = Committed::default();
+        c.select(&[mk_router("u1", 1, Some(1), "10.1.0.0/24")]);
+        let mut del = (*mk_router("u1", 1, Some(1), "10.1.0.0/24")).clone();
+        del.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::UNIX_EPOCH),
+        );
+        assert!(c.select(&[Arc::new(del)]).is_empty());
+        // The cache was cleared: an unprocessed edit now plans nothing.
+        assert!(c
+            .select(&[mk_router("u1", 2, Some(1), "10.2.0.0/24")])
+            .is_empty());
+    }
+
+    #[test]
+    fn own_node_carries_the_published_vtep() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        let other: Node = serde_json::from_value(json!({"metadata": {"name": "n2"}})).unwrap();
+        let snap = Snapshot {
+            nodes: vec![Arc::new(node), Arc::new(other)],
+            ..Default::default()
+        };
+        let input = InputState::default().cluster_input(
+            &snap,
+            "n1",
+            "198.18.0.1".parse().unwrap(),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(input.nodes[0].vtep, Some("198.18.0.1".parse().unwrap()));
+        assert!(input.nodes[0].ready);
+        assert_eq!(input.nodes[1].vtep, None);
+    }
+}

@@ -1,0 +1,79 @@
+//! The agent's side of the kernel: the engine runs on blocking threads (it
+//! does netlink I/O and enters namespaces on OS threads of its own), never on
+//! the async executor.
+use std::io;
+use std::path::Path;
+
+use nix::mount::{mount, MsFlags};
+
+use super::Error;
+use crate::dataplane::engine::{Engine, EngineConfig, Report};
+use crate::plan::model::NodeState;
+
+/// Run `f` with the engine on a blocking thread and give the engine back.
+pub async fn with_engine<T: Send + 'static>(
+    engine: Engine,
+    f: impl FnOnce(&mut Engine) -> T + Send + 'static,
+) -> Result<(Engine, T), Error> {
+    tokio::task::spawn_blocking(move || {
+        let mut engine = engine;
+        let out = f(&mut engine);
+        (engine, out)
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))
+}
+
+/// Reconcile the kernel to `plan` on a blocking thread.
+pub async fn reconcile(
+    engine: Engine,
+    plan: NodeState,
+) -> Result<(Engine, Result<Report, crate::dataplane::engine::Error>), Error> {
+    with_engine(engine, move |e| e.reconcile(&plan)).await
+}
+
+/// Make the namespace directory exist and be a shared mount point of its
+/// own, as `ip netns add` does.
+///
+/// On a node the agent runs in a container whose netns directory is the
+/// host's, mounted with Bidirectional propagation: the namespace files the
+/// agent bind-mounts there must propagate to the host (and outlive the
+/// container), which needs the directory to be a shared mount. The engine's
+/// namespace creation does the same; doing it at start also covers an agent
+/// that adopts existing namespaces without creating any.
+pub fn prepare_netns_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let shared = || {
+        mount(
+            None::<&str>,
+            dir,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match shared() {
+        Ok(()) => Ok(()),
+        // Not a mount point yet: bind it onto itself first.
+        Err(nix::errno::Errno::EINVAL) => {
+            mount(
+                Some(dir),
+                dir,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(io::Error::from)?;
+            shared().map_err(io::Error::from)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `kube-dvr agent --cleanup`: remove every kernel object kube-dvr owns on
+/// this node (namespaces, links, routes, rules, nftables tables). Needs no
+/// API. Blocking.
+pub fn cleanup(cfg: EngineConfig) -> Result<Report, Error> {
+    let mut engine = Engine::new(cfg).map_err(|source| Error::Engine { source })?;
+    engine.cleanup().map_err(|source| Error::Engine { source })
+}

@@ -1,0 +1,234 @@
+//! What the agent writes to the API: its Node's annotations and its
+//! heartbeat Lease. Every write is skipped when it would change nothing, so
+//! an idle (or restarted) agent makes no API writes.
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::Api;
+
+use super::Error;
+use crate::cluster;
+
+/// Longest `kubedvr.io/agent-errors` value written (the first errors win).
+const MAX_ERRORS_LEN: usize = 4000;
+
+/// Desired annotation values: `Some` = set to, `None` = absent. Keys not in
+/// the map are left alone.
+pub type Annotations = BTreeMap<&'static str, Option<String>>;
+
+/// The node's VTEP: the `--vtep` flag, else the Node's InternalIP.
+pub fn vtep_of(node: &Node) -> Option<Ipv4Addr> {
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse().ok())
+}
+
+/// The annotation changes that turn `node`'s into `desired`.
+pub fn changes(node: &Node, desired: &Annotations) -> Annotations {
+    desired
+        .iter()
+        .filter(|(k, v)| cluster::annotation(&node.metadata, k) != v.as_deref())
+        .map(|(k, v)| (*k, v.clone()))
+        .collect()
+}
+
+/// The `agent-errors` text of a pass (None when it had none).
+pub fn errors_text(errors: &[String]) -> Option<String> {
+    if errors.is_empty() {
+        return None;
+    }
+    let mut s = String::new();
+    for e in errors {
+        if s.len() + e.len() + 2 > MAX_ERRORS_LEN {
+            s.push_str(&format!("; and {} more", errors.len()));
+            break;
+        }
+        if !s.is_empty() {
+            s.push_str("; ");
+        }
+        s.push_str(e);
+    }
+    Some(s)
+}
+
+/// Writes the agent's Node annotations, each change once: a change already
+/// written is not written again while the watch cache has not caught up.
+pub struct NodeReporter {
+    api: Api<Node>,
+    node: String,
+    /// The Node's resourceVersion in the cache when we last patched, and
+    /// what we patched.
+    last: Option<(Option<String>, Annotations)>,
+}
+
+impl NodeReporter {
+    pub fn new(api: Api<Node>, node: &str) -> Self {
+        NodeReporter {
+            api,
+            node: node.to_string(),
+            last: None,
+        }
+    }
+
+    /// Bring `cached` (the Node as the watch cache has it) to `desired`.
+    /// Returns whether a write was made.
+    pub async fn report(&mut self, cached: &Node, desired: &Annotations) -> Result<bool, Error> {
+        let delta = changes(cached, desired);
+        if delta.is_empty() {
+            return Ok(false);
+        }
+        let rv = cached.metadata.resource_version.clone();
+        if let Some((last_rv, last)) = &self.last {
+            // Our own write has not come back through the watch yet.
+            if *last_rv == rv && delta.iter().all(|(k, v)| last.get(k) == Some(v)) {
+                return Ok(false);
+            }
+        }
+        self.patch(&delta).await?;
+        self.last = Some((rv, delta));
+        Ok(true)
+    }
+
+    /// A merge patch of the annotations in `delta` (None removes).
+    pub async fn patch(&self, delta: &Annotations) -> Result<(), Error> {
+        let patch = serde_json::json!({"metadata": {"annotations": delta}});
+        self.api
+            .patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::Api {
+                op: "patch annotations of node",
+                object: self.node.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+}
+
+/// The agent's heartbeat: Lease `kube-dvr-agent-<node>`, renewed every
+/// `interval`. A renewal newer than `interval` (an agent restart) is kept as
+/// is, so a restart writes nothing.
+pub struct Heartbeat {
+    pub api: Api<Lease>,
+    pub name: String,
+    pub holder: String,
+    pub interval: Duration,
+}
+
+impl Heartbeat {
+    /// Renew if due; returns how long until the next renewal is due and
+    /// whether it wrote.
+    pub async fn beat(&self) -> Result<(Duration, bool), Error> {
+        let err = |op| {
+            let object = self.name.clone();
+            move |source| Error::Api { op, object, source }
+        };
+        let now = Timestamp::now();
+        let existing = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(err("get lease"))?;
+        let spec = LeaseSpec {
+            holder_identity: Some(self.holder.clone()),
+            lease_duration_seconds: Some(cluster::AGENT_HEARTBEAT_TIMEOUT_SECS as i32),
+            renew_time: Some(MicroTime(now)),
+            ..Default::default()
+        };
+        match existing {
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..Default::default()
+                    },
+                    spec: Some(LeaseSpec {
+                        acquire_time: Some(MicroTime(now)),
+                        ..spec
+                    }),
+                };
+                self.api
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .map_err(err("create lease"))?;
+                Ok((self.interval, true))
+            }
+            Some(mut lease) => {
+                let old = lease.spec.clone().unwrap_or_default();
+                let ours = old.holder_identity.as_deref() == Some(&self.holder);
+                let age = old
+                    .renew_time
+                    .as_ref()
+                    .map(|t| now.duration_since(t.0))
+                    .and_then(|d| Duration::try_from(d).ok());
+                if let (true, Some(age)) = (ours, age) {
+                    if age < self.interval {
+                        return Ok((self.interval - age, false));
+                    }
+                }
+                lease.spec = Some(LeaseSpec {
+                    acquire_time: if ours {
+                        old.acquire_time
+                    } else {
+                        Some(MicroTime(now))
+                    },
+                    lease_transitions: old.lease_transitions,
+                    ..spec
+                });
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+                    .map_err(err("renew lease"))?;
+                Ok((self.interval, true))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_only_what_differs() {
+        let node: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "n",
+            "annotations": {cluster::VTEP_ANNOTATION: "198.18.0.1", cluster::AGENT_ERRORS_ANNOTATION: "x"}}}))
+        .unwrap();
+        let mut want = Annotations::new();
+        want.insert(cluster::VTEP_ANNOTATION, Some("198.18.0.1".into()));
+        want.insert(cluster::AGENT_ERRORS_ANNOTATION, None);
+        want.insert(cluster::CLEANED_ANNOTATION, None);
+        want.insert(cluster::PROGRAMMED_ANNOTATION, Some("abc".into()));
+        let c = changes(&node, &want);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[cluster::AGENT_ERRORS_ANNOTATION], None);
+        assert_eq!(c[cluster::PROGRAMMED_ANNOTATION].as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn errors_text_is_bounded() {
+        assert_eq!(errors_text(&[]), None);
+        let many: Vec<String> = (0..1000).map(|i| format!("add route {i} failed")).collect();
+        let t = errors_text(&many).unwrap();
+        assert!(t.len() < MAX_ERRORS_LEN + 40);
+        assert!(t.starts_with("add route 0 failed; add route 1 failed"));
+        assert!(t.ends_with("and 1000 more"));
+    }
+
+    #[test]
+    fn vtep_is_the_internal_ip() {
+        let node: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "n"},
+            "status": {"addresses": [{"type": "Hostname", "address": "n"}, {"type": "InternalIP", "address": "198.18.0.7"}]}}))
+        .unwrap();
+        assert_eq!(vtep_of(&node), Some("198.18.0.7".parse().unwrap()));
+    }
+}
