@@ -24,12 +24,28 @@ pub async fn with_engine<T: Send + 'static>(
     .map_err(|e| Error::Task(e.to_string()))
 }
 
-/// Reconcile the kernel to `plan` on a blocking thread.
-pub async fn reconcile(
+/// How much of the kernel a pass looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Observe everything kube-dvr owns, diff, apply, sweep: the start, the
+    /// periodic resync and every retry after errors.
+    Full,
+    /// Apply what changed since the last clean pass, without observing
+    /// ([`Engine::reconcile_changes`]): user changes, O(change).
+    Changes,
+}
+
+/// Program `plan` on a blocking thread.
+pub async fn program(
     engine: Engine,
     plan: NodeState,
+    pass: Pass,
 ) -> Result<(Engine, Result<Report, crate::dataplane::engine::Error>), Error> {
-    with_engine(engine, move |e| e.reconcile(&plan)).await
+    with_engine(engine, move |e| match pass {
+        Pass::Full => e.reconcile(&plan),
+        Pass::Changes => e.reconcile_changes(&plan),
+    })
+    .await
 }
 
 /// Make the namespace directory exist and be a shared mount point of its

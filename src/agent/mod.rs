@@ -42,30 +42,24 @@
 pub mod cli;
 pub mod input;
 pub mod kernel;
+mod pass;
 pub mod report;
+mod watch;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use k8s_openapi::jiff::Timestamp;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, Resource};
-use serde::de::DeserializeOwned;
+use k8s_openapi::api::core::v1::Node;
+use kube::{Api, Client};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
 use crate::cluster;
 use crate::dataplane::engine::{Engine, EngineConfig};
-use crate::plan::resolve::resolve;
-use crate::plan::view::ClusterView;
-use crate::plan::{names, plan_node};
+use crate::plan::names;
 use crate::telemetry::Telemetry;
 
 pub use kernel::cleanup;
@@ -151,88 +145,6 @@ impl Error {
     }
 }
 
-const M_KERNEL_WRITES: &str = "kube_dvr_kernel_writes_total";
-const M_KERNEL_WRITES_HELP: &str = "Kernel writes made by the agent, by kind.";
-const M_DURATION: &str = "kube_dvr_reconcile_duration_seconds";
-const M_DURATION_HELP: &str = "Duration of the agent's kernel passes (observe, diff, apply).";
-const M_PROGRAMMED: &str = "kube_dvr_programmed_objects";
-const M_PROGRAMMED_HELP: &str = "kube-dvr objects programmed on this node, by kind.";
-const M_ERRORS: &str = "kube_dvr_reconcile_errors_total";
-const M_ERRORS_HELP: &str = "Agent passes that ended with errors.";
-const M_API_WRITES: &str = "kube_dvr_api_writes_total";
-const M_API_WRITES_HELP: &str = "API writes made by the agent, by kind.";
-
-/// The caches the agent plans from.
-struct Caches {
-    external_networks: Store<ExternalNetwork>,
-    routers: Store<DistributedRouter>,
-    floating_ips: Store<FloatingIP>,
-    snat_gateways: Store<SnatGateway>,
-    pods: Store<Pod>,
-    nodes: Store<Node>,
-    uninstall: Store<ConfigMap>,
-}
-
-impl Caches {
-    fn snapshot(&self) -> input::Snapshot {
-        input::Snapshot {
-            external_networks: self.external_networks.state(),
-            routers: self.routers.state(),
-            floating_ips: self.floating_ips.state(),
-            snat_gateways: self.snat_gateways.state(),
-            pods: self.pods.state(),
-            nodes: self.nodes.state(),
-        }
-    }
-
-    async fn wait_until_ready(&self) -> Result<(), Error> {
-        let r = tokio::try_join!(
-            self.external_networks.wait_until_ready(),
-            self.routers.wait_until_ready(),
-            self.floating_ips.wait_until_ready(),
-            self.snat_gateways.wait_until_ready(),
-            self.pods.wait_until_ready(),
-            self.nodes.wait_until_ready(),
-            self.uninstall.wait_until_ready(),
-        );
-        r.map(|_| ()).map_err(|_| Error::WatchEnded)
-    }
-}
-
-/// Watch `api` into a cache; every event bumps `changed`.
-fn reflect<K>(
-    tasks: &mut JoinSet<()>,
-    api: Api<K>,
-    cfg: watcher::Config,
-    changed: &tokio::sync::watch::Sender<u64>,
-    modify: fn(&mut K),
-) -> Store<K>
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, cfg)
-        .default_backoff()
-        .modify(modify)
-        .reflect(writer);
-    let changed = changed.clone();
-    tasks.spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(_) => changed.send_modify(|n| *n = n.wrapping_add(1)),
-                Err(e) => tracing::warn!(kind = K::kind(&Default::default()).as_ref(), error = %e, "watch failed; retrying"),
-            }
-        }
-    });
-    reader
-}
-
-fn strip_managed_fields<K: Resource>(o: &mut K) {
-    o.meta_mut().managed_fields = None;
-}
-
 /// Run the agent until `shutdown` is cancelled. See the module docs.
 pub async fn run(
     client: Client,
@@ -257,7 +169,7 @@ pub async fn run(
     let Some((node, vtep)) = found else {
         return Ok(());
     };
-    let mut agent = Agent {
+    let mut agent = pass::Agent {
         facts: report::Annotations::from([
             (cluster::VTEP_ANNOTATION, Some(vtep.to_string())),
             (
@@ -274,8 +186,11 @@ pub async fn run(
         failures: 0,
     };
     // Publish the node's facts first: other agents plan tunnels to them.
-    if agent.reporter.report(&node, &agent.facts).await? {
-        agent.api_write("Node");
+    // (Every pass re-asserts them, so a failure here is retried there.)
+    match agent.reporter.report(&node, &agent.facts).await {
+        Ok(true) => agent.api_write("Node"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "publishing node facts failed; retrying"),
     }
     let cfg = agent.opts.engine.clone();
     let mut engine = tokio::task::spawn_blocking(move || Engine::new(cfg))
@@ -287,59 +202,7 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let (changed, mut changes) = tokio::sync::watch::channel(0u64);
     let ns = agent.opts.namespace.clone();
-    let all = watcher::Config::default();
-    let caches = Caches {
-        external_networks: reflect(
-            &mut tasks,
-            Api::all(client.clone()),
-            all.clone(),
-            &changed,
-            strip_managed_fields,
-        ),
-        routers: reflect(
-            &mut tasks,
-            Api::all(client.clone()),
-            all.clone(),
-            &changed,
-            strip_managed_fields,
-        ),
-        floating_ips: reflect(
-            &mut tasks,
-            Api::all(client.clone()),
-            all.clone(),
-            &changed,
-            strip_managed_fields,
-        ),
-        snat_gateways: reflect(
-            &mut tasks,
-            Api::all(client.clone()),
-            all.clone(),
-            &changed,
-            strip_managed_fields,
-        ),
-        pods: reflect(
-            &mut tasks,
-            Api::all(client.clone()),
-            all.clone(),
-            &changed,
-            strip_managed_fields,
-        ),
-        nodes: reflect(
-            &mut tasks,
-            node_api.clone(),
-            all,
-            &changed,
-            strip_managed_fields,
-        ),
-        uninstall: reflect(
-            &mut tasks,
-            Api::namespaced(client.clone(), &ns),
-            watcher::Config::default()
-                .fields(&format!("metadata.name={}", cluster::UNINSTALL_CONFIGMAP)),
-            &changed,
-            strip_managed_fields,
-        ),
-    };
+    let caches = watch::Caches::start(&client, &ns, &mut tasks, &changed);
     let heartbeat = report::Heartbeat {
         api: Api::<Lease>::namespaced(client.clone(), &ns),
         name: format!("{}{}", cluster::AGENT_LEASE_PREFIX, agent.opts.node),
@@ -352,7 +215,12 @@ pub async fn run(
             let wait = match heartbeat.beat().await {
                 Ok((wait, wrote)) => {
                     if wrote {
-                        hb_telemetry.inc(M_API_WRITES, M_API_WRITES_HELP, &[("kind", "Lease")], 1);
+                        hb_telemetry.inc(
+                            pass::M_API_WRITES,
+                            pass::M_API_WRITES_HELP,
+                            &[("kind", "Lease")],
+                            1,
+                        );
                     }
                     wait
                 }
@@ -413,7 +281,6 @@ pub async fn run(
         }
         let (e, ok) = agent.pass(engine, &caches, force).await?;
         engine = e;
-        telemetry.set_ready(true);
         if !ok {
             retry_at = Some(Instant::now() + agent.backoff());
         }
@@ -439,190 +306,5 @@ async fn discover(api: &Api<Node>, opts: &AgentOptions) -> Result<(Node, Ipv4Add
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-struct Agent {
-    opts: AgentOptions,
-    vtep: Ipv4Addr,
-    telemetry: Arc<Telemetry>,
-    reporter: report::NodeReporter,
-    /// VTEP and DVR MAC annotations.
-    facts: report::Annotations,
-    input: input::InputState,
-    /// Digest of the last plan programmed without error.
-    last_ok: Option<String>,
-    /// Consecutive failed passes (retry backoff).
-    failures: u32,
-}
-
-impl Agent {
-    fn api_write(&self, kind: &str) {
-        self.telemetry
-            .inc(M_API_WRITES, M_API_WRITES_HELP, &[("kind", kind)], 1);
-    }
-
-    fn backoff(&self) -> Duration {
-        Duration::from_millis(500u64 << self.failures.min(6)).min(Duration::from_secs(30))
-    }
-
-    fn own_node(&self, caches: &Caches) -> Option<Arc<Node>> {
-        caches.nodes.get(&ObjectRef::new(&self.opts.node))
-    }
-
-    /// One pass: plan, program (when due), report. Returns whether it
-    /// succeeded completely.
-    async fn pass(
-        &mut self,
-        engine: Engine,
-        caches: &Caches,
-        force: bool,
-    ) -> Result<(Engine, bool), Error> {
-        let Some(node) = self.own_node(caches) else {
-            // Planning without our own Node would plan everything away.
-            tracing::warn!(node = %self.opts.node, "own node not in cache; skipping pass");
-            return Ok((engine, false));
-        };
-        let now =
-            Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
-        let input = self
-            .input
-            .cluster_input(&caches.snapshot(), &self.opts.node, self.vtep, now);
-        let resolution = resolve(&input);
-        let plan = plan_node(&resolution.view, &self.opts.node);
-        let digest = cluster::plan_digest(&plan);
-
-        let mut engine = engine;
-        let mut errors = Vec::new();
-        if force || self.last_ok.as_deref() != Some(digest.as_str()) {
-            let t0 = std::time::Instant::now();
-            let (e, res) = kernel::reconcile(engine, plan).await?;
-            engine = e;
-            self.telemetry
-                .observe(M_DURATION, M_DURATION_HELP, &[], t0.elapsed().as_secs_f64());
-            match res {
-                Ok(report) => {
-                    for (kind, n) in report.writes.by_kind() {
-                        self.telemetry.inc(
-                            M_KERNEL_WRITES,
-                            M_KERNEL_WRITES_HELP,
-                            &[("kind", kind)],
-                            *n,
-                        );
-                    }
-                    if report.writes.total() > 0 {
-                        tracing::info!(writes = report.writes.total(), %digest, "kernel programmed");
-                    }
-                    errors.extend(
-                        report
-                            .errors
-                            .iter()
-                            .map(|e| format!("{}: {}", e.op, e.error)),
-                    );
-                }
-                Err(e) => errors.push(e.to_string()),
-            }
-            if errors.is_empty() {
-                self.last_ok = Some(digest.clone());
-                self.failures = 0;
-                self.set_programmed(&resolution.view);
-            } else {
-                self.last_ok = None;
-                self.failures += 1;
-                self.telemetry.inc(M_ERRORS, M_ERRORS_HELP, &[], 1);
-                tracing::warn!(errors = errors.len(), first = %errors[0], "kernel pass had errors");
-            }
-        }
-
-        let mut want = self.facts.clone();
-        want.insert(cluster::CLEANED_ANNOTATION, None);
-        want.insert(
-            cluster::AGENT_ERRORS_ANNOTATION,
-            report::errors_text(&errors),
-        );
-        if errors.is_empty() {
-            want.insert(cluster::PROGRAMMED_ANNOTATION, Some(digest));
-        }
-        match self.reporter.report(&node, &want).await {
-            Ok(wrote) => {
-                if wrote {
-                    self.api_write("Node");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "reporting failed; retrying");
-                return Ok((engine, false));
-            }
-        }
-        Ok((engine, errors.is_empty()))
-    }
-
-    /// `kube_dvr_programmed_objects`: what this node serves of each kind.
-    fn set_programmed(&self, view: &ClusterView) {
-        let node = self.opts.node.as_str();
-        let routers = view
-            .routers
-            .iter()
-            .filter(|r| r.endpoints.iter().any(|e| e.node == node))
-            .count();
-        let fips = view.floating_ips.iter().filter(|f| f.node == node).count();
-        let snats = view
-            .snat_gateways
-            .iter()
-            .filter(|s| s.node.as_deref() == Some(node))
-            .count();
-        for (kind, n) in [
-            ("DistributedRouter", routers),
-            ("FloatingIP", fips),
-            ("SnatGateway", snats),
-        ] {
-            self.telemetry
-                .set(M_PROGRAMMED, M_PROGRAMMED_HELP, &[("kind", kind)], n as f64);
-        }
-    }
-
-    /// Remove all kernel state and say so on the Node. The inner result
-    /// says whether that is done (else it is retried); the outer one is
-    /// fatal.
-    async fn uninstall(
-        &mut self,
-        engine: Engine,
-        caches: &Caches,
-    ) -> Result<(Engine, Result<(), Error>), Error> {
-        let (engine, res) = kernel::with_engine(engine, |e| e.cleanup()).await?;
-        let report = match res {
-            Ok(r) => r,
-            Err(source) => return Ok((engine, Err(Error::Engine { source }))),
-        };
-        for (kind, n) in report.writes.by_kind() {
-            self.telemetry
-                .inc(M_KERNEL_WRITES, M_KERNEL_WRITES_HELP, &[("kind", kind)], *n);
-        }
-        if let Some(first) = report.errors.first() {
-            let err = Error::Cleanup {
-                failed: report.errors.len(),
-                first: format!("{}: {}", first.op, first.error),
-            };
-            return Ok((engine, Err(err)));
-        }
-        self.last_ok = None;
-        self.set_programmed(&ClusterView::default());
-        let Some(node) = self.own_node(caches) else {
-            return Ok((engine, Err(Error::NodeNotCached)));
-        };
-        let want = report::Annotations::from([
-            (cluster::CLEANED_ANNOTATION, Some("true".to_string())),
-            (cluster::PROGRAMMED_ANNOTATION, None),
-            (cluster::AGENT_ERRORS_ANNOTATION, None),
-        ]);
-        match self.reporter.report(&node, &want).await {
-            Ok(wrote) => {
-                if wrote {
-                    self.api_write("Node");
-                }
-                Ok((engine, Ok(())))
-            }
-            Err(e) => Ok((engine, Err(e))),
-        }
     }
 }

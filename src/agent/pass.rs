@@ -1,0 +1,236 @@
+//! One agent pass: plan from the caches, program the kernel when due,
+//! report on the Node; and the uninstall pass.
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::ObjectRef;
+
+use super::watch::Caches;
+use super::{input, kernel, report, AgentOptions, Error};
+use crate::cluster;
+use crate::dataplane::engine::Engine;
+use crate::plan::plan_node;
+use crate::plan::resolve::resolve;
+use crate::plan::view::ClusterView;
+use crate::telemetry::Telemetry;
+
+pub(super) const M_KERNEL_WRITES: &str = "kube_dvr_kernel_writes_total";
+pub(super) const M_KERNEL_WRITES_HELP: &str = "Kernel writes made by the agent, by kind.";
+pub(super) const M_DURATION: &str = "kube_dvr_reconcile_duration_seconds";
+pub(super) const M_DURATION_HELP: &str =
+    "Duration of the agent's kernel passes (observe, diff, apply).";
+pub(super) const M_PROGRAMMED: &str = "kube_dvr_programmed_objects";
+pub(super) const M_PROGRAMMED_HELP: &str = "kube-dvr objects programmed on this node, by kind.";
+pub(super) const M_ERRORS: &str = "kube_dvr_reconcile_errors_total";
+pub(super) const M_ERRORS_HELP: &str = "Agent passes that ended with errors.";
+pub(super) const M_API_WRITES: &str = "kube_dvr_api_writes_total";
+pub(super) const M_API_WRITES_HELP: &str = "API writes made by the agent, by kind.";
+
+pub(super) struct Agent {
+    pub(super) opts: AgentOptions,
+    pub(super) vtep: Ipv4Addr,
+    pub(super) telemetry: Arc<Telemetry>,
+    pub(super) reporter: report::NodeReporter,
+    /// VTEP and DVR MAC annotations.
+    pub(super) facts: report::Annotations,
+    pub(super) input: input::InputState,
+    /// Digest of the last plan programmed without error.
+    pub(super) last_ok: Option<String>,
+    /// Consecutive failed passes (retry backoff).
+    pub(super) failures: u32,
+}
+
+impl Agent {
+    pub(super) fn api_write(&self, kind: &str) {
+        self.telemetry
+            .inc(M_API_WRITES, M_API_WRITES_HELP, &[("kind", kind)], 1);
+    }
+
+    pub(super) fn backoff(&self) -> Duration {
+        Duration::from_millis(500u64 << self.failures.min(6)).min(Duration::from_secs(30))
+    }
+
+    fn own_node(&self, caches: &Caches) -> Option<Arc<Node>> {
+        caches.nodes.get(&ObjectRef::new(&self.opts.node))
+    }
+
+    /// One pass: plan, program (when due), report. Returns whether it
+    /// succeeded completely.
+    ///
+    /// The kernel is left alone when the plan's digest is the one last
+    /// programmed cleanly (an unrelated Pod or Node changed), unless `force`
+    /// (resync, retry). A changed plan goes through the change path; a
+    /// forced pass, or the first after errors, observes everything.
+    pub(super) async fn pass(
+        &mut self,
+        engine: Engine,
+        caches: &Caches,
+        force: bool,
+    ) -> Result<(Engine, bool), Error> {
+        let Some(node) = self.own_node(caches) else {
+            // Planning without our own Node would plan everything away.
+            tracing::warn!(node = %self.opts.node, "own node not in cache; skipping pass");
+            return Ok((engine, false));
+        };
+        let now =
+            Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+        let input = self
+            .input
+            .cluster_input(&caches.snapshot(), &self.opts.node, self.vtep, now);
+        let resolution = resolve(&input);
+        let plan = plan_node(&resolution.view, &self.opts.node);
+        let digest = cluster::plan_digest(&plan);
+
+        let mut engine = engine;
+        let mut errors = Vec::new();
+        if force || self.last_ok.as_deref() != Some(digest.as_str()) {
+            let kind = if force || self.last_ok.is_none() {
+                kernel::Pass::Full
+            } else {
+                kernel::Pass::Changes
+            };
+            let t0 = std::time::Instant::now();
+            let (e, res) = kernel::program(engine, plan, kind).await?;
+            engine = e;
+            let pass = match kind {
+                kernel::Pass::Full => "full",
+                kernel::Pass::Changes => "changes",
+            };
+            self.telemetry.observe(
+                M_DURATION,
+                M_DURATION_HELP,
+                &[("pass", pass)],
+                t0.elapsed().as_secs_f64(),
+            );
+            match res {
+                Ok(report) => {
+                    for (kind, n) in report.writes.by_kind() {
+                        self.telemetry.inc(
+                            M_KERNEL_WRITES,
+                            M_KERNEL_WRITES_HELP,
+                            &[("kind", kind)],
+                            *n,
+                        );
+                    }
+                    if report.writes.total() > 0 {
+                        tracing::info!(writes = report.writes.total(), %digest, "kernel programmed");
+                    }
+                    errors.extend(
+                        report
+                            .errors
+                            .iter()
+                            .map(|e| format!("{}: {}", e.op, e.error)),
+                    );
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+            if errors.is_empty() {
+                self.last_ok = Some(digest.clone());
+                self.failures = 0;
+                self.set_programmed(&resolution.view);
+            } else {
+                self.last_ok = None;
+                self.failures += 1;
+                self.telemetry.inc(M_ERRORS, M_ERRORS_HELP, &[], 1);
+                tracing::warn!(errors = errors.len(), first = %errors[0], "kernel pass had errors");
+            }
+        }
+
+        // `/readyz`: the first pass reached the kernel.
+        self.telemetry.set_ready(true);
+
+        let mut want = self.facts.clone();
+        want.insert(cluster::CLEANED_ANNOTATION, None);
+        want.insert(
+            cluster::AGENT_ERRORS_ANNOTATION,
+            report::errors_text(&errors),
+        );
+        if errors.is_empty() {
+            want.insert(cluster::PROGRAMMED_ANNOTATION, Some(digest));
+        }
+        match self.reporter.report(&node, &want).await {
+            Ok(wrote) => {
+                if wrote {
+                    self.api_write("Node");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reporting failed; retrying");
+                return Ok((engine, false));
+            }
+        }
+        Ok((engine, errors.is_empty()))
+    }
+
+    /// `kube_dvr_programmed_objects`: what this node serves of each kind.
+    fn set_programmed(&self, view: &ClusterView) {
+        let node = self.opts.node.as_str();
+        let routers = view
+            .routers
+            .iter()
+            .filter(|r| r.endpoints.iter().any(|e| e.node == node))
+            .count();
+        let fips = view.floating_ips.iter().filter(|f| f.node == node).count();
+        let snats = view
+            .snat_gateways
+            .iter()
+            .filter(|s| s.node.as_deref() == Some(node))
+            .count();
+        for (kind, n) in [
+            ("DistributedRouter", routers),
+            ("FloatingIP", fips),
+            ("SnatGateway", snats),
+        ] {
+            self.telemetry
+                .set(M_PROGRAMMED, M_PROGRAMMED_HELP, &[("kind", kind)], n as f64);
+        }
+    }
+
+    /// Remove all kernel state and say so on the Node. The inner result
+    /// says whether that is done (else it is retried); the outer one is
+    /// fatal.
+    pub(super) async fn uninstall(
+        &mut self,
+        engine: Engine,
+        caches: &Caches,
+    ) -> Result<(Engine, Result<(), Error>), Error> {
+        let (engine, res) = kernel::with_engine(engine, |e| e.cleanup()).await?;
+        let report = match res {
+            Ok(r) => r,
+            Err(source) => return Ok((engine, Err(Error::Engine { source }))),
+        };
+        for (kind, n) in report.writes.by_kind() {
+            self.telemetry
+                .inc(M_KERNEL_WRITES, M_KERNEL_WRITES_HELP, &[("kind", kind)], *n);
+        }
+        if let Some(first) = report.errors.first() {
+            let err = Error::Cleanup {
+                failed: report.errors.len(),
+                first: format!("{}: {}", first.op, first.error),
+            };
+            return Ok((engine, Err(err)));
+        }
+        self.last_ok = None;
+        self.set_programmed(&ClusterView::default());
+        let Some(node) = self.own_node(caches) else {
+            return Ok((engine, Err(Error::NodeNotCached)));
+        };
+        let want = report::Annotations::from([
+            (cluster::CLEANED_ANNOTATION, Some("true".to_string())),
+            (cluster::PROGRAMMED_ANNOTATION, None),
+            (cluster::AGENT_ERRORS_ANNOTATION, None),
+        ]);
+        match self.reporter.report(&node, &want).await {
+            Ok(wrote) => {
+                if wrote {
+                    self.api_write("Node");
+                }
+                Ok((engine, Ok(())))
+            }
+            Err(e) => Ok((engine, Err(e))),
+        }
+    }
+}
