@@ -400,3 +400,86 @@ fn agent_heartbeat_renews_and_the_agent_retries_a_late_node() {
         a.stop().await;
     });
 }
+
+/// A kernel failure is reported on the Node (and the digest is not), and
+/// retried until it clears, without any new event.
+#[test]
+fn agent_reports_kernel_errors_and_retries() {
+    if !sandbox::enter("agent_reports_kernel_errors_and_retries") {
+        return;
+    }
+    runtime().block_on(async {
+        let c = Cluster::start().await;
+        tenant(&c).await;
+        c.controller_pass().await;
+        let vni = c.routers().get("r1").await.unwrap().status.unwrap().subnets[0].vni;
+        // A stranger's VXLAN device holds the VNI on the VXLAN port: ours
+        // cannot be created.
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            "stranger",
+            "type",
+            "vxlan",
+            "id",
+            &vni.to_string(),
+            "dstport",
+            "4789",
+            "local",
+            "198.18.0.1",
+            "nolearning",
+        ]);
+        let a = start_agent(&c.client, agent_options("n1"));
+        assert!(
+            wait_until(5 * SEC, || async {
+                c.annotation("n1", cluster::AGENT_ERRORS_ANNOTATION)
+                    .await
+                    .is_some()
+            })
+            .await,
+            "errors reported"
+        );
+        let errors = c
+            .annotation("n1", cluster::AGENT_ERRORS_ANNOTATION)
+            .await
+            .unwrap();
+        assert!(errors.contains(&names::vxlan(vni)), "{errors}");
+        let want = plan_digest(&c.expected_plan("n1").await);
+        assert_ne!(
+            c.annotation("n1", cluster::PROGRAMMED_ANNOTATION).await,
+            Some(want)
+        );
+        assert!(
+            a.telemetry
+                .value("kube_dvr_reconcile_errors_total", &[])
+                .unwrap()
+                >= 1.0
+        );
+        assert!(
+            a.telemetry.is_ready(),
+            "ready after the first pass, even a failed one"
+        );
+
+        sh(&["ip", "link", "del", "stranger"]);
+        assert!(
+            wait_programmed(&c, 5 * SEC).await,
+            "retried after the failure cleared"
+        );
+        assert_eq!(
+            c.annotation("n1", cluster::AGENT_ERRORS_ANNOTATION).await,
+            None
+        );
+        assert!(links(None).contains(&names::vxlan(vni)));
+        let text = a.telemetry.render();
+        for m in [
+            "kube_dvr_kernel_writes_total{kind=\"link\"}",
+            "kube_dvr_reconcile_duration_seconds_count{pass=\"full\"}",
+            "kube_dvr_programmed_objects{kind=\"DistributedRouter\"} 1",
+            "kube_dvr_api_writes_total{kind=\"Node\"}",
+        ] {
+            assert!(text.contains(m), "{m} missing in\n{text}");
+        }
+        a.stop().await;
+    });
+}
