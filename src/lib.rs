@@ -8,12 +8,14 @@
 //! - [`dataplane`]: observe the kernel, diff against a plan, apply the minimal
 //!   change (netlink in-process, nftables as atomic batches).
 //! - wiring: `controller`, `agent`, `lab`.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod agent;
 pub mod api;
 pub mod cluster;
+pub mod controller;
 pub mod dataplane;
 pub mod lab;
 pub mod plan;
 pub mod telemetry;
+pub mod uninstall;

@@ -251,6 +251,7 @@ impl Engine {
             }
             i += 1;
         }
+        self.north_south_effects(ops, report);
         self.writes.merge(&report.writes);
     }
 

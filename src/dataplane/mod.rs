@@ -8,3 +8,5 @@ pub mod diff;
 pub mod engine;
 pub mod error;
 mod observe;
+pub mod garp;
+pub mod north_south;

@@ -23,6 +23,8 @@ pub const FIP_TABLE: u32 = 16;
 /// fwmark set on packets from workloads that own a floating IP.
 pub const FIP_MARK: u32 = 0x10;
 pub const FIP_RULE_PRIORITY: u32 = 40000;
+/// The nftables map floating → fixed address in a `qrouter-`.
+pub const FIP_DNAT_MAP: &str = "fip_dnat";
 /// Per-subnet SNAT rules start here, one priority per subnet.
 pub const SNAT_RULE_PRIORITY: u32 = 40100;
 /// The link-local range the per-router `rfp-`/`fpr-` /31s come from.

@@ -568,7 +568,7 @@ fn fip_table(fips: &[&FloatingView]) -> NftTable {
         family: NftFamily::Ip,
         name: NFT_TABLE.into(),
         sets: BTreeMap::from([
-            ("fip_dnat".to_string(), map(dnat)),
+            (names::FIP_DNAT_MAP.to_string(), map(dnat)),
             ("fip_snat".to_string(), map(snat)),
             ("fip_fixed".to_string(), fixed),
         ]),
