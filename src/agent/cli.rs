@@ -15,7 +15,12 @@ use crate::telemetry::{self, Telemetry};
 #[derive(Clone, Debug, clap::Args)]
 pub struct Args {
     /// This node's name.
-    #[arg(long, env = "NODE_NAME", required_unless_present = "cleanup")]
+    #[arg(
+        long,
+        env = "NODE_NAME",
+        required_unless_present = "cleanup",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
     pub node: Option<String>,
     /// Directory of named network namespaces (shared with the host).
     #[arg(long, default_value = crate::dataplane::netns::DEFAULT_DIR)]
