@@ -337,6 +337,14 @@ fn agent_heartbeat_renews_and_the_agent_retries_a_late_node() {
         // n3 does not exist yet: the agent waits for it.
         tokio::time::sleep(SEC / 2).await;
         assert!(!a.task.is_finished());
+        // Meanwhile the netns directory became a shared mount point of its
+        // own (namespaces made there propagate to the host on a node).
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = mountinfo
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/run/netns"))
+            .unwrap_or_else(|| panic!("/run/netns is no mount point:\n{mountinfo}"));
+        assert!(line.contains(" shared:"), "{line}");
         c.create_node(mk_node("n3", None, None)).await;
         assert!(
             wait_until(5 * SEC, || async {
