@@ -32,6 +32,12 @@ enum Cmd {
     Lab(LabCmd),
     /// The node agent (DaemonSet): programs this node's kernel and reports.
     Agent(kube_dvr::agent::cli::Args),
+    /// The controller (Deployment, leader-elected): validates, allocates,
+    /// schedules, writes status.
+    Controller(kube_dvr::controller::cli::Args),
+    /// Have every agent remove its kernel state, wait for it (Helm's
+    /// pre-delete hook).
+    Uninstall(kube_dvr::controller::cli::UninstallArgs),
 }
 
 #[derive(Subcommand)]
@@ -108,6 +114,14 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        Cmd::Controller(args) => {
+            kube_dvr::controller::cli::main(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Uninstall(args) => {
+            kube_dvr::controller::cli::uninstall_main(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Agent(args) => {
             kube_dvr::agent::cli::main(args).context("agent")?;
             Ok(ExitCode::SUCCESS)

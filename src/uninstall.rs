@@ -102,9 +102,18 @@ pub async fn run(client: Client, opts: &UninstallOptions) -> Result<(), Uninstal
         ..Default::default()
     };
     match cms.create(&PostParams::default(), &cm).await {
-        Ok(_) => tracing::info!(namespace = %opts.namespace, "created {UNINSTALL_CONFIGMAP}: agents clean up"),
-        Err(kube::Error::Api(s)) if s.code == 409 => tracing::info!("{UNINSTALL_CONFIGMAP} exists already"),
-        Err(source) => return Err(UninstallError::Api { op: "create the uninstall ConfigMap", source }),
+        Ok(_) => {
+            tracing::info!(namespace = %opts.namespace, "created {UNINSTALL_CONFIGMAP}: agents clean up")
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            tracing::info!("{UNINSTALL_CONFIGMAP} exists already")
+        }
+        Err(source) => {
+            return Err(UninstallError::Api {
+                op: "create the uninstall ConfigMap",
+                source,
+            })
+        }
     }
     let deadline = tokio::time::Instant::now() + opts.timeout;
     let mut last: Vec<String> = Vec::new();
@@ -129,10 +138,18 @@ pub async fn run(client: Client, opts: &UninstallOptions) -> Result<(), Uninstal
         }
         tokio::time::sleep(opts.poll).await;
     }
-    match cms.delete(UNINSTALL_CONFIGMAP, &DeleteParams::default()).await {
+    match cms
+        .delete(UNINSTALL_CONFIGMAP, &DeleteParams::default())
+        .await
+    {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(source) => return Err(UninstallError::Api { op: "delete the uninstall ConfigMap", source }),
+        Err(source) => {
+            return Err(UninstallError::Api {
+                op: "delete the uninstall ConfigMap",
+                source,
+            })
+        }
     }
     tracing::info!("every agent node is clean");
     Ok(())
@@ -142,11 +159,17 @@ async fn pending(nodes: &Api<Node>, leases: &Api<Lease>) -> Result<Vec<String>, 
     let nodes = nodes
         .list(&ListParams::default())
         .await
-        .map_err(|source| UninstallError::Api { op: "list nodes", source })?;
+        .map_err(|source| UninstallError::Api {
+            op: "list nodes",
+            source,
+        })?;
     let leases = leases
         .list(&ListParams::default())
         .await
-        .map_err(|source| UninstallError::Api { op: "list leases", source })?;
+        .map_err(|source| UninstallError::Api {
+            op: "list leases",
+            source,
+        })?;
     let agents = agent_liveness(&leases.items, Timestamp::now());
     Ok(pending_nodes(&nodes.items, &agents))
 }
@@ -158,24 +181,38 @@ mod tests {
     fn mk_node(name: &str, ann: &[(&str, &str)]) -> Node {
         let mut n = Node::default();
         n.metadata.name = Some(name.into());
-        n.metadata.annotations = Some(ann.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        n.metadata.annotations = Some(
+            ann.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
         n
     }
 
     #[test]
     fn pending_are_live_agent_nodes_not_yet_cleaned() {
         let nodes = [
-            mk_node("clean", &[(VTEP_ANNOTATION, "198.18.0.1"), (CLEANED_ANNOTATION, "true")]),
+            mk_node(
+                "clean",
+                &[
+                    (VTEP_ANNOTATION, "198.18.0.1"),
+                    (CLEANED_ANNOTATION, "true"),
+                ],
+            ),
             mk_node("dirty", &[(VTEP_ANNOTATION, "198.18.0.2")]),
             mk_node("dead", &[(VTEP_ANNOTATION, "198.18.0.3")]),
             mk_node("no-lease", &[(VTEP_ANNOTATION, "198.18.0.4")]),
             mk_node("no-agent", &[]),
         ];
-        let agents: BTreeMap<String, bool> =
-            [("clean", true), ("dirty", true), ("dead", false), ("no-agent", true)]
-                .iter()
-                .map(|(n, a)| (n.to_string(), *a))
-                .collect();
+        let agents: BTreeMap<String, bool> = [
+            ("clean", true),
+            ("dirty", true),
+            ("dead", false),
+            ("no-agent", true),
+        ]
+        .iter()
+        .map(|(n, a)| (n.to_string(), *a))
+        .collect();
         assert_eq!(pending_nodes(&nodes, &agents), ["dirty"]);
     }
 }

@@ -42,7 +42,9 @@ pub struct UninstallArgs {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 240s"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 240s"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
@@ -72,7 +74,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(hostname);
     let opts = ControllerOptions::new(args.leader_election_namespace.clone(), identity);
     runtime()?.block_on(async move {
-        let client = kube::Client::try_default().await.context("connecting to the API server")?;
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the API server")?;
         let t: Arc<Telemetry> = Telemetry::new();
         let addr = args.metrics_addr;
         let served = t.clone();
@@ -84,8 +88,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("install SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("install SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = term.recv() => {},
@@ -100,7 +105,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
 /// Run `kube-dvr uninstall`.
 pub fn uninstall_main(args: UninstallArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let client = kube::Client::try_default().await.context("connecting to the API server")?;
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the API server")?;
         uninstall::run(client, &UninstallOptions::new(args.namespace, args.timeout))
             .await
             .context("uninstall")

@@ -52,7 +52,9 @@ use serde_json::{Map, Value};
 
 use crate::api::conditions::{self, FALSE, PROGRAMMED, READY, TRUE};
 use crate::api::{self, DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
-use crate::cluster::{self, AGENT_ERRORS_ANNOTATION, AGENT_HEARTBEAT_TIMEOUT_SECS, AGENT_LEASE_PREFIX};
+use crate::cluster::{
+    self, AGENT_ERRORS_ANNOTATION, AGENT_HEARTBEAT_TIMEOUT_SECS, AGENT_LEASE_PREFIX,
+};
 use crate::plan::plan_node;
 use crate::plan::resolve::{resolve, ClusterInput, PodInfo};
 use crate::plan::view::ObjectKey;
@@ -195,15 +197,25 @@ pub struct Snapshot {
 
 /// Agent liveness from the agents' heartbeat Leases (`kube-dvr-agent-<node>`):
 /// alive when renewed within [`AGENT_HEARTBEAT_TIMEOUT_SECS`] of `now`.
-pub fn agent_liveness<'a>(leases: impl IntoIterator<Item = &'a Lease>, now: Timestamp) -> BTreeMap<String, bool> {
+pub fn agent_liveness<'a>(
+    leases: impl IntoIterator<Item = &'a Lease>,
+    now: Timestamp,
+) -> BTreeMap<String, bool> {
     leases
         .into_iter()
         .filter_map(|l| {
-            let node = l.metadata.name.as_deref()?.strip_prefix(AGENT_LEASE_PREFIX)?;
+            let node = l
+                .metadata
+                .name
+                .as_deref()?
+                .strip_prefix(AGENT_LEASE_PREFIX)?;
             let spec = l.spec.as_ref();
             let renewed = spec.and_then(|s| s.renew_time.as_ref().or(s.acquire_time.as_ref()));
-            let alive = renewed.is_some_and(|t| now.as_second() - t.0.as_second() <= AGENT_HEARTBEAT_TIMEOUT_SECS)
-                && spec.and_then(|s| s.holder_identity.as_deref()).is_some_and(|h| !h.is_empty());
+            let alive = renewed
+                .is_some_and(|t| now.as_second() - t.0.as_second() <= AGENT_HEARTBEAT_TIMEOUT_SECS)
+                && spec
+                    .and_then(|s| s.holder_identity.as_deref())
+                    .is_some_and(|h| !h.is_empty());
             Some((node.to_string(), alive))
         })
         .collect()
@@ -222,11 +234,16 @@ fn deleting(m: &ObjectMeta) -> bool {
 }
 
 fn has_finalizer(m: &ObjectMeta) -> bool {
-    m.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == api::FINALIZER))
+    m.finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f == api::FINALIZER))
 }
 
 fn key_of(m: &ObjectMeta) -> ObjectKey {
-    ObjectKey::new(m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default())
+    ObjectKey::new(
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    )
 }
 
 /// The resolver's input: live objects only (objects being deleted are
@@ -234,15 +251,42 @@ fn key_of(m: &ObjectMeta) -> ObjectKey {
 pub fn cluster_input(s: &Snapshot) -> ClusterInput {
     let live = |m: &ObjectMeta| !deleting(m);
     ClusterInput {
-        external_networks: s.external_networks.iter().filter(|o| live(&o.metadata)).cloned().collect(),
-        routers: s.routers.iter().filter(|o| live(&o.metadata)).cloned().collect(),
-        floating_ips: s.floating_ips.iter().filter(|o| live(&o.metadata)).cloned().collect(),
-        snat_gateways: s.snat_gateways.iter().filter(|o| live(&o.metadata)).cloned().collect(),
+        external_networks: s
+            .external_networks
+            .iter()
+            .filter(|o| live(&o.metadata))
+            .cloned()
+            .collect(),
+        routers: s
+            .routers
+            .iter()
+            .filter(|o| live(&o.metadata))
+            .cloned()
+            .collect(),
+        floating_ips: s
+            .floating_ips
+            .iter()
+            .filter(|o| live(&o.metadata))
+            .cloned()
+            .collect(),
+        snat_gateways: s
+            .snat_gateways
+            .iter()
+            .filter(|o| live(&o.metadata))
+            .cloned()
+            .collect(),
         pods: s.pods.clone(),
         nodes: s
             .nodes
             .iter()
-            .map(|n| cluster::node_info(n, s.agents.get(n.metadata.name.as_deref().unwrap_or("")).copied()))
+            .map(|n| {
+                cluster::node_info(
+                    n,
+                    s.agents
+                        .get(n.metadata.name.as_deref().unwrap_or(""))
+                        .copied(),
+                )
+            })
             .collect(),
         now: s.now,
     }
@@ -267,7 +311,9 @@ pub fn compute(s: &Snapshot) -> Actions {
     // Every node with a VTEP runs an agent: what it should report.
     let mut progress: BTreeMap<String, NodeProgress> = BTreeMap::new();
     for n in &s.nodes {
-        let Some(name) = n.metadata.name.as_deref() else { continue };
+        let Some(name) = n.metadata.name.as_deref() else {
+            continue;
+        };
         if !res.view.nodes.contains_key(name) {
             continue;
         }
@@ -287,40 +333,73 @@ pub fn compute(s: &Snapshot) -> Actions {
     }
 
     let mut out = Actions::default();
-    let ctx = Ctx { now: s.now, progress: &progress };
+    let ctx = Ctx {
+        now: s.now,
+        progress: &progress,
+    };
     for o in &s.external_networks {
-        let desired = res.external_networks.get(o.metadata.name.as_deref().unwrap_or(""));
-        ctx.object(&mut out, Kind::ExternalNetwork, o, o.status.as_ref(), desired.cloned(), |_| None);
+        let desired = res
+            .external_networks
+            .get(o.metadata.name.as_deref().unwrap_or(""));
+        ctx.object(
+            &mut out,
+            Kind::ExternalNetwork,
+            o,
+            o.status.as_ref(),
+            desired.cloned(),
+            |_| None,
+        );
     }
     for o in &s.routers {
         let desired = res.routers.get(&key_of(&o.metadata)).cloned();
-        ctx.object(&mut out, Kind::DistributedRouter, o, o.status.as_ref(), desired, |st| {
-            Some(ProgrammedParts {
-                conditions: &mut st.conditions,
-                nodes: st.nodes.clone(),
-                programmed_nodes: Some(&mut st.programmed_nodes),
-            })
-        });
+        ctx.object(
+            &mut out,
+            Kind::DistributedRouter,
+            o,
+            o.status.as_ref(),
+            desired,
+            |st| {
+                Some(ProgrammedParts {
+                    conditions: &mut st.conditions,
+                    nodes: st.nodes.clone(),
+                    programmed_nodes: Some(&mut st.programmed_nodes),
+                })
+            },
+        );
     }
     for o in &s.floating_ips {
         let desired = res.floating_ips.get(&key_of(&o.metadata)).cloned();
-        ctx.object(&mut out, Kind::FloatingIP, o, o.status.as_ref(), desired, |st| {
-            Some(ProgrammedParts {
-                nodes: st.node.iter().cloned().collect(),
-                conditions: &mut st.conditions,
-                programmed_nodes: None,
-            })
-        });
+        ctx.object(
+            &mut out,
+            Kind::FloatingIP,
+            o,
+            o.status.as_ref(),
+            desired,
+            |st| {
+                Some(ProgrammedParts {
+                    nodes: st.node.iter().cloned().collect(),
+                    conditions: &mut st.conditions,
+                    programmed_nodes: None,
+                })
+            },
+        );
     }
     for o in &s.snat_gateways {
         let desired = res.snat_gateways.get(&key_of(&o.metadata)).cloned();
-        ctx.object(&mut out, Kind::SnatGateway, o, o.status.as_ref(), desired, |st| {
-            Some(ProgrammedParts {
-                nodes: st.active_node.iter().cloned().collect(),
-                conditions: &mut st.conditions,
-                programmed_nodes: None,
-            })
-        });
+        ctx.object(
+            &mut out,
+            Kind::SnatGateway,
+            o,
+            o.status.as_ref(),
+            desired,
+            |st| {
+                Some(ProgrammedParts {
+                    nodes: st.active_node.iter().cloned().collect(),
+                    conditions: &mut st.conditions,
+                    programmed_nodes: None,
+                })
+            },
+        );
     }
 
     // Deleted objects are gone from every node once all agents are done.
@@ -328,14 +407,31 @@ pub fn compute(s: &Snapshot) -> Actions {
     fn remove<K: Resource<DynamicType = ()>>(out: &mut Actions, kind: Kind, o: &K, all_done: bool) {
         let m = o.meta();
         if deleting(m) && has_finalizer(m) && all_done {
-            let finalizers = m.finalizers.iter().flatten().filter(|f| *f != api::FINALIZER).cloned().collect();
-            out.remove_finalizer.push(FinalizerWrite { target: Target::of(kind, o), finalizers });
+            let finalizers = m
+                .finalizers
+                .iter()
+                .flatten()
+                .filter(|f| *f != api::FINALIZER)
+                .cloned()
+                .collect();
+            out.remove_finalizer.push(FinalizerWrite {
+                target: Target::of(kind, o),
+                finalizers,
+            });
         }
     }
-    s.external_networks.iter().for_each(|o| remove(&mut out, Kind::ExternalNetwork, o, all_done));
-    s.routers.iter().for_each(|o| remove(&mut out, Kind::DistributedRouter, o, all_done));
-    s.floating_ips.iter().for_each(|o| remove(&mut out, Kind::FloatingIP, o, all_done));
-    s.snat_gateways.iter().for_each(|o| remove(&mut out, Kind::SnatGateway, o, all_done));
+    s.external_networks
+        .iter()
+        .for_each(|o| remove(&mut out, Kind::ExternalNetwork, o, all_done));
+    s.routers
+        .iter()
+        .for_each(|o| remove(&mut out, Kind::DistributedRouter, o, all_done));
+    s.floating_ips
+        .iter()
+        .for_each(|o| remove(&mut out, Kind::FloatingIP, o, all_done));
+    s.snat_gateways
+        .iter()
+        .for_each(|o| remove(&mut out, Kind::SnatGateway, o, all_done));
     out
 }
 
@@ -400,12 +496,18 @@ impl Ctx<'_> {
         if !has_finalizer(m) {
             let mut finalizers = m.finalizers.clone().unwrap_or_default();
             finalizers.push(api::FINALIZER.to_string());
-            out.add_finalizer.push(FinalizerWrite { target: target.clone(), finalizers });
+            out.add_finalizer.push(FinalizerWrite {
+                target: target.clone(),
+                finalizers,
+            });
         }
         let Some(mut desired) = desired else { return };
-        let stored_v = stored.map(to_value).unwrap_or_else(|| to_value(&S::default()));
+        let stored_v = stored
+            .map(to_value)
+            .unwrap_or_else(|| to_value(&S::default()));
         let stored_conds: Vec<Condition> =
-            serde_json::from_value(stored_v.get("conditions").cloned().unwrap_or(Value::Null)).unwrap_or_default();
+            serde_json::from_value(stored_v.get("conditions").cloned().unwrap_or(Value::Null))
+                .unwrap_or_default();
         let generation = m.generation;
         let same_alloc_before = {
             let d = to_value(&desired);
@@ -417,8 +519,13 @@ impl Ctx<'_> {
             // Routers list their programmed nodes; a floating IP or SNAT
             // gateway that was programmed covered its (unchanged) node.
             let stored_pn: BTreeSet<String> = if p.programmed_nodes.is_some() {
-                serde_json::from_value(stored_v.get("programmedNodes").cloned().unwrap_or(Value::Null))
-                    .unwrap_or_default()
+                serde_json::from_value(
+                    stored_v
+                        .get("programmedNodes")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                )
+                .unwrap_or_default()
             } else if sticky {
                 p.nodes.iter().cloned().collect()
             } else {
@@ -428,7 +535,8 @@ impl Ctx<'_> {
         }
         let desired_v = to_value(&desired);
         let conds: Vec<Condition> =
-            serde_json::from_value(desired_v.get("conditions").cloned().unwrap_or(Value::Null)).unwrap_or_default();
+            serde_json::from_value(desired_v.get("conditions").cloned().unwrap_or(Value::Null))
+                .unwrap_or_default();
         let ready = conditions::is_ready(&conds);
         *out.objects.entry((kind, ready)).or_default() += 1;
         if normalized(&desired_v) == normalized(&stored_v) {
@@ -472,9 +580,18 @@ impl Ctx<'_> {
         if let Some(pn) = p.programmed_nodes {
             *pn = if resolved { done.clone() } else { Vec::new() };
         }
-        let missing: Vec<&str> = p.nodes.iter().map(String::as_str).filter(|n| !done.iter().any(|d| d == n)).collect();
+        let missing: Vec<&str> = p
+            .nodes
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !done.iter().any(|d| d == n))
+            .collect();
         let (ok, reason, message) = if !resolved {
-            (false, REASON_UNRESOLVED, "nothing is programmed until the object is Ready otherwise".to_string())
+            (
+                false,
+                REASON_UNRESOLVED,
+                "nothing is programmed until the object is Ready otherwise".to_string(),
+            )
         } else if missing.is_empty() {
             let msg = if p.nodes.is_empty() {
                 "no node needs it yet".to_string()
@@ -487,7 +604,10 @@ impl Ctx<'_> {
             (
                 false,
                 REASON_AGENT_DOWN,
-                format!("the kube-dvr agent on {} stopped heartbeating", down.join(", ")),
+                format!(
+                    "the kube-dvr agent on {} stopped heartbeating",
+                    down.join(", ")
+                ),
             )
         } else if let Some(n) = missing.iter().find(|n| prog(n).errors.is_some()) {
             let e = prog(n).errors.clone().unwrap_or_default();
@@ -496,12 +616,31 @@ impl Ctx<'_> {
             (
                 false,
                 REASON_PENDING,
-                format!("waiting for the agent on {} to program it", missing.join(", ")),
+                format!(
+                    "waiting for the agent on {} to program it",
+                    missing.join(", ")
+                ),
             )
         };
-        self.put(p.conditions, stored, PROGRAMMED, ok, reason, message.clone(), generation);
+        self.put(
+            p.conditions,
+            stored,
+            PROGRAMMED,
+            ok,
+            reason,
+            message.clone(),
+            generation,
+        );
         if resolved && !ok {
-            self.put(p.conditions, stored, READY, false, reason, message, generation);
+            self.put(
+                p.conditions,
+                stored,
+                READY,
+                false,
+                reason,
+                message,
+                generation,
+            );
         }
         p.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
     }
@@ -543,7 +682,11 @@ impl Ctx<'_> {
 fn events_for(kind: Kind, name: &str, old: &[Condition], new: &[Condition]) -> Vec<EventSpec> {
     let mut out = Vec::new();
     for c in new {
-        if c.type_ == READY || c.status != FALSE || c.reason == REASON_PENDING || c.reason == REASON_UNRESOLVED {
+        if c.type_ == READY
+            || c.status != FALSE
+            || c.reason == REASON_PENDING
+            || c.reason == REASON_UNRESOLVED
+        {
             continue;
         }
         let before = conditions::find_condition(old, &c.type_);

@@ -123,13 +123,19 @@ where
         for w in a.status.iter().filter(|w| w.target.key() == t) {
             merge(o, &w.patch);
         }
-        for f in a.add_finalizer.iter().chain(&a.remove_finalizer).filter(|f| f.target.key() == t) {
+        for f in a
+            .add_finalizer
+            .iter()
+            .chain(&a.remove_finalizer)
+            .filter(|f| f.target.key() == t)
+        {
             merge(o, &f.patch());
         }
     }
     // The API server drops an object being deleted once its finalizers are gone.
     objs.retain(|o| {
-        o.meta().deletion_timestamp.is_none() || o.meta().finalizers.as_ref().is_some_and(|f| !f.is_empty())
+        o.meta().deletion_timestamp.is_none()
+            || o.meta().finalizers.as_ref().is_some_and(|f| !f.is_empty())
     });
 }
 
@@ -196,7 +202,10 @@ fn first_pass_adds_finalizers_and_allocates_but_is_not_ready_until_programmed() 
     let mut s = mk_world();
     let a = compute(&s);
     assert_eq!(a.add_finalizer.len(), 3, "every object gets the finalizer");
-    assert!(a.add_finalizer.iter().all(|f| f.finalizers == [api::FINALIZER]));
+    assert!(a
+        .add_finalizer
+        .iter()
+        .all(|f| f.finalizers == [api::FINALIZER]));
     assert_eq!(a.status.len(), 3);
     apply(&mut s, &a);
     let st = fip_status(&s, "web");
@@ -208,7 +217,10 @@ fn first_pass_adds_finalizers_and_allocates_but_is_not_ready_until_programmed() 
     assert_eq!(st.observed_generation, Some(1));
     // Pending is no news: no Warning events.
     assert!(
-        a.status.iter().filter(|w| w.target.kind != Kind::ExternalNetwork).all(|w| w.events.is_empty()),
+        a.status
+            .iter()
+            .filter(|w| w.target.kind != Kind::ExternalNetwork)
+            .all(|w| w.events.is_empty()),
         "{:?}",
         a.status
     );
@@ -224,7 +236,14 @@ fn first_pass_adds_finalizers_and_allocates_but_is_not_ready_until_programmed() 
     let st = fip_status(&s, "web");
     assert_eq!(cond(&st.conditions, "Ready").status, TRUE);
     let w = a.status.iter().find(|w| w.target.name == "web").unwrap();
-    assert_eq!(w.events, [EventSpec { warning: false, reason: "Ready".into(), note: "FloatingIP web is ready".into() }]);
+    assert_eq!(
+        w.events,
+        [EventSpec {
+            warning: false,
+            reason: "Ready".into(),
+            note: "FloatingIP web is ready".into()
+        }]
+    );
     let r = s.routers[0].status.clone().unwrap();
     assert_eq!(r.nodes, ["n1", "n2"]);
     assert_eq!(r.programmed_nodes, ["n1"]);
@@ -237,7 +256,13 @@ fn first_pass_adds_finalizers_and_allocates_but_is_not_ready_until_programmed() 
     assert_eq!(r.programmed_nodes, ["n1", "n2"]);
     assert!(conditions::is_ready(&r.conditions));
     // Steady state: zero writes.
-    assert_eq!(compute(&s), Actions { objects: compute(&s).objects, ..Default::default() });
+    assert_eq!(
+        compute(&s),
+        Actions {
+            objects: compute(&s).objects,
+            ..Default::default()
+        }
+    );
 }
 
 #[test]
@@ -251,11 +276,23 @@ fn status_patch_is_a_merge_patch_that_nulls_removed_fields() {
     let w = a.status.iter().find(|w| w.target.name == "web").unwrap();
     assert_eq!(w.patch["status"]["node"], Value::Null);
     assert!(w.patch["status"].as_object().unwrap().contains_key("node"));
-    assert_eq!(w.patch["status"]["address"], "203.0.113.100", "allocation kept");
+    assert_eq!(
+        w.patch["status"]["address"], "203.0.113.100",
+        "allocation kept"
+    );
     assert_eq!(w.patch["status"]["observedGeneration"], 2);
-    let ready = w.patch["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    let ready = w.patch["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
     assert_eq!(ready["status"], "False");
-    assert!(w.events.iter().any(|e| e.warning), "a Warning for the condition that became False: {:?}", w.events);
+    assert!(
+        w.events.iter().any(|e| e.warning),
+        "a Warning for the condition that became False: {:?}",
+        w.events
+    );
 }
 
 #[test]
@@ -264,26 +301,49 @@ fn programmed_is_sticky_when_other_objects_change_the_node() {
     settle(&mut s, true);
     assert!(conditions::is_ready(&fip_status(&s, "web").conditions));
     // A second floating IP on n1: n1's digest moves; `web` must not flap.
-    s.pods.push(mk_pod("tenant-a", "w3", "n1", "10.10.1.12", "02:00:00:00:01:0c"));
-    s.floating_ips.push(mk_fip("tenant-a", "db", "10.10.1.12", 4));
+    s.pods.push(mk_pod(
+        "tenant-a",
+        "w3",
+        "n1",
+        "10.10.1.12",
+        "02:00:00:00:01:0c",
+    ));
+    s.floating_ips
+        .push(mk_fip("tenant-a", "db", "10.10.1.12", 4));
     let a = compute(&s);
-    assert!(a.status.iter().all(|w| w.target.name != "web"), "web rewritten: {:?}", a.status);
+    assert!(
+        a.status.iter().all(|w| w.target.name != "web"),
+        "web rewritten: {:?}",
+        a.status
+    );
     apply(&mut s, &a);
-    assert_eq!(cond(&fip_status(&s, "db").conditions, "Ready").reason, REASON_PENDING);
+    assert_eq!(
+        cond(&fip_status(&s, "db").conditions, "Ready").reason,
+        REASON_PENDING
+    );
     // ... but an agent reporting errors does flip it.
     let n1 = &mut s.nodes[0];
-    n1.metadata
-        .annotations
-        .as_mut()
-        .unwrap()
-        .insert(AGENT_ERRORS_ANNOTATION.into(), "nft: permission denied".into());
+    n1.metadata.annotations.as_mut().unwrap().insert(
+        AGENT_ERRORS_ANNOTATION.into(),
+        "nft: permission denied".into(),
+    );
     let a = compute(&s);
     apply(&mut s, &a);
     let c = cond(&fip_status(&s, "web").conditions, "Programmed").clone();
-    assert_eq!((c.status.as_str(), c.reason.as_str()), (FALSE, REASON_AGENT_ERROR));
-    assert!(c.message.contains("nft: permission denied"), "{}", c.message);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        (FALSE, REASON_AGENT_ERROR)
+    );
+    assert!(
+        c.message.contains("nft: permission denied"),
+        "{}",
+        c.message
+    );
     let w = a.status.iter().find(|w| w.target.name == "web").unwrap();
-    assert!(w.events.iter().any(|e| e.warning && e.reason == REASON_AGENT_ERROR));
+    assert!(w
+        .events
+        .iter()
+        .any(|e| e.warning && e.reason == REASON_AGENT_ERROR));
 }
 
 #[test]
@@ -308,14 +368,30 @@ fn invalid_object_gets_reason_and_event_and_others_are_unaffected() {
     bad.metadata.uid = Some("uid-bad".into());
     s.routers.push(bad);
     let a = compute(&s);
-    let w = a.status.iter().find(|w| w.target.namespace.as_deref() == Some("tenant-b")).unwrap();
-    let ready = w.patch["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    let w = a
+        .status
+        .iter()
+        .find(|w| w.target.namespace.as_deref() == Some("tenant-b"))
+        .unwrap();
+    let ready = w.patch["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
     assert_eq!(ready["status"], "False");
     let reason = ready["reason"].as_str().unwrap().to_string();
-    assert!(w.events.iter().any(|e| e.warning && e.reason == reason), "{reason}: {:?}", w.events);
+    assert!(
+        w.events.iter().any(|e| e.warning && e.reason == reason),
+        "{reason}: {:?}",
+        w.events
+    );
     assert!(!w.events.iter().any(|e| e.reason == REASON_UNRESOLVED));
     assert!(
-        a.status.iter().all(|w| w.target.namespace.as_deref() != Some("tenant-a")),
+        a.status
+            .iter()
+            .all(|w| w.target.namespace.as_deref() != Some("tenant-a")),
         "tenant-a rewritten: {:?}",
         a.status
     );
@@ -335,8 +411,14 @@ fn finalizer_holds_a_deleted_object_until_every_agent_is_done() {
     settle(&mut s, true);
     s.floating_ips[0].metadata.deletion_timestamp = Some(Time(ts(NOW)));
     let a = compute(&s);
-    assert!(a.remove_finalizer.is_empty(), "n1 still has the floating IP");
-    assert!(a.status.iter().all(|w| w.target.name != "web"), "no status for an object being deleted");
+    assert!(
+        a.remove_finalizer.is_empty(),
+        "n1 still has the floating IP"
+    );
+    assert!(
+        a.status.iter().all(|w| w.target.name != "web"),
+        "no status for an object being deleted"
+    );
     agents_program(&mut s, Some("n2"));
     assert!(compute(&s).remove_finalizer.is_empty());
     agents_program(&mut s, Some("n1"));
@@ -344,7 +426,10 @@ fn finalizer_holds_a_deleted_object_until_every_agent_is_done() {
     assert_eq!(a.remove_finalizer.len(), 1);
     assert_eq!(a.remove_finalizer[0].target.name, "web");
     assert!(a.remove_finalizer[0].finalizers.is_empty());
-    assert_eq!(a.remove_finalizer[0].patch()["metadata"]["resourceVersion"], "1");
+    assert_eq!(
+        a.remove_finalizer[0].patch()["metadata"]["resourceVersion"],
+        "1"
+    );
     apply(&mut s, &a);
     assert!(s.floating_ips.is_empty());
 
@@ -366,13 +451,17 @@ fn agent_liveness_from_leases() {
     };
     let leases = [
         lease("kube-dvr-agent-n1", NOW - 5, "n1"),
-        lease("kube-dvr-agent-n2", NOW - AGENT_HEARTBEAT_TIMEOUT_SECS - 1, "n2"),
+        lease(
+            "kube-dvr-agent-n2",
+            NOW - AGENT_HEARTBEAT_TIMEOUT_SECS - 1,
+            "n2",
+        ),
         lease("kube-dvr-controller", NOW, "c"),
     ];
     let m = agent_liveness(&leases, ts(NOW));
     assert_eq!(m.len(), 2);
-    assert_eq!(m["n1"], true);
-    assert_eq!(m["n2"], false);
+    assert!(m["n1"]);
+    assert!(!m["n2"]);
 }
 
 #[test]
@@ -397,11 +486,16 @@ fn many_floating_ips_cost_a_constant_number_of_writes() {
         let ip = format!("10.10.1.{}", 100 + i);
         let mac = format!("02:00:00:00:02:{:02x}", i);
         let node = if i % 2 == 0 { "n1" } else { "n2" };
-        s.pods.push(mk_pod("tenant-a", &format!("p{i}"), node, &ip, &mac));
-        s.floating_ips.push(mk_fip("tenant-a", &format!("f{i}"), &ip, 10 + i as i64));
+        s.pods
+            .push(mk_pod("tenant-a", &format!("p{i}"), node, &ip, &mac));
+        s.floating_ips
+            .push(mk_fip("tenant-a", &format!("f{i}"), &ip, 10 + i as i64));
     }
     let writes = settle(&mut s, true);
-    assert!(s.floating_ips.iter().all(|f| conditions::is_ready(&f.status.as_ref().unwrap().conditions)));
+    assert!(s
+        .floating_ips
+        .iter()
+        .all(|f| conditions::is_ready(&f.status.as_ref().unwrap().conditions)));
     // finalizer + status + Ready per floating IP, plus the router and network.
     assert!(writes <= 3 * n + 6, "{writes} writes for {n} floating IPs");
 }

@@ -146,7 +146,11 @@ impl LeaderElector {
     }
 
     async fn round(&mut self) -> Result<bool, LeaderError> {
-        let existing = self.api.get_opt(&self.cfg.name).await.map_err(self.err("get"))?;
+        let existing = self
+            .api
+            .get_opt(&self.cfg.name)
+            .await
+            .map_err(self.err("get"))?;
         let Some(mut lease) = existing else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -179,7 +183,9 @@ impl LeaderElector {
             // changed for a whole lease duration (observed locally).
             let duration = spec
                 .lease_duration_seconds
-                .map_or(self.cfg.lease_duration, |s| Duration::from_secs(s.max(0) as u64));
+                .map_or(self.cfg.lease_duration, |s| {
+                    Duration::from_secs(s.max(0) as u64)
+                });
             let first_seen = match &self.observed {
                 Some((seen_rv, at)) if *seen_rv == rv => *at,
                 _ => {
@@ -201,7 +207,11 @@ impl LeaderElector {
         spec.renew_time = Some(now());
         // `lease` still carries the resourceVersion read above: a concurrent
         // writer makes this a 409.
-        match self.api.replace(&self.cfg.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(self.err("update")(e)),
@@ -215,7 +225,12 @@ impl LeaderElector {
             return Ok(());
         }
         self.leader = false;
-        let Some(mut lease) = self.api.get_opt(&self.cfg.name).await.map_err(self.err("get"))? else {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.cfg.name)
+            .await
+            .map_err(self.err("get"))?
+        else {
             return Ok(());
         };
         let spec = lease.spec.get_or_insert_with(Default::default);
@@ -225,7 +240,11 @@ impl LeaderElector {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(now());
-        match self.api.replace(&self.cfg.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             Err(e) => Err(self.err("release")(e)),
@@ -252,7 +271,11 @@ impl LeaderElector {
                 }
                 let _ = tx.send(leader);
             }
-            let wait = if leader { self.cfg.renew_interval } else { self.cfg.retry_interval };
+            let wait = if leader {
+                self.cfg.renew_interval
+            } else {
+                self.cfg.retry_interval
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}

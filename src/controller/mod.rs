@@ -138,9 +138,9 @@ struct Caches {
     leases: Store<Lease>,
 }
 
-fn cloned<K: Clone>(s: &Store<K>) -> Vec<K>
+fn cloned<K>(s: &Store<K>) -> Vec<K>
 where
-    K: Resource<DynamicType = ()> + 'static,
+    K: Resource<DynamicType = ()> + Clone + 'static,
 {
     s.state().iter().map(|o| (**o).clone()).collect()
 }
@@ -148,10 +148,22 @@ where
 impl Caches {
     async fn wait_ready(&self) -> Result<(), Error> {
         let e = |kind| move |_| Error::CacheSync { kind };
-        self.external_networks.wait_until_ready().await.map_err(e("ExternalNetwork"))?;
-        self.routers.wait_until_ready().await.map_err(e("DistributedRouter"))?;
-        self.floating_ips.wait_until_ready().await.map_err(e("FloatingIP"))?;
-        self.snat_gateways.wait_until_ready().await.map_err(e("SnatGateway"))?;
+        self.external_networks
+            .wait_until_ready()
+            .await
+            .map_err(e("ExternalNetwork"))?;
+        self.routers
+            .wait_until_ready()
+            .await
+            .map_err(e("DistributedRouter"))?;
+        self.floating_ips
+            .wait_until_ready()
+            .await
+            .map_err(e("FloatingIP"))?;
+        self.snat_gateways
+            .wait_until_ready()
+            .await
+            .map_err(e("SnatGateway"))?;
         self.pods.wait_until_ready().await.map_err(e("Pod"))?;
         self.nodes.wait_until_ready().await.map_err(e("Node"))?;
         self.leases.wait_until_ready().await.map_err(e("Lease"))?;
@@ -165,7 +177,12 @@ impl Caches {
             routers: cloned(&self.routers),
             floating_ips: cloned(&self.floating_ips),
             snat_gateways: cloned(&self.snat_gateways),
-            pods: self.pods.state().iter().filter_map(|p| cluster::pod_info(p)).collect(),
+            pods: self
+                .pods
+                .state()
+                .iter()
+                .filter_map(|p| cluster::pod_info(p))
+                .collect(),
             nodes: cloned(&self.nodes),
             agents: desired::agent_liveness(&leases, now),
             now,
@@ -203,7 +220,15 @@ pub async fn run(
     let (pods, s5) = cache(Api::<Pod>::all(client.clone()));
     let (nodes, s6) = cache(Api::<Node>::all(client.clone()));
     let (leases, s7) = cache(Api::<Lease>::namespaced(client.clone(), &opts.namespace));
-    let caches = Caches { external_networks, routers, floating_ips, snat_gateways, pods, nodes, leases };
+    let caches = Caches {
+        external_networks,
+        routers,
+        floating_ips,
+        snat_gateways,
+        pods,
+        nodes,
+        leases,
+    };
     let changed = Arc::new(Notify::new());
     let mut all = futures::stream::select_all([s1, s2, s3, s4, s5, s6, s7]);
     let notify = changed.clone();
@@ -289,13 +314,21 @@ pub async fn run(
 }
 
 fn record_objects(t: &Telemetry, a: &Actions) {
-    for kind in [Kind::ExternalNetwork, Kind::DistributedRouter, Kind::FloatingIP, Kind::SnatGateway] {
+    for kind in [
+        Kind::ExternalNetwork,
+        Kind::DistributedRouter,
+        Kind::FloatingIP,
+        Kind::SnatGateway,
+    ] {
         for ready in [true, false] {
             let n = a.objects.get(&(kind, ready)).copied().unwrap_or(0);
             t.set(
                 "kube_dvr_objects",
                 "kube-dvr objects by kind and readiness.",
-                &[("kind", kind.as_str()), ("ready", if ready { "true" } else { "false" })],
+                &[
+                    ("kind", kind.as_str()),
+                    ("ready", if ready { "true" } else { "false" }),
+                ],
                 n as f64,
             );
         }
@@ -326,6 +359,32 @@ fn api_of(client: &Client, t: &Target) -> Api<DynamicObject> {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         None => Api::all_with(client.clone(), &ar),
     }
+}
+
+/// Write a status merge patch (`PATCH …/{name}/status`,
+/// `application/merge-patch+json`).
+pub async fn write_status(client: &Client, w: &StatusWrite) -> Result<(), kube::Error> {
+    api_of(client, &w.target)
+        .patch_status(
+            &w.target.name,
+            &PatchParams::default(),
+            &Patch::Merge(&w.patch),
+        )
+        .await
+        .map(drop)
+}
+
+/// Write an object's finalizer list (merge patch on the object, guarded by
+/// the resourceVersion it was computed from).
+pub async fn write_finalizers(client: &Client, f: &FinalizerWrite) -> Result<(), kube::Error> {
+    api_of(client, &f.target)
+        .patch(
+            &f.target.name,
+            &PatchParams::default(),
+            &Patch::Merge(f.patch()),
+        )
+        .await
+        .map(drop)
 }
 
 /// Errors that need no retry: the object is gone, or changed under us (the
@@ -359,7 +418,12 @@ impl Executor {
     }
 
     fn count(&self, kind: &'static str) {
-        self.telemetry.inc("kube_dvr_api_writes_total", "API writes by the controller, by kind of write.", &[("kind", kind)], 1);
+        self.telemetry.inc(
+            "kube_dvr_api_writes_total",
+            "API writes by the controller, by kind of write.",
+            &[("kind", kind)],
+            1,
+        );
     }
 
     /// Apply everything; returns the number of failed writes. Stops as soon
@@ -369,13 +433,20 @@ impl Executor {
             .add_finalizer
             .into_iter()
             .chain(a.remove_finalizer)
-            .filter(|f| !self.finalizers.contains(&(f.target.key(), f.target.resource_version.clone(), f.finalizers.clone())))
+            .filter(|f| {
+                !self.finalizers.contains(&(
+                    f.target.key(),
+                    f.target.resource_version.clone(),
+                    f.finalizers.clone(),
+                ))
+            })
             .collect();
         let statuses: Vec<StatusWrite> = a
             .status
             .into_iter()
             .filter(|w| {
-                self.statuses.get(&w.target.key()) != Some(&(w.target.resource_version.clone(), w.patch.clone()))
+                self.statuses.get(&w.target.key())
+                    != Some(&(w.target.resource_version.clone(), w.patch.clone()))
             })
             .collect();
         let mut errors = 0;
@@ -386,10 +457,7 @@ impl Executor {
                 if !*leader.borrow() {
                     return (f, Ok(()));
                 }
-                let r = api_of(&this.client, &f.target)
-                    .patch(&f.target.name, &PatchParams::default(), &Patch::Merge(f.patch()))
-                    .await
-                    .map(drop);
+                let r = write_finalizers(&this.client, &f).await;
                 this.count("finalizer");
                 (f, r)
             })
@@ -399,12 +467,22 @@ impl Executor {
         for (f, r) in done {
             match r {
                 Ok(()) => {
-                    self.finalizers.insert((f.target.key(), f.target.resource_version.clone(), f.finalizers));
+                    self.finalizers.insert((
+                        f.target.key(),
+                        f.target.resource_version.clone(),
+                        f.finalizers,
+                    ));
                 }
-                Err(e) if benign(&e) => tracing::debug!(target = %f.target.key(), error = %e, "finalizer patch skipped"),
+                Err(e) if benign(&e) => {
+                    tracing::debug!(target = %f.target.key(), error = %e, "finalizer patch skipped")
+                }
                 Err(e) => {
                     errors += 1;
-                    let e = Error::Api { op: "patch finalizers of", target: f.target.key(), source: e };
+                    let e = Error::Api {
+                        op: "patch finalizers of",
+                        target: f.target.key(),
+                        source: e,
+                    };
                     tracing::warn!(error = %e, kind = e.kind(), "write failed");
                 }
             }
@@ -416,10 +494,7 @@ impl Executor {
                 if !*leader.borrow() {
                     return (w, Ok(()));
                 }
-                let r = api_of(&this.client, &w.target)
-                    .patch_status(&w.target.name, &PatchParams::default(), &Patch::Merge(&w.patch))
-                    .await
-                    .map(drop);
+                let r = write_status(&this.client, &w).await;
                 this.count("status");
                 if r.is_ok() {
                     for ev in &w.events {
@@ -448,12 +523,19 @@ impl Executor {
             match r {
                 Ok(()) => {
                     tracing::debug!(target = %w.target.key(), "status written");
-                    self.statuses.insert(w.target.key(), (w.target.resource_version.clone(), w.patch));
+                    self.statuses
+                        .insert(w.target.key(), (w.target.resource_version.clone(), w.patch));
                 }
-                Err(e) if benign(&e) => tracing::debug!(target = %w.target.key(), error = %e, "status patch skipped"),
+                Err(e) if benign(&e) => {
+                    tracing::debug!(target = %w.target.key(), error = %e, "status patch skipped")
+                }
                 Err(e) => {
                     errors += 1;
-                    let e = Error::Api { op: "patch status of", target: w.target.key(), source: e };
+                    let e = Error::Api {
+                        op: "patch status of",
+                        target: w.target.key(),
+                        source: e,
+                    };
                     tracing::warn!(error = %e, kind = e.kind(), "write failed");
                 }
             }

@@ -1,0 +1,278 @@
+//! Builders (`mk_*`) and helpers shared by the controller tests.
+#![allow(dead_code)]
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use kube_dvr::api::{self, DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use kube_dvr::cluster;
+use kube_dvr::controller::desired::{expected_digests, Snapshot};
+
+pub fn mk_node(name: &str, vtep: &str, role: &str) -> Node {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"kubedvr.io/role": role},
+                     "annotations": {cluster::VTEP_ANNOTATION: vtep}},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+    }))
+    .unwrap()
+}
+
+pub fn mk_pod(ns: &str, name: &str, node: &str, nad: &str, ip: &str, mac: &str) -> Pod {
+    let status = json!([
+        {"name": "cbr0", "ips": ["10.244.0.5"], "default": true},
+        {"name": nad, "interface": "net1", "ips": [ip], "mac": mac}
+    ]);
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns, "annotations": {
+            "k8s.v1.cni.cncf.io/network-status": status.to_string()}},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .unwrap()
+}
+
+pub fn mk_fip(
+    ns: &str,
+    name: &str,
+    router: &str,
+    fixed: &str,
+    address: Option<&str>,
+) -> FloatingIP {
+    let mut spec = json!({"router": router, "target": {"fixedIP": fixed}});
+    if let Some(a) = address {
+        spec["address"] = a.into();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": api::API_VERSION, "kind": "FloatingIP",
+        "metadata": {"name": name, "namespace": ns}, "spec": spec
+    }))
+    .unwrap()
+}
+
+/// CRDs, namespaces, the lab's three nodes and six workload pods.
+pub async fn setup_cluster(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in api::crds() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let nss: Api<Namespace> = Api::all(client.clone());
+    for ns in ["kube-dvr", "tenant-a", "tenant-b"] {
+        let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        nss.create(&PostParams::default(), &n).await.unwrap();
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    for (n, vtep, role) in [
+        ("node-1", "198.18.0.11", "compute"),
+        ("node-2", "198.18.0.12", "compute"),
+        ("gw-1", "198.18.0.21", "gateway"),
+    ] {
+        nodes
+            .create(&PostParams::default(), &mk_node(n, vtep, role))
+            .await
+            .unwrap();
+    }
+    for (ns, name, node, nad, ip, mac) in [
+        (
+            "tenant-a",
+            "a-web",
+            "node-1",
+            "tenant-a/net-a1",
+            "10.10.1.10",
+            "02:0a:00:01:00:0a",
+        ),
+        (
+            "tenant-a",
+            "a-cache",
+            "node-1",
+            "tenant-a/net-a2",
+            "10.10.2.11",
+            "02:0a:00:02:00:0b",
+        ),
+        (
+            "tenant-a",
+            "a-app",
+            "node-2",
+            "tenant-a/net-a1",
+            "10.10.1.11",
+            "02:0a:00:01:00:0b",
+        ),
+        (
+            "tenant-a",
+            "a-db",
+            "node-2",
+            "tenant-a/net-a2",
+            "10.10.2.10",
+            "02:0a:00:02:00:0a",
+        ),
+        (
+            "tenant-b",
+            "b-web",
+            "node-1",
+            "tenant-b/net-b1",
+            "10.10.1.10",
+            "02:0b:00:01:00:0a",
+        ),
+        (
+            "tenant-b",
+            "b-api",
+            "node-2",
+            "tenant-b/net-b1",
+            "10.10.1.20",
+            "02:0b:00:01:00:14",
+        ),
+    ] {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        pods.create(
+            &PostParams::default(),
+            &mk_pod(ns, name, node, nad, ip, mac),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// `kubectl apply` of examples/lab/*.yaml.
+pub async fn apply_examples(client: &Client) {
+    let m = kube_dvr::lab::Manifests::load("examples/lab".as_ref()).unwrap();
+    let pp = PostParams::default();
+    for o in &m.external_networks {
+        Api::<ExternalNetwork>::all(client.clone())
+            .create(&pp, o)
+            .await
+            .unwrap();
+    }
+    for o in &m.routers {
+        let ns = o.metadata.namespace.as_deref().unwrap();
+        Api::<DistributedRouter>::namespaced(client.clone(), ns)
+            .create(&pp, o)
+            .await
+            .unwrap();
+    }
+    for o in &m.floating_ips {
+        let ns = o.metadata.namespace.as_deref().unwrap();
+        Api::<FloatingIP>::namespaced(client.clone(), ns)
+            .create(&pp, o)
+            .await
+            .unwrap();
+    }
+    for o in &m.snat_gateways {
+        let ns = o.metadata.namespace.as_deref().unwrap();
+        Api::<SnatGateway>::namespaced(client.clone(), ns)
+            .create(&pp, o)
+            .await
+            .unwrap();
+    }
+}
+
+/// What the agents see: objects whose status the controller has processed
+/// (`observedGeneration == generation`).
+fn processed<K: kube::Resource>(objs: Vec<K>, observed: impl Fn(&K) -> Option<i64>) -> Vec<K> {
+    objs.into_iter()
+        .filter(|o| observed(o) == o.meta().generation)
+        .collect()
+}
+
+/// Read everything as an agent would and compute each node's plan digest.
+pub async fn agent_digests(client: &Client) -> std::collections::BTreeMap<String, String> {
+    let lp = ListParams::default();
+    let ext = Api::<ExternalNetwork>::all(client.clone())
+        .list(&lp)
+        .await
+        .unwrap()
+        .items;
+    let rt = Api::<DistributedRouter>::all(client.clone())
+        .list(&lp)
+        .await
+        .unwrap()
+        .items;
+    let fip = Api::<FloatingIP>::all(client.clone())
+        .list(&lp)
+        .await
+        .unwrap()
+        .items;
+    let snat = Api::<SnatGateway>::all(client.clone())
+        .list(&lp)
+        .await
+        .unwrap()
+        .items;
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&lp)
+        .await
+        .unwrap()
+        .items;
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&lp)
+        .await
+        .unwrap()
+        .items;
+    let live = |d: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| d.is_none();
+    let s = Snapshot {
+        external_networks: processed(ext, |o| o.status.as_ref()?.observed_generation)
+            .into_iter()
+            .filter(|o| live(&o.metadata.deletion_timestamp))
+            .collect(),
+        routers: processed(rt, |o| o.status.as_ref()?.observed_generation)
+            .into_iter()
+            .filter(|o| live(&o.metadata.deletion_timestamp))
+            .collect(),
+        floating_ips: processed(fip, |o| o.status.as_ref()?.observed_generation)
+            .into_iter()
+            .filter(|o| live(&o.metadata.deletion_timestamp))
+            .collect(),
+        snat_gateways: processed(snat, |o| o.status.as_ref()?.observed_generation)
+            .into_iter()
+            .filter(|o| live(&o.metadata.deletion_timestamp))
+            .collect(),
+        pods: pods.iter().filter_map(cluster::pod_info).collect(),
+        nodes,
+        agents: Default::default(),
+        now: k8s_openapi::jiff::Timestamp::now(),
+    };
+    expected_digests(&s)
+}
+
+/// Play every agent once: annotate each node with the digest it would
+/// program (only nodes in `only`, if given). Returns the number of writes.
+pub async fn agents_program(client: &Client, only: Option<&[&str]>) -> usize {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut writes = 0;
+    for (node, digest) in agent_digests(client).await {
+        if only.is_some_and(|o| !o.contains(&node.as_str())) {
+            continue;
+        }
+        let current = nodes.get(&node).await.unwrap();
+        if cluster::annotation(&current.metadata, cluster::PROGRAMMED_ANNOTATION)
+            == Some(digest.as_str())
+        {
+            continue;
+        }
+        let patch = json!({"metadata": {"annotations": {cluster::PROGRAMMED_ANNOTATION: digest}}});
+        nodes
+            .patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        writes += 1;
+    }
+    writes
+}
+
+/// Poll `f` until it returns Some, or panic with `what` after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(t) = f().await {
+            return t;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
