@@ -623,3 +623,53 @@ fn agent_binary_serves_telemetry_and_stops_on_sigterm() {
         );
     });
 }
+
+/// An agent that starts while an edit awaits the controller does not tear
+/// down what the object's previous version programmed.
+#[test]
+fn agent_restart_during_an_unprocessed_edit_keeps_the_state() {
+    if !sandbox::enter("agent_restart_during_an_unprocessed_edit_keeps_the_state") {
+        return;
+    }
+    runtime().block_on(async {
+        let c = Cluster::start().await;
+        tenant(&c).await;
+        c.controller_pass().await;
+        let a1 = start_agent(&c.client, agent_options("n1"));
+        assert!(wait_programmed(&c, 5 * SEC).await);
+        a1.stop().await;
+        let qr = "qrouter-t.r1";
+        let before = links(Some(qr));
+
+        // Edited while no agent runs; the controller has not caught up.
+        let mut r1 = c.routers().get("r1").await.unwrap();
+        r1.spec.subnets.push(
+            serde_json::from_value(json!({"name": "s2", "cidr": "10.10.2.0/24",
+                "gateway": "10.10.2.1", "networkAttachment": "net-b"}))
+            .unwrap(),
+        );
+        c.routers()
+            .replace("r1", &Default::default(), &r1)
+            .await
+            .unwrap();
+        let a2 = start_agent(&c.client, agent_options("n1"));
+        tokio::time::sleep(SEC).await;
+        assert_eq!(
+            netns_list(),
+            vec![qr.to_string()],
+            "state kept while waiting"
+        );
+        assert_eq!(links(Some(qr)), before);
+        assert_eq!(a2.kernel_writes(), 0.0);
+        assert!(
+            !a2.telemetry.is_ready(),
+            "not ready before its first kernel pass"
+        );
+
+        c.controller_pass().await;
+        assert!(wait_programmed(&c, 3 * SEC).await);
+        assert!(links(Some(qr)).len() > before.len(), "the edit programmed");
+        assert!(a2.telemetry.is_ready());
+        a2.stop().await;
+    });
+}

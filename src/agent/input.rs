@@ -60,12 +60,17 @@ pub fn is_processed<K: Observed>(obj: &K) -> bool {
 /// Per kind: the last processed version of each object, by uid.
 pub struct Committed<K> {
     by_uid: HashMap<String, Arc<K>>,
+    /// Left out by the last [`Committed::select`] although the controller
+    /// processed an earlier generation (their status exists): objects whose
+    /// last processed version this agent never saw.
+    held_back: usize,
 }
 
 impl<K> Default for Committed<K> {
     fn default() -> Self {
         Committed {
             by_uid: HashMap::new(),
+            held_back: 0,
         }
     }
 }
@@ -76,6 +81,7 @@ impl<K: Observed> Committed<K> {
     pub fn select(&mut self, current: &[Arc<K>]) -> Vec<K> {
         let mut out = Vec::with_capacity(current.len());
         let mut seen = HashMap::with_capacity(current.len());
+        self.held_back = 0;
         for obj in current {
             let meta = obj.meta();
             let uid = meta.uid.clone().unwrap_or_else(|| {
@@ -91,7 +97,11 @@ impl<K: Observed> Committed<K> {
             let chosen = if is_processed(obj.as_ref()) {
                 Some(obj.clone())
             } else {
-                self.by_uid.get(&uid).cloned()
+                let cached = self.by_uid.get(&uid).cloned();
+                if cached.is_none() && obj.observed_generation().is_some() {
+                    self.held_back += 1;
+                }
+                cached
             };
             if let Some(c) = chosen {
                 out.push(c.as_ref().clone());
@@ -113,6 +123,17 @@ pub struct InputState {
 }
 
 impl InputState {
+    /// Objects the last input left out although an earlier generation of
+    /// them was processed (see [`Committed`]): planning without them would
+    /// remove what they had programmed. Only after an agent (re)start, while
+    /// the controller has not caught up with an edit.
+    pub fn held_back(&self) -> usize {
+        self.external_networks.held_back
+            + self.routers.held_back
+            + self.floating_ips.held_back
+            + self.snat_gateways.held_back
+    }
+
     /// The resolver's input for the agent of `node` publishing `vtep`.
     ///
     /// Agent liveness of other nodes is unknown to an agent (it may not
@@ -210,6 +231,28 @@ mod tests {
         assert!(c
             .select(&[mk_router("u2", 1, None, "10.3.0.0/24")])
             .is_empty());
+    }
+
+    #[test]
+    fn edits_unseen_before_are_held_back() {
+        let mut c = Committed::default();
+        // Never processed: nothing to hold back.
+        c.select(&[mk_router("u1", 1, None, "10.1.0.0/24")]);
+        assert_eq!(c.held_back, 0);
+        // Processed at generation 1, now at 2, and this agent never saw 1.
+        assert!(c
+            .select(&[mk_router("u1", 2, Some(1), "10.1.0.0/24")])
+            .is_empty());
+        assert_eq!(c.held_back, 1);
+        c.select(&[mk_router("u1", 2, Some(2), "10.1.0.0/24")]);
+        assert_eq!(c.held_back, 0);
+        // Seen before: the cached version is used, nothing held back.
+        assert_eq!(
+            c.select(&[mk_router("u1", 3, Some(2), "10.2.0.0/24")])
+                .len(),
+            1
+        );
+        assert_eq!(c.held_back, 0);
     }
 
     #[test]

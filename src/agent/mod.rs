@@ -34,11 +34,13 @@
 //! reconciling for the life of the process. Nothing else ever removes kernel
 //! state wholesale: a plain restart or upgrade adopts what is there.
 //!
-//! # Limits
+//! # Objects the controller has not processed
 //! The agent plans an object only as the controller last processed it
-//! ([`input`]); across an agent restart it remembers no older version, so an
-//! object edited but not yet processed at that moment is left out until the
-//! controller has written its status.
+//! ([`input`]): an edit takes effect once the controller has written its
+//! status. An agent that starts while an edited object awaits processing
+//! never saw its previous version; for up to 10 s it then waits for the
+//! controller rather than plan without the object (which would tear down
+//! what it had programmed), and after that plans without it.
 pub mod cli;
 pub mod input;
 pub mod kernel;
@@ -63,6 +65,10 @@ use crate::plan::names;
 use crate::telemetry::Telemetry;
 
 pub use kernel::cleanup;
+
+/// How long after start a pass waits for the controller to process objects
+/// edited while this agent was away (see the module docs).
+const HOLD_BACK_LIMIT: Duration = Duration::from_secs(10);
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -184,6 +190,7 @@ pub async fn run(
         input: input::InputState::default(),
         last_ok: None,
         failures: 0,
+        hold_until: Instant::now() + HOLD_BACK_LIMIT,
     };
     // Publish the node's facts first: other agents plan tunnels to them.
     // (Every pass re-asserts them, so a failure here is retried there.)

@@ -41,6 +41,9 @@ pub(super) struct Agent {
     pub(super) last_ok: Option<String>,
     /// Consecutive failed passes (retry backoff).
     pub(super) failures: u32,
+    /// Until when a pass waits for the controller rather than plan without
+    /// objects held back ([`input::InputState::held_back`]).
+    pub(super) hold_until: tokio::time::Instant,
 }
 
 impl Agent {
@@ -80,6 +83,17 @@ impl Agent {
         let input = self
             .input
             .cluster_input(&caches.snapshot(), &self.opts.node, self.vtep, now);
+        let held = self.input.held_back();
+        if held > 0 && tokio::time::Instant::now() < self.hold_until {
+            // Started while the controller has not processed an edit: the
+            // version programmed before is unknown to this agent, and planning
+            // without the object would tear its state down. Wait (bounded).
+            tracing::info!(
+                objects = held,
+                "waiting for the controller to process edited objects"
+            );
+            return Ok((engine, false));
+        }
         let resolution = resolve(&input);
         let plan = plan_node(&resolution.view, &self.opts.node);
         let digest = cluster::plan_digest(&plan);
