@@ -7,14 +7,18 @@
 //! debounced (bursts coalesce into one pass), and on a periodic resync it
 //! runs the same pure pipeline as the controller: the caches as a
 //! [`ClusterInput`](crate::plan::resolve::ClusterInput) ([`input`]) →
-//! [`resolve`] → [`plan_node`] for its node → [`Engine::reconcile`] (on a
-//! blocking thread) → report.
+//! [`resolve`](crate::plan::resolve::resolve) →
+//! [`plan_node`](crate::plan::plan_node) for its node → the engine (on a
+//! blocking thread, [`kernel`]) → report.
 //!
-//! The kernel pass runs when the plan's digest differs from the last one
-//! programmed without error, when the last pass failed (retried with
-//! backoff), and on the periodic resync (level-triggered repair of drift
-//! behind the agent's back). A user change is planned as soon as its event
-//! arrives: the resync is just another pass, never a queue.
+//! The kernel is touched when the plan's digest differs from the last one
+//! programmed without error — through the change path
+//! ([`Engine::reconcile_changes`]: only what changed, no observation) — and
+//! by a full pass ([`Engine::reconcile`]: observe, diff, apply, sweep) at
+//! start, after a failed pass (retried with backoff) and on the periodic
+//! resync (level-triggered repair of drift behind the agent's back). A user
+//! change is planned as soon as its event arrives: the resync is just
+//! another pass, never a queue.
 //!
 //! # What it writes to the API ([`report`])
 //! - Node annotations ([`cluster`]): `kubedvr.io/vtep` and
