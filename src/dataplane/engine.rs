@@ -262,15 +262,32 @@ impl Engine {
     /// previous pass (first call, or the last pass had errors) this is a
     /// full `reconcile`.
     pub fn reconcile_changes(&mut self, desired: &NodeState) -> Result<Report, Error> {
-        let Some(last) = self.last.take() else {
+        let Some(mut last) = self.last.take() else {
             return self.reconcile(desired);
         };
+        let mut report = Report::default();
+        if last == *desired {
+            self.last = Some(last);
+            return Ok(report);
+        }
         let (before, after) = changed_parts(&last, desired);
         let ops = diff_with(&before, &ObservedExtra::default(), &after);
-        let mut report = Report::default();
         self.apply_all(&ops, &mut report);
         if report.errors.is_empty() {
-            self.last = Some(desired.clone());
+            // Carry over only what changed (a full clone of a big node's
+            // state would cost more than the diff).
+            if last.root != desired.root {
+                last.root = desired.root.clone();
+            }
+            last.namespaces
+                .retain(|n, _| desired.namespaces.contains_key(n));
+            for (n, d) in &desired.namespaces {
+                if last.namespaces.get(n) != Some(d) {
+                    last.namespaces.insert(n.clone(), d.clone());
+                }
+            }
+            debug_assert!(last == *desired);
+            self.last = Some(last);
         }
         Ok(report)
     }
