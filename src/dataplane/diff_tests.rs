@@ -1,6 +1,8 @@
 //! `diff` without a kernel.
 use super::*;
-use crate::plan::model::{NftBaseChain, NftChain, NftFamily, MAIN_TABLE};
+use crate::plan::model::{
+    Address, FdbEntry, MacAddr, Neighbour, NftBaseChain, NftChain, NftFamily, Rule, MAIN_TABLE,
+};
 
 fn l(name: &str, kind: LinkKind, master: Option<&str>) -> Link {
     Link {

@@ -1,0 +1,168 @@
+//! A small synchronous rtnetlink client: one socket per network namespace.
+//!
+//! A netlink socket stays bound to the namespace it was created in, so
+//! [`Netlink::open_in`] creates it on a thread inside the namespace and the
+//! socket can then be used from any thread. Requests carry
+//! `NLM_F_REQUEST|NLM_F_ACK` and are answered one by one (a request costs
+//! ~15 µs in the kernel; the round trip adds little); dumps use `NLM_F_DUMP`.
+//!
+//! The types here are kernel-facing (interface indexes, not names); the
+//! engine maps them onto [`crate::plan::model`].
+use std::io;
+use std::path::Path;
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use crate::plan::model::MacAddr;
+
+mod link;
+mod objects;
+mod types;
+
+pub use types::*;
+
+const RECV_BUF: usize = 1 << 16;
+
+/// An rtnetlink socket bound to one network namespace.
+pub struct Netlink {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Netlink {
+    /// Open a socket in the calling thread's namespace.
+    pub fn open_here() -> io::Result<Netlink> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        // Short acks (no echo of the request) and room for big dumps.
+        let _ = sock.set_cap_ack(true);
+        let _ = sock.set_ext_ack(true);
+        let _ = sock.set_rx_buf_sz(4 << 20);
+        Ok(Netlink {
+            sock,
+            seq: 0,
+            buf: Vec::with_capacity(RECV_BUF),
+        })
+    }
+
+    /// Open a socket inside the namespace file at `ns`.
+    pub fn open_in(ns: &Path) -> io::Result<Netlink> {
+        super::netns::run_in(ns, Netlink::open_here)?
+    }
+
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<u32> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = self.seq;
+        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        nl.finalize();
+        let mut out = vec![0u8; nl.buffer_len()];
+        nl.serialize(&mut out);
+        self.sock.send(&out, 0)?;
+        Ok(self.seq)
+    }
+
+    /// Receive datagrams until `handle` says the exchange `seq` is done.
+    fn recv_until(
+        &mut self,
+        seq: u32,
+        mut handle: impl FnMut(NetlinkPayload<RouteNetlinkMessage>) -> io::Result<bool>,
+    ) -> io::Result<()> {
+        loop {
+            self.buf.clear();
+            self.buf.reserve(RECV_BUF);
+            let n = self.sock.recv(&mut self.buf, 0)?;
+            if n > self.buf.len() {
+                return Err(io::Error::other("netlink message truncated"));
+            }
+            let mut off = 0;
+            let mut done = false;
+            while off + 16 <= self.buf.len() {
+                let len = u32::from_ne_bytes(self.buf[off..off + 4].try_into().unwrap()) as usize;
+                if len < 16 || off + len > self.buf.len() {
+                    return Err(io::Error::other("malformed netlink message"));
+                }
+                let msg =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..off + len])
+                        .map_err(|e| io::Error::other(format!("netlink decode: {e}")))?;
+                off += (len + 3) & !3;
+                if msg.header.sequence_number != seq {
+                    // A late answer to an earlier exchange: ignore.
+                    continue;
+                }
+                if handle(msg.payload)? {
+                    done = true;
+                }
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Send one request and wait for its ack.
+    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        let seq = self.send(msg, NLM_F_REQUEST | NLM_F_ACK | flags)?;
+        let mut result = Ok(());
+        self.recv_until(seq, |p| match p {
+            NetlinkPayload::Error(e) => {
+                if e.code.is_some() {
+                    result = Err(e.to_io());
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        })?;
+        result
+    }
+
+    /// Dump all objects of one kind.
+    fn dump(&mut self, msg: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
+        let seq = self.send(msg, NLM_F_REQUEST | NLM_F_DUMP)?;
+        let mut out = Vec::new();
+        let mut err = None;
+        self.recv_until(seq, |p| match p {
+            NetlinkPayload::InnerMessage(m) => {
+                out.push(m);
+                Ok(false)
+            }
+            NetlinkPayload::Done(_) => Ok(true),
+            NetlinkPayload::Error(e) => {
+                if e.code.is_some() {
+                    err = Some(e.to_io());
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        })?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
+
+fn ok_if_exists(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if is_exists(&e) => Ok(()),
+        r => r,
+    }
+}
+
+fn ok_if_gone(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if is_gone(&e) => Ok(()),
+        r => r,
+    }
+}
+
+fn mac_of(b: &[u8]) -> Option<MacAddr> {
+    <[u8; 6]>::try_from(b).ok().map(MacAddr)
+}
