@@ -360,10 +360,10 @@ fn floor_batch(n: u32, reps: u32) -> Duration {
             assert!(c.wait().unwrap().success());
         };
         sh(
-            "link add d0 type dummy\nlink set d0 up\naddr add 169.254.64.1/31 dev d0\n",
+            "link add d0 type veth peer name d1\nlink set d0 up\nlink set d1 up\naddr add 169.254.64.1/31 dev d0\n",
             &["ip", "-batch", "-"],
         );
-        sh("add table ip t\nadd map ip t dnat { type ipv4_addr : ipv4_addr; }\nadd map ip t snat { type ipv4_addr : ipv4_addr; }\nadd set ip t fixed { type ipv4_addr; }\n", &["nft", "-f", "-"]);
+        sh("add table ip t\nadd map ip t fdnat { type ipv4_addr : ipv4_addr; }\nadd map ip t fsnat { type ipv4_addr : ipv4_addr; }\nadd set ip t fixed { type ipv4_addr; }\n", &["nft", "-f", "-"]);
         let mut nft = String::new();
         let mut routes = String::new();
         let pairs: Vec<(Ipv4Addr, Ipv4Addr)> = (0..n)
@@ -378,11 +378,11 @@ fn floor_batch(n: u32, reps: u32) -> Duration {
             pairs.iter().map(f).collect::<Vec<_>>().join(", ")
         };
         nft += &format!(
-            "add element ip t dnat {{ {} }}\n",
+            "add element ip t fdnat {{ {} }}\n",
             j(&|(a, b)| format!("{a} : {b}"))
         );
         nft += &format!(
-            "add element ip t snat {{ {} }}\n",
+            "add element ip t fsnat {{ {} }}\n",
             j(&|(a, b)| format!("{b} : {a}"))
         );
         nft += &format!(

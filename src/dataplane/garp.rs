@@ -30,9 +30,11 @@ pub fn frame(ip: Ipv4Addr, mac: MacAddr) -> [u8; 42] {
     f
 }
 
-/// Send `count` gratuitous ARPs for `ip` out of `ifname` in the calling
-/// thread's network namespace.
-pub fn announce(ifname: &str, ip: Ipv4Addr, mac: MacAddr, count: usize) -> io::Result<()> {
+/// Send `count` gratuitous ARPs for each of `ips` out of `ifname` in the
+/// calling thread's network namespace, on one socket (closing a packet
+/// socket waits for an RCU grace period: milliseconds, so never one per
+/// address).
+pub fn announce(ifname: &str, ips: &[Ipv4Addr], mac: MacAddr, count: usize) -> io::Result<()> {
     let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(io::Error::from)?;
     let proto = (libc::ETH_P_ARP as u16).to_be();
     // SAFETY: plain socket(2) call; the fd is closed below on every path.
@@ -46,9 +48,11 @@ pub fn announce(ifname: &str, ip: Ipv4Addr, mac: MacAddr, count: usize) -> io::R
     addr.sll_ifindex = ifindex as i32;
     addr.sll_halen = 6;
     addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    let f = frame(ip, mac);
     let mut result = Ok(());
-    for _ in 0..count {
+    for f in ips
+        .iter()
+        .flat_map(|ip| std::iter::repeat_n(frame(*ip, mac), count))
+    {
         // SAFETY: `f` and `addr` outlive the call; lengths match the buffers.
         let n = unsafe {
             libc::sendto(

@@ -87,35 +87,43 @@ impl Engine {
                 _ => {}
             }
         }
+        // One link dump and one namespace entry per `fip-` namespace.
+        let mut by_ns: std::collections::BTreeMap<NsRef, Vec<Ipv4Addr>> = Default::default();
         for (ns, ip) in announce {
-            let name = match &ns {
-                NsRef::Named(n) => n.clone(),
-                NsRef::Root => continue,
-            };
-            let fg = match self.handle(&ns).and_then(|h| {
+            by_ns.entry(ns).or_default().push(ip);
+        }
+        for (ns, ips) in by_ns {
+            let NsRef::Named(name) = &ns else { continue };
+            let name = name.clone();
+            let links = self.handle(&ns).and_then(|h| {
                 h.nl.links().map_err(|source| Error::Netlink {
                     ns: name.clone(),
                     op: "dump",
                     object: "links".into(),
                     source,
                 })
-            }) {
+            });
+            let fg = match links {
                 Ok(links) => links.into_iter().find(|l| l.name.starts_with("fg-")),
                 Err(error) => {
                     report.errors.push(OpError {
-                        op: format!("gratuitous ARP for {ip} in {name}"),
+                        op: format!("gratuitous ARP in {name}"),
                         error,
                     });
                     continue;
                 }
             };
-            let Some(fg) = fg else { continue };
-            let Some(mac) = fg.mac else { continue };
+            let Some((fg, mac)) = fg.and_then(|l| l.mac.map(|m| (l.name, m))) else {
+                continue;
+            };
             let path = self.ns_path(&ns);
-            match netns::run_in(&path, || garp::announce(&fg.name, ip, mac, 2)) {
-                Ok(Ok(())) => report.writes.add("garp", 1),
+            let sent = netns::run_in(&path, || {
+                garp::announce(&fg, &ips, mac, 2).map(|()| ips.len() as u64)
+            });
+            match sent {
+                Ok(Ok(n)) => report.writes.add("garp", n),
                 Ok(Err(e)) | Err(e) => report.errors.push(OpError {
-                    op: format!("gratuitous ARP for {ip} on {} in {name}", fg.name),
+                    op: format!("gratuitous ARP on {fg} in {name}"),
                     error: Error::Netns {
                         ns: name,
                         op: "garp",
