@@ -172,8 +172,10 @@ fn add_endpoints(
 ) -> (Duration, u64) {
     let mut times = vec![];
     let mut writes = vec![];
-    for i in 0..reps {
-        v.routers[0].endpoints.push(endpoint(0, 0, 5000 + i, "n1"));
+    for _ in 0..reps {
+        // A new remote endpoint each time (an index past all existing ones).
+        let next = 5000 + v.routers[0].endpoints.len() as u32;
+        v.routers[0].endpoints.push(endpoint(0, 0, next, "n1"));
         let desired = plan_node(v, NODE);
         let p = path(e, &desired);
         times.push(p.time);
