@@ -27,6 +27,11 @@ enum LogFormat {
 enum Cmd {
     /// Print the CustomResourceDefinitions (multi-document YAML).
     Crds,
+    /// Print generated documentation: `docs crd-reference` (docs/crd-reference.md).
+    Docs {
+        #[arg(value_parser = ["crd-reference"])]
+        doc: String,
+    },
     /// kube-dvr on this machine with nodes simulated as network namespaces.
     #[command(subcommand)]
     Lab(LabCmd),
@@ -124,6 +129,10 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Agent(args) => {
             kube_dvr::agent::cli::main(args).context("agent")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Docs { .. } => {
+            print!("{}", kube_dvr::api::reference::crd_reference_markdown());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Crds => {

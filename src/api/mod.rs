@@ -35,6 +35,7 @@
 pub mod conditions;
 mod external_network;
 mod floating_ip;
+pub mod reference;
 mod router;
 mod snat_gateway;
 pub mod validation;
