@@ -79,7 +79,7 @@ struct LabArgs {
     #[arg(long, default_value = "examples/lab/topology.yaml")]
     topology: PathBuf,
     /// Directory (or file) of kube-dvr manifests to apply.
-    #[arg(long, default_value = "examples/lab")]
+    #[arg(long, default_value = "examples/lab/manifests")]
     manifests: PathBuf,
     #[command(flatten)]
     state: StateArgs,

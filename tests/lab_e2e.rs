@@ -18,7 +18,7 @@ fn examples() -> (Topology, Manifests) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab");
     (
         Topology::load(&root.join("topology.yaml")).unwrap(),
-        Manifests::load(&root).unwrap(),
+        Manifests::load(&root.join("manifests")).unwrap(),
     )
 }
 

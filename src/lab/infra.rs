@@ -59,9 +59,16 @@ impl LabPaths {
 #[derive(Debug, thiserror::Error)]
 pub enum InfraError {
     #[error("lab namespace {name}: {source}")]
-    Netns { name: String, source: std::io::Error },
+    Netns {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("ip -batch in {ns}: {message}\nscript:\n{script}")]
-    Ip { ns: String, message: String, script: String },
+    Ip {
+        ns: String,
+        message: String,
+        script: String,
+    },
 }
 
 /// Run an `ip -batch` script inside the namespace file `ns`.
@@ -93,7 +100,10 @@ pub fn ip_batch(ns: &Path, script: &str) -> Result<(), InfraError> {
 }
 
 fn mk_ns(dir: &Path, name: &str) -> Result<PathBuf, InfraError> {
-    netns::create(dir, name).map_err(|source| InfraError::Netns { name: name.into(), source })?;
+    netns::create(dir, name).map_err(|source| InfraError::Netns {
+        name: name.into(),
+        source,
+    })?;
     Ok(netns::path(dir, name))
 }
 
@@ -117,8 +127,12 @@ pub fn build(paths: &LabPaths, t: &Topology) -> Result<(), InfraError> {
 
     for (i, n) in t.nodes.iter().enumerate() {
         let node = mk_ns(&infra, &format!("node-{}", n.name))?;
-        std::fs::create_dir_all(paths.node_netns_dir(&n.name))
-            .map_err(|source| InfraError::Netns { name: n.name.clone(), source })?;
+        std::fs::create_dir_all(paths.node_netns_dir(&n.name)).map_err(|source| {
+            InfraError::Netns {
+                name: n.name.clone(),
+                source,
+            }
+        })?;
         let mut sw_s = format!(
             "link add u{i} type veth peer name eth0 netns {node}\nlink set u{i} master underlay up\n",
             node = node.display()
@@ -154,7 +168,11 @@ pub fn build(paths: &LabPaths, t: &Topology) -> Result<(), InfraError> {
             )?;
             ip_batch(
                 &host,
-                &format!("addr add {}/{} dev eth0\nlink set eth0 up\n", h.ip, s.cidr.prefix_len()),
+                &format!(
+                    "addr add {}/{} dev eth0\nlink set eth0 up\n",
+                    h.ip,
+                    s.cidr.prefix_len()
+                ),
             )?;
         }
     }
@@ -189,9 +207,15 @@ pub fn attach_workload(
     bridge: &str,
     gateway: Option<std::net::Ipv4Addr>,
 ) -> Result<(), InfraError> {
-    ip_batch(&paths.node(node), &format!("link set {port} master {bridge} up\n"))?;
+    ip_batch(
+        &paths.node(node),
+        &format!("link set {port} master {bridge} up\n"),
+    )?;
     if let Some(gw) = gateway {
-        ip_batch(&paths.workload(workload), &format!("route replace default via {gw}\n"))?;
+        ip_batch(
+            &paths.workload(workload),
+            &format!("route replace default via {gw}\n"),
+        )?;
     }
     Ok(())
 }
@@ -203,14 +227,21 @@ pub fn teardown(paths: &LabPaths) -> Vec<String> {
     let mut removed = Vec::new();
     let nodes_dir = paths.root.join("nodes");
     let node_dirs: Vec<PathBuf> = std::fs::read_dir(&nodes_dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("netns")).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("netns"))
+                .collect()
+        })
         .unwrap_or_default();
     // Node-owned namespaces first (their veths die with them), then hardware.
     for dir in node_dirs.iter().chain(std::iter::once(&paths.infra())) {
         for name in netns::list(dir).unwrap_or_default() {
             match netns::delete(dir, &name) {
                 Ok(()) => removed.push(format!("{}", dir.join(&name).display())),
-                Err(e) => eprintln!("lab down: could not remove {}: {e}", dir.join(&name).display()),
+                Err(e) => eprintln!(
+                    "lab down: could not remove {}: {e}",
+                    dir.join(&name).display()
+                ),
             }
         }
     }

@@ -17,15 +17,25 @@ pub struct Manifests {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}, document {doc}: {message}")]
-    Parse { path: String, doc: usize, message: String },
+    Parse {
+        path: String,
+        doc: usize,
+        message: String,
+    },
 }
 
 impl Manifests {
     /// Every YAML file of `dir` (or the single file `dir`), in name order.
     pub fn load(dir: &Path) -> Result<Manifests, ManifestError> {
-        let read_err = |source| ManifestError::Read { path: dir.display().to_string(), source };
+        let read_err = |source| ManifestError::Read {
+            path: dir.display().to_string(),
+            source,
+        };
         let mut files = Vec::new();
         if dir.is_file() {
             files.push(dir.to_path_buf());
@@ -33,7 +43,8 @@ impl Manifests {
             for e in std::fs::read_dir(dir).map_err(read_err)? {
                 let p = e.map_err(read_err)?.path();
                 let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-                if matches!(ext, "yaml" | "yml") && p.file_name() != Some("topology.yaml".as_ref()) {
+                if matches!(ext, "yaml" | "yml") && p.file_name() != Some("topology.yaml".as_ref())
+                {
                     files.push(p);
                 }
             }
@@ -41,8 +52,10 @@ impl Manifests {
         files.sort();
         let mut m = Manifests::default();
         for f in files {
-            let text = std::fs::read_to_string(&f)
-                .map_err(|source| ManifestError::Read { path: f.display().to_string(), source })?;
+            let text = std::fs::read_to_string(&f).map_err(|source| ManifestError::Read {
+                path: f.display().to_string(),
+                source,
+            })?;
             m.add_yaml(&f.display().to_string(), &text)?;
         }
         Ok(m)
@@ -51,13 +64,24 @@ impl Manifests {
     /// Add the objects of one multi-document YAML text.
     pub fn add_yaml(&mut self, path: &str, text: &str) -> Result<(), ManifestError> {
         for (doc, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let perr = |message: String| ManifestError::Parse { path: path.into(), doc: doc + 1, message };
+            let perr = |message: String| ManifestError::Parse {
+                path: path.into(),
+                doc: doc + 1,
+                message,
+            };
             let value = serde_yaml::Value::deserialize(de).map_err(|e| perr(e.to_string()))?;
             if value.is_null() {
                 continue;
             }
-            let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string();
-            let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("");
+            let kind = value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("")
+                .to_string();
+            let api_version = value
+                .get("apiVersion")
+                .and_then(|k| k.as_str())
+                .unwrap_or("");
             if api_version != crate::api::API_VERSION {
                 return Err(perr(format!(
                     "apiVersion {api_version:?} is not {}",

@@ -49,7 +49,9 @@ pub struct Outcome {
 impl Outcome {
     pub fn agrees(&self) -> bool {
         match (&self.probe.expect, &self.observed) {
-            (Expect::Reach { who, seen }, Observed::Answered { who: w, seen: s }) => who == w && seen == s,
+            (Expect::Reach { who, seen }, Observed::Answered { who: w, seen: s }) => {
+                who == w && seen == s
+            }
             (Expect::Echo, Observed::Echoed) => true,
             (Expect::Isolated { target }, Observed::Answered { who, .. }) => who != target,
             (Expect::Isolated { .. }, Observed::NoAnswer) => true,
@@ -80,7 +82,12 @@ pub fn expected(lab: &Lab) -> Vec<Probe> {
             })
         });
         if let Some((router, ip)) = first {
-            eps.push(Ep { name: w.name.clone(), router, ip, ns: lab.paths.workload(&w.name) });
+            eps.push(Ep {
+                name: w.name.clone(),
+                router,
+                ip,
+                ns: lab.paths.workload(&w.name),
+            });
         }
     }
     let fip_of: BTreeMap<(ObjectKey, Ipv4Addr), Ipv4Addr> = view
@@ -95,7 +102,12 @@ pub fn expected(lab: &Lab) -> Vec<Probe> {
         .map(|s| (s.router.clone(), s.address))
         .collect();
     // The address a workload's traffic to the outside carries, if any.
-    let egress = |e: &Ep| fip_of.get(&(e.router.clone(), e.ip)).or(snat_of.get(&e.router)).copied();
+    let egress = |e: &Ep| {
+        fip_of
+            .get(&(e.router.clone(), e.ip))
+            .or(snat_of.get(&e.router))
+            .copied()
+    };
 
     let mut out = Vec::new();
     let mk = |section, from: &Ep, to: String, dst, kind, expect| Probe {
@@ -111,10 +123,22 @@ pub fn expected(lab: &Lab) -> Vec<Probe> {
         for b in eps.iter().filter(|b| b.name != a.name) {
             let to = format!("{} {}", b.name, b.ip);
             if a.router == b.router {
-                out.push(mk("east-west", a, to.clone(), b.ip, Kind::Tcp, Expect::Reach { who: b.name.clone(), seen: a.ip }));
+                out.push(mk(
+                    "east-west",
+                    a,
+                    to.clone(),
+                    b.ip,
+                    Kind::Tcp,
+                    Expect::Reach {
+                        who: b.name.clone(),
+                        seen: a.ip,
+                    },
+                ));
                 out.push(mk("east-west", a, to, b.ip, Kind::Ping, Expect::Echo));
             } else {
-                let iso = Expect::Isolated { target: b.name.clone() };
+                let iso = Expect::Isolated {
+                    target: b.name.clone(),
+                };
                 out.push(mk("isolation", a, to.clone(), b.ip, Kind::Tcp, iso.clone()));
                 // ping cannot tell who answered: only where nobody in a's own
                 // tenant owns the address.
@@ -128,21 +152,57 @@ pub fn expected(lab: &Lab) -> Vec<Probe> {
         .topology
         .external_segments
         .iter()
-        .flat_map(|s| s.hosts.iter().map(|h| (h.name.clone(), h.ip, lab.paths.host(&h.name))))
+        .flat_map(|s| {
+            s.hosts
+                .iter()
+                .map(|h| (h.name.clone(), h.ip, lab.paths.host(&h.name)))
+        })
         .collect();
     for f in &view.floating_ips {
-        let Some(target) = eps.iter().find(|e| e.router == f.router && e.ip == f.fixed_ip) else { continue };
+        let Some(target) = eps
+            .iter()
+            .find(|e| e.router == f.router && e.ip == f.fixed_ip)
+        else {
+            continue;
+        };
         for (h, hip, hns) in &hosts {
-            let host = Ep { name: h.clone(), router: ObjectKey::new("", ""), ip: *hip, ns: hns.clone() };
+            let host = Ep {
+                name: h.clone(),
+                router: ObjectKey::new("", ""),
+                ip: *hip,
+                ns: hns.clone(),
+            };
             let to = format!("{} {}", target.name, f.address);
-            out.push(mk("floating-in", &host, to.clone(), f.address, Kind::Tcp, Expect::Reach { who: target.name.clone(), seen: *hip }));
-            out.push(mk("floating-in", &host, to, f.address, Kind::Ping, Expect::Echo));
+            out.push(mk(
+                "floating-in",
+                &host,
+                to.clone(),
+                f.address,
+                Kind::Tcp,
+                Expect::Reach {
+                    who: target.name.clone(),
+                    seen: *hip,
+                },
+            ));
+            out.push(mk(
+                "floating-in",
+                &host,
+                to,
+                f.address,
+                Kind::Ping,
+                Expect::Echo,
+            ));
         }
         for a in eps.iter().filter(|a| a.name != target.name) {
             let to = format!("{} {}", target.name, f.address);
             let expect = match egress(a) {
-                Some(src) => Expect::Reach { who: target.name.clone(), seen: src },
-                None => Expect::Isolated { target: target.name.clone() },
+                Some(src) => Expect::Reach {
+                    who: target.name.clone(),
+                    seen: src,
+                },
+                None => Expect::Isolated {
+                    target: target.name.clone(),
+                },
             };
             out.push(mk("hairpin", a, to, f.address, Kind::Tcp, expect));
         }
@@ -150,10 +210,20 @@ pub fn expected(lab: &Lab) -> Vec<Probe> {
     for a in &eps {
         for (h, hip, _) in &hosts {
             let expect = match egress(a) {
-                Some(src) => Expect::Reach { who: h.clone(), seen: src },
+                Some(src) => Expect::Reach {
+                    who: h.clone(),
+                    seen: src,
+                },
                 None => Expect::Isolated { target: h.clone() },
             };
-            out.push(mk("egress", a, format!("{h} {hip}"), *hip, Kind::Tcp, expect));
+            out.push(mk(
+                "egress",
+                a,
+                format!("{h} {hip}"),
+                *hip,
+                Kind::Tcp,
+                expect,
+            ));
         }
     }
     out
@@ -171,12 +241,17 @@ pub fn run(_lab: &Lab, probes: &[Probe]) -> Vec<Outcome> {
                         Kind::Tcp => probe::tcp(&p.from_ns, p.dst, timeout),
                         Kind::Ping => probe::ping(&p.from_ns, p.dst),
                     };
-                    *slot = Some(Outcome { probe: p.clone(), observed });
+                    *slot = Some(Outcome {
+                        probe: p.clone(),
+                        observed,
+                    });
                 });
             }
         });
     }
-    out.into_iter().map(|o| o.expect("every probe ran")).collect()
+    out.into_iter()
+        .map(|o| o.expect("every probe ran"))
+        .collect()
 }
 
 fn show_expect(e: &Expect) -> String {
@@ -199,8 +274,8 @@ fn show_observed(o: &Observed) -> String {
 pub fn print(out: &mut dyn std::io::Write, _lab: &Lab, results: &[Outcome]) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<11} {:<9} {:<24} {:<5} {:<26} {:<26} {}",
-        "SECTION", "FROM", "TO", "PROBE", "EXPECTED", "OBSERVED", "RESULT"
+        "{:<11} {:<9} {:<24} {:<5} {:<26} {:<26} RESULT",
+        "SECTION", "FROM", "TO", "PROBE", "EXPECTED", "OBSERVED"
     )?;
     for r in results {
         let p = &r.probe;

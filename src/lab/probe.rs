@@ -46,7 +46,10 @@ pub fn serve(ns: &Path, name: &str, stop: Arc<AtomicBool>) -> std::io::Result<()
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observed {
     /// The service named `who` answered and saw `seen` as our address.
-    Answered { who: String, seen: Ipv4Addr },
+    Answered {
+        who: String,
+        seen: Ipv4Addr,
+    },
     /// ping got replies (it cannot tell who answered).
     Echoed,
     NoAnswer,

@@ -76,9 +76,15 @@ pub struct WorkloadNetwork {
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
     #[error("reading topology {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("parsing topology {path}: {source}")]
-    Parse { path: String, source: serde_yaml::Error },
+    Parse {
+        path: String,
+        source: serde_yaml::Error,
+    },
     #[error("topology {path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -86,9 +92,16 @@ pub enum TopologyError {
 impl Topology {
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read { path: p.clone(), source })?;
-        let t: Topology = serde_yaml::from_str(&text).map_err(|source| TopologyError::Parse { path: p.clone(), source })?;
-        t.validate().map_err(|message| TopologyError::Invalid { path: p, message })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let t: Topology = serde_yaml::from_str(&text).map_err(|source| TopologyError::Parse {
+            path: p.clone(),
+            source,
+        })?;
+        t.validate()
+            .map_err(|message| TopologyError::Invalid { path: p, message })?;
         Ok(t)
     }
 
@@ -101,18 +114,32 @@ impl Topology {
             .iter()
             .map(|n| &n.name)
             .chain(self.workloads.iter().map(|w| &w.name))
-            .chain(self.external_segments.iter().flat_map(|s| s.hosts.iter().map(|h| &h.name)));
+            .chain(
+                self.external_segments
+                    .iter()
+                    .flat_map(|s| s.hosts.iter().map(|h| &h.name)),
+            );
         for n in all {
             if !names.insert(n) {
-                return Err(format!("name {n:?} is used twice (nodes, workloads and hosts share one namespace)"));
+                return Err(format!(
+                    "name {n:?} is used twice (nodes, workloads and hosts share one namespace)"
+                ));
             }
-            if n.is_empty() || n.len() > 40 || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                return Err(format!("name {n:?} must be 1-40 characters of [a-zA-Z0-9-]"));
+            if n.is_empty()
+                || n.len() > 40
+                || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return Err(format!(
+                    "name {n:?} must be 1-40 characters of [a-zA-Z0-9-]"
+                ));
             }
         }
         for n in &self.nodes {
             if !self.underlay.contains(&n.vtep) {
-                return Err(format!("node {}: vtep {} is outside the underlay {}", n.name, n.vtep, self.underlay));
+                return Err(format!(
+                    "node {}: vtep {} is outside the underlay {}",
+                    n.name, n.vtep, self.underlay
+                ));
             }
         }
         for w in &self.workloads {
@@ -123,7 +150,10 @@ impl Topology {
         for s in &self.external_segments {
             for h in &s.hosts {
                 if !s.cidr.contains(&h.ip) {
-                    return Err(format!("host {}: {} is outside segment {} ({})", h.name, h.ip, s.name, s.cidr));
+                    return Err(format!(
+                        "host {}: {} is outside segment {} ({})",
+                        h.name, h.ip, s.name, s.cidr
+                    ));
                 }
             }
         }

@@ -75,7 +75,7 @@ fn conflict() -> Value {
 
 /// The lab's manifests, nodes and the pod `a-web`, before any status.
 fn snapshot() -> Snapshot {
-    let m = kube_dvr::lab::Manifests::load("examples/lab".as_ref()).unwrap();
+    let m = kube_dvr::lab::Manifests::load("examples/lab/manifests".as_ref()).unwrap();
     let mut fip = mk_fip(
         "tenant-a",
         "web",

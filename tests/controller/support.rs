@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -134,9 +135,39 @@ pub async fn setup_cluster(client: &Client) {
     }
 }
 
+/// The nodes [`setup_cluster`] creates.
+pub const NODES: [&str; 3] = ["node-1", "node-2", "gw-1"];
+
+/// Agents heartbeat: each node's Lease `kube-dvr-agent-<node>` in
+/// `kube-dvr`, renewed now (created if missing). Without one, a node with a
+/// VTEP has no agent as far as the controller goes.
+pub async fn agents_heartbeat(client: &Client, nodes: &[&str]) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-dvr");
+    for node in nodes {
+        let name = format!("{}{node}", cluster::AGENT_LEASE_PREFIX);
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        let spec = json!({"holderIdentity": node, "leaseDurationSeconds": 30, "renewTime": now});
+        if leases.get_opt(&name).await.unwrap().is_some() {
+            let patch = json!({ "spec": spec });
+            leases
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        } else {
+            let lease: Lease = serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "kube-dvr"}, "spec": spec
+            }))
+            .unwrap();
+            leases.create(&PostParams::default(), &lease).await.unwrap();
+        }
+    }
+}
+
 /// `kubectl apply` of examples/lab/*.yaml.
 pub async fn apply_examples(client: &Client) {
-    let m = kube_dvr::lab::Manifests::load("examples/lab".as_ref()).unwrap();
+    let m = kube_dvr::lab::Manifests::load("examples/lab/manifests".as_ref()).unwrap();
     let pp = PostParams::default();
     for o in &m.external_networks {
         Api::<ExternalNetwork>::all(client.clone())
@@ -228,7 +259,9 @@ pub async fn agent_digests(client: &Client) -> std::collections::BTreeMap<String
             .collect(),
         pods: pods.iter().filter_map(cluster::pod_info).collect(),
         nodes,
+        // Agents do not read Leases: every node counts as alive.
         agents: Default::default(),
+        leases_synced: false,
         now: k8s_openapi::jiff::Timestamp::now(),
     };
     expected_digests(&s)

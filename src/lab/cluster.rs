@@ -1,0 +1,499 @@
+//! The lab's cluster: the in-memory API stand-in, the real controller and
+//! one real agent per simulated node, all in this process, on the same code
+//! paths as a cluster. The lab plays kubelet and Multus: it registers Nodes
+//! (Ready, InternalIP = VTEP) and Pods (with `k8s.v1.cni.cncf.io/network-status`),
+//! and applies user manifests through the API like `kubectl apply`.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::infra::LabPaths;
+use super::manifests::Manifests;
+use super::topology::Topology;
+use crate::agent::{self, AgentOptions};
+use crate::api::{self, DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use crate::cluster;
+use crate::controller::{self, desired::Snapshot, ControllerOptions};
+use crate::dataplane::engine::EngineConfig;
+use crate::plan::resolve::NETWORK_STATUS_ANNOTATION;
+use crate::telemetry::Telemetry;
+
+/// Where the lab's components keep their Leases.
+pub const LAB_NAMESPACE: &str = "kube-dvr";
+const FIELD_MANAGER: &str = "kube-dvr-lab";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("starting the API stand-in: {0}")]
+    StandIn(String),
+    #[error("{op}: {source}")]
+    Api { op: String, source: kube::Error },
+    #[error("the cluster did not converge within {secs} s: {detail}")]
+    NotConverged { secs: u64, detail: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn api_err(op: impl Into<String>) -> impl FnOnce(kube::Error) -> ClusterError {
+    let op = op.into();
+    move |source| ClusterError::Api { op, source }
+}
+
+/// A running component: its stop switch, task and metrics.
+struct Component {
+    token: CancellationToken,
+    task: JoinHandle<()>,
+    pub telemetry: Arc<Telemetry>,
+}
+
+/// Objects the lab applied, by kind / namespace / name.
+type Applied = BTreeSet<(&'static str, String, String)>;
+
+pub struct LabCluster {
+    pub rt: tokio::runtime::Runtime,
+    standin: Option<kube_standin::StandIn>,
+    pub client: Client,
+    pub kubeconfig: PathBuf,
+    controller: Option<Component>,
+    agents: BTreeMap<String, Component>,
+    agent_opts: BTreeMap<String, AgentOptions>,
+    applied: Applied,
+}
+
+impl LabCluster {
+    /// Start the stand-in, register CRDs, namespaces, Nodes and Pods, start
+    /// the controller and every node's agent.
+    pub fn start(paths: &LabPaths, topology: &Topology) -> Result<LabCluster, ClusterError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| ClusterError::Other(format!("tokio runtime: {e}")))?;
+        let standin = rt
+            .block_on(kube_standin::StandIn::start(0))
+            .map_err(|e| ClusterError::StandIn(e.to_string()))?;
+        let kubeconfig = paths.root.join("kubeconfig");
+        standin
+            .write_kubeconfig(&kubeconfig)
+            .map_err(|e| ClusterError::Other(format!("writing {}: {e}", kubeconfig.display())))?;
+        let client = {
+            // The client's buffer service spawns onto the current runtime.
+            let _rt = rt.enter();
+            Client::try_from(standin.kube_config()).map_err(api_err("kube client"))?
+        };
+        let mut c = LabCluster {
+            rt,
+            standin: Some(standin),
+            client,
+            kubeconfig,
+            controller: None,
+            agents: BTreeMap::new(),
+            agent_opts: BTreeMap::new(),
+            applied: BTreeSet::new(),
+        };
+        c.rt.block_on(register(&c.client, topology))?;
+        for n in &topology.nodes {
+            let mut o = AgentOptions::new(&n.name);
+            o.namespace = LAB_NAMESPACE.into();
+            o.vtep = Some(n.vtep);
+            o.engine = EngineConfig {
+                root_netns: paths.node(&n.name),
+                netns_dir: paths.node_netns_dir(&n.name),
+            };
+            o.resync = Duration::from_secs(30);
+            c.agent_opts.insert(n.name.clone(), o);
+        }
+        c.start_controller();
+        for n in &topology.nodes {
+            c.start_agent(&n.name);
+        }
+        Ok(c)
+    }
+
+    /// Successful mutating API requests so far.
+    pub fn api_writes(&self) -> u64 {
+        self.standin.as_ref().map(|s| s.write_count()).unwrap_or(0)
+    }
+
+    pub fn start_controller(&mut self) {
+        let token = CancellationToken::new();
+        let telemetry = Telemetry::new();
+        let opts = ControllerOptions::new(LAB_NAMESPACE, "lab-controller");
+        let (client, t, tel) = (self.client.clone(), token.clone(), telemetry.clone());
+        let task = self.rt.spawn(async move {
+            if let Err(e) = controller::run(client, opts, tel, t).await {
+                tracing::error!(error = %e, "lab controller stopped");
+            }
+        });
+        self.controller = Some(Component {
+            token,
+            task,
+            telemetry,
+        });
+    }
+
+    pub fn stop_controller(&mut self) {
+        if let Some(c) = self.controller.take() {
+            c.token.cancel();
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), c.task).await });
+        }
+    }
+
+    pub fn start_agent(&mut self, node: &str) {
+        let token = CancellationToken::new();
+        let telemetry = Telemetry::new();
+        let opts = self.agent_opts[node].clone();
+        let (client, t, tel) = (self.client.clone(), token.clone(), telemetry.clone());
+        let name = node.to_string();
+        let task = self.rt.spawn(async move {
+            if let Err(e) = agent::run(client, opts, tel, t).await {
+                tracing::error!(node = %name, error = %e, "lab agent stopped");
+            }
+        });
+        self.agents.insert(
+            node.to_string(),
+            Component {
+                token,
+                task,
+                telemetry,
+            },
+        );
+    }
+
+    pub fn stop_agent(&mut self, node: &str) {
+        if let Some(a) = self.agents.remove(node) {
+            a.token.cancel();
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), a.task).await });
+        }
+    }
+
+    /// An agent's metrics (kernel writes and the like).
+    pub fn agent_telemetry(&self, node: &str) -> Option<Arc<Telemetry>> {
+        self.agents.get(node).map(|a| a.telemetry.clone())
+    }
+
+    pub fn controller_telemetry(&self) -> Option<Arc<Telemetry>> {
+        self.controller.as_ref().map(|c| c.telemetry.clone())
+    }
+
+    /// Make the API hold exactly `m` among the objects the lab applied:
+    /// apply each (server-side apply, like `kubectl apply --server-side`),
+    /// delete those applied before and no longer listed.
+    pub fn sync(&mut self, m: &Manifests) -> Result<(), ClusterError> {
+        let client = self.client.clone();
+        let applied = self.rt.block_on(async move {
+            let mut now: Applied = BTreeSet::new();
+            apply_all(&client, &m.external_networks, |c, _| Api::all(c), &mut now).await?;
+            apply_all(
+                &client,
+                &m.routers,
+                |c, ns| Api::namespaced(c, ns),
+                &mut now,
+            )
+            .await?;
+            apply_all(
+                &client,
+                &m.floating_ips,
+                |c, ns| Api::namespaced(c, ns),
+                &mut now,
+            )
+            .await?;
+            apply_all(
+                &client,
+                &m.snat_gateways,
+                |c, ns| Api::namespaced(c, ns),
+                &mut now,
+            )
+            .await?;
+            Ok::<_, ClusterError>(now)
+        })?;
+        let gone: Vec<_> = self.applied.difference(&applied).cloned().collect();
+        let client = self.client.clone();
+        self.rt.block_on(async move {
+            for (kind, ns, name) in gone {
+                delete(&client, kind, &ns, &name).await?;
+            }
+            Ok::<_, ClusterError>(())
+        })?;
+        self.applied = applied;
+        Ok(())
+    }
+
+    /// Everything the controller and agents see, read from the API.
+    pub fn snapshot(&self) -> Result<Snapshot, ClusterError> {
+        self.rt.block_on(snapshot(&self.client))
+    }
+
+    /// Wait until the controller has processed every object and every
+    /// node's agent reports the plan the controller expects for it.
+    pub fn wait_converged(&self, timeout: Duration) -> Result<Snapshot, ClusterError> {
+        let start = Instant::now();
+        loop {
+            let s = self.snapshot()?;
+            let pending = convergence_gaps(&s);
+            if pending.is_empty() {
+                return Ok(s);
+            }
+            if start.elapsed() > timeout {
+                return Err(ClusterError::NotConverged {
+                    secs: timeout.as_secs(),
+                    detail: pending.join("; "),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stop every component and the stand-in. Kernel state stays (as on an
+    /// agent restart); the lab's teardown removes it.
+    pub fn shutdown(mut self) {
+        self.stop_controller();
+        let nodes: Vec<String> = self.agents.keys().cloned().collect();
+        for n in nodes {
+            self.stop_agent(&n);
+        }
+        if let Some(s) = self.standin.take() {
+            self.rt.block_on(s.shutdown());
+        }
+        self.rt.shutdown_timeout(Duration::from_secs(5));
+    }
+}
+
+/// What is not converged yet (empty = converged).
+pub fn convergence_gaps(s: &Snapshot) -> Vec<String> {
+    let mut gaps = Vec::new();
+    fn check<K: Resource + ResourceExt>(
+        gaps: &mut Vec<String>,
+        objs: &[K],
+        observed: impl Fn(&K) -> Option<i64>,
+    ) {
+        for o in objs {
+            let name = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+            if o.meta().deletion_timestamp.is_some() {
+                gaps.push(format!("{name} is being deleted"));
+            } else if observed(o) != o.meta().generation {
+                gaps.push(format!("{name} not yet processed by the controller"));
+            }
+        }
+    }
+    check(&mut gaps, &s.external_networks, |o| {
+        o.status.as_ref().and_then(|s| s.observed_generation)
+    });
+    check(&mut gaps, &s.routers, |o| {
+        o.status.as_ref().and_then(|s| s.observed_generation)
+    });
+    check(&mut gaps, &s.floating_ips, |o| {
+        o.status.as_ref().and_then(|s| s.observed_generation)
+    });
+    check(&mut gaps, &s.snat_gateways, |o| {
+        o.status.as_ref().and_then(|s| s.observed_generation)
+    });
+    let expected = controller::desired::expected_digests(s);
+    let reported = cluster::programmed_digests(&s.nodes);
+    for (node, digest) in &expected {
+        if reported.get(node) != Some(digest) {
+            gaps.push(format!("node {node} has not programmed the current plan"));
+        }
+    }
+    gaps
+}
+
+async fn list<K>(client: &Client) -> Result<Vec<K>, ClusterError>
+where
+    K: Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let l = Api::<K>::all(client.clone())
+        .list(&ListParams::default())
+        .await;
+    Ok(
+        l.map_err(api_err(format!("list {}", K::plural(&Default::default()))))?
+            .items,
+    )
+}
+
+async fn list_ns<K>(client: &Client) -> Result<Vec<K>, ClusterError>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let l = Api::<K>::all(client.clone())
+        .list(&ListParams::default())
+        .await;
+    Ok(
+        l.map_err(api_err(format!("list {}", K::plural(&Default::default()))))?
+            .items,
+    )
+}
+
+pub async fn snapshot(client: &Client) -> Result<Snapshot, ClusterError> {
+    let pods: Vec<Pod> = list_ns(client).await?;
+    Ok(Snapshot {
+        external_networks: list::<ExternalNetwork>(client).await?,
+        routers: list_ns::<DistributedRouter>(client).await?,
+        floating_ips: list_ns::<FloatingIP>(client).await?,
+        snat_gateways: list_ns::<SnatGateway>(client).await?,
+        pods: pods.iter().filter_map(cluster::pod_info).collect(),
+        nodes: list::<Node>(client).await?,
+        // The lab's agents all heartbeat; take them as alive.
+        agents: BTreeMap::new(),
+        leases_synced: false,
+        now: Timestamp::now(),
+    })
+}
+
+/// CRDs, namespaces, Nodes (kubelet's part) and Pods (Multus' part).
+async fn register(client: &Client, t: &Topology) -> Result<(), ClusterError> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in api::crds() {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .map_err(api_err("create CRD"))?;
+    }
+    let mut namespaces: BTreeSet<String> =
+        t.workloads.iter().map(|w| w.namespace.clone()).collect();
+    namespaces.insert(LAB_NAMESPACE.into());
+    namespaces.extend(["tenant-a", "tenant-b"].map(String::from));
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    for ns in namespaces {
+        let obj: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+        match ns_api.create(&PostParams::default(), &obj).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(api_err(format!("create namespace {ns}"))(e)),
+        }
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    for n in &t.nodes {
+        let obj: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": n.name, "labels": n.labels},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+                "addresses": [{"type": "InternalIP", "address": n.vtep.to_string()}],
+            }
+        }))
+        .unwrap();
+        nodes
+            .create(&PostParams::default(), &obj)
+            .await
+            .map_err(api_err(format!("create node {}", n.name)))?;
+    }
+    for w in &t.workloads {
+        let status: Vec<serde_json::Value> = w
+            .networks
+            .iter()
+            .enumerate()
+            .map(|(m, net)| {
+                serde_json::json!({"name": net.network, "interface": format!("eth{m}"),
+                    "ips": [net.ip.addr().to_string()], "mac": net.mac.to_string(), "default": false})
+            })
+            .collect();
+        let obj: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": w.name, "namespace": w.namespace,
+                "annotations": {NETWORK_STATUS_ANNOTATION: serde_json::to_string(&status).unwrap()}},
+            "spec": {"nodeName": w.node, "containers": [{"name": "workload", "image": "lab"}]},
+            "status": {"phase": "Running"}
+        }))
+        .unwrap();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &w.namespace);
+        pods.create(&PostParams::default(), &obj)
+            .await
+            .map_err(api_err(format!("create pod {}", w.name)))?;
+    }
+    Ok(())
+}
+
+/// Server-side apply of each object (status and server fields dropped).
+async fn apply_all<K>(
+    client: &Client,
+    objs: &[K],
+    api_for: impl Fn(Client, &str) -> Api<K>,
+    applied: &mut Applied,
+) -> Result<(), ClusterError>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let kind: &'static str = match K::kind(&Default::default()).as_ref() {
+        "ExternalNetwork" => "ExternalNetwork",
+        "DistributedRouter" => "DistributedRouter",
+        "FloatingIP" => "FloatingIP",
+        _ => "SnatGateway",
+    };
+    for o in objs {
+        let mut v = serde_json::to_value(o).map_err(|e| ClusterError::Other(e.to_string()))?;
+        if let Some(m) = v.as_object_mut() {
+            m.remove("status");
+            if let Some(meta) = m.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                for f in [
+                    "resourceVersion",
+                    "uid",
+                    "creationTimestamp",
+                    "generation",
+                    "managedFields",
+                    "finalizers",
+                ] {
+                    meta.remove(f);
+                }
+            }
+        }
+        let name = o.name_any();
+        let ns = o.meta().namespace.clone().unwrap_or_default();
+        let api = api_for(client.clone(), &ns);
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(&name, &pp, &Patch::Apply(&v))
+            .await
+            .map_err(api_err(format!("apply {kind} {ns}/{name}")))?;
+        applied.insert((kind, ns, name));
+    }
+    Ok(())
+}
+
+async fn delete(client: &Client, kind: &str, ns: &str, name: &str) -> Result<(), ClusterError> {
+    let dp = DeleteParams::default();
+    let r = match kind {
+        "ExternalNetwork" => Api::<ExternalNetwork>::all(client.clone())
+            .delete(name, &dp)
+            .await
+            .map(|_| ()),
+        "DistributedRouter" => Api::<DistributedRouter>::namespaced(client.clone(), ns)
+            .delete(name, &dp)
+            .await
+            .map(|_| ()),
+        "FloatingIP" => Api::<FloatingIP>::namespaced(client.clone(), ns)
+            .delete(name, &dp)
+            .await
+            .map(|_| ()),
+        _ => Api::<SnatGateway>::namespaced(client.clone(), ns)
+            .delete(name, &dp)
+            .await
+            .map(|_| ()),
+    };
+    match r {
+        Ok(()) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(api_err(format!("delete {kind} {ns}/{name}"))(e)),
+    }
+}
