@@ -559,6 +559,23 @@ fn rbac_is_least_privilege_and_consistent() {
         "leases",
         "create"
     ));
+    // The controller watches the agents' heartbeat Leases: list and watch
+    // of the whole collection (a rule with resourceNames cannot grant them).
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            controller_ns.as_sequence().unwrap().iter().any(|r| {
+                r.get("resourceNames").is_none()
+                    && strs(&r["apiGroups"]).contains(&"coordination.k8s.io")
+                    && strs(&r["resources"]).contains(&"leases")
+                    && strs(&r["verbs"]).contains(&verb)
+            }),
+            "controller {verb} leases in the namespace (agent heartbeats)"
+        );
+    }
+    assert!(
+        !allows(controller_ns, "coordination.k8s.io", "leases", "delete"),
+        "the controller deletes no Lease"
+    );
     assert!(
         controller_ns
             .as_sequence()
@@ -569,6 +586,14 @@ fn rbac_is_least_privilege_and_consistent() {
                     && strs(&r["verbs"]).contains(&"update")
             ),
         "controller updates only its leader Lease"
+    );
+    assert!(
+        !controller_ns.as_sequence().unwrap().iter().any(|r| {
+            r.get("resourceNames").is_none()
+                && strs(&r["resources"]).contains(&"leases")
+                && (strs(&r["verbs"]).contains(&"update") || strs(&r["verbs"]).contains(&"patch"))
+        }),
+        "no Lease but its own is writable by the controller"
     );
 
     // Every binding names a rendered role and ServiceAccount in the namespace,
