@@ -17,7 +17,7 @@
 //! equals the expected one. An object is programmed when every node it
 //! concerns is done: a router's `status.nodes`, a floating IP's `node`, a SNAT
 //! gateway's `activeNode`. Otherwise `Programmed=False` with reason
-//! `AgentDown` (heartbeat Lease stale), `AgentError` (the agent's
+//! `AgentDown` (heartbeat Lease stale or missing), `AgentError` (the agent's
 //! `kubedvr.io/agent-errors`) or `Pending`.
 //!
 //! A node's digest covers everything on it, so it also moves when *another*
@@ -32,7 +32,9 @@
 //! Every live object gets [`api::FINALIZER`]. Objects being deleted are left
 //! out of the resolver's input, so the expected digests are those of plans
 //! without them; the finalizer comes off once every agent node is done (or
-//! its agent is down).
+//! its agent is down). A node with a VTEP but no agent Lease counts as down
+//! once the Lease cache has synced ([`Snapshot::leases_synced`]): an agent
+//! that never existed, or whose Lease was deleted, holds no deletion.
 //!
 //! ## Events
 //! A Warning when a condition (other than `Ready`, which repeats one of
@@ -189,9 +191,13 @@ pub struct Snapshot {
     /// Pods via [`cluster::pod_info`].
     pub pods: Vec<PodInfo>,
     pub nodes: Vec<Node>,
-    /// Node → whether its agent heartbeats (see [`agent_liveness`]); a node
-    /// without a Lease is absent (unknown, taken as alive).
+    /// Node → whether its agent heartbeats (see [`agent_liveness`]).
     pub agents: BTreeMap<String, bool>,
+    /// Whether the Lease cache has synced: then a node with a VTEP but no
+    /// agent Lease has no agent (never had one, or its Lease was deleted)
+    /// and counts as down for `Programmed` and finalizers. Before, a missing
+    /// Lease is unknown and taken as alive, so statuses stay stable.
+    pub leases_synced: bool,
     pub now: Timestamp,
 }
 
@@ -221,11 +227,24 @@ pub fn agent_liveness<'a>(
         .collect()
 }
 
+impl Snapshot {
+    /// Whether `node`'s agent is down: its Lease is stale, or it has none
+    /// once the Lease cache has synced.
+    pub fn agent_down(&self, node: &str) -> bool {
+        match self.agents.get(node) {
+            Some(alive) => !alive,
+            None => self.leases_synced,
+        }
+    }
+}
+
 /// A node's state as far as `Programmed` goes.
 #[derive(Clone, Debug, Default)]
 struct NodeProgress {
     done: bool,
     down: bool,
+    /// Down because it has no heartbeat Lease at all.
+    no_lease: bool,
     errors: Option<String>,
 }
 
@@ -326,7 +345,8 @@ pub fn compute(s: &Snapshot) -> Actions {
             name.to_string(),
             NodeProgress {
                 done: reported == Some(expected.as_str()),
-                down: s.agents.get(name) == Some(&false),
+                down: s.agent_down(name),
+                no_lease: !s.agents.contains_key(name),
                 errors,
             },
         );
@@ -601,13 +621,15 @@ impl Ctx<'_> {
             (true, REASON_PROGRAMMED, msg)
         } else if missing.iter().any(|n| prog(n).down) {
             let down: Vec<&str> = missing.iter().copied().filter(|n| prog(n).down).collect();
+            let what = if down.iter().all(|n| prog(n).no_lease) {
+                "has no heartbeat Lease"
+            } else {
+                "stopped heartbeating"
+            };
             (
                 false,
                 REASON_AGENT_DOWN,
-                format!(
-                    "the kube-dvr agent on {} stopped heartbeating",
-                    down.join(", ")
-                ),
+                format!("the kube-dvr agent on {} {what}", down.join(", ")),
             )
         } else if let Some(n) = missing.iter().find(|n| prog(n).errors.is_some()) {
             let e = prog(n).errors.clone().unwrap_or_default();

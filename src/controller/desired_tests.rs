@@ -87,7 +87,8 @@ fn mk_world() -> Snapshot {
             mk_pod("tenant-a", "w2", "n2", "10.10.1.11", "02:00:00:00:01:0b"),
         ],
         nodes: vec![mk_node("n1", "198.18.0.1"), mk_node("n2", "198.18.0.2")],
-        agents: BTreeMap::new(),
+        agents: BTreeMap::from([("n1".into(), true), ("n2".into(), true)]),
+        leases_synced: true,
         now: ts(NOW),
     }
 }
@@ -438,6 +439,79 @@ fn finalizer_holds_a_deleted_object_until_every_agent_is_done() {
     s.agents.insert("n2".into(), false);
     agents_program(&mut s, Some("n1"));
     assert_eq!(compute(&s).remove_finalizer.len(), 1);
+}
+
+#[test]
+fn a_node_without_an_agent_lease_holds_no_deletion() {
+    // n2 has a VTEP but its agent never existed (or its Lease was deleted).
+    let mut s = mk_world();
+    s.agents.remove("n2");
+    settle(&mut s, false);
+    agents_program(&mut s, Some("n1"));
+    let a = compute(&s);
+    apply(&mut s, &a);
+    // The router spans n1 and n2: not programmed, and n2 is named down.
+    let st = s.routers[0].status.clone().unwrap();
+    let c = cond(&st.conditions, "Programmed");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        (FALSE, REASON_AGENT_DOWN)
+    );
+    assert!(
+        c.message.contains("n2") && c.message.contains("no heartbeat Lease"),
+        "{}",
+        c.message
+    );
+    assert_eq!(st.programmed_nodes, ["n1"]);
+    // `web` lives on n1 only: programmed.
+    assert!(conditions::is_ready(&fip_status(&s, "web").conditions));
+
+    // Deleting the router: n1 reports the plan without it; n2 never will.
+    s.routers[0].metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    assert!(
+        compute(&s).remove_finalizer.is_empty(),
+        "n1 is not done yet"
+    );
+    agents_program(&mut s, Some("n1"));
+    let a = compute(&s);
+    assert_eq!(a.remove_finalizer.len(), 1, "{a:?}");
+    assert_eq!(a.remove_finalizer[0].target.name, "main");
+}
+
+#[test]
+fn a_missing_lease_counts_only_once_the_lease_cache_synced() {
+    let mut s = mk_world();
+    settle(&mut s, true);
+    assert!(conditions::is_ready(
+        &s.routers[0].status.as_ref().unwrap().conditions
+    ));
+    // A controller whose Lease cache has not synced sees no Leases at all:
+    // nothing flips, nothing is written.
+    s.agents.clear();
+    s.leases_synced = false;
+    let a = compute(&s);
+    assert!(a.is_empty(), "{a:?}");
+    // ... and a deletion waits for the agents' reports as before.
+    s.floating_ips[0].metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    assert!(compute(&s).remove_finalizer.is_empty());
+    // Synced, still no Lease: the agents are gone.
+    s.leases_synced = true;
+    let a = compute(&s);
+    assert_eq!(a.remove_finalizer.len(), 1);
+    let w = a
+        .status
+        .iter()
+        .find(|w| w.target.kind == Kind::DistributedRouter)
+        .expect("the router's status flips");
+    assert_eq!(
+        w.patch["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == PROGRAMMED)
+            .unwrap()["reason"],
+        REASON_AGENT_DOWN
+    );
 }
 
 #[test]

@@ -185,6 +185,9 @@ impl Caches {
                 .collect(),
             nodes: cloned(&self.nodes),
             agents: desired::agent_liveness(&leases, now),
+            // Passes run only after `wait_ready`: a missing Lease is a
+            // missing agent, not a cache that has not caught up.
+            leases_synced: true,
             now,
         }
     }

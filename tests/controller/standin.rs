@@ -130,6 +130,7 @@ async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<Event> {
 async fn examples_become_ready_invalid_ones_report_and_restart_changes_nothing() {
     let (standin, client) = standin().await;
     setup_cluster(&client).await;
+    agents_heartbeat(&client, &NODES).await;
     apply_examples(&client).await;
     let mut o = opts("controller-0");
     // No lease renewal inside the measured windows below.
@@ -412,6 +413,7 @@ async fn snapshot_statuses(client: &Client) -> Vec<serde_json::Value> {
 async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
     let (standin, client) = standin().await;
     setup_cluster(&client).await;
+    agents_heartbeat(&client, &NODES).await;
     let fast = |id: &str| {
         let mut o = opts(id);
         o.lease_duration = Duration::from_secs(3);
@@ -484,19 +486,6 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over() {
     standin.shutdown().await;
 }
 
-async fn mk_agent_lease(client: &Client, node: &str) {
-    let lease: Lease = serde_json::from_value(json!({
-        "metadata": {"name": format!("{}{node}", cluster::AGENT_LEASE_PREFIX), "namespace": "kube-dvr"},
-        "spec": {"holderIdentity": node, "leaseDurationSeconds": 30,
-                 "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now())}
-    }))
-    .unwrap();
-    Api::<Lease>::namespaced(client.clone(), "kube-dvr")
-        .create(&PostParams::default(), &lease)
-        .await
-        .unwrap();
-}
-
 async fn mark_cleaned(client: &Client, node: &str) {
     let patch = json!({"metadata": {"annotations": {cluster::CLEANED_ANNOTATION: "true"}}});
     Api::<Node>::all(client.clone())
@@ -510,8 +499,7 @@ async fn uninstall_waits_for_every_live_agent_node() {
     let (standin, client) = standin().await;
     setup_cluster(&client).await;
     // node-1 and node-2 have live agents; gw-1's agent never heartbeats.
-    mk_agent_lease(&client, "node-1").await;
-    mk_agent_lease(&client, "node-2").await;
+    agents_heartbeat(&client, &["node-1", "node-2"]).await;
     let mut o = UninstallOptions::new("kube-dvr", Duration::from_secs(20));
     o.poll = Duration::from_millis(100);
     let c = client.clone();
@@ -568,6 +556,7 @@ async fn floating_ips_at_scale_cost_a_constant_number_of_api_writes() {
     let n = 2 * PER_NET;
     let (standin, client) = standin().await;
     setup_cluster(&client).await;
+    agents_heartbeat(&client, &NODES).await;
     let pp = PostParams::default();
     for (name, cidr, pool) in [
         ("public", "203.0.113.0/24", "203.0.113.10-203.0.113.250"),
@@ -681,6 +670,63 @@ async fn floating_ips_at_scale_cost_a_constant_number_of_api_writes() {
         st + fin <= 3 * n as u64 + 40,
         "status {st} + finalizer {fin} for {n}"
     );
+    c.stop().await;
+    standin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_agent_lease_is_gone_holds_no_deletion() {
+    let (standin, client) = standin().await;
+    setup_cluster(&client).await;
+    agents_heartbeat(&client, &NODES).await;
+    apply_examples(&client).await;
+    let c = start(&client, opts("controller-0"));
+    // The agents program whatever the controller has processed so far.
+    eventually(10, "every object Ready", || async {
+        agents_program(&client, None).await;
+        all_ready(&client).await.then_some(())
+    })
+    .await;
+    let snats = Api::<SnatGateway>::namespaced(client.clone(), "tenant-a");
+    assert_eq!(
+        snats
+            .get("default")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .active_node
+            .as_deref(),
+        Some("gw-1")
+    );
+
+    // gw-1's agent is removed: its Lease goes away (the kernel state it
+    // left still matches its last report, so nothing flips yet) ...
+    Api::<Lease>::namespaced(client.clone(), "kube-dvr")
+        .delete(
+            &format!("{}gw-1", cluster::AGENT_LEASE_PREFIX),
+            &DeleteParams::default(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ... and deleting the SNAT gateway it serves completes once the live
+    // agents are done, although gw-1 never reports the plan without it.
+    snats
+        .delete("default", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agents_program(&client, Some(&["node-1", "node-2"])).await;
+    eventually(10, "the SNAT gateway gone", || async {
+        snats
+            .get_opt("default")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
     c.stop().await;
     standin.shutdown().await;
 }
