@@ -181,34 +181,50 @@ fn lab_up(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let opts = args.options();
     let mut lab = lab::Lab::up(&opts).context("lab up")?;
     let state = opts.state_dir.display();
-    println!("lab is up: {} nodes, {} workloads", lab.topology.nodes.len(), lab.topology.workloads.len());
+    let kubeconfig = lab.kubeconfig();
+    println!(
+        "lab is up: {} nodes, {} workloads; API stand-in, controller and {} agents running in this process",
+        lab.topology.nodes.len(),
+        lab.topology.workloads.len(),
+        lab.topology.nodes.len()
+    );
     for w in &lab.topology.workloads {
         let ips: Vec<String> = w.networks.iter().map(|n| n.ip.to_string()).collect();
         println!("  workload {:<10} on {:<8} {}", w.name, w.node, ips.join(", "));
     }
+    println!("kubeconfig: {}", kubeconfig.display());
     println!("try:");
+    println!("  export KUBECONFIG={}", kubeconfig.display());
+    println!("  kubectl get kubedvr -A            # routers, floating IPs, SNAT gateways, external networks");
+    println!("  kubectl describe dvr -n tenant-a main");
     println!("  kube-dvr lab exec a-web -- ping -c 3 10.10.2.10");
     println!("  kube-dvr lab exec ext-host -- ping -c 3 203.0.113.100");
-    println!("  kube-dvr lab exec node-1 -- ip netns   # (namespaces live in {state}/nodes/<node>/netns)");
+    println!("  kube-dvr lab exec node-1 -- ls {state}/nodes/node-1/netns   # the node's qrouter-/fip-/snat- namespaces");
     println!("Ctrl-C (or `kube-dvr lab down --state-dir {state}`) removes everything.");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
+    // Signals are awaited on a thread of their own: the lab's calls block
+    // on the lab's runtime and must not run inside another one.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("signal runtime");
+        rt.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
-                _ = tick.tick() => {
-                    // Level-triggered: repair whatever drifted behind our back.
-                    if let Err(e) = lab.resync() {
-                        eprintln!("resync: {e}");
-                    }
-                }
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
+        });
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        // Play the CNI: plug in workloads whose subnet appeared (say, added
+        // with kubectl) once the cluster converged.
+        if let Err(e) = lab.try_converge(std::time::Duration::from_millis(300)) {
+            eprintln!("lab: {e}");
         }
-        Ok::<_, std::io::Error>(())
-    })?;
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
     let removed = lab.down();
     println!("lab down: removed {} namespaces", removed.len());
     Ok(ExitCode::SUCCESS)

@@ -160,6 +160,20 @@ impl Lab {
         self.attach_workloads()
     }
 
+    /// Like [`Lab::converge`], but give up quietly after `timeout`
+    /// (returns whether the cluster had converged).
+    pub fn try_converge(&mut self, timeout: Duration) -> Result<bool, LabError> {
+        match self.cluster().wait_converged(timeout) {
+            Ok(snapshot) => {
+                self.resolution = resolve::resolve(&cluster_input(&snapshot));
+                self.attach_workloads()?;
+                Ok(true)
+            }
+            Err(cluster::ClusterError::NotConverged { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Plug each workload's ports into its subnet's bridge (the CNI's job).
     fn attach_workloads(&self) -> Result<(), LabError> {
         for (k, w) in self.topology.workloads.iter().enumerate() {

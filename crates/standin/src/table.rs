@@ -266,11 +266,17 @@ fn columns(rt: &ResourceType) -> (Vec<Value>, Cells<'_>) {
             let t = if c.type_ == "date" { "string" } else { c.type_.as_str() };
             json!({"name": c.name, "type": t, "format": c.format, "description": c.description, "priority": c.priority})
         }));
-        cols.push(age_col());
+        // As kube-apiserver: declared columns replace the default Age.
+        let default_age = rt.columns.is_empty();
+        if default_age {
+            cols.push(age_col());
+        }
         let f = move |o: &Value| {
             let mut cells = vec![name(o)];
             cells.extend(rt.columns.iter().map(|c| custom_cell(c, o)));
-            cells.push(age(o));
+            if default_age {
+                cells.push(age(o));
+            }
             cells
         };
         return (cols, Box::new(f));
