@@ -199,27 +199,9 @@ impl LabCluster {
         let applied = self.rt.block_on(async move {
             let mut now: Applied = BTreeSet::new();
             apply_all(&client, &m.external_networks, |c, _| Api::all(c), &mut now).await?;
-            apply_all(
-                &client,
-                &m.routers,
-                |c, ns| Api::namespaced(c, ns),
-                &mut now,
-            )
-            .await?;
-            apply_all(
-                &client,
-                &m.floating_ips,
-                |c, ns| Api::namespaced(c, ns),
-                &mut now,
-            )
-            .await?;
-            apply_all(
-                &client,
-                &m.snat_gateways,
-                |c, ns| Api::namespaced(c, ns),
-                &mut now,
-            )
-            .await?;
+            apply_all(&client, &m.routers, Api::namespaced, &mut now).await?;
+            apply_all(&client, &m.floating_ips, Api::namespaced, &mut now).await?;
+            apply_all(&client, &m.snat_gateways, Api::namespaced, &mut now).await?;
             Ok::<_, ClusterError>(now)
         })?;
         let gone: Vec<_> = self.applied.difference(&applied).cloned().collect();
