@@ -540,7 +540,7 @@ fn uninstall_removes_all_kernel_state_on_every_node() {
     if !sandbox::enter("uninstall_removes_all_kernel_state_on_every_node") {
         return;
     }
-    let mut lab = up(true);
+    let lab = up(true);
     let nodes = ["node-1", "node-2", "gw-1"];
     for n in nodes {
         assert!(!node_ns(&lab, n).is_empty(), "{n} has namespaces before");
