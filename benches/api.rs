@@ -1,0 +1,423 @@
+//! API-level benchmark: `cargo bench --bench api` (no root needed: every
+//! run re-runs this binary inside a fresh private user + mount + network
+//! namespace).
+//!
+//! One simulated node `n1`, the real controller and the real agent
+//! in-process against the API stand-in; the agent programs a real kernel
+//! (the sandbox's network namespace). The world: an ExternalNetwork on
+//! 198.19.0.0/16 (RFC 2544 benchmarking range, inside the underlay range; no
+//! traffic is sent), one router with 4 subnets and 1,000 Pods with Multus
+//! network-status on `n1`. Measured: the time from starting to apply N
+//! FloatingIPs until all are `Ready=True` (which includes `Programmed`: the
+//! agent reported the digest of a plan with them), the API writes per
+//! FloatingIP (stand-in write count, creates excluded; controller and agent
+//! split out), and the writes during 2 s of idling after convergence.
+//! N = 1,000 against a baseline of N = 10 in the same world, medians over
+//! `BENCH_REPS` runs (default 3), each in its own sandbox.
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::PostParams;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use kube_dvr::agent::{self, AgentOptions};
+use kube_dvr::api::{conditions, DistributedRouter, ExternalNetwork, FloatingIP};
+use kube_dvr::controller::{self, ControllerOptions};
+use kube_dvr::dataplane::engine::EngineConfig;
+use kube_dvr::dataplane::sandbox;
+use kube_dvr::telemetry::Telemetry;
+use kube_standin::StandIn;
+
+const NS: &str = "kube-dvr";
+const TENANT: &str = "t";
+const NODE: &str = "n1";
+const PODS: usize = 1000;
+const SUBNETS: usize = 4;
+const BIG: usize = 1000;
+const BASELINE: usize = 10;
+const IDLE: Duration = Duration::from_secs(2);
+/// Concurrent creates while applying (a client applying a directory).
+const APPLY_CONCURRENCY: usize = 16;
+
+/// One run's figures.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Run {
+    fips: usize,
+    /// Start of the apply until every FloatingIP is Ready=True.
+    ready_secs: f64,
+    /// API writes after the creates, until settled, all writers.
+    writes: u64,
+    controller_writes: u64,
+    agent_writes: u64,
+    /// Writes of any kind over [`IDLE`] after convergence.
+    idle_writes: u64,
+    /// Of which the controller's (statuses, finalizers, Events).
+    idle_controller_writes: u64,
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn subnet_of(i: usize) -> usize {
+    i % SUBNETS
+}
+
+/// Pod i's address on its subnet `10.<s>.0.0/16`.
+fn pod_ip(i: usize) -> String {
+    let j = i / SUBNETS;
+    format!("10.{}.{}.{}", subnet_of(i), j / 200, 10 + j % 200)
+}
+
+fn mk_pod(i: usize) -> Pod {
+    let s = subnet_of(i);
+    let mac = format!("02:00:00:{s:02x}:{:02x}:{:02x}", i / 256, i % 256);
+    let status = json!([
+        {"name": "cbr0", "ips": ["10.244.0.9"], "default": true},
+        {"name": format!("{TENANT}/net-{s}"), "interface": "net1", "ips": [pod_ip(i)], "mac": mac}
+    ]);
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("p{i}"), "namespace": TENANT,
+            "annotations": {"k8s.v1.cni.cncf.io/network-status": status.to_string()}},
+        "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "x"}]}
+    }))
+    .unwrap()
+}
+
+fn mk_fip(i: usize) -> FloatingIP {
+    serde_json::from_value(json!({
+        "apiVersion": "kubedvr.io/v1alpha1", "kind": "FloatingIP",
+        "metadata": {"name": format!("f{i}"), "namespace": TENANT},
+        "spec": {"router": "r1", "target": {"fixedIP": pod_ip(i)}}
+    }))
+    .unwrap()
+}
+
+/// CRDs, namespaces, the node, the external network, the router, the pods.
+async fn setup(client: &Client) {
+    let pp = PostParams::default();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in kube_dvr::api::crds() {
+        crds.create(&pp, &crd).await.unwrap();
+    }
+    for ns in [NS, TENANT] {
+        let o: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&pp, &o)
+            .await
+            .unwrap();
+    }
+    // The agent publishes the VTEP (its InternalIP) itself.
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                   "addresses": [{"type": "InternalIP", "address": "198.18.0.1"}]}
+    }))
+    .unwrap();
+    Api::<Node>::all(client.clone())
+        .create(&pp, &node)
+        .await
+        .unwrap();
+    let ext: ExternalNetwork = serde_json::from_value(json!({
+        "apiVersion": "kubedvr.io/v1alpha1", "kind": "ExternalNetwork",
+        "metadata": {"name": "bench"},
+        "spec": {"cidr": "198.19.0.0/16", "gateway": "198.19.0.1",
+            "pools": {"floating": ["198.19.16.0/20"], "snat": ["198.19.0.100-198.19.0.199"],
+                      "nodePorts": ["198.19.0.10-198.19.0.99"]},
+            "attachment": {"bridge": "br-ext"}}
+    }))
+    .unwrap();
+    Api::<ExternalNetwork>::all(client.clone())
+        .create(&pp, &ext)
+        .await
+        .unwrap();
+    let subnets: Vec<_> = (0..SUBNETS)
+        .map(|s| {
+            json!({"name": format!("s{s}"), "cidr": format!("10.{s}.0.0/16"),
+                   "gateway": format!("10.{s}.0.1"), "networkAttachment": format!("net-{s}")})
+        })
+        .collect();
+    let router: DistributedRouter = serde_json::from_value(json!({
+        "apiVersion": "kubedvr.io/v1alpha1", "kind": "DistributedRouter",
+        "metadata": {"name": "r1", "namespace": TENANT},
+        "spec": {"externalNetwork": "bench", "subnets": subnets}
+    }))
+    .unwrap();
+    Api::<DistributedRouter>::namespaced(client.clone(), TENANT)
+        .create(&pp, &router)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), TENANT);
+    futures::stream::iter(0..PODS)
+        .map(|i| {
+            let pods = pods.clone();
+            async move { pods.create(&PostParams::default(), &mk_pod(i)).await }
+        })
+        .buffer_unordered(APPLY_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+}
+
+fn ready(f: &FloatingIP) -> bool {
+    f.status
+        .as_ref()
+        .is_some_and(|s| conditions::is_ready(&s.conditions))
+}
+
+/// Poll `f` every 50 ms until it holds; panics after `secs`.
+async fn wait_for<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn api_writes(t: &Telemetry, kinds: &[&str]) -> u64 {
+    kinds
+        .iter()
+        .filter_map(|k| t.value("kube_dvr_api_writes_total", &[("kind", k)]))
+        .sum::<f64>() as u64
+}
+
+const CONTROLLER_KINDS: [&str; 3] = ["status", "finalizer", "event"];
+const AGENT_KINDS: [&str; 3] = ["Node", "Lease", "ConfigMap"];
+
+/// One measurement, inside the sandbox.
+async fn run_once(n: usize) -> Run {
+    sh(&["ip", "link", "set", "lo", "up"]);
+    // The external network's bridge the floating-IP namespace plugs into.
+    sh(&["ip", "link", "add", "br-ext", "type", "bridge"]);
+    sh(&["ip", "link", "set", "br-ext", "up"]);
+    let standin = StandIn::start(0).await.expect("start the stand-in");
+    let client = Client::try_from(standin.kube_config()).unwrap();
+    setup(&client).await;
+
+    let stop = CancellationToken::new();
+    let ctl_t = Telemetry::new();
+    let mut o = ControllerOptions::new(NS, "bench");
+    // No leader-Lease renewal inside the measured windows.
+    o.lease_duration = Duration::from_secs(600);
+    o.renew_interval = Duration::from_secs(300);
+    let ctl = tokio::spawn(controller::run(
+        client.clone(),
+        o,
+        ctl_t.clone(),
+        stop.clone(),
+    ));
+    let mut a = AgentOptions::new(NODE);
+    a.namespace = NS.into();
+    a.engine = EngineConfig {
+        root_netns: "/proc/self/ns/net".into(),
+        netns_dir: "/run/netns".into(),
+    };
+    a.resync = Duration::from_secs(3600);
+    // No heartbeat renewal inside the measured windows either.
+    a.heartbeat = Duration::from_secs(20);
+    let agent_t: Arc<Telemetry> = Telemetry::new();
+    let agent = tokio::spawn(agent::run(client.clone(), a, agent_t.clone(), stop.clone()));
+
+    // The router programmed on n1 before the floating IPs come.
+    let routers: Api<DistributedRouter> = Api::namespaced(client.clone(), TENANT);
+    wait_for(120, "the router Ready", || async {
+        routers
+            .get("r1")
+            .await
+            .ok()
+            .and_then(|r| r.status)
+            .is_some_and(|s| conditions::is_ready(&s.conditions))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Watch the floating IPs; note when the last one turns Ready.
+    let fips: Api<FloatingIP> = Api::namespaced(client.clone(), TENANT);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let watch = {
+        let fips = fips.clone();
+        tokio::spawn(async move {
+            let mut seen = HashSet::new();
+            let mut s = watcher(fips, watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(f)) = s.next().await {
+                if ready(&f) {
+                    seen.insert(f.metadata.name.clone().unwrap_or_default());
+                }
+                if seen.len() == n {
+                    let _ = done_tx.send(Instant::now());
+                    return;
+                }
+            }
+        })
+    };
+    let w0 = standin.write_count();
+    let (c0, a0) = (
+        api_writes(&ctl_t, &CONTROLLER_KINDS),
+        api_writes(&agent_t, &AGENT_KINDS),
+    );
+    let t0 = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let fips = fips.clone();
+            async move { fips.create(&PostParams::default(), &mk_fip(i)).await }
+        })
+        .buffer_unordered(APPLY_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let t_ready = tokio::time::timeout(Duration::from_secs(600), done_rx)
+        .await
+        .expect("every FloatingIP Ready within 600 s")
+        .unwrap();
+    watch.abort();
+    let ready_secs = (t_ready - t0).as_secs_f64();
+    // Let the last writes (the Ready Events) land, then idle.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let w1 = standin.write_count();
+    let c1 = api_writes(&ctl_t, &CONTROLLER_KINDS);
+    let a1 = api_writes(&agent_t, &AGENT_KINDS);
+    tokio::time::sleep(IDLE).await;
+    let idle_writes = standin.write_count() - w1;
+    let idle_controller_writes = api_writes(&ctl_t, &CONTROLLER_KINDS) - c1;
+    let all_ready = fips.list(&Default::default()).await.unwrap().items;
+    assert_eq!(all_ready.iter().filter(|f| ready(f)).count(), n);
+
+    stop.cancel();
+    ctl.await.unwrap().unwrap();
+    agent.await.unwrap().unwrap();
+    standin.shutdown().await;
+    Run {
+        fips: n,
+        ready_secs,
+        writes: w1 - w0 - n as u64,
+        controller_writes: c1 - c0,
+        agent_writes: a1 - a0,
+        idle_writes,
+        idle_controller_writes,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Run one measurement in a fresh sandbox (a child process) and read its
+/// figures back.
+fn measure(n: usize) -> Run {
+    let out = std::env::temp_dir().join(format!(
+        "kube-dvr-bench-api-{}-{n}.json",
+        std::process::id()
+    ));
+    let args = vec![
+        "--one".to_string(),
+        n.to_string(),
+        out.display().to_string(),
+    ];
+    let ok = sandbox::rerun_self(&args).expect("outside the sandbox");
+    assert!(ok, "the sandboxed run for {n} FloatingIPs failed");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    serde_json::from_str(&text).unwrap()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if args.first().map(String::as_str) == Some("--one") {
+        // Inside: one measurement, written to the file named.
+        assert!(
+            sandbox::rerun_self(&[]).is_none(),
+            "--one runs in the sandbox"
+        );
+        let n: usize = args[1].parse().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = rt.block_on(run_once(n));
+        std::fs::write(&args[2], serde_json::to_string(&r).unwrap()).unwrap();
+        return;
+    }
+    let reps: usize = std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let mut big = Vec::new();
+    let mut base = Vec::new();
+    for rep in 0..reps {
+        for (n, into) in [(BASELINE, &mut base), (BIG, &mut big)] {
+            let r = measure(n);
+            eprintln!("run {}/{reps}: {r:?}", rep + 1);
+            into.push(r);
+        }
+    }
+    let med = |rs: &[Run], f: &dyn Fn(&Run) -> f64| median(rs.iter().map(f).collect());
+    let big_s = med(&big, &|r| r.ready_secs);
+    let base_s = med(&base, &|r| r.ready_secs);
+    let per_big = big_s / BIG as f64;
+    let per_base = base_s / BASELINE as f64;
+    let per_fip = |rs: &[Run], f: &dyn Fn(&Run) -> u64| med(rs, &|r| f(r) as f64 / r.fips as f64);
+    println!(
+        "{BIG} FloatingIPs Ready: {big_s:.2} s ({:.2} ms/FIP), baseline {BASELINE}: {base_s:.3} s \
+         ({:.2} ms/FIP), ratio per FIP {:.2} (median of {reps}; {PODS} pods, 1 router x {SUBNETS} subnets, 1 node)",
+        per_big * 1e3,
+        per_base * 1e3,
+        per_big / per_base,
+    );
+    println!(
+        "API writes/FIP: {:.2} at {BIG} (controller {:.2}, agent {:.2}), {:.2} at {BASELINE} \
+         (controller {:.2}, agent {:.2}); creates excluded",
+        per_fip(&big, &|r| r.writes),
+        per_fip(&big, &|r| r.controller_writes),
+        per_fip(&big, &|r| r.agent_writes),
+        per_fip(&base, &|r| r.writes),
+        per_fip(&base, &|r| r.controller_writes),
+        per_fip(&base, &|r| r.agent_writes),
+    );
+    let idle_ctl = big
+        .iter()
+        .chain(&base)
+        .map(|r| r.idle_controller_writes)
+        .max()
+        .unwrap_or(0);
+    let idle_all = big
+        .iter()
+        .chain(&base)
+        .map(|r| r.idle_writes)
+        .max()
+        .unwrap_or(0);
+    println!(
+        "idle after convergence ({} s): controller writes {idle_ctl} (max over runs), \
+         all writers {idle_all}",
+        IDLE.as_secs()
+    );
+    assert_eq!(idle_ctl, 0, "an idle controller writes nothing");
+}
