@@ -2,6 +2,8 @@
 //! back to the snapshot as the API server would (`apply`), agents simulated
 //! by writing the expected digests on the Nodes (`agents_program`).
 use super::*;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde::Serialize;
 use serde_json::json;
 
 const NOW: i64 = 1_800_000_000;
