@@ -52,7 +52,7 @@
 //!   removal phase, so a changed next hop never leaves a gap.
 //! - `/proc/sys/net` shows the sysctls of the reader's network namespace, so
 //!   sysctls are read and written from a thread inside the namespace.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 pub use super::apply::BULK_DELETE_GROUP;
@@ -272,14 +272,20 @@ impl Engine {
         if report.errors.is_empty() {
             // Carry over only what changed (a full clone of a big node's
             // state would cost more than the diff).
-            if last.root != desired.root {
-                last.root = desired.root.clone();
-            }
+            patch(&mut last.root, &before.root, &after.root, &desired.root);
             last.namespaces
                 .retain(|n, _| desired.namespaces.contains_key(n));
             for (n, d) in &desired.namespaces {
-                if last.namespaces.get(n) != Some(d) {
-                    last.namespaces.insert(n.clone(), d.clone());
+                match (
+                    last.namespaces.get_mut(n),
+                    before.namespaces.get(n),
+                    after.namespaces.get(n),
+                ) {
+                    (Some(l), Some(b), Some(a)) if l != d => patch(l, b, a, d),
+                    (Some(_), _, _) => {}
+                    (None, _, _) => {
+                        last.namespaces.insert(n.clone(), d.clone());
+                    }
                 }
             }
             debug_assert!(last == *desired);
@@ -365,8 +371,7 @@ fn changed_parts(last: &NodeState, desired: &NodeState) -> (NodeState, NodeState
         before.root = links_only(&last.root);
         after.root = before.root.clone();
     } else {
-        before.root = last.root.clone();
-        after.root = desired.root.clone();
+        (before.root, after.root) = shrink(&last.root, &desired.root);
     }
     for (name, d) in &desired.namespaces {
         match last.namespaces.get(name) {
@@ -375,8 +380,9 @@ fn changed_parts(last: &NodeState, desired: &NodeState) -> (NodeState, NodeState
                 after.namespaces.insert(name.clone(), links_only(d));
             }
             Some(l) => {
-                before.namespaces.insert(name.clone(), l.clone());
-                after.namespaces.insert(name.clone(), d.clone());
+                let (b, a) = shrink(l, d);
+                before.namespaces.insert(name.clone(), b);
+                after.namespaces.insert(name.clone(), a);
             }
             None => {
                 after.namespaces.insert(name.clone(), d.clone());
@@ -389,6 +395,76 @@ fn changed_parts(last: &NodeState, desired: &NodeState) -> (NodeState, NodeState
         }
     }
     (before, after)
+}
+
+/// The part of a namespace's state that changed, as a before/after pair the
+/// diff turns into exactly the needed ops: with the links unchanged, only
+/// the elements on either side of the symmetric difference (so the change
+/// path costs O(change) in copies and ops, not O(namespace)). With a link
+/// changed (maybe recreated, taking its addresses and routes with it), the
+/// whole namespace.
+fn shrink(l: &NsState, d: &NsState) -> (NsState, NsState) {
+    if l.links != d.links {
+        return (l.clone(), d.clone());
+    }
+    fn split<T: Ord + Clone>(a: &BTreeSet<T>, b: &BTreeSet<T>) -> (BTreeSet<T>, BTreeSet<T>) {
+        (
+            a.difference(b).cloned().collect(),
+            b.difference(a).cloned().collect(),
+        )
+    }
+    let mut before = NsState {
+        links: l.links.clone(),
+        ..NsState::default()
+    };
+    let mut after = NsState {
+        links: d.links.clone(),
+        ..NsState::default()
+    };
+    (before.addresses, after.addresses) = split(&l.addresses, &d.addresses);
+    (before.routes, after.routes) = split(&l.routes, &d.routes);
+    (before.rules, after.rules) = split(&l.rules, &d.rules);
+    (before.neighbours, after.neighbours) = split(&l.neighbours, &d.neighbours);
+    (before.fdb, after.fdb) = split(&l.fdb, &d.fdb);
+    for (k, v) in &d.sysctls {
+        if l.sysctls.get(k) != Some(v) {
+            after.sysctls.insert(k.clone(), v.clone());
+            if let Some(old) = l.sysctls.get(k) {
+                before.sysctls.insert(k.clone(), old.clone());
+            }
+        }
+    }
+    if l.nft != d.nft {
+        before.nft = l.nft.clone();
+        after.nft = d.nft.clone();
+    }
+    (before, after)
+}
+
+/// Bring `last` to `desired` for one namespace given the pair [`shrink`]
+/// made, without copying what did not change.
+fn patch(last: &mut NsState, before: &NsState, after: &NsState, desired: &NsState) {
+    if before.links != after.links || last.links != desired.links {
+        *last = desired.clone();
+        return;
+    }
+    fn apply<T: Ord + Clone>(set: &mut BTreeSet<T>, gone: &BTreeSet<T>, new: &BTreeSet<T>) {
+        for g in gone {
+            set.remove(g);
+        }
+        set.extend(new.iter().cloned());
+    }
+    apply(&mut last.addresses, &before.addresses, &after.addresses);
+    apply(&mut last.routes, &before.routes, &after.routes);
+    apply(&mut last.rules, &before.rules, &after.rules);
+    apply(&mut last.neighbours, &before.neighbours, &after.neighbours);
+    apply(&mut last.fdb, &before.fdb, &after.fdb);
+    if last.sysctls != desired.sysctls {
+        last.sysctls = desired.sysctls.clone();
+    }
+    if last.nft != desired.nft {
+        last.nft = desired.nft.clone();
+    }
 }
 
 /// Whether `op` creates a veth end in one of the `failed` namespaces.
