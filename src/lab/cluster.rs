@@ -259,31 +259,45 @@ impl LabCluster {
 /// What is not converged yet (empty = converged).
 pub fn convergence_gaps(s: &Snapshot) -> Vec<String> {
     let mut gaps = Vec::new();
+    type Status<'a> = Option<(Option<i64>, &'a [api::Condition])>;
     fn check<K: Resource + ResourceExt>(
         gaps: &mut Vec<String>,
         objs: &[K],
-        observed: impl Fn(&K) -> Option<i64>,
+        status: impl Fn(&K) -> Status<'_>,
     ) {
         for o in objs {
             let name = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+            let (observed, conds) = status(o).unwrap_or((None, &[]));
+            let pending = api::conditions::find_condition(conds, api::conditions::PROGRAMMED)
+                .is_some_and(|c| c.reason == controller::desired::REASON_PENDING);
             if o.meta().deletion_timestamp.is_some() {
                 gaps.push(format!("{name} is being deleted"));
-            } else if observed(o) != o.meta().generation {
+            } else if observed != o.meta().generation {
                 gaps.push(format!("{name} not yet processed by the controller"));
+            } else if pending {
+                gaps.push(format!("{name} not yet reported programmed"));
             }
         }
     }
     check(&mut gaps, &s.external_networks, |o| {
-        o.status.as_ref().and_then(|s| s.observed_generation)
+        o.status
+            .as_ref()
+            .map(|s| (s.observed_generation, &s.conditions[..]))
     });
     check(&mut gaps, &s.routers, |o| {
-        o.status.as_ref().and_then(|s| s.observed_generation)
+        o.status
+            .as_ref()
+            .map(|s| (s.observed_generation, &s.conditions[..]))
     });
     check(&mut gaps, &s.floating_ips, |o| {
-        o.status.as_ref().and_then(|s| s.observed_generation)
+        o.status
+            .as_ref()
+            .map(|s| (s.observed_generation, &s.conditions[..]))
     });
     check(&mut gaps, &s.snat_gateways, |o| {
-        o.status.as_ref().and_then(|s| s.observed_generation)
+        o.status
+            .as_ref()
+            .map(|s| (s.observed_generation, &s.conditions[..]))
     });
     let expected = controller::desired::expected_digests(s);
     let reported = cluster::programmed_digests(&s.nodes);

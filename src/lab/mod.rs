@@ -255,6 +255,7 @@ impl Lab {
 pub fn demo(opts: &LabOptions, out: &mut dyn std::io::Write) -> Result<bool, LabError> {
     let lab = Lab::up(opts)?;
     let result = (|| -> Result<bool, LabError> {
+        print_status(out, &lab).map_err(|e| LabError::Other(e.to_string()))?;
         let probes = matrix::expected(&lab);
         let results = matrix::run(&lab, &probes);
         matrix::print(out, &lab, &results).map_err(|e| LabError::Other(e.to_string()))?;
@@ -263,6 +264,78 @@ pub fn demo(opts: &LabOptions, out: &mut dyn std::io::Write) -> Result<bool, Lab
     let removed = lab.down();
     let _ = writeln!(out, "lab down: removed {} namespaces", removed.len());
     result
+}
+
+/// What `kubectl get kubedvr -A` would show: every object's Ready, reason,
+/// address and node, as the controller wrote them.
+fn print_status(out: &mut dyn std::io::Write, lab: &Lab) -> Result<(), Box<dyn std::error::Error>> {
+    use crate::api::conditions::{find_condition, READY};
+    let s = lab.cluster().snapshot()?;
+    writeln!(
+        out,
+        "{:<20} {:<22} {:<6} {:<12} {:<15} NODE",
+        "KIND", "NAME", "READY", "REASON", "ADDRESS"
+    )?;
+    let mut row = |kind: &str,
+                   meta: &kube::api::ObjectMeta,
+                   conds: &[crate::api::Condition],
+                   addr: Option<&str>,
+                   node: String| {
+        let ready = find_condition(conds, READY);
+        let name = match &meta.namespace {
+            Some(ns) => format!("{ns}/{}", meta.name.as_deref().unwrap_or("")),
+            None => meta.name.clone().unwrap_or_default(),
+        };
+        writeln!(
+            out,
+            "{kind:<20} {name:<22} {:<6} {:<12} {:<15} {node}",
+            ready.map(|c| c.status.as_str()).unwrap_or("-"),
+            ready.map(|c| c.reason.as_str()).unwrap_or("-"),
+            addr.unwrap_or("-"),
+        )
+    };
+    for o in &s.external_networks {
+        let st = o.status.clone().unwrap_or_default();
+        row(
+            "ExternalNetwork",
+            &o.metadata,
+            &st.conditions,
+            Some(&o.spec.cidr),
+            format!("{} node ports", st.node_ports.len()),
+        )?;
+    }
+    for o in &s.routers {
+        let st = o.status.clone().unwrap_or_default();
+        row(
+            "DistributedRouter",
+            &o.metadata,
+            &st.conditions,
+            None,
+            st.nodes.join(","),
+        )?;
+    }
+    for o in &s.floating_ips {
+        let st = o.status.clone().unwrap_or_default();
+        row(
+            "FloatingIP",
+            &o.metadata,
+            &st.conditions,
+            st.address.as_deref(),
+            st.node.unwrap_or_default(),
+        )?;
+    }
+    for o in &s.snat_gateways {
+        let st = o.status.clone().unwrap_or_default();
+        row(
+            "SnatGateway",
+            &o.metadata,
+            &st.conditions,
+            st.address.as_deref(),
+            st.active_node.unwrap_or_default(),
+        )?;
+    }
+    writeln!(out)?;
+    Ok(())
 }
 
 /// `lab down`: remove a lab by its state directory, even after a crash.
