@@ -262,10 +262,8 @@ impl Engine {
             return self.reconcile(desired);
         };
         let mut report = Report::default();
-        if last == *desired {
-            self.last = Some(last);
-            return Ok(report);
-        }
+        // Nothing changed → both sides empty → no ops (no separate check:
+        // a full comparison would only be done twice).
         let (before, after) = changed_parts(&last, desired);
         let ops = diff_with(&before, &ObservedExtra::default(), &after);
         self.apply_all(&ops, &mut report);
@@ -361,6 +359,31 @@ impl Engine {
 /// the root) whose state differs, in full; of the others only the links, on
 /// both sides, so veth pairs that cross into them look intact.
 fn changed_parts(last: &NodeState, desired: &NodeState) -> (NodeState, NodeState) {
+    // The common case (endpoints, floating IPs, routes come and go): no link
+    // and no namespace changed. Then no veth or namespace bookkeeping is
+    // needed and namespaces that did not change are left out entirely.
+    let same_links = last.root.links == desired.root.links
+        && last.namespaces.len() == desired.namespaces.len()
+        && desired
+            .namespaces
+            .iter()
+            .all(|(n, d)| last.namespaces.get(n).is_some_and(|l| l.links == d.links));
+    if same_links {
+        let mut before = NodeState::default();
+        let mut after = NodeState::default();
+        if last.root != desired.root {
+            (before.root, after.root) = shrink_sets(&last.root, &desired.root);
+        }
+        for (name, d) in &desired.namespaces {
+            let l = &last.namespaces[name];
+            if l != d {
+                let (b, a) = shrink_sets(l, d);
+                before.namespaces.insert(name.clone(), b);
+                after.namespaces.insert(name.clone(), a);
+            }
+        }
+        return (before, after);
+    }
     let links_only = |s: &NsState| NsState {
         links: s.links.clone(),
         ..NsState::default()
@@ -407,20 +430,22 @@ fn shrink(l: &NsState, d: &NsState) -> (NsState, NsState) {
     if l.links != d.links {
         return (l.clone(), d.clone());
     }
+    let (mut before, mut after) = shrink_sets(l, d);
+    before.links = l.links.clone();
+    after.links = d.links.clone();
+    (before, after)
+}
+
+/// [`shrink`] without the links (both sides have the same links).
+fn shrink_sets(l: &NsState, d: &NsState) -> (NsState, NsState) {
     fn split<T: Ord + Clone>(a: &BTreeSet<T>, b: &BTreeSet<T>) -> (BTreeSet<T>, BTreeSet<T>) {
         (
             a.difference(b).cloned().collect(),
             b.difference(a).cloned().collect(),
         )
     }
-    let mut before = NsState {
-        links: l.links.clone(),
-        ..NsState::default()
-    };
-    let mut after = NsState {
-        links: d.links.clone(),
-        ..NsState::default()
-    };
+    let mut before = NsState::default();
+    let mut after = NsState::default();
     (before.addresses, after.addresses) = split(&l.addresses, &d.addresses);
     (before.routes, after.routes) = split(&l.routes, &d.routes);
     (before.rules, after.rules) = split(&l.rules, &d.rules);
