@@ -8,10 +8,20 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube_dvr::lab;
 
 #[derive(Parser)]
-#[command(name = "kube-dvr", version, about = "Distributed virtual routing for Kubernetes")]
+#[command(
+    name = "kube-dvr",
+    version,
+    about = "Distributed virtual routing for Kubernetes"
+)]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "KUBE_DVR_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "KUBE_DVR_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
@@ -98,7 +108,9 @@ impl LabArgs {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -141,7 +153,11 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Lab(LabCmd::Demo(args)) => {
             let ok = lab::demo(&args.options(), &mut std::io::stdout()).context("lab demo")?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Lab(LabCmd::Up(args)) => lab_up(&args),
         Cmd::Lab(LabCmd::Down(s)) => {
@@ -150,7 +166,11 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 println!("removed {r}");
             }
             if left.is_empty() {
-                println!("lab down: {} namespaces removed, nothing left under {}", removed.len(), s.state_dir.display());
+                println!(
+                    "lab down: {} namespaces removed, nothing left under {}",
+                    removed.len(),
+                    s.state_dir.display()
+                );
                 Ok(ExitCode::SUCCESS)
             } else {
                 for l in &left {
@@ -162,11 +182,21 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Lab(LabCmd::Exec { state, target, cmd }) => {
             let paths = lab::LabPaths::new(&state.state_dir);
             let infra = paths.infra();
-            let ns = [target.clone(), format!("wl-{target}"), format!("node-{target}"), format!("host-{target}")]
-                .iter()
-                .map(|n| infra.join(n))
-                .find(|p| p.exists())
-                .with_context(|| format!("no lab workload, node or host named {target:?} under {}", infra.display()))?;
+            let ns = [
+                target.clone(),
+                format!("wl-{target}"),
+                format!("node-{target}"),
+                format!("host-{target}"),
+            ]
+            .iter()
+            .map(|n| infra.join(n))
+            .find(|p| p.exists())
+            .with_context(|| {
+                format!(
+                    "no lab workload, node or host named {target:?} under {}",
+                    infra.display()
+                )
+            })?;
             let status = std::process::Command::new("nsenter")
                 .arg(format!("--net={}", ns.display()))
                 .args(&cmd)
@@ -190,7 +220,12 @@ fn lab_up(args: &LabArgs) -> anyhow::Result<ExitCode> {
     );
     for w in &lab.topology.workloads {
         let ips: Vec<String> = w.networks.iter().map(|n| n.ip.to_string()).collect();
-        println!("  workload {:<10} on {:<8} {}", w.name, w.node, ips.join(", "));
+        println!(
+            "  workload {:<10} on {:<8} {}",
+            w.name,
+            w.node,
+            ips.join(", ")
+        );
     }
     println!("kubeconfig: {}", kubeconfig.display());
     println!("try:");
@@ -206,10 +241,14 @@ fn lab_up(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("signal runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("signal runtime");
         rt.block_on(async {
             let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

@@ -1,14 +1,14 @@
 //! The dataplane: observe the kernel, diff against a plan, apply the minimal
 //! change.
-pub mod nft;
-pub mod sandbox;
-pub mod netlink;
-pub mod netns;
 mod apply;
 pub mod diff;
-mod op;
 pub mod engine;
 pub mod error;
-mod observe;
 pub mod garp;
+pub mod netlink;
+pub mod netns;
+pub mod nft;
 pub mod north_south;
+mod observe;
+mod op;
+pub mod sandbox;

@@ -69,5 +69,6 @@ fn prepare() {
     .expect("mount a private tmpfs on /run inside the sandbox");
     // Loopback up, for services on 127.0.0.1 (the lab's API stand-in).
     let mut nl = super::netlink::Netlink::open_here().expect("netlink socket in the sandbox");
-    nl.set_link(1, &super::netlink::LinkChange::up()).expect("bring lo up");
+    nl.set_link(1, &super::netlink::LinkChange::up())
+        .expect("bring lo up");
 }
