@@ -163,6 +163,35 @@ impl Telemetry {
     }
 }
 
+/// A component's start-up plumbing: a fresh registry served on `addr` in
+/// the background, and a token cancelled on SIGTERM or Ctrl-C (logged with
+/// `note`). Call inside a tokio runtime.
+pub fn start_component(
+    addr: SocketAddr,
+    note: &'static str,
+) -> (Arc<Telemetry>, tokio_util::sync::CancellationToken) {
+    let t = Telemetry::new();
+    let served = t.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve(addr, served).await {
+            tracing::error!(%addr, error = %e, "metrics server failed");
+        }
+    });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("shutting down{note}");
+        stop.cancel();
+    });
+    (t, shutdown)
+}
+
 /// Serve `/metrics`, `/healthz` and `/readyz` on `addr` until the task is
 /// dropped. A minimal HTTP/1.1 responder: one request per connection.
 pub async fn serve(addr: SocketAddr, t: Arc<Telemetry>) -> std::io::Result<()> {

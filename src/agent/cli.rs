@@ -3,13 +3,10 @@
 //! module does.
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
 
 use super::{run, AgentOptions, Error};
 use crate::dataplane::engine::EngineConfig;
-use crate::telemetry::{self, Telemetry};
+use crate::telemetry;
 
 /// Flags of `kube-dvr agent`.
 #[derive(Clone, Debug, clap::Args)]
@@ -81,27 +78,7 @@ pub fn main(args: Args) -> Result<(), Error> {
                 object: "the API server".into(),
                 source,
             })?;
-        let t: Arc<Telemetry> = Telemetry::new();
-        let addr = args.metrics_addr;
-        let served = t.clone();
-        tokio::spawn(async move {
-            if let Err(e) = telemetry::serve(addr, served).await {
-                tracing::error!(%addr, error = %e, "metrics server failed");
-            }
-        });
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("install SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-            tracing::info!("shutting down (kernel state stays)");
-            stop.cancel();
-        });
+        let (t, shutdown) = telemetry::start_component(args.metrics_addr, " (kernel state stays)");
         run(client, opts, t, shutdown).await
     })
 }

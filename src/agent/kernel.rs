@@ -4,8 +4,6 @@
 use std::io;
 use std::path::Path;
 
-use nix::mount::{mount, MsFlags};
-
 use super::Error;
 use crate::dataplane::engine::{Engine, EngineConfig, Report};
 use crate::plan::model::NodeState;
@@ -59,31 +57,7 @@ pub async fn program(
 /// that adopts existing namespaces without creating any.
 pub fn prepare_netns_dir(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let shared = || {
-        mount(
-            None::<&str>,
-            dir,
-            None::<&str>,
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
-            None::<&str>,
-        )
-    };
-    match shared() {
-        Ok(()) => Ok(()),
-        // Not a mount point yet: bind it onto itself first.
-        Err(nix::errno::Errno::EINVAL) => {
-            mount(
-                Some(dir),
-                dir,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(io::Error::from)?;
-            shared().map_err(io::Error::from)
-        }
-        Err(e) => Err(e.into()),
-    }
+    crate::dataplane::netns::make_shared_mount(dir)
 }
 
 /// `kube-dvr agent --cleanup`: remove every kernel object kube-dvr owns on

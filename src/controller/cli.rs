@@ -2,14 +2,12 @@
 //! process wiring around [`super::run`] and [`crate::uninstall::run`]. The
 //! library entry points read no flags and no environment; this module does.
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio_util::sync::CancellationToken;
 
 use super::{run, ControllerOptions};
-use crate::telemetry::{self, Telemetry};
+use crate::telemetry;
 use crate::uninstall::{self, UninstallOptions};
 
 /// Flags of `kube-dvr controller`.
@@ -77,27 +75,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         let client = kube::Client::try_default()
             .await
             .context("connecting to the API server")?;
-        let t: Arc<Telemetry> = Telemetry::new();
-        let addr = args.metrics_addr;
-        let served = t.clone();
-        tokio::spawn(async move {
-            if let Err(e) = telemetry::serve(addr, served).await {
-                tracing::error!(%addr, error = %e, "metrics server failed");
-            }
-        });
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("install SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-            tracing::info!("shutting down");
-            stop.cancel();
-        });
+        let (t, shutdown) = telemetry::start_component(args.metrics_addr, "");
         run(client, opts, t, shutdown).await.context("controller")
     })
 }

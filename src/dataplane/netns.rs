@@ -76,7 +76,7 @@ pub fn create(dir: &Path, name: &str) -> io::Result<()> {
 /// Otherwise the first `ip netns add` (by an operator, say) bind-mounts the
 /// directory over itself: namespace files mounted before then are shadowed by
 /// copies, and unmounting one copy leaves the other busy.
-fn make_shared_mount(dir: &Path) -> io::Result<()> {
+pub fn make_shared_mount(dir: &Path) -> io::Result<()> {
     let shared = || {
         mount(
             None::<&str>,
