@@ -343,12 +343,23 @@ pub fn down(state_dir: &Path) -> (Vec<String>, Vec<String>) {
     let paths = LabPaths::new(state_dir);
     if let Ok(pid) = std::fs::read_to_string(paths.pid_file()) {
         if let Ok(pid) = pid.trim().parse::<i32>() {
-            if pid as u32 != std::process::id() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-                std::thread::sleep(std::time::Duration::from_millis(300));
+            // Only a live kube-dvr process: a stale pid file may name a pid
+            // the kernel has since given to something else.
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("kube-dvr"));
+            if ours && pid as u32 != std::process::id() {
+                // A running `lab up`: stop it (it tears down itself) and wait
+                // until it is gone, so none of its agents still programs a
+                // node while the namespaces are removed.
+                let pid = nix::unistd::Pid::from_raw(pid);
+                if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+                    let start = std::time::Instant::now();
+                    while nix::sys::signal::kill(pid, None).is_ok()
+                        && start.elapsed() < std::time::Duration::from_secs(30)
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
             }
         }
     }
