@@ -4,6 +4,7 @@ pub mod model;
 pub mod names;
 pub mod node;
 pub mod resolve;
+mod tables;
 pub mod view;
 
 pub use node::plan_node;
