@@ -309,29 +309,11 @@ pub fn convergence_gaps(s: &Snapshot) -> Vec<String> {
     gaps
 }
 
+/// Every object of a kind, across namespaces (`Api::all` lists namespaced
+/// and cluster-scoped kinds alike).
 async fn list<K>(client: &Client) -> Result<Vec<K>, ClusterError>
 where
-    K: Resource<Scope = k8s_openapi::ClusterResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let l = Api::<K>::all(client.clone())
-        .list(&ListParams::default())
-        .await;
-    Ok(
-        l.map_err(api_err(format!("list {}", K::plural(&Default::default()))))?
-            .items,
-    )
-}
-
-async fn list_ns<K>(client: &Client) -> Result<Vec<K>, ClusterError>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     K::DynamicType: Default,
 {
     let l = Api::<K>::all(client.clone())
@@ -344,12 +326,12 @@ where
 }
 
 pub async fn snapshot(client: &Client) -> Result<Snapshot, ClusterError> {
-    let pods: Vec<Pod> = list_ns(client).await?;
+    let pods: Vec<Pod> = list(client).await?;
     Ok(Snapshot {
         external_networks: list::<ExternalNetwork>(client).await?,
-        routers: list_ns::<DistributedRouter>(client).await?,
-        floating_ips: list_ns::<FloatingIP>(client).await?,
-        snat_gateways: list_ns::<SnatGateway>(client).await?,
+        routers: list::<DistributedRouter>(client).await?,
+        floating_ips: list::<FloatingIP>(client).await?,
+        snat_gateways: list::<SnatGateway>(client).await?,
         pods: pods.iter().filter_map(cluster::pod_info).collect(),
         nodes: list::<Node>(client).await?,
         // The lab's agents all heartbeat; take them as alive.
