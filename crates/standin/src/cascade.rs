@@ -1,62 +1,68 @@
 //! Side effects of committed writes, as kube-apiserver's controllers would
-//! produce them: CRD (un)registration and status, deletion of a namespace's
-//! contents, garbage collection of dependents by `ownerReferences`.
+//! produce them: CRD (un)registration and status; a deleted CRD or Namespace
+//! stays (with a `deletionTimestamp`; a Namespace in phase `Terminating`)
+//! while its objects are deleted, their finalizers honoured, and goes with
+//! the last of them (its own finalizer, `customresourcecleanup.apiextensions.k8s.io`
+//! or the Namespace's `spec.finalizers: [kubernetes]`, is then released);
+//! garbage collection of dependents by `ownerReferences`.
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::admission::{is_terminating, CRD_KEY};
 use crate::resource::{from_crd, ResourceType};
-use crate::store::{meta, State, TypeKey};
+use crate::store::{has_finalizers, meta, EventType, State, TypeKey, CRD_CLEANUP};
 use crate::util::now_rfc3339;
 
 impl State {
-    /// Side effects of a committed write: CRD (un)registration, namespace
-    /// content deletion, garbage collection of dependents.
+    /// Side effects of a committed write: CRD (un)registration, the deletion
+    /// of a terminating CRD's objects or namespace's contents (and of the CRD
+    /// or Namespace itself once they are gone), garbage collection of
+    /// dependents.
     pub(crate) fn after_write(&mut self, key: &TypeKey, obj: &Value, deleted: bool) {
         match (key.0.as_str(), key.1.as_str()) {
-            ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            CRD_KEY => {
                 if let Ok(def) = from_crd(obj) {
                     self.types
                         .retain(|t| !(t.group == def.group && t.plural == def.plural));
                     let dkey = def.storage_key();
                     if deleted {
-                        let names: Vec<_> = self
-                            .objects
-                            .get(&dkey)
-                            .map(|o| o.keys().cloned().collect())
-                            .unwrap_or_default();
-                        for (ns, name) in names {
-                            if let Some(o) = self
-                                .objects
-                                .get(&dkey)
-                                .and_then(|o| o.get(&(ns.clone(), name.clone())))
-                                .cloned()
-                            {
-                                let mut gone = (*o).clone();
-                                let rv = self.next_rv();
-                                gone["metadata"]["resourceVersion"] = json!(rv.to_string());
-                                self.remove(&dkey, &ns, &name, Arc::new(gone));
-                            }
+                        // Gone for good (its finalizer removed by hand, or
+                        // its objects are all gone): nothing of it stays.
+                        for (ns, name) in self.names(&dkey, None) {
+                            self.force_remove(&dkey, &ns, &name);
                         }
                     } else {
                         self.types.push(def);
+                        if is_terminating(obj) {
+                            for (ns, name) in self.names(&dkey, None) {
+                                self.delete(&dkey, &ns, &name);
+                            }
+                            self.finish_crd(&dkey);
+                        }
                     }
                 }
             }
-            ("", "namespaces") if deleted => {
+            ("", "namespaces") => {
                 let ns = meta(obj, "name").unwrap_or_default();
-                let mut victims = Vec::new();
-                for (k, objs) in &self.objects {
-                    victims.extend(
-                        objs.keys()
-                            .filter(|(n, _)| n == &ns)
-                            .map(|(n, name)| (k.clone(), n.clone(), name.clone())),
-                    );
+                if deleted || is_terminating(obj) {
+                    let keys: Vec<TypeKey> = self.objects.keys().cloned().collect();
+                    for k in keys {
+                        for (n, name) in self.names(&k, Some(&ns)) {
+                            self.delete(&k, &n, &name);
+                        }
+                    }
                 }
-                for (k, n, name) in victims {
-                    self.delete(&k, &n, &name);
+                if !deleted && is_terminating(obj) {
+                    self.finish_namespace(&ns);
                 }
+            }
+            _ if deleted => {
+                if let Some(ns) = meta(obj, "namespace") {
+                    self.finish_namespace(&ns);
+                }
+                self.finish_crd(key);
             }
             _ => {}
         }
@@ -81,6 +87,101 @@ impl State {
                 }
             }
         }
+    }
+
+    /// `(namespace, name)` of every stored object of `key` (in `ns`).
+    fn names(&self, key: &TypeKey, ns: Option<&str>) -> Vec<(String, String)> {
+        self.objects
+            .get(key)
+            .map(|o| {
+                o.keys()
+                    .filter(|(n, _)| ns.is_none_or(|ns| ns == n))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes an object now, finalizers or not.
+    fn force_remove(&mut self, key: &TypeKey, ns: &str, name: &str) {
+        let Some(o) = self
+            .objects
+            .get(key)
+            .and_then(|o| o.get(&(ns.to_string(), name.to_string())))
+            .cloned()
+        else {
+            return;
+        };
+        let mut gone = (*o).clone();
+        let rv = self.next_rv();
+        gone["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.remove(key, ns, name, Arc::new(gone));
+    }
+
+    /// Drops `finalizer` from the list at `pointer` of a terminating object
+    /// and removes the object once nothing holds it any more.
+    fn release(&mut self, key: &TypeKey, ns: &str, name: &str, pointer: &str, finalizer: &str) {
+        let Some(cur) = self
+            .objects
+            .get(key)
+            .and_then(|o| o.get(&(ns.to_string(), name.to_string())))
+            .cloned()
+        else {
+            return;
+        };
+        let held = cur
+            .pointer(pointer)
+            .and_then(Value::as_array)
+            .is_some_and(|l| l.iter().any(|f| f == finalizer));
+        if !is_terminating(&cur) || !held {
+            return;
+        }
+        let mut next = (*cur).clone();
+        if let Some(Value::Array(l)) = next.pointer_mut(pointer) {
+            l.retain(|f| f != finalizer);
+        }
+        let rv = self.next_rv();
+        next["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if has_finalizers(key, &next) {
+            let stored = Arc::new(next.clone());
+            self.objects
+                .entry(key.clone())
+                .or_default()
+                .insert((ns.to_string(), name.to_string()), stored.clone());
+            self.record(key, ns, EventType::Modified, stored, Some(cur));
+        } else {
+            self.remove(key, ns, name, Arc::new(next));
+        }
+    }
+
+    /// A terminating namespace goes once nothing is left in it (its
+    /// contents' finalizers are honoured).
+    fn finish_namespace(&mut self, ns: &str) {
+        let key = (String::new(), "namespaces".to_string());
+        let terminating = self
+            .objects
+            .get(&key)
+            .and_then(|o| o.get(&(String::new(), ns.to_string())))
+            .is_some_and(|o| is_terminating(o));
+        if !terminating
+            || self
+                .objects
+                .values()
+                .any(|o| o.keys().any(|(n, _)| n == ns))
+        {
+            return;
+        }
+        self.release(&key, "", ns, "/spec/finalizers", "kubernetes");
+    }
+
+    /// A terminating CRD goes once its objects are gone.
+    fn finish_crd(&mut self, key: &TypeKey) {
+        if self.objects.get(key).is_some_and(|o| !o.is_empty()) {
+            return;
+        }
+        let crd = (CRD_KEY.0.to_string(), CRD_KEY.1.to_string());
+        let name = format!("{}.{}", key.1, key.0);
+        self.release(&crd, "", &name, "/metadata/finalizers", CRD_CLEANUP);
     }
 }
 

@@ -14,6 +14,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use crate::admission::WriteOpts;
 use crate::convert::{ingest, present};
 use crate::discovery;
 use crate::patch::{apply_patch, parse_body, PatchKind};
@@ -76,6 +77,12 @@ impl Req {
 
     fn dry_run(&self) -> bool {
         self.q("dryRun").is_some_and(|v| !v.is_empty())
+    }
+
+    /// How a write at API `version` is admitted.
+    fn write_opts(&self, version: &str) -> WriteOpts {
+        let strict = self.q("fieldValidation") == Some("Strict");
+        WriteOpts::request(self.dry_run(), version, strict)
     }
 
     fn body_value(&self) -> Result<Value, ApiError> {
@@ -241,6 +248,7 @@ fn resource(
     let store = &ctx.store;
     let rt = &t.rt;
     let ns = t.ns.clone().unwrap_or_default();
+    let opts = r.write_opts(&t.version);
     let view = |o: &Value| present(rt, &t.version, o);
     let as_table = wants_table(&r.accept).then(|| Include::parse(r.q("includeObject")));
     let out = |code: u16, o: Value| match as_table {
@@ -291,7 +299,7 @@ fn resource(
                 })
             }
             Method::POST => {
-                let created = store.create(rt, &ns, ingest(rt, r.body_value()?), r.dry_run())?;
+                let created = store.create(rt, &ns, ingest(rt, r.body_value()?), &opts)?;
                 Ok(out(201, view(&created)))
             }
             Method::DELETE => {
@@ -310,21 +318,23 @@ fn resource(
         Method::GET => Ok(out(200, view(&*store.get(rt, &ns, &name)?))),
         Method::PUT => {
             let body = r.body_value()?;
-            let (o, _) = store.write(rt, &ns, &name, t.part, r.dry_run(), |cur| {
+            let (o, _) = store.write(rt, &ns, &name, t.part, &opts, |cur| {
                 cur.map(|_| ingest(rt, body)).ok_or_else(not_found)
             })?;
             Ok(out(200, view(&o)))
         }
         Method::PATCH => {
             let kind = PatchKind::from_content_type(&r.content_type)?;
+            if kind == PatchKind::Strategic && rt.custom {
+                return Err(ApiError::strategic_merge_on_custom_resource());
+            }
             let patch = parse_body(kind, &r.body)?;
-            let (o, created) = store.write(rt, &ns, &name, t.part, r.dry_run(), |cur| {
-                match (cur, kind) {
+            let (o, created) =
+                store.write(rt, &ns, &name, t.part, &opts, |cur| match (cur, kind) {
                     (None, PatchKind::Apply) => Ok(ingest(rt, patch)),
                     (None, _) => Err(not_found()),
                     (Some(c), _) => Ok(ingest(rt, apply_patch(kind, &view(c), &patch)?)),
-                }
-            })?;
+                })?;
             Ok(out(if created { 201 } else { 200 }, view(&o)))
         }
         Method::DELETE => Ok(out(200, view(&store.delete(rt, &ns, &name, r.dry_run())?))),

@@ -1,8 +1,12 @@
 //! kube-standin: an in-memory, single-process stand-in for kube-apiserver.
 //!
 //! **For kube-dvr's lab and tests only — never production.** There is no
-//! authentication, no authorization, no admission, no schema validation, no
-//! persistence, and it listens on plain HTTP on 127.0.0.1.
+//! authentication, no authorization, no persistence, and it listens on plain
+//! HTTP on 127.0.0.1. It does refuse what a real API server's validation and
+//! built-in admission refuse (`admission.rs`), so tests and the lab exercise
+//! the inputs a cluster would accept; [`StandIn::insert_without_admission`]
+//! bypasses that for tests that need an object only a schema change could
+//! have left behind.
 //!
 //! It exists because no kube-apiserver can be installed on the machines
 //! kube-dvr is developed on, while the lab and the API-level tests need one
@@ -25,40 +29,56 @@
 //!   and events.k8s.io/v1 as a view of the same objects), ConfigMaps,
 //!   Secrets, ServiceAccounts, Leases, CustomResourceDefinitions. Creating a
 //!   CRD registers its kind for discovery, CRUD, watch and printer columns;
-//!   deleting it removes the kind and its objects. CRD versions are served
-//!   without conversion.
+//!   deleting it deletes its objects (honouring their finalizers) and then
+//!   the CRD and its kind (`cascade.rs`). CRD versions are served without
+//!   conversion.
+//! - Admission (`admission.rs`): object names (DNS-1123 subdomain; label for
+//!   Namespaces); no new objects in a Terminating namespace (`403`) or of a
+//!   Terminating CRD; custom resources pruned, defaulted and validated
+//!   against their CRD version's schema — OpenAPI value validations and CEL
+//!   rules with `oldSelf` (`validation.rs`, `schema.rs`) — on every write,
+//!   `/status` included, with ratcheting of unchanged values; errors are
+//!   `422 Invalid` with `details.causes[]`. `fieldValidation=Strict` (what
+//!   kubectl sends) turns unknown fields into `400`; otherwise they are pruned.
 //! - Semantics kept: optimistic concurrency (`409 Conflict`), `AlreadyExists`
 //!   / `NotFound` Status objects, finalizers and `deletionTimestamp`,
 //!   `/status` subresources, label and field selectors, namespace deletion
-//!   removing its contents, garbage collection of dependents by
+//!   (the Namespace stays, phase `Terminating`, until its contents are gone,
+//!   their finalizers honoured), garbage collection of dependents by
 //!   `ownerReferences` (background propagation).
-//! - Simplified: strategic merge patch (maps merge, lists of objects with a
-//!   `type`/`name` key merge by it, other lists replace) and server-side
+//! - Simplified: strategic merge patch on built-in kinds (maps merge, lists
+//!   of objects with a `type`/`name` key merge by it, other lists replace;
+//!   on custom resources it is `415`, as in kube-apiserver) and server-side
 //!   apply (the applied object is merged into the live one like a JSON merge
 //!   patch; field ownership is not tracked and `managedFields` are not kept).
 //!   Built-in kinds keep a `status` given at create time.
 //! - Discovery (legacy and aggregated v2), server-side `Table`s for
 //!   `kubectl get`, and a schema-less `/openapi/v3` that tells kubectl the
 //!   server validates fields (so it skips client-side validation, which would
-//!   need `/openapi/v2`, not served; the stand-in does not validate either).
+//!   need `/openapi/v2`, not served; for custom resources the stand-in
+//!   validates, for built-in kinds only names).
 //! - JSON and YAML request bodies; of protobuf only what kubectl's generator
 //!   commands send (`kubectl create namespace|configmap|secret|
 //!   serviceaccount`). Responses are always JSON.
 
 #![forbid(unsafe_code)]
 
+mod admission;
 mod cascade;
 mod convert;
 mod discovery;
 mod http;
+mod names;
 mod patch;
 mod protobuf;
 mod resource;
+mod schema;
 mod selector;
 mod status;
 mod store;
 mod table;
 mod util;
+pub mod validation;
 mod watch;
 
 use std::net::SocketAddr;
@@ -168,6 +188,63 @@ impl StandIn {
     /// The current (latest) resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.store.current_rv()
+    }
+
+    /// Stores `object` (with `apiVersion`, `kind` and `metadata.name`; a
+    /// namespaced object in `metadata.namespace`, default `default`) as
+    /// given, **bypassing admission**: no name, namespace-lifecycle, schema
+    /// or CEL checks, no pruning or defaulting; `status` is stored too.
+    /// Creates the object or replaces an existing one's content; watches see
+    /// the change. Metadata is still filled in (uid, resourceVersion, ...).
+    ///
+    /// For tests only: it simulates what a real cluster can hold although
+    /// today's schema would refuse it, e.g. an object written under an older
+    /// or newer CRD version (type skew during an upgrade). Returns the stored
+    /// object as served.
+    pub fn insert_without_admission(
+        &self,
+        object: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let rt = self
+            .store
+            .types()
+            .into_iter()
+            .find(|t| t.kind == kind && t.versions.iter().any(|v| t.api_version(v) == api_version))
+            .ok_or_else(|| format!("no kind {kind} served at {api_version}"))?;
+        let version = api_version
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .ok_or("metadata.name is required")?
+            .to_string();
+        let ns = match object["metadata"]["namespace"].as_str() {
+            Some(ns) if rt.namespaced => ns.to_string(),
+            None if rt.namespaced => "default".into(),
+            _ => String::new(),
+        };
+        let opts = admission::WriteOpts::without_admission();
+        let mut body = convert::ingest(&rt, object.clone());
+        if let Some(m) = body["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
+        let (mut out, _) = self
+            .store
+            .write(&rt, &ns, &name, store::Part::Main, &opts, |_| {
+                Ok(body.clone())
+            })
+            .map_err(|e| e.to_string())?;
+        if rt.status && object.get("status").is_some() {
+            (out, _) = self
+                .store
+                .write(&rt, &ns, &name, store::Part::Status, &opts, |_| Ok(body))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(convert::present(&rt, &version, &out))
     }
 
     /// Drops the whole watch event log, as an etcd compaction would: every

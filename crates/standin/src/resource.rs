@@ -1,6 +1,9 @@
 //! The resource registry: built-in kinds and the kinds CustomResourceDefinitions
 //! register. Discovery, routing and tables all read it.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use serde_json::Value;
 
 /// One `additionalPrinterColumns` entry (or a built-in column).
@@ -34,6 +37,9 @@ pub struct ResourceType {
     pub columns: Vec<PrinterColumn>,
     /// Defined by a CRD (as opposed to built in).
     pub custom: bool,
+    /// The CRD's OpenAPI v3 schema of each served version (custom kinds
+    /// only): what admission validates objects against.
+    pub schemas: BTreeMap<String, Arc<Value>>,
 }
 
 impl ResourceType {
@@ -96,6 +102,7 @@ fn builtin(
         status,
         columns: Vec::new(),
         custom: false,
+        schemas: BTreeMap::new(),
     }
 }
 
@@ -247,5 +254,13 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
         status: first["subresources"]["status"].is_object(),
         columns,
         custom: true,
+        schemas: versions
+            .iter()
+            .filter_map(|v| {
+                let schema = &v["schema"]["openAPIV3Schema"];
+                Some((v["name"].as_str()?.to_string(), Arc::new(schema.clone())))
+                    .filter(|_| schema.is_object())
+            })
+            .collect(),
     })
 }

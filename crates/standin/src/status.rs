@@ -74,11 +74,83 @@ impl ApiError {
         Self::new(422, "Invalid", message.into()).with_details(group, plural, name)
     }
 
+    /// `422 Invalid` with one `details.causes[]` entry per field error, the
+    /// way kube-apiserver reports failed validation: `Kind.group "name" is
+    /// invalid: field: message` (several errors in `[...]`).
+    pub fn invalid_fields(
+        group: &str,
+        kind: &str,
+        name: &str,
+        errs: &[crate::validation::FieldError],
+    ) -> Self {
+        let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let joined = match all.as_slice() {
+            [one] => one.clone(),
+            _ => format!("[{}]", all.join(", ")),
+        };
+        let causes: Vec<Value> = errs
+            .iter()
+            .map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field}))
+            .collect();
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!(
+                "{} \"{name}\" is invalid: {joined}",
+                qualified_kind(group, kind)
+            ),
+        );
+        e.details = Some(json!({"name": name, "group": group, "kind": kind, "causes": causes}));
+        e
+    }
+
+    /// `403 Forbidden`: the NamespaceLifecycle admission refusing new content
+    /// in a namespace that is being deleted.
+    pub fn namespace_terminating(group: &str, plural: &str, name: &str, ns: &str) -> Self {
+        let mut e = Self::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} \
+                 because it is being terminated",
+                qualified(group, plural)
+            ),
+        );
+        e.details = Some(
+            json!({"name": name, "group": group, "kind": plural, "causes": [{
+            "reason": "NamespaceTerminating",
+            "message": format!("namespace {ns} is being terminated"),
+            "field": "metadata.namespace"}]}),
+        );
+        e
+    }
+
     pub fn method_not_allowed() -> Self {
         Self::new(
             405,
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource".into(),
+        )
+    }
+
+    /// A strategic merge patch on a custom resource: kube-apiserver has no Go
+    /// type to take the patch strategy from, so it refuses the media type.
+    pub fn strategic_merge_on_custom_resource() -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: \
+             application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+                .into(),
+        )
+    }
+
+    /// `405`: creating an object of a kind whose CRD is being deleted.
+    pub fn crd_terminating() -> Self {
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "create not allowed while custom resource definition is terminating".into(),
         )
     }
 
@@ -124,6 +196,14 @@ impl ApiError {
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}: {}", self.code, self.reason, self.message)
+    }
+}
+
+fn qualified_kind(group: &str, kind: &str) -> String {
+    if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use crate::admission::WriteOpts;
 use crate::cascade::crd_status;
 use crate::resource::{builtins, from_crd, ResourceType};
 use crate::selector::Selector;
@@ -96,10 +97,15 @@ fn spec_of(obj: &Value) -> Value {
     o
 }
 
-fn has_finalizers(obj: &Value) -> bool {
-    obj["metadata"]["finalizers"]
-        .as_array()
-        .is_some_and(|f| !f.is_empty())
+/// The finalizer kube-apiserver puts on every CRD.
+pub(crate) const CRD_CLEANUP: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+/// Whether something still holds a deleted object: `metadata.finalizers`,
+/// or for a Namespace also `spec.finalizers` (the namespace controller's).
+pub(crate) fn has_finalizers(key: &TypeKey, obj: &Value) -> bool {
+    let non_empty = |v: &Value| v.as_array().is_some_and(|f| !f.is_empty());
+    non_empty(&obj["metadata"]["finalizers"])
+        || (key.0.is_empty() && key.1 == "namespaces" && non_empty(&obj["spec"]["finalizers"]))
 }
 
 impl Store {
@@ -120,7 +126,8 @@ impl Store {
             .expect("builtin");
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"metadata": {"name": ns}});
-            st.create(&ns_type, "", crate::convert::ingest(&ns_type, obj))
+            let opts = WriteOpts::request(false, "v1", false);
+            st.create(&ns_type, "", crate::convert::ingest(&ns_type, obj), &opts)
                 .expect("pre-create namespace");
         }
         let (changed, _) = watch::channel(st.rv);
@@ -238,16 +245,16 @@ impl Store {
         rt: &ResourceType,
         ns: &str,
         obj: Value,
-        dry_run: bool,
+        opts: &WriteOpts,
     ) -> Result<Value, ApiError> {
         let mut st = self.lock();
-        if dry_run {
+        if opts.dry_run {
             let rv = st.rv;
-            let out = st.prepare_create(rt, ns, obj)?;
+            let out = st.prepare_create(rt, ns, obj, opts)?;
             st.rv = rv;
             return Ok(out);
         }
-        let out = st.create(rt, ns, obj)?;
+        let out = st.create(rt, ns, obj, opts)?;
         self.notify(&st);
         Ok(out)
     }
@@ -262,7 +269,7 @@ impl Store {
         ns: &str,
         name: &str,
         part: Part,
-        dry_run: bool,
+        opts: &WriteOpts,
         f: impl FnOnce(Option<&Value>) -> Result<Value, ApiError>,
     ) -> Result<(Value, bool), ApiError> {
         let mut st = self.lock();
@@ -278,10 +285,10 @@ impl Store {
             }
             let mut new = f(None)?;
             new["metadata"]["name"] = json!(name);
-            let out = if dry_run {
-                st.prepare_create(rt, ns, new)?
+            let out = if opts.dry_run {
+                st.prepare_create(rt, ns, new, opts)?
             } else {
-                st.create(rt, ns, new)?
+                st.create(rt, ns, new, opts)?
             };
             self.notify(&st);
             return Ok((out, true));
@@ -293,7 +300,7 @@ impl Store {
                 new["metadata"]["name"]
             )));
         }
-        let out = st.update(rt, ns, name, &current, new, part, dry_run)?;
+        let out = st.update(rt, ns, name, &current, new, part, opts)?;
         self.notify(&st);
         Ok((out, false))
     }
@@ -355,7 +362,7 @@ impl State {
         self.rv
     }
 
-    fn record(
+    pub(crate) fn record(
         &mut self,
         key: &TypeKey,
         ns: &str,
@@ -391,6 +398,7 @@ impl State {
         rt: &ResourceType,
         ns: &str,
         mut obj: Value,
+        opts: &WriteOpts,
     ) -> Result<Value, ApiError> {
         if !obj["metadata"].is_object() {
             obj["metadata"] = json!({});
@@ -428,6 +436,7 @@ impl State {
         if self.exists(&key, ns, &name) {
             return Err(ApiError::already_exists(&rt.group, &rt.plural, &name));
         }
+        self.admit_create(rt, ns, &name, opts)?;
         if let Value::Object(mm) = m {
             for k in [
                 "deletionTimestamp",
@@ -447,8 +456,11 @@ impl State {
             }
         }
         match (rt.group.as_str(), rt.plural.as_str()) {
-            ("", "namespaces") if obj["status"]["phase"].is_null() => {
-                obj["status"] = json!({"phase": "Active"})
+            ("", "namespaces") => {
+                // As kube-apiserver: the namespace controller's finalizer
+                // holds a deleted namespace until its contents are gone.
+                obj["spec"] = json!({"finalizers": ["kubernetes"]});
+                obj["status"] = json!({"phase": "Active"});
             }
             ("", "pods") if obj["status"]["phase"].is_null() => {
                 obj["status"]["phase"] = json!("Pending")
@@ -460,16 +472,32 @@ impl State {
                 let def = from_crd(&obj)
                     .map_err(|e| ApiError::invalid(&rt.group, &rt.plural, &name, e))?;
                 obj["status"] = crd_status(&obj, &def);
+                // Holds a deleted CRD until its objects are gone.
+                let fin = &mut obj["metadata"]["finalizers"];
+                match fin.as_array_mut() {
+                    Some(list) if !list.contains(&json!(CRD_CLEANUP)) => {
+                        list.push(json!(CRD_CLEANUP))
+                    }
+                    Some(_) => {}
+                    None => *fin = json!([CRD_CLEANUP]),
+                }
             }
             _ => {}
         }
+        self.admit_object(rt, &mut obj, None, opts)?;
         let rv = self.next_rv();
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         Ok(obj)
     }
 
-    fn create(&mut self, rt: &ResourceType, ns: &str, obj: Value) -> Result<Value, ApiError> {
-        let obj = self.prepare_create(rt, ns, obj)?;
+    fn create(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        obj: Value,
+        opts: &WriteOpts,
+    ) -> Result<Value, ApiError> {
+        let obj = self.prepare_create(rt, ns, obj, opts)?;
         let key = rt.storage_key();
         let name = meta(&obj, "name").unwrap_or_default();
         let ns = if rt.namespaced { ns } else { "" };
@@ -492,7 +520,7 @@ impl State {
         old: &Value,
         new: Value,
         part: Part,
-        dry_run: bool,
+        opts: &WriteOpts,
     ) -> Result<Value, ApiError> {
         let old_rv = meta(old, "resourceVersion").unwrap_or_default();
         if let Some(rv) = meta(&new, "resourceVersion") {
@@ -535,6 +563,10 @@ impl State {
                 if rt.status {
                     r["status"] = old.get("status").cloned().unwrap_or(Value::Null);
                 }
+                if rt.storage_key() == ("".into(), "namespaces".into()) {
+                    // spec.finalizers changes only through /finalize.
+                    r["spec"] = old.get("spec").cloned().unwrap_or(Value::Null);
+                }
                 if spec_of(&r) != spec_of(old) {
                     let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
                     r["metadata"]["generation"] = json!(g + 1);
@@ -558,16 +590,17 @@ impl State {
                 from_crd(&result).map_err(|e| ApiError::invalid(&rt.group, &rt.plural, name, e))?;
             result["status"] = crd_status(&result, &def);
         }
+        self.admit_object(rt, &mut result, Some(old), opts)?;
         // A write that changes nothing is not a write: no new resourceVersion,
         // no watch event (controllers that re-apply their status rely on it).
-        if &result == old || dry_run {
+        if &result == old || opts.dry_run {
             return Ok(result);
         }
         let key = rt.storage_key();
         let rv = self.next_rv();
         result["metadata"]["resourceVersion"] = json!(rv.to_string());
         let deleting = !result["metadata"]["deletionTimestamp"].is_null();
-        if deleting && !has_finalizers(&result) {
+        if deleting && !has_finalizers(&key, &result) {
             self.remove(&key, ns, name, Arc::new(result.clone()));
             return Ok(result);
         }
@@ -594,7 +627,7 @@ impl State {
             .get(key)?
             .get(&(ns.to_string(), name.to_string()))?
             .clone();
-        if has_finalizers(&current) {
+        if has_finalizers(key, &current) {
             if !current["metadata"]["deletionTimestamp"].is_null() {
                 return Some((*current).clone());
             }
@@ -603,6 +636,9 @@ impl State {
             marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             let g = marked["metadata"]["generation"].as_i64().unwrap_or(0);
             marked["metadata"]["generation"] = json!(g + 1);
+            if key.0.is_empty() && key.1 == "namespaces" {
+                marked["status"]["phase"] = json!("Terminating");
+            }
             let rv = self.next_rv();
             marked["metadata"]["resourceVersion"] = json!(rv.to_string());
             let stored = Arc::new(marked.clone());
@@ -611,6 +647,7 @@ impl State {
                 .or_default()
                 .insert((ns.to_string(), name.to_string()), stored.clone());
             self.record(key, ns, EventType::Modified, stored, Some(current));
+            self.after_write(key, &marked, false);
             return Some(marked);
         }
         let mut gone = (*current).clone();

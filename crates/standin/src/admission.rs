@@ -1,0 +1,149 @@
+//! Admission: what kube-apiserver refuses before an object is stored.
+//!
+//! - Object names: DNS-1123 subdomains, Namespaces DNS-1123 labels (`names.rs`).
+//! - NamespaceLifecycle: no new objects in a namespace being deleted
+//!   (`403 Forbidden`); no new objects of a kind whose CRD is being deleted
+//!   (`405`).
+//! - Custom resources: pruning of unknown fields (refused with
+//!   `fieldValidation=Strict`, which kubectl sends), schema defaults, then
+//!   the OpenAPI value validations and CEL rules of the CRD version's schema
+//!   (`validation.rs`), on create, update, patch and `/status` writes alike.
+//!
+//! [`WriteOpts::without_admission`] skips all of it, for tests that need an
+//! object a real server would hold only after a schema change (type skew).
+
+use serde_json::Value;
+
+use crate::resource::ResourceType;
+use crate::status::ApiError;
+use crate::store::{meta, State};
+use crate::validation::{apply_defaults, prune, validate_custom_resource};
+
+/// How a write is to be admitted.
+#[derive(Debug, Clone)]
+pub struct WriteOpts {
+    /// `?dryRun=All`: everything but storing.
+    pub dry_run: bool,
+    /// The API version of the request (its schema validates custom
+    /// resources); empty: the storage version.
+    pub version: String,
+    /// `?fieldValidation=Strict`: unknown fields are an error, not pruned.
+    pub strict: bool,
+    /// Run admission at all.
+    pub admit: bool,
+}
+
+impl WriteOpts {
+    pub fn request(dry_run: bool, version: &str, strict: bool) -> Self {
+        WriteOpts {
+            dry_run,
+            version: version.to_string(),
+            strict,
+            admit: true,
+        }
+    }
+
+    /// Stores what it is given (metadata is still filled in): no name,
+    /// namespace-lifecycle or schema checks.
+    pub fn without_admission() -> Self {
+        WriteOpts {
+            dry_run: false,
+            version: String::new(),
+            strict: false,
+            admit: false,
+        }
+    }
+}
+
+pub(crate) const CRD_KEY: (&str, &str) = ("apiextensions.k8s.io", "customresourcedefinitions");
+
+pub(crate) fn is_terminating(obj: &Value) -> bool {
+    !obj["metadata"]["deletionTimestamp"].is_null()
+}
+
+impl State {
+    /// The stored CustomResourceDefinition that defines `rt`, if custom.
+    pub(crate) fn crd_of(&self, group: &str, plural: &str) -> Option<&Value> {
+        self.objects
+            .get(&(CRD_KEY.0.into(), CRD_KEY.1.into()))?
+            .get(&(String::new(), format!("{plural}.{group}")))
+            .map(|o| &**o)
+    }
+
+    /// Checks before a new object is created in namespace `ns`.
+    pub(crate) fn admit_create(
+        &self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        opts: &WriteOpts,
+    ) -> Result<(), ApiError> {
+        if !opts.admit {
+            return Ok(());
+        }
+        let errs = crate::names::validate_name(rt, name);
+        if !errs.is_empty() {
+            return Err(ApiError::invalid_fields(&rt.group, &rt.kind, name, &errs));
+        }
+        let namespace = self
+            .objects
+            .get(&(String::new(), "namespaces".into()))
+            .and_then(|o| o.get(&(String::new(), ns.to_string())));
+        if rt.namespaced && namespace.is_some_and(|n| is_terminating(n)) {
+            return Err(ApiError::namespace_terminating(
+                &rt.group, &rt.plural, name, ns,
+            ));
+        }
+        if rt.custom
+            && self
+                .crd_of(&rt.group, &rt.plural)
+                .is_some_and(is_terminating)
+        {
+            return Err(ApiError::crd_terminating());
+        }
+        Ok(())
+    }
+
+    /// Prunes, defaults and validates a custom resource against its CRD
+    /// version's schema (`old`: the stored object, on updates).
+    pub(crate) fn admit_object(
+        &self,
+        rt: &ResourceType,
+        obj: &mut Value,
+        old: Option<&Value>,
+        opts: &WriteOpts,
+    ) -> Result<(), ApiError> {
+        if !opts.admit || !rt.custom {
+            return Ok(());
+        }
+        let version = if opts.version.is_empty() {
+            &rt.versions[0]
+        } else {
+            &opts.version
+        };
+        let Some(schema) = rt.schemas.get(version) else {
+            return Ok(());
+        };
+        let unknown = prune(schema, obj);
+        if opts.strict && !unknown.is_empty() {
+            let list: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: \
+                 strict decoding error: {}",
+                list.join(", "),
+                kind = rt.kind
+            )));
+        }
+        *obj = apply_defaults(schema, obj);
+        let errs = validate_custom_resource(schema, obj, old);
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            let name = meta(obj, "name").unwrap_or_default();
+            Err(ApiError::invalid_fields(&rt.group, &rt.kind, &name, &errs))
+        }
+    }
+}
