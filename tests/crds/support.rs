@@ -1,12 +1,10 @@
 //! Shared by the CRD tests: an approximation of API-server admission and
 //! example objects (`mk_*`).
 //!
-//! Admission without an API server: a small OpenAPI checker (types, required,
-//! patterns, lengths, item counts, numeric bounds, list-map keys and set
-//! uniqueness, unknown fields) plus kube-cel, the Rust port of the Kubernetes
-//! CEL libraries, for the `x-kubernetes-validations` rules.
-
-use std::collections::HashSet;
+//! Admission without an API server: the API stand-in's own validation
+//! (`kube_standin::validation`: pruning, defaults, OpenAPI value checks and
+//! the `x-kubernetes-validations` CEL rules through kube-cel), called
+//! directly, so these tests and the stand-in judge objects the same way.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::ObjectMeta;
@@ -17,8 +15,8 @@ use kube_dvr::api::{
     ExtraRoute, FloatingIP, FloatingIPSpec, FloatingTarget, LabelSelector, NodePortStatus,
     RouterSubnet, SnatGateway, SnatGatewaySpec, SnatGatewayStatus, SnatPortStatus, SubnetStatus,
 };
-use regex::Regex;
-use serde_json::{json, Value};
+use kube_standin::validation;
+use serde_json::Value;
 
 /// The OpenAPI v3 schema of a CRD's only version, as JSON.
 pub fn schema_of(crd: &CustomResourceDefinition) -> Value {
@@ -32,117 +30,6 @@ pub fn schema_of(crd: &CustomResourceDefinition) -> Value {
     serde_json::to_value(s).unwrap()
 }
 
-/// A small OpenAPI v3 checker for what the API server enforces structurally.
-pub fn check_schema(schema: &Value, value: &Value, path: &str, errs: &mut Vec<String>) {
-    if value.is_null() {
-        if schema["nullable"] != json!(true) {
-            errs.push(format!("{path}: null not allowed"));
-        }
-        return;
-    }
-    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true)) {
-        return;
-    }
-    let ty = schema["type"].as_str().unwrap_or("");
-    match ty {
-        "object" => {
-            let Some(obj) = value.as_object() else {
-                return errs.push(format!("{path}: expected object"));
-            };
-            for req in schema["required"].as_array().into_iter().flatten() {
-                if !obj.contains_key(req.as_str().unwrap()) {
-                    errs.push(format!("{path}.{}: Required value", req.as_str().unwrap()));
-                }
-            }
-            for (k, v) in obj {
-                let p = format!("{path}.{k}");
-                if let Some(sub) = schema["properties"].get(k) {
-                    check_schema(sub, v, &p, errs);
-                } else if let Some(sub) =
-                    schema.get("additionalProperties").filter(|s| s.is_object())
-                {
-                    check_schema(sub, v, &p, errs);
-                } else if !(path.is_empty()
-                    && ["apiVersion", "kind", "metadata"].contains(&k.as_str()))
-                {
-                    errs.push(format!("{p}: unknown field"));
-                }
-            }
-        }
-        "array" => {
-            let Some(arr) = value.as_array() else {
-                return errs.push(format!("{path}: expected array"));
-            };
-            if let Some(max) = schema["maxItems"].as_u64() {
-                if arr.len() as u64 > max {
-                    errs.push(format!("{path}: Too many: {} > maxItems {max}", arr.len()));
-                }
-            }
-            if let Some(min) = schema["minItems"].as_u64() {
-                if (arr.len() as u64) < min {
-                    errs.push(format!("{path}: Too few items"));
-                }
-            }
-            match schema["x-kubernetes-list-type"].as_str() {
-                Some("set") => {
-                    let uniq: HashSet<String> = arr.iter().map(Value::to_string).collect();
-                    if uniq.len() != arr.len() {
-                        errs.push(format!("{path}: Duplicate value"));
-                    }
-                }
-                Some("map") => {
-                    let keys = schema["x-kubernetes-list-map-keys"].as_array().unwrap();
-                    let uniq: HashSet<String> = arr
-                        .iter()
-                        .map(|e| {
-                            keys.iter()
-                                .map(|k| e[k.as_str().unwrap()].to_string())
-                                .collect()
-                        })
-                        .collect();
-                    if uniq.len() != arr.len() {
-                        errs.push(format!("{path}: Duplicate value (list map key)"));
-                    }
-                }
-                _ => {}
-            }
-            for (i, v) in arr.iter().enumerate() {
-                check_schema(&schema["items"], v, &format!("{path}[{i}]"), errs);
-            }
-        }
-        "string" => {
-            let Some(s) = value.as_str() else {
-                return errs.push(format!("{path}: expected string"));
-            };
-            let len = s.chars().count() as u64;
-            if schema["maxLength"].as_u64().is_some_and(|m| len > m) {
-                errs.push(format!("{path}: Too long: maxLength"));
-            }
-            if schema["minLength"].as_u64().is_some_and(|m| len < m) {
-                errs.push(format!("{path}: Too short: minLength"));
-            }
-            if let Some(pat) = schema["pattern"].as_str() {
-                if !Regex::new(pat).unwrap().is_match(s) {
-                    errs.push(format!("{path}: does not match pattern {pat}"));
-                }
-            }
-        }
-        "integer" => match value.as_i64() {
-            None => errs.push(format!("{path}: expected integer")),
-            Some(n) => {
-                if schema["minimum"].as_f64().is_some_and(|m| (n as f64) < m) {
-                    errs.push(format!("{path}: below minimum"));
-                }
-                if schema["maximum"].as_f64().is_some_and(|m| (n as f64) > m) {
-                    errs.push(format!("{path}: above maximum"));
-                }
-            }
-        },
-        "boolean" if !value.is_boolean() => errs.push(format!("{path}: expected boolean")),
-        _ => {}
-    }
-}
-
 /// What the API server would say about creating `obj` (or updating `old` to
 /// `obj`): schema errors and CEL rule failures, as messages.
 pub fn admit<K: CustomResourceExt + serde::Serialize>(obj: &K, old: Option<&K>) -> Vec<String> {
@@ -151,17 +38,24 @@ pub fn admit<K: CustomResourceExt + serde::Serialize>(obj: &K, old: Option<&K>) 
     admit_json(&K::crd(), &obj, old.as_ref())
 }
 
-/// [`admit`] for raw JSON (so unknown fields are still there to be found).
+/// [`admit`] for raw JSON (so unknown fields are still there to be found):
+/// the stand-in's own admission (pruning, defaults, schema, CEL), with
+/// `fieldValidation=Strict` (kubectl's default), so unknown fields are
+/// errors.
 pub fn admit_json(crd: &CustomResourceDefinition, obj: &Value, old: Option<&Value>) -> Vec<String> {
     let schema = schema_of(crd);
-    let mut errs = vec![];
-    check_schema(&schema, obj, "", &mut errs);
-    if let Err(e) = kube_cel::Validator::new().validate(&schema, obj, old) {
-        errs.extend(
-            e.into_iter()
-                .map(|e| format!("{}: {} ({})", e.field_path, e.message, e.rule)),
-        );
-    }
+    let mut obj = obj.clone();
+    let mut errs: Vec<String> = validation::prune(&schema, &mut obj)
+        .into_iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    let obj = validation::apply_defaults(&schema, &obj);
+    let old = old.map(|o| validation::apply_defaults(&schema, o));
+    errs.extend(
+        validation::validate_custom_resource(&schema, &obj, old.as_ref())
+            .iter()
+            .map(ToString::to_string),
+    );
     errs
 }
 

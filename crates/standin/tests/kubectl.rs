@@ -279,3 +279,129 @@ async fn kubectl_nodes_namespaces_and_raw() -> Result<()> {
     s.shutdown().await;
     Ok(())
 }
+
+/// A CRD with a real schema: kubectl's errors then carry its messages.
+const STRICT_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gates.test.standin.io
+spec:
+  group: test.standin.io
+  scope: Namespaced
+  names: {plural: gates, singular: gate, kind: Gate}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [address]
+            properties:
+              address:
+                type: string
+                format: ipv4
+                x-kubernetes-validations:
+                - {rule: self == oldSelf, message: address is immutable}
+              port: {type: integer, maximum: 65535}
+"#;
+
+#[tokio::test]
+async fn kubectl_sees_the_api_servers_refusals() -> Result<()> {
+    if !have_kubectl() {
+        eprintln!("skipping: kubectl not installed");
+        return Ok(());
+    }
+    let s = StandIn::start(0).await?;
+    let k = Kubectl::new(&s)?;
+    k.ok(&["apply", "-f", &k.file("crd.yaml", STRICT_CRD)?])
+        .await?;
+    let gate = |addr: &str, extra: &str| {
+        format!("apiVersion: test.standin.io/v1\nkind: Gate\nmetadata: {{name: g1}}\nspec: {{address: {addr}{extra}}}\n")
+    };
+    // Schema errors, with the field path, as kube-apiserver words them.
+    let (ok, _, err) = k
+        .run(&[
+            "apply",
+            "-f",
+            &k.file("bad.yaml", &gate("10.0.0.256", ", port: 70000"))?,
+        ])
+        .await?;
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("The Gate \"g1\" is invalid")
+            && err.contains("spec.address in body must be of type ipv4")
+            && err.contains("spec.port in body should be less than or equal to 65535"),
+        "{err}"
+    );
+    // kubectl validates strictly: a typo is an error, not silently dropped.
+    let (ok, _, err) = k
+        .run(&[
+            "apply",
+            "-f",
+            &k.file("typo.yaml", &gate("10.0.0.1", ", prot: 80"))?,
+        ])
+        .await?;
+    assert!(!ok && err.contains("unknown field \"spec.prot\""), "{err}");
+    // The CRD's own CEL message on a transition.
+    k.ok(&["apply", "-f", &k.file("g.yaml", &gate("10.0.0.1", ""))?])
+        .await?;
+    let (ok, _, err) = k
+        .run(&["apply", "-f", &k.file("g2.yaml", &gate("10.0.0.2", ""))?])
+        .await?;
+    assert!(!ok && err.contains("address is immutable"), "{err}");
+    // Strategic merge patch (kubectl patch's default) is not for custom resources.
+    let (ok, _, err) = k
+        .run(&["patch", "gate", "g1", "-p", r#"{"spec":{"port":80}}"#])
+        .await?;
+    assert!(
+        !ok && err.contains("application/strategic-merge-patch+json"),
+        "{err}"
+    );
+    k.ok(&[
+        "patch",
+        "gate",
+        "g1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"port":80}}"#,
+    ])
+    .await?;
+    // Names.
+    let (ok, _, err) = k.run(&["create", "namespace", "Tenant_A"]).await?;
+    assert!(!ok && err.contains("a lowercase RFC 1123 label"), "{err}");
+
+    // A namespace with a held object stays Terminating; nothing new goes in.
+    k.ok(&["create", "namespace", "t1"]).await?;
+    let held = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, namespace: t1, finalizers: [test.standin.io/hold]}\n";
+    k.ok(&["apply", "-f", &k.file("held.yaml", held)?]).await?;
+    k.ok(&["delete", "namespace", "t1", "--wait=false"]).await?;
+    let phase = k
+        .ok(&["get", "namespace", "t1", "-o", "jsonpath={.status.phase}"])
+        .await?;
+    assert_eq!(phase, "Terminating");
+    let (ok, _, err) = k.run(&["create", "configmap", "late", "-n", "t1"]).await?;
+    assert!(
+        !ok && err.contains("because it is being terminated"),
+        "{err}"
+    );
+    k.ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "-n",
+        "t1",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])
+    .await?;
+    k.ok(&["wait", "--for=delete", "namespace/t1", "--timeout=10s"])
+        .await?;
+    s.shutdown().await;
+    Ok(())
+}
