@@ -43,6 +43,16 @@ fn kubectl(lab: &Lab, args: &[&str]) -> String {
 }
 
 fn kubectl_stdin(lab: &Lab, args: &[&str], input: &str) -> String {
+    let out = kubectl_stdin_output(lab, args, input);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn kubectl_stdin_output(lab: &Lab, args: &[&str], input: &str) -> std::process::Output {
     use std::io::Write;
     let mut c = Command::new("kubectl")
         .arg("--kubeconfig")
@@ -54,13 +64,7 @@ fn kubectl_stdin(lab: &Lab, args: &[&str], input: &str) -> String {
         .spawn()
         .unwrap();
     c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    c.wait_with_output().unwrap()
 }
 
 fn tcp(lab: &Lab, from: &str, dst: &str) -> Observed {
@@ -220,20 +224,9 @@ spec:
     lab.down();
 }
 
-/// Each class of invalid input, with the reason its Ready condition must carry.
+/// Each class of input the API admits but the controller must refuse, with
+/// the reason its Ready condition must carry.
 const INVALID: &[(&str, &str, &str, &str)] = &[
-    (
-        "distributedrouters",
-        "tenant-c",
-        "overlap",
-        "OverlappingSubnets",
-    ),
-    (
-        "distributedrouters",
-        "tenant-c",
-        "gw-outside",
-        "GatewayOutsideCIDR",
-    ),
     (
         "distributedrouters",
         "tenant-c",
@@ -274,21 +267,6 @@ spec:
 ---
 apiVersion: kubedvr.io/v1alpha1
 kind: DistributedRouter
-metadata: {name: overlap, namespace: tenant-c}
-spec:
-  subnets:
-    - {name: sx, cidr: 10.20.0.0/16, gateway: 10.20.0.1, networkAttachment: net-x}
-    - {name: sy, cidr: 10.20.1.0/24, gateway: 10.20.1.1, networkAttachment: net-y}
----
-apiVersion: kubedvr.io/v1alpha1
-kind: DistributedRouter
-metadata: {name: gw-outside, namespace: tenant-c}
-spec:
-  subnets:
-    - {name: sx, cidr: 10.30.0.0/24, gateway: 10.31.0.1, networkAttachment: net-x}
----
-apiVersion: kubedvr.io/v1alpha1
-kind: DistributedRouter
 metadata: {name: no-ext, namespace: tenant-c}
 spec:
   externalNetwork: nowhere
@@ -324,6 +302,26 @@ metadata: {name: no-target, namespace: tenant-a}
 spec: {router: main, target: {fixedIP: 10.10.1.99}}
 "#;
 
+/// Input the CRDs' own rules refuse: the API server (here the stand-in, as
+/// a real one would) rejects it with the rule's message; the controller
+/// never sees it. (The controller's checks for the same faults, kept for
+/// objects admitted under an older schema, are unit-tested in `plan`.)
+const REJECTED: &[(&str, &str)] = &[
+    (
+        "apiVersion: kubedvr.io/v1alpha1\nkind: DistributedRouter\n\
+         metadata: {name: overlap, namespace: tenant-a}\nspec:\n  subnets:\n\
+         \x20   - {name: sx, cidr: 10.20.0.0/16, gateway: 10.20.0.1, networkAttachment: net-x}\n\
+         \x20   - {name: sy, cidr: 10.20.1.0/24, gateway: 10.20.1.1, networkAttachment: net-y}\n",
+        "subnet CIDRs must not overlap",
+    ),
+    (
+        "apiVersion: kubedvr.io/v1alpha1\nkind: DistributedRouter\n\
+         metadata: {name: gw-outside, namespace: tenant-a}\nspec:\n  subnets:\n\
+         \x20   - {name: sx, cidr: 10.30.0.0/24, gateway: 10.31.0.1, networkAttachment: net-x}\n",
+        "gateway must be inside cidr",
+    ),
+];
+
 #[test]
 fn invalid_manifests_get_a_reason_and_an_event_and_disturb_nothing() {
     if !sandbox::enter("invalid_manifests_get_a_reason_and_an_event_and_disturb_nothing") {
@@ -343,8 +341,24 @@ fn invalid_manifests_get_a_reason_and_an_event_and_disturb_nothing() {
     let before = programmed(&digests_before);
     let web_before = named(&items(&lab, "floatingips"), "tenant-a", "web")["status"].clone();
 
+    for (yaml, message) in REJECTED {
+        let out = kubectl_stdin_output(&lab, &["apply", "-f", "-"], yaml);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("is invalid") && err.contains(message),
+            "expected the API to refuse it with {message:?}: {err}"
+        );
+    }
     kubectl_stdin(&lab, &["apply", "-f", "-"], INVALID_YAML);
     lab.converge().unwrap();
+    let routers = items(&lab, "distributedrouters");
+    assert!(
+        !routers
+            .iter()
+            .any(|r| ["overlap", "gw-outside"]
+                .contains(&r["metadata"]["name"].as_str().unwrap_or(""))),
+        "a refused router was stored"
+    );
     let events = kubectl(&lab, &["get", "events", "-A", "-o", "json"]);
     let events: Value = serde_json::from_str(&events).unwrap();
     let events = events["items"].as_array().unwrap();
