@@ -52,7 +52,7 @@ pub fn admit_json(crd: &CustomResourceDefinition, obj: &Value, old: Option<&Valu
     let obj = validation::apply_defaults(&schema, &obj);
     let old = old.map(|o| validation::apply_defaults(&schema, o));
     errs.extend(
-        validation::validate_custom_resource(&schema, &obj, old.as_ref())
+        validation::validate_custom_resource(&validation::Schema::new(schema), &obj, old.as_ref())
             .iter()
             .map(ToString::to_string),
     );

@@ -124,7 +124,7 @@ impl State {
         let Some(schema) = rt.schemas.get(version) else {
             return Ok(());
         };
-        let unknown = prune(schema, obj);
+        let unknown = prune(schema.json(), obj);
         if opts.strict && !unknown.is_empty() {
             let list: Vec<String> = unknown
                 .iter()
@@ -137,7 +137,7 @@ impl State {
                 kind = rt.kind
             )));
         }
-        *obj = apply_defaults(schema, obj);
+        *obj = apply_defaults(schema.json(), obj);
         let errs = validate_custom_resource(schema, obj, old);
         if errs.is_empty() {
             Ok(())

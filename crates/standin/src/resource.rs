@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::validation::Schema;
+
 /// One `additionalPrinterColumns` entry (or a built-in column).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrinterColumn {
@@ -39,7 +41,7 @@ pub struct ResourceType {
     pub custom: bool,
     /// The CRD's OpenAPI v3 schema of each served version (custom kinds
     /// only): what admission validates objects against.
-    pub schemas: BTreeMap<String, Arc<Value>>,
+    pub schemas: BTreeMap<String, Arc<Schema>>,
 }
 
 impl ResourceType {
@@ -258,8 +260,8 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, String> {
             .iter()
             .filter_map(|v| {
                 let schema = &v["schema"]["openAPIV3Schema"];
-                Some((v["name"].as_str()?.to_string(), Arc::new(schema.clone())))
-                    .filter(|_| schema.is_object())
+                let name = v["name"].as_str()?.to_string();
+                Some((name, Arc::new(Schema::new(schema.clone())))).filter(|_| schema.is_object())
             })
             .collect(),
     })

@@ -125,6 +125,36 @@ impl FieldError {
     }
 }
 
+/// A CRD version's structural schema, its CEL rules compiled once.
+pub struct Schema {
+    json: Value,
+    compiled: kube_cel::CompiledSchema,
+}
+
+impl Schema {
+    pub fn new(json: Value) -> Self {
+        let compiled = kube_cel::compile_schema(&json);
+        Schema { json, compiled }
+    }
+
+    /// The OpenAPI v3 schema itself.
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+}
+
+impl std::fmt::Debug for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.json.fmt(f)
+    }
+}
+
+impl PartialEq for Schema {
+    fn eq(&self, other: &Self) -> bool {
+        self.json == other.json
+    }
+}
+
 /// The OpenAPI v3 schema of `version` in a CustomResourceDefinition object.
 pub fn crd_version_schema(crd: &Value, version: &str) -> Option<Value> {
     crd["spec"]["versions"]
@@ -155,12 +185,12 @@ pub fn apply_defaults(schema: &Value, obj: &Value) -> Value {
 /// object on updates: transition rules see it as `oldSelf`, and errors in
 /// unchanged values are ratcheted away.
 pub fn validate_custom_resource(
-    schema: &Value,
+    schema: &Schema,
     obj: &Value,
     old: Option<&Value>,
 ) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    schema::check(schema, obj, old, "", &mut errs);
+    schema::check(&schema.json, obj, old, "", &mut errs);
     // As kube-apiserver: rules are not evaluated on an object with missing
     // or mistyped fields (they would only fail to evaluate).
     let blocking = ["FieldValueRequired", "FieldValueTypeInvalid"];
@@ -173,7 +203,7 @@ pub fn validate_custom_resource(
         ));
         return errs;
     }
-    if let Err(cel_errs) = kube_cel::validate(schema, obj, old) {
+    if let Err(cel_errs) = kube_cel::validate_compiled(&schema.compiled, obj, old) {
         for e in cel_errs.into_vec() {
             let at_now = lookup(obj, &e.field_path);
             if let Some(old) = old {
@@ -248,7 +278,7 @@ mod tests {
     fn msgs(obj: Value, old: Option<Value>) -> Vec<String> {
         let s = schema();
         let obj = apply_defaults(&s, &obj);
-        validate_custom_resource(&s, &obj, old.as_ref())
+        validate_custom_resource(&Schema::new(s), &obj, old.as_ref())
             .iter()
             .map(ToString::to_string)
             .collect()
