@@ -12,11 +12,12 @@
 //! [`WriteOpts::without_admission`] skips all of it, for tests that need an
 //! object a real server would hold only after a schema change (type skew).
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::resource::ResourceType;
+use crate::cascade::crd_status;
+use crate::resource::{from_crd, ResourceType};
 use crate::status::ApiError;
-use crate::store::{meta, State};
+use crate::store::{meta, State, CRD_CLEANUP};
 use crate::validation::{apply_defaults, prune, validate_custom_resource};
 
 /// How a write is to be admitted.
@@ -53,6 +54,44 @@ impl WriteOpts {
             admit: false,
         }
     }
+}
+
+/// What kube-apiserver's strategies fill in on a new object of a built-in
+/// kind: Namespace spec.finalizers and phase, Pod phase, Secret type, CRD
+/// status and cleanup finalizer.
+pub(crate) fn prepare_for_create(
+    rt: &ResourceType,
+    name: &str,
+    obj: &mut Value,
+) -> Result<(), ApiError> {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "namespaces") => {
+            // As kube-apiserver: the namespace controller's finalizer
+            // holds a deleted namespace until its contents are gone.
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            obj["status"] = json!({"phase": "Active"});
+        }
+        ("", "pods") if obj["status"]["phase"].is_null() => {
+            obj["status"]["phase"] = json!("Pending")
+        }
+        ("", "secrets") if obj["type"].as_str().is_none_or(str::is_empty) => {
+            obj["type"] = json!("Opaque")
+        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            let def =
+                from_crd(obj).map_err(|e| ApiError::invalid(&rt.group, &rt.plural, name, e))?;
+            obj["status"] = crd_status(obj, &def);
+            // Holds a deleted CRD until its objects are gone.
+            let fin = &mut obj["metadata"]["finalizers"];
+            match fin.as_array_mut() {
+                Some(list) if !list.contains(&json!(CRD_CLEANUP)) => list.push(json!(CRD_CLEANUP)),
+                Some(_) => {}
+                None => *fin = json!([CRD_CLEANUP]),
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 pub(crate) const CRD_KEY: (&str, &str) = ("apiextensions.k8s.io", "customresourcedefinitions");

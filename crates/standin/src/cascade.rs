@@ -1,5 +1,5 @@
-//! Side effects of committed writes, as kube-apiserver's controllers would
-//! produce them: CRD (un)registration and status; a deleted CRD or Namespace
+//! Deletion (marking objects held by finalizers, removal) and the side
+//! effects of committed writes, as kube-apiserver and its controllers produce them: CRD (un)registration and status; a deleted CRD or Namespace
 //! stays (with a `deletionTimestamp`; a Namespace in phase `Terminating`)
 //! while its objects are deleted, their finalizers honoured, and goes with
 //! the last of them (its own finalizer, `customresourcecleanup.apiextensions.k8s.io`
@@ -87,6 +87,52 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Deletes (or, with finalizers, marks for deletion) one object.
+    pub(crate) fn delete(&mut self, key: &TypeKey, ns: &str, name: &str) -> Option<Value> {
+        let current = self
+            .objects
+            .get(key)?
+            .get(&(ns.to_string(), name.to_string()))?
+            .clone();
+        if has_finalizers(key, &current) {
+            if !current["metadata"]["deletionTimestamp"].is_null() {
+                return Some((*current).clone());
+            }
+            let mut marked = (*current).clone();
+            marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            let g = marked["metadata"]["generation"].as_i64().unwrap_or(0);
+            marked["metadata"]["generation"] = json!(g + 1);
+            if key.0.is_empty() && key.1 == "namespaces" {
+                marked["status"]["phase"] = json!("Terminating");
+            }
+            let rv = self.next_rv();
+            marked["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let stored = Arc::new(marked.clone());
+            self.objects
+                .entry(key.clone())
+                .or_default()
+                .insert((ns.to_string(), name.to_string()), stored.clone());
+            self.record(key, ns, EventType::Modified, stored, Some(current));
+            self.after_write(key, &marked, false);
+            return Some(marked);
+        }
+        let mut gone = (*current).clone();
+        let rv = self.next_rv();
+        gone["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.remove(key, ns, name, Arc::new(gone.clone()));
+        Some(gone)
+    }
+
+    /// Removes an object for good (rv already bumped) and cascades.
+    pub(crate) fn remove(&mut self, key: &TypeKey, ns: &str, name: &str, last: Arc<Value>) {
+        if let Some(objs) = self.objects.get_mut(key) {
+            objs.remove(&(ns.to_string(), name.to_string()));
+        }
+        self.record(key, ns, EventType::Deleted, last.clone(), None);
+        self.after_write(key, &last, true);
     }
 
     /// `(namespace, name)` of every stored object of `key` (in `ns`).

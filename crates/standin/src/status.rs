@@ -104,6 +104,19 @@ impl ApiError {
         e
     }
 
+    /// `403 Forbidden` from an admission plugin.
+    pub fn forbidden(group: &str, plural: &str, name: &str, why: &str) -> Self {
+        Self::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} \"{name}\" is forbidden: {why}",
+                qualified(group, plural)
+            ),
+        )
+        .with_details(group, plural, name)
+    }
+
     /// `403 Forbidden`: the NamespaceLifecycle admission refusing new content
     /// in a namespace that is being deleted.
     pub fn namespace_terminating(group: &str, plural: &str, name: &str, ns: &str) -> Self {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::admission::WriteOpts;
+use crate::admission::{prepare_for_create, WriteOpts};
 use crate::cascade::crd_status;
 use crate::resource::{builtins, from_crd, ResourceType};
 use crate::selector::Selector;
@@ -313,6 +313,16 @@ impl Store {
         dry_run: bool,
     ) -> Result<Value, ApiError> {
         let mut st = self.lock();
+        if rt.storage_key() == ("".into(), "namespaces".into())
+            && ["default", "kube-system", "kube-public"].contains(&name)
+        {
+            return Err(ApiError::forbidden(
+                &rt.group,
+                &rt.plural,
+                name,
+                "this namespace may not be deleted",
+            ));
+        }
         let key = rt.storage_key();
         let current = st
             .objects
@@ -455,35 +465,7 @@ impl State {
                 o.remove("status");
             }
         }
-        match (rt.group.as_str(), rt.plural.as_str()) {
-            ("", "namespaces") => {
-                // As kube-apiserver: the namespace controller's finalizer
-                // holds a deleted namespace until its contents are gone.
-                obj["spec"] = json!({"finalizers": ["kubernetes"]});
-                obj["status"] = json!({"phase": "Active"});
-            }
-            ("", "pods") if obj["status"]["phase"].is_null() => {
-                obj["status"]["phase"] = json!("Pending")
-            }
-            ("", "secrets") if obj["type"].as_str().is_none_or(str::is_empty) => {
-                obj["type"] = json!("Opaque")
-            }
-            ("apiextensions.k8s.io", "customresourcedefinitions") => {
-                let def = from_crd(&obj)
-                    .map_err(|e| ApiError::invalid(&rt.group, &rt.plural, &name, e))?;
-                obj["status"] = crd_status(&obj, &def);
-                // Holds a deleted CRD until its objects are gone.
-                let fin = &mut obj["metadata"]["finalizers"];
-                match fin.as_array_mut() {
-                    Some(list) if !list.contains(&json!(CRD_CLEANUP)) => {
-                        list.push(json!(CRD_CLEANUP))
-                    }
-                    Some(_) => {}
-                    None => *fin = json!([CRD_CLEANUP]),
-                }
-            }
-            _ => {}
-        }
+        prepare_for_create(rt, &name, &mut obj)?;
         self.admit_object(rt, &mut obj, None, opts)?;
         let rv = self.next_rv();
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -618,51 +600,5 @@ impl State {
         );
         self.after_write(&key, &result, false);
         Ok(result)
-    }
-
-    /// Deletes (or, with finalizers, marks for deletion) one object.
-    pub(crate) fn delete(&mut self, key: &TypeKey, ns: &str, name: &str) -> Option<Value> {
-        let current = self
-            .objects
-            .get(key)?
-            .get(&(ns.to_string(), name.to_string()))?
-            .clone();
-        if has_finalizers(key, &current) {
-            if !current["metadata"]["deletionTimestamp"].is_null() {
-                return Some((*current).clone());
-            }
-            let mut marked = (*current).clone();
-            marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            let g = marked["metadata"]["generation"].as_i64().unwrap_or(0);
-            marked["metadata"]["generation"] = json!(g + 1);
-            if key.0.is_empty() && key.1 == "namespaces" {
-                marked["status"]["phase"] = json!("Terminating");
-            }
-            let rv = self.next_rv();
-            marked["metadata"]["resourceVersion"] = json!(rv.to_string());
-            let stored = Arc::new(marked.clone());
-            self.objects
-                .entry(key.clone())
-                .or_default()
-                .insert((ns.to_string(), name.to_string()), stored.clone());
-            self.record(key, ns, EventType::Modified, stored, Some(current));
-            self.after_write(key, &marked, false);
-            return Some(marked);
-        }
-        let mut gone = (*current).clone();
-        let rv = self.next_rv();
-        gone["metadata"]["resourceVersion"] = json!(rv.to_string());
-        self.remove(key, ns, name, Arc::new(gone.clone()));
-        Some(gone)
-    }
-
-    /// Removes an object for good (rv already bumped) and cascades.
-    pub(crate) fn remove(&mut self, key: &TypeKey, ns: &str, name: &str, last: Arc<Value>) {
-        if let Some(objs) = self.objects.get_mut(key) {
-            objs.remove(&(ns.to_string(), name.to_string()));
-        }
-        self.record(key, ns, EventType::Deleted, last.clone(), None);
-        self.after_write(key, &last, true);
     }
 }

@@ -434,6 +434,20 @@ async fn namespace_stays_terminating_until_its_contents_are_gone() -> Result<()>
     )
     .await?;
 
+    // The namespaces the cluster needs cannot be deleted.
+    let e = api_error(
+        nss.delete("default", &DeleteParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            403,
+            "namespaces \"default\" is forbidden: this namespace may not be deleted"
+        )
+    );
+
     nss.delete("t1", &DeleteParams::default()).await?;
     let ns = nss.get("t1").await?;
     assert!(ns.metadata.deletion_timestamp.is_some());
@@ -473,6 +487,64 @@ async fn namespace_stays_terminating_until_its_contents_are_gone() -> Result<()>
         )
         .await?;
     assert_eq!(again.name_any(), "t1");
+    s.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn insert_without_admission_stores_what_admission_refuses() -> Result<()> {
+    let s = StandIn::start(0).await?;
+    let client = Client::try_from(s.kube_config())?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "counters.test.standin.io"},
+            "spec": {
+                "group": "test.standin.io", "scope": "Namespaced",
+                "names": {"plural": "counters", "singular": "counter", "kind": "Counter"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                        "spec": {"type": "object", "properties": {"n": {"type": "integer", "maximum": 10}}},
+                        "status": {"type": "object", "properties": {"seen": {"type": "integer"}}}}}}}]
+            }
+        }))?,
+    )
+    .await?;
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("test.standin.io", "v1", "Counter"));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    // What an older schema admitted (a string) is refused today...
+    let mut skewed = DynamicObject::new("old", &ar);
+    skewed.data = json!({"spec": {"n": "eleven"}, "status": {"seen": "x"}});
+    let refused = api_error(
+        api.create(&PostParams::default(), &skewed)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
+    // ...but can be put in place as a cluster upgraded under it would hold it,
+    // and watchers and readers see it as stored.
+    let stored = s
+        .insert_without_admission(serde_json::to_value(&skewed)?)
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(stored["spec"]["n"], "eleven");
+    let raw = api.get("old").await?;
+    assert_eq!(
+        (&raw.data["spec"]["n"], &raw.data["status"]["seen"]),
+        (&json!("eleven"), &json!("x"))
+    );
+    // Replacing an existing object works the same way.
+    skewed.data["spec"]["n"] = json!(99);
+    s.insert_without_admission(serde_json::to_value(&skewed)?)
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(api.get("old").await?.data["spec"]["n"], 99);
+    // A label change through the API is still admitted: unchanged invalid
+    // values are ratcheted, as in kube-apiserver.
+    let label = Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}}));
+    api.patch("old", &PatchParams::default(), &label).await?;
     s.shutdown().await;
     Ok(())
 }
