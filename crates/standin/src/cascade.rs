@@ -1,5 +1,6 @@
 //! Deletion (marking objects held by finalizers, removal) and the side
-//! effects of committed writes, as kube-apiserver and its controllers produce them: CRD (un)registration and status; a deleted CRD or Namespace
+//! effects of committed writes, as kube-apiserver and its controllers
+//! produce them: CRD (un)registration and status; a deleted CRD or Namespace
 //! stays (with a `deletionTimestamp`; a Namespace in phase `Terminating`)
 //! while its objects are deleted, their finalizers honoured, and goes with
 //! the last of them (its own finalizer, `customresourcecleanup.apiextensions.k8s.io`
