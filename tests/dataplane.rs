@@ -275,6 +275,8 @@ fn reconcile_ok(e: &mut Engine, desired: &NodeState) -> kube_dvr::dataplane::eng
 
 #[path = "dataplane/converge.rs"]
 mod converge;
+#[path = "dataplane/isolation.rs"]
+mod isolation;
 #[path = "dataplane/ownership.rs"]
 mod ownership;
 #[path = "dataplane/repair.rs"]

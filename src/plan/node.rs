@@ -19,7 +19,7 @@ use ipnet::Ipv4Net;
 
 use super::model::*;
 use super::names;
-use super::tables::{bridge_table, fip_table, snat_table};
+use super::tables::{bridge_table, fip_table, port_element, snat_table};
 use super::view::*;
 
 /// Desired kernel state of `node`. A node the view has no facts for (its
@@ -63,8 +63,8 @@ pub fn plan_node(view: &ClusterView, node: &str) -> NodeState {
         if hosted {
             plan_qrouter(&mut st, router, snat);
             for subnet in &router.subnets {
-                gw_macs.insert(names::gateway_mac(subnet.vni).to_string());
-                gw_ips.insert(subnet.gateway.to_string());
+                gw_macs.insert(port_element(subnet.vni, names::gateway_mac(subnet.vni)));
+                gw_ips.insert(port_element(subnet.vni, subnet.gateway));
             }
         }
     }

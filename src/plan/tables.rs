@@ -8,6 +8,12 @@ use super::names;
 use super::view::FloatingView;
 
 /// Keeps gateway MACs off the overlay (bridge family, node root namespace).
+///
+/// Every set is keyed by the VXLAN port (`ifname . address`), so each
+/// segment's rules see only that segment's gateway address and MAC: two
+/// tenants may use the same CIDR with different gateways, and one tenant's
+/// workload may hold the address that is the other tenant's gateway.
+/// `gw_macs` / `gw_ips` elements are `dvrvx-<vni> . <mac or address>`.
 pub(super) fn bridge_table(
     dvr_mac: MacAddr,
     gw_macs: BTreeSet<String>,
@@ -18,13 +24,12 @@ pub(super) fn bridge_table(
         data_type: None,
         elements: elems.into_iter().map(|e| (e, None)).collect(),
     };
-    let vx = "oifname \"dvrvx-*\"";
     NftTable {
         family: NftFamily::Bridge,
         name: NFT_TABLE.into(),
         sets: BTreeMap::from([
-            ("gw_macs".to_string(), set("ether_addr", gw_macs)),
-            ("gw_ips".to_string(), set("ipv4_addr", gw_ips)),
+            ("gw_macs".to_string(), set("ifname . ether_addr", gw_macs)),
+            ("gw_ips".to_string(), set("ifname . ipv4_addr", gw_ips)),
         ]),
         chains: BTreeMap::from([(
             "forward".to_string(),
@@ -35,15 +40,22 @@ pub(super) fn bridge_table(
                     priority: 0,
                 }),
                 rules: vec![
-                    // Every node answers for the gateway itself: never across.
-                    format!("{vx} arp operation request arp daddr ip @gw_ips drop"),
-                    format!("{vx} ether daddr @gw_macs drop"),
+                    // Every node answers for its segment's gateway itself:
+                    // never across.
+                    "arp operation request oifname . arp daddr ip @gw_ips drop".into(),
+                    "oifname . ether daddr @gw_macs drop".into(),
                     // Routed frames leave with the node's DVR MAC as source.
-                    format!("{vx} ether saddr @gw_macs ether saddr set {dvr_mac}"),
+                    format!("oifname . ether saddr @gw_macs ether saddr set {dvr_mac}"),
                 ],
             },
         )]),
     }
+}
+
+/// The element of a per-port bridge set: `<VXLAN port> . <value>`, in the
+/// notation nft lists it back (an interface name needs no quotes here).
+pub(super) fn port_element(vni: u32, value: impl std::fmt::Display) -> String {
+    format!("{} . {value}", names::vxlan(vni))
 }
 
 /// Floating-IP NAT in a `qrouter-`: maps keyed by address, so adding a

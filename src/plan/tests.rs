@@ -205,7 +205,17 @@ fn bridge_table_keeps_gateway_macs_off_the_overlay() {
     let t = n1.root.nft.as_ref().expect("bridge table");
     assert_eq!(t.family, NftFamily::Bridge);
     assert_eq!(t.sets["gw_macs"].elements.len(), 4);
-    assert!(t.sets["gw_ips"].elements.contains_key("10.0.1.1"));
+    // Keyed by VXLAN port: each segment's rules see only its own gateway.
+    let ips: Vec<&String> = t.sets["gw_ips"].elements.keys().collect();
+    assert!(
+        ips.iter()
+            .any(|e| e.starts_with("dvrvx-") && e.ends_with(" . 10.0.1.1")),
+        "{ips:?}"
+    );
+    assert!(t.sets["gw_macs"]
+        .elements
+        .keys()
+        .all(|e| e.starts_with("dvrvx-") && e.contains(" . ")));
     let rules = &t.chains["forward"].rules;
     assert!(rules.iter().any(|r| r.contains(&format!(
         "ether saddr set {}",
