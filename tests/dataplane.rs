@@ -281,3 +281,5 @@ mod isolation;
 mod ownership;
 #[path = "dataplane/repair.rs"]
 mod repair;
+#[path = "dataplane/resync.rs"]
+mod resync;

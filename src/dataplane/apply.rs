@@ -85,7 +85,7 @@ impl Engine {
             }
             Op::DeleteNetns { name } => {
                 w.add(kind, 1);
-                self.handles.remove(&NsRef::Named(name.clone()));
+                self.drop_handle(&NsRef::Named(name.clone()));
                 netns::delete(&self.cfg.netns_dir, name).map_err(|source| Error::Netns {
                     ns: name.clone(),
                     op: "delete",

@@ -23,7 +23,9 @@
 //!   (`IFLA_LINK`) and, across namespaces, an id of the peer's namespace as
 //!   seen from the link's own (`IFLA_LINK_NETNSID`). The engine matches
 //!   candidate peers by index and confirms the namespace with `RTM_GETNSID`
-//!   (cached per namespace pair: ids are stable while both live).
+//!   (cached per pair of namespace inodes: ids are stable while both live,
+//!   but a freed namespace's inode number is soon reused, so the cache
+//!   forgets a namespace when the engine lets go of it).
 //! - A veth pair is created from one end with the peer's attributes in
 //!   `VETH_INFO_PEER`; the kernel honours the peer's name, MAC, MTU and
 //!   namespace there but not `IFLA_MASTER`, and asking for the peer up fails
@@ -142,7 +144,8 @@ pub(super) struct NsHandle {
 pub struct Engine {
     pub(super) cfg: EngineConfig,
     pub(super) handles: HashMap<NsRef, NsHandle>,
-    /// `(inode of A, inode of B)` → B's id as seen from A.
+    /// `(inode of A, inode of B)` → B's id as seen from A. Only namespaces
+    /// with an open handle appear here (see [`Engine::drop_handle`]).
     pub(super) nsids: HashMap<(u64, u64), Option<i32>>,
     writes: WriteStats,
     /// The desired state of the last pass that completed without errors:
@@ -321,6 +324,11 @@ impl Engine {
         let inode = netns::inode(&path).map_err(|e| nserr("stat", e))?;
         let fresh = self.handles.get(ns).is_none_or(|h| h.inode != inode);
         if fresh {
+            // The namespace behind the name was replaced: what was cached
+            // about the old one is void, and nothing may be cached yet about
+            // the new one's inode (it may be a dead namespace's, recycled).
+            self.drop_handle(ns);
+            self.forget_nsids(inode);
             let nl = Netlink::open_in(&path).map_err(|e| nserr("open netlink socket in", e))?;
             self.handles.insert(
                 ns.clone(),
@@ -334,6 +342,27 @@ impl Engine {
             );
         }
         Ok(self.handles.get_mut(ns).expect("just inserted"))
+    }
+
+    /// Close the handle of `ns` and forget every namespace id cached for it.
+    ///
+    /// The handle's socket is what keeps a deleted namespace's inode taken:
+    /// once it is closed the kernel frees the namespace (asynchronously) and
+    /// hands the inode number to the next namespace created, so an id cached
+    /// under that inode would be taken for the new namespace's. Whether the
+    /// stale id happens to equal the new one depends on when the old
+    /// namespace's cleanup ran; when it did not, every later pass saw a
+    /// veth's peer in "another" namespace and recreated the pair (the full
+    /// pass that never converged).
+    pub(super) fn drop_handle(&mut self, ns: &NsRef) {
+        if let Some(h) = self.handles.remove(ns) {
+            self.forget_nsids(h.inode);
+        }
+    }
+
+    /// Forget cached namespace ids from or to the namespace with `inode`.
+    fn forget_nsids(&mut self, inode: u64) {
+        self.nsids.retain(|(a, b), _| *a != inode && *b != inode);
     }
 
     /// Refresh the link maps of `ns` from a dump.

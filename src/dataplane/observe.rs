@@ -72,7 +72,13 @@ impl Engine {
         }
         // Forget sockets of namespaces that are gone.
         let live: HashSet<&NsRef> = nsrefs.iter().collect();
-        self.handles.retain(|ns, _| live.contains(ns));
+        let gone: Vec<NsRef> = (self.handles.keys())
+            .filter(|ns| !live.contains(ns))
+            .cloned()
+            .collect();
+        for ns in &gone {
+            self.drop_handle(ns);
+        }
 
         // Links first, everywhere: veth peers are resolved across namespaces.
         let mut klinks: BTreeMap<NsRef, Vec<KLink>> = BTreeMap::new();
@@ -323,7 +329,10 @@ impl Engine {
         let h = self.handle(from).ok()?;
         let id = h.nl.nsid_of(f.as_raw_fd()).ok()?;
         drop(f);
-        if id.is_some() {
+        // Cache only while `to` is held open by a handle of its own: that is
+        // what keeps its inode from being reused (see `drop_handle`).
+        let held = self.handles.get(to).is_some_and(|h| h.inode == to_inode);
+        if id.is_some() && held {
             self.nsids.insert(key, id);
         }
         id
