@@ -63,14 +63,14 @@ pub struct Committed<K> {
     /// Left out by the last [`Committed::select`] although the controller
     /// processed an earlier generation (their status exists): objects whose
     /// last processed version this agent never saw.
-    held_back: usize,
+    held_back: Vec<Arc<K>>,
 }
 
 impl<K> Default for Committed<K> {
     fn default() -> Self {
         Committed {
             by_uid: HashMap::new(),
-            held_back: 0,
+            held_back: Vec::new(),
         }
     }
 }
@@ -81,7 +81,7 @@ impl<K: Observed> Committed<K> {
     pub fn select(&mut self, current: &[Arc<K>]) -> Vec<K> {
         let mut out = Vec::with_capacity(current.len());
         let mut seen = HashMap::with_capacity(current.len());
-        self.held_back = 0;
+        self.held_back.clear();
         for obj in current {
             let meta = obj.meta();
             let uid = meta.uid.clone().unwrap_or_else(|| {
@@ -99,7 +99,7 @@ impl<K: Observed> Committed<K> {
             } else {
                 let cached = self.by_uid.get(&uid).cloned();
                 if cached.is_none() && obj.observed_generation().is_some() {
-                    self.held_back += 1;
+                    self.held_back.push(obj.clone());
                 }
                 cached
             };
@@ -111,6 +111,16 @@ impl<K: Observed> Committed<K> {
         self.by_uid = seen;
         out
     }
+}
+
+/// Objects left out of the last input although the controller processed an
+/// earlier version of them (see [`Committed`]).
+#[derive(Clone, Copy)]
+pub struct Held<'a> {
+    pub external_networks: &'a [Arc<ExternalNetwork>],
+    pub routers: &'a [Arc<DistributedRouter>],
+    pub floating_ips: &'a [Arc<FloatingIP>],
+    pub snat_gateways: &'a [Arc<SnatGateway>],
 }
 
 /// The filters' memory across passes.
@@ -128,10 +138,20 @@ impl InputState {
     /// remove what they had programmed. Only after an agent (re)start, while
     /// the controller has not caught up with an edit.
     pub fn held_back(&self) -> usize {
-        self.external_networks.held_back
-            + self.routers.held_back
-            + self.floating_ips.held_back
-            + self.snat_gateways.held_back
+        self.external_networks.held_back.len()
+            + self.routers.held_back.len()
+            + self.floating_ips.held_back.len()
+            + self.snat_gateways.held_back.len()
+    }
+
+    /// The objects held back by the last input, by kind.
+    pub fn held(&self) -> Held<'_> {
+        Held {
+            external_networks: &self.external_networks.held_back,
+            routers: &self.routers.held_back,
+            floating_ips: &self.floating_ips.held_back,
+            snat_gateways: &self.snat_gateways.held_back,
+        }
     }
 
     /// The resolver's input for the agent of `node` publishing `vtep`.
@@ -238,21 +258,21 @@ mod tests {
         let mut c = Committed::default();
         // Never processed: nothing to hold back.
         c.select(&[mk_router("u1", 1, None, "10.1.0.0/24")]);
-        assert_eq!(c.held_back, 0);
+        assert!(c.held_back.is_empty());
         // Processed at generation 1, now at 2, and this agent never saw 1.
         assert!(c
             .select(&[mk_router("u1", 2, Some(1), "10.1.0.0/24")])
             .is_empty());
-        assert_eq!(c.held_back, 1);
+        assert_eq!(c.held_back.len(), 1);
         c.select(&[mk_router("u1", 2, Some(2), "10.1.0.0/24")]);
-        assert_eq!(c.held_back, 0);
+        assert!(c.held_back.is_empty());
         // Seen before: the cached version is used, nothing held back.
         assert_eq!(
             c.select(&[mk_router("u1", 3, Some(2), "10.2.0.0/24")])
                 .len(),
             1
         );
-        assert_eq!(c.held_back, 0);
+        assert!(c.held_back.is_empty());
     }
 
     #[test]

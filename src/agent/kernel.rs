@@ -5,7 +5,7 @@ use std::io;
 use std::path::Path;
 
 use super::Error;
-use crate::dataplane::engine::{Engine, EngineConfig, Report};
+use crate::dataplane::engine::{Engine, EngineConfig, Keep, Report};
 use crate::plan::model::NodeState;
 
 /// Run `f` with the engine on a blocking thread and give the engine back.
@@ -33,15 +33,17 @@ pub enum Pass {
     Changes,
 }
 
-/// Program `plan` on a blocking thread.
+/// Program `plan` on a blocking thread, removing nothing `keep` holds
+/// (state of objects not resolved yet, [`super::keep`]).
 pub async fn program(
     engine: Engine,
     plan: NodeState,
+    keep: Keep,
     pass: Pass,
 ) -> Result<(Engine, Result<Report, crate::dataplane::engine::Error>), Error> {
     with_engine(engine, move |e| match pass {
-        Pass::Full => e.reconcile(&plan),
-        Pass::Changes => e.reconcile_changes(&plan),
+        Pass::Full => e.reconcile_keeping(&plan, &keep),
+        Pass::Changes => e.reconcile_changes_keeping(&plan, &keep),
     })
     .await
 }

@@ -42,11 +42,15 @@
 //! The agent plans an object only as the controller last processed it
 //! ([`input`]): an edit takes effect once the controller has written its
 //! status. An agent that starts while an edited object awaits processing
-//! never saw its previous version; for up to 10 s it then waits for the
-//! controller rather than plan without the object (which would tear down
-//! what it had programmed), and after that plans without it.
+//! never saw its previous version; for [`AgentOptions::hold_back`] (10 s),
+//! counted from the moment every watch cache has synced (a slow API server
+//! must not eat the wait), it makes no pass at all, waiting for the
+//! controller. After that it plans without the object but never removes its
+//! state, nor that of objects depending on it ([`keep`]): what exists in
+//! the API but is not resolved is kept until it is. When unsure, keep.
 pub mod cli;
 pub mod input;
+pub mod keep;
 pub mod kernel;
 mod pass;
 pub mod report;
@@ -70,10 +74,6 @@ use crate::telemetry::Telemetry;
 
 pub use kernel::cleanup;
 
-/// How long after start a pass waits for the controller to process objects
-/// edited while this agent was away (see the module docs).
-const HOLD_BACK_LIMIT: Duration = Duration::from_secs(10);
-
 /// How the agent runs.
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
@@ -91,11 +91,16 @@ pub struct AgentOptions {
     pub debounce: Duration,
     /// Heartbeat Lease renewal period.
     pub heartbeat: Duration,
+    /// How long after the caches synced the agent waits for the controller
+    /// to process objects edited while it was away, before programming
+    /// anything else (see the module docs).
+    pub hold_back: Duration,
 }
 
 impl AgentOptions {
     /// Defaults for `node`: namespace `kube-dvr`, VTEP from the Node, the
-    /// node's real namespaces, resync 60 s, debounce 50 ms, heartbeat 10 s.
+    /// node's real namespaces, resync 60 s, debounce 50 ms, heartbeat 10 s,
+    /// hold-back 10 s.
     pub fn new(node: impl Into<String>) -> Self {
         AgentOptions {
             node: node.into(),
@@ -105,6 +110,7 @@ impl AgentOptions {
             resync: Duration::from_secs(60),
             debounce: Duration::from_millis(50),
             heartbeat: Duration::from_secs(10),
+            hold_back: Duration::from_secs(10),
         }
     }
 }
@@ -194,7 +200,9 @@ pub async fn run(
         input: input::InputState::default(),
         last_ok: None,
         failures: 0,
-        hold_until: Instant::now() + HOLD_BACK_LIMIT,
+        // Set once the caches synced.
+        hold_until: Instant::now(),
+        kept: Default::default(),
     };
     // Publish the node's facts first: other agents plan tunnels to them.
     // (Every pass re-asserts them, so a failure here is retried there.)
@@ -249,6 +257,9 @@ pub async fn run(
         r = caches.wait_until_ready() => r?,
     }
     tracing::info!(node = %agent.opts.node, %vtep, "caches synced; agent running");
+    // The wait for the controller starts now: before the caches synced the
+    // agent could not tell what it is waiting for.
+    agent.hold_until = Instant::now() + agent.opts.hold_back;
 
     let mut next_resync = Instant::now() + agent.opts.resync;
     let mut retry_at: Option<Instant> = None;

@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 
 use super::watch::Caches;
-use super::{input, kernel, report, AgentOptions, Error};
+use super::{input, keep, kernel, report, AgentOptions, Error};
 use crate::cluster;
 use crate::dataplane::engine::Engine;
 use crate::plan::plan_node;
@@ -44,6 +44,8 @@ pub(super) struct Agent {
     /// Until when a pass waits for the controller rather than plan without
     /// objects held back ([`input::InputState::held_back`]).
     pub(super) hold_until: tokio::time::Instant,
+    /// What the last kernel pass kept beyond its plan ([`keep`]).
+    pub(super) kept: crate::dataplane::keep::Keep,
 }
 
 impl Agent {
@@ -80,9 +82,10 @@ impl Agent {
         };
         let now =
             Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+        let snap = caches.snapshot();
         let input = self
             .input
-            .cluster_input(&caches.snapshot(), &self.opts.node, self.vtep, now);
+            .cluster_input(&snap, &self.opts.node, self.vtep, now);
         let held = self.input.held_back();
         if held > 0 && tokio::time::Instant::now() < self.hold_until {
             // Started while the controller has not processed an edit: the
@@ -97,17 +100,28 @@ impl Agent {
         let resolution = resolve(&input);
         let plan = plan_node(&resolution.view, &self.opts.node);
         let digest = cluster::plan_digest(&plan);
+        let keep = keep::keep(&snap, self.input.held(), &self.opts.node);
+        if !keep.is_empty() {
+            tracing::info!(
+                objects = held,
+                namespaces = keep.namespaces.len(),
+                links = keep.links.len(),
+                "keeping the kernel state of objects not resolved yet"
+            );
+        }
 
         let mut engine = engine;
         let mut errors = Vec::new();
-        if force || self.last_ok.as_deref() != Some(digest.as_str()) {
+        // A changed keep set is a change too: state kept so far may go.
+        if force || self.last_ok.as_deref() != Some(digest.as_str()) || keep != self.kept {
             let kind = if force || self.last_ok.is_none() {
                 kernel::Pass::Full
             } else {
                 kernel::Pass::Changes
             };
             let t0 = std::time::Instant::now();
-            let (e, res) = kernel::program(engine, plan, kind).await?;
+            self.kept = keep.clone();
+            let (e, res) = kernel::program(engine, plan, keep, kind).await?;
             engine = e;
             let pass = match kind {
                 kernel::Pass::Full => "full",

@@ -62,6 +62,7 @@ use super::apply::{delete_run, BULK_DELETE_MIN};
 pub use super::diff::{diff, Op};
 use super::diff::{diff_with, ns_name, ObservedExtra};
 pub use super::error::Error;
+pub use super::keep::Keep;
 use super::netlink::Netlink;
 use super::netns;
 use crate::plan::model::{LinkKind, NodeState, NsRef, NsState};
@@ -183,7 +184,14 @@ impl Engine {
     /// observe → diff → apply; returns what it did. A pass over an unchanged
     /// plan writes nothing.
     pub fn reconcile(&mut self, desired: &NodeState) -> Result<Report, Error> {
+        self.reconcile_keeping(desired, &Keep::default())
+    }
+
+    /// [`Engine::reconcile`] that removes nothing `keep` holds: state of
+    /// objects that exist but are not resolved yet ([`Keep`]).
+    pub fn reconcile_keeping(&mut self, desired: &NodeState, keep: &Keep) -> Result<Report, Error> {
         let obs = self.observe_with(Some(desired));
+        let desired = &*keep.merge(&obs.state, desired);
         let mut report = Report::default();
         let failed: Vec<NsRef> = obs.failures.iter().map(|(ns, _)| ns.clone()).collect();
         if failed.contains(&NsRef::Root) {
@@ -261,9 +269,21 @@ impl Engine {
     /// previous pass (first call, or the last pass had errors) this is a
     /// full `reconcile`.
     pub fn reconcile_changes(&mut self, desired: &NodeState) -> Result<Report, Error> {
+        self.reconcile_changes_keeping(desired, &Keep::default())
+    }
+
+    /// [`Engine::reconcile_changes`] that removes nothing `keep` holds of
+    /// what the last clean pass left.
+    pub fn reconcile_changes_keeping(
+        &mut self,
+        desired: &NodeState,
+        keep: &Keep,
+    ) -> Result<Report, Error> {
         let Some(mut last) = self.last.take() else {
-            return self.reconcile(desired);
+            return self.reconcile_keeping(desired, keep);
         };
+        let merged = keep.merge(&last, desired);
+        let desired = &*merged;
         let mut report = Report::default();
         // Nothing changed → both sides empty → no ops (no separate check:
         // a full comparison would only be done twice).

@@ -5,6 +5,7 @@ pub mod diff;
 pub mod engine;
 pub mod error;
 pub mod garp;
+pub mod keep;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
