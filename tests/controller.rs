@@ -4,6 +4,8 @@
 //! restarts, deletion, leader election, uninstall, API writes at scale).
 #[path = "controller/contract.rs"]
 mod contract;
+#[path = "controller/nodes.rs"]
+mod nodes;
 #[path = "controller/standin.rs"]
 mod standin;
 #[path = "controller/support.rs"]

@@ -23,9 +23,10 @@
 //! # What it writes to the API ([`report`])
 //! - Node annotations ([`cluster`]): `kubedvr.io/vtep` and
 //!   `kubedvr.io/dvr-mac` at start; after each pass `kubedvr.io/programmed`
-//!   (the plan's digest, only when the pass had no errors: the controller
-//!   compares it with its own digest of the node's plan) and
-//!   `kubedvr.io/agent-errors` (absent when none). Only changes are written.
+//!   (the digest of the plan it applied: the controller compares it with its
+//!   own digest of the node's plan) and `kubedvr.io/agent-errors` (what
+//!   failed, each error naming its object, see [`cluster::errors`]; absent
+//!   when none). Only changes are written.
 //! - A heartbeat Lease `kube-dvr-agent-<node>` in its namespace, renewed
 //!   every 10 s; a renewal younger than that is kept across restarts.
 //!

@@ -11,6 +11,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::watch::Caches;
 use super::{input, keep, kernel, report, AgentOptions, Error};
 use crate::cluster;
+use crate::cluster::errors::{self, AgentError, Owners};
 use crate::dataplane::engine::Engine;
 use crate::plan::plan_node;
 use crate::plan::resolve::resolve;
@@ -111,7 +112,7 @@ impl Agent {
         }
 
         let mut engine = engine;
-        let mut errors = Vec::new();
+        let mut errors: Vec<AgentError> = Vec::new();
         // A changed keep set is a change too: state kept so far may go.
         if force || self.last_ok.as_deref() != Some(digest.as_str()) || keep != self.kept {
             let kind = if force || self.last_ok.is_none() {
@@ -146,14 +147,19 @@ impl Agent {
                     if report.writes.total() > 0 {
                         tracing::info!(writes = report.writes.total(), %digest, "kernel programmed");
                     }
-                    errors.extend(
-                        report
-                            .errors
-                            .iter()
-                            .map(|e| format!("{}: {}", e.op, e.error)),
-                    );
+                    let owners = owners(&resolution.view, &snap);
+                    errors.extend(report.errors.iter().map(|e| {
+                        let message = format!("{}: {}", e.op, e.error);
+                        AgentError {
+                            object: owners.attribute(&message),
+                            message,
+                        }
+                    }));
                 }
-                Err(e) => errors.push(e.to_string()),
+                Err(e) => errors.push(AgentError {
+                    object: None,
+                    message: e.to_string(),
+                }),
             }
             if errors.is_empty() {
                 self.last_ok = Some(digest.clone());
@@ -163,7 +169,7 @@ impl Agent {
                 self.last_ok = None;
                 self.failures += 1;
                 self.telemetry.inc(M_ERRORS, M_ERRORS_HELP, &[], 1);
-                tracing::warn!(errors = errors.len(), first = %errors[0], "kernel pass had errors");
+                tracing::warn!(errors = errors.len(), first = %errors[0].message, "kernel pass had errors");
             }
         }
 
@@ -172,13 +178,12 @@ impl Agent {
 
         let mut want = self.facts.clone();
         want.insert(cluster::CLEANED_ANNOTATION, None);
-        want.insert(
-            cluster::AGENT_ERRORS_ANNOTATION,
-            report::errors_text(&errors),
-        );
-        if errors.is_empty() {
-            want.insert(cluster::PROGRAMMED_ANNOTATION, Some(digest));
-        }
+        want.insert(cluster::AGENT_ERRORS_ANNOTATION, errors::encode(&errors));
+        // The digest of the plan the pass applied, errors or not: the errors
+        // name the objects it could not program (see `cluster::errors`), so
+        // the controller counts every other object on this node as
+        // programmed (and none while a node-wide error is listed).
+        want.insert(cluster::PROGRAMMED_ANNOTATION, Some(digest));
         match self.reporter.report(&node, &want).await {
             Ok(wrote) => {
                 if wrote {
@@ -261,4 +266,23 @@ impl Agent {
             Err(e) => Ok((engine, Err(e))),
         }
     }
+}
+
+/// Who owns which kernel name: the objects of the view, and the objects
+/// being deleted (whose state the pass removes).
+fn owners(view: &ClusterView, snap: &input::Snapshot) -> Owners {
+    fn deleting<K: kube::Resource>(v: &[Arc<K>]) -> Vec<&K> {
+        v.iter()
+            .filter(|o| o.meta().deletion_timestamp.is_some())
+            .map(|o| o.as_ref())
+            .collect()
+    }
+    let mut o = Owners::from_view(view);
+    o.add_deleting(
+        &deleting(&snap.external_networks),
+        &deleting(&snap.routers),
+        &deleting(&snap.floating_ips),
+        &deleting(&snap.snat_gateways),
+    );
+    o
 }

@@ -15,9 +15,6 @@ use kube::Api;
 use super::Error;
 use crate::cluster;
 
-/// Longest `kubedvr.io/agent-errors` value written (the first errors win).
-const MAX_ERRORS_LEN: usize = 4000;
-
 /// Desired annotation values: `Some` = set to, `None` = absent. Keys not in
 /// the map are left alone.
 pub type Annotations = BTreeMap<&'static str, Option<String>>;
@@ -40,25 +37,6 @@ pub fn changes(node: &Node, desired: &Annotations) -> Annotations {
         .filter(|(k, v)| cluster::annotation(&node.metadata, k) != v.as_deref())
         .map(|(k, v)| (*k, v.clone()))
         .collect()
-}
-
-/// The `agent-errors` text of a pass (None when it had none).
-pub fn errors_text(errors: &[String]) -> Option<String> {
-    if errors.is_empty() {
-        return None;
-    }
-    let mut s = String::new();
-    for e in errors {
-        if s.len() + e.len() + 2 > MAX_ERRORS_LEN {
-            s.push_str(&format!("; and {} more", errors.len()));
-            break;
-        }
-        if !s.is_empty() {
-            s.push_str("; ");
-        }
-        s.push_str(e);
-    }
-    Some(s)
 }
 
 /// Writes the agent's Node annotations, each change once: a change already
@@ -212,16 +190,6 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c[cluster::AGENT_ERRORS_ANNOTATION], None);
         assert_eq!(c[cluster::PROGRAMMED_ANNOTATION].as_deref(), Some("abc"));
-    }
-
-    #[test]
-    fn errors_text_is_bounded() {
-        assert_eq!(errors_text(&[]), None);
-        let many: Vec<String> = (0..1000).map(|i| format!("add route {i} failed")).collect();
-        let t = errors_text(&many).unwrap();
-        assert!(t.len() < MAX_ERRORS_LEN + 40);
-        assert!(t.starts_with("add route 0 failed; add route 1 failed"));
-        assert!(t.ends_with("and 1000 more"));
     }
 
     #[test]

@@ -7,11 +7,14 @@
 //! - `kubedvr.io/vtep`: the node's underlay address (VXLAN endpoint);
 //! - `kubedvr.io/dvr-mac`: its DVR MAC (derived from the VTEP; informative);
 //! - `kubedvr.io/programmed`: the digest of the node plan the agent last
-//!   programmed completely, and `kubedvr.io/agent-errors` what failed if not.
+//!   applied, and `kubedvr.io/agent-errors` what failed in it, per object
+//!   ([`errors`]).
 //!
 //! The controller computes every node's plan too (the planner is a pure
 //! function of the same objects), so "programmed" is exact: a node is done
 //! with a change when its reported digest equals the controller's.
+pub mod errors;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 

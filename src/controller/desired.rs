@@ -16,9 +16,11 @@
 //! (`kubedvr.io/programmed`). A node is *done* when the reported digest
 //! equals the expected one. An object is programmed when every node it
 //! concerns is done: a router's `status.nodes`, a floating IP's `node`, a SNAT
-//! gateway's `activeNode`. Otherwise `Programmed=False` with reason
-//! `AgentDown` (heartbeat Lease stale or missing), `AgentError` (the agent's
-//! `kubedvr.io/agent-errors`) or `Pending`.
+//! gateway's `activeNode`, and no error of that node's agent names the
+//! object or is node-wide ([`cluster::errors`]). Otherwise
+//! `Programmed=False` with reason `AgentDown` (heartbeat Lease stale or
+//! missing), `AgentError` (quoting only the object's own errors: a node
+//! serves many tenants) or `Pending`.
 //!
 //! A node's digest covers everything on it, so it also moves when *another*
 //! object on the node changes. To keep the cost of an object constant (not
@@ -31,10 +33,13 @@
 //! ## Finalizers
 //! Every live object gets [`api::FINALIZER`]. Objects being deleted are left
 //! out of the resolver's input, so the expected digests are those of plans
-//! without them; the finalizer comes off once every agent node is done (or
-//! its agent is down). A node with a VTEP but no agent Lease counts as down
-//! once the Lease cache has synced ([`Snapshot::leases_synced`]): an agent
-//! that never existed, or whose Lease was deleted, holds no deletion.
+//! without them; the finalizer comes off once every node that *held* the
+//! object (as its status recorded, plus nodes whose errors name it) is done
+//! with it, or is gone (Node deleted, or no heartbeat Lease once the Lease
+//! cache has synced, [`Snapshot::leases_synced`]). A stale Lease is not
+//! gone: that node's kernel may still serve the object (answer ARP for its
+//! address), so what it had stays allocated. A node that never had the
+//! object, or fails on other objects, holds nothing.
 //!
 //! ## Events
 //! A Warning when a condition (other than `Ready`, which repeats one of
@@ -52,6 +57,7 @@ use serde_json::{Map, Value};
 
 use crate::api::conditions::{self, FALSE, PROGRAMMED, READY, TRUE};
 use crate::api::{self, DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use crate::cluster::errors::AgentError;
 use crate::cluster::{
     self, AGENT_ERRORS_ANNOTATION, AGENT_HEARTBEAT_TIMEOUT_SECS, AGENT_LEASE_PREFIX,
 };
@@ -239,11 +245,48 @@ impl Snapshot {
 /// A node's state as far as `Programmed` goes.
 #[derive(Clone, Debug, Default)]
 struct NodeProgress {
+    /// The agent reports the digest of the node's expected plan: it applied
+    /// it, except what its errors name.
     done: bool,
     down: bool,
     /// Down because it has no heartbeat Lease at all.
     no_lease: bool,
-    errors: Option<String>,
+    /// The agent's errors, each naming its object ([`cluster::errors`]).
+    errors: Vec<AgentError>,
+}
+
+impl NodeProgress {
+    /// An error not pinned to one object: nothing on the node is known to
+    /// be programmed.
+    fn node_wide(&self) -> bool {
+        self.errors.iter().any(|e| e.object.is_none())
+    }
+
+    /// The messages of the errors that belong to object `id`.
+    fn errors_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.errors
+            .iter()
+            .filter(move |e| e.object.as_deref() == Some(id))
+            .map(|e| e.message.as_str())
+    }
+
+    /// Whether the node's errors concern object `id`.
+    fn failing(&self, id: &str) -> bool {
+        self.node_wide() || self.errors_of(id).next().is_some()
+    }
+
+    /// The node programmed the expected plan as far as object `id` goes.
+    fn done_for(&self, id: &str) -> bool {
+        self.done && !self.failing(id)
+    }
+
+    /// The node is declared gone: no heartbeat Lease at all (the agent was
+    /// removed, or its Lease deleted by an administrator). A Lease that
+    /// merely went stale is an agent that may be down while its kernel
+    /// still forwards: that node still holds what it had.
+    fn gone(&self) -> bool {
+        self.down && self.no_lease
+    }
 }
 
 fn deleting(m: &ObjectMeta) -> bool {
@@ -337,8 +380,8 @@ pub fn compute(s: &Snapshot) -> Actions {
         let expected = cluster::plan_digest(&plan_node(&res.view, name));
         let reported = cluster::annotation(&n.metadata, cluster::PROGRAMMED_ANNOTATION);
         let errors = cluster::annotation(&n.metadata, AGENT_ERRORS_ANNOTATION)
-            .filter(|e| !e.trim().is_empty())
-            .map(str::to_string);
+            .map(cluster::errors::decode)
+            .unwrap_or_default();
         progress.insert(
             name.to_string(),
             NodeProgress {
@@ -420,37 +463,77 @@ pub fn compute(s: &Snapshot) -> Actions {
         );
     }
 
-    // Deleted objects are gone from every node once all agents are done.
-    let all_done = progress.values().all(|p| p.done || p.down);
-    fn remove<K: Resource<DynamicType = ()>>(out: &mut Actions, kind: Kind, o: &K, all_done: bool) {
+    // A deleted object's finalizer comes off once every node that held it
+    // has programmed a plan without it, or is gone.
+    let mut remove = |kind: Kind, o: &dyn ResourceMeta, held_by: Vec<String>| {
         let m = o.meta();
-        if deleting(m) && has_finalizer(m) && all_done {
-            let finalizers = m
-                .finalizers
-                .iter()
-                .flatten()
-                .filter(|f| *f != api::FINALIZER)
-                .cloned()
-                .collect();
-            out.remove_finalizer.push(FinalizerWrite {
-                target: Target::of(kind, o),
-                finalizers,
-            });
+        if !(deleting(m) && has_finalizer(m)) {
+            return;
         }
+        let target = o.target(kind);
+        let id = target.key();
+        let held = held_by.iter().chain(
+            // A node reporting an error about it still has some of it.
+            progress
+                .iter()
+                .filter(|(_, p)| p.errors_of(&id).next().is_some())
+                .map(|(n, _)| n),
+        );
+        let mut waiting = held.filter(|n| {
+            progress
+                .get(n.as_str())
+                .is_some_and(|p| !p.gone() && !p.done_for(&id))
+        });
+        if waiting.next().is_some() {
+            return;
+        }
+        let finalizers = m
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| *f != api::FINALIZER)
+            .cloned()
+            .collect();
+        out.remove_finalizer
+            .push(FinalizerWrite { target, finalizers });
+    };
+    for o in &s.external_networks {
+        let st = o.status.clone().unwrap_or_default();
+        let nodes = st.node_ports.into_iter().map(|p| p.node).collect();
+        remove(Kind::ExternalNetwork, o, nodes);
     }
-    s.external_networks
-        .iter()
-        .for_each(|o| remove(&mut out, Kind::ExternalNetwork, o, all_done));
-    s.routers
-        .iter()
-        .for_each(|o| remove(&mut out, Kind::DistributedRouter, o, all_done));
-    s.floating_ips
-        .iter()
-        .for_each(|o| remove(&mut out, Kind::FloatingIP, o, all_done));
-    s.snat_gateways
-        .iter()
-        .for_each(|o| remove(&mut out, Kind::SnatGateway, o, all_done));
+    for o in &s.routers {
+        let st = o.status.clone().unwrap_or_default();
+        remove(
+            Kind::DistributedRouter,
+            o,
+            st.nodes.into_iter().chain(st.programmed_nodes).collect(),
+        );
+    }
+    for o in &s.floating_ips {
+        let st = o.status.clone().unwrap_or_default();
+        remove(Kind::FloatingIP, o, st.node.into_iter().collect());
+    }
+    for o in &s.snat_gateways {
+        let st = o.status.clone().unwrap_or_default();
+        remove(Kind::SnatGateway, o, st.active_node.into_iter().collect());
+    }
     out
+}
+
+/// What finalizer handling needs of an object of any kind.
+trait ResourceMeta {
+    fn meta(&self) -> &ObjectMeta;
+    fn target(&self, kind: Kind) -> Target;
+}
+
+impl<K: Resource<DynamicType = ()>> ResourceMeta for K {
+    fn meta(&self) -> &ObjectMeta {
+        Resource::meta(self)
+    }
+    fn target(&self, kind: Kind) -> Target {
+        Target::of(kind, self)
+    }
 }
 
 #[path = "desired_status.rs"]

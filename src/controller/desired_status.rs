@@ -107,7 +107,14 @@ impl Ctx<'_> {
             } else {
                 BTreeSet::new()
             };
-            self.programmed(p, generation, &stored_conds, sticky, &stored_pn);
+            self.programmed(
+                p,
+                &target.key(),
+                generation,
+                &stored_conds,
+                sticky,
+                &stored_pn,
+            );
         }
         let desired_v = to_value(&desired);
         let conds: Vec<Condition> =
@@ -138,6 +145,7 @@ impl Ctx<'_> {
     fn programmed(
         &self,
         p: ProgrammedParts<'_>,
+        id: &str,
         generation: Option<i64>,
         stored: &[Condition],
         sticky: bool,
@@ -146,11 +154,11 @@ impl Ctx<'_> {
         let resolved = conditions::is_ready(p.conditions);
         let default = NodeProgress::default();
         let prog = |n: &str| self.progress.get(n).unwrap_or(&default);
-        let healthy = |n: &str| !prog(n).down && prog(n).errors.is_none();
+        let healthy = |n: &str| !prog(n).down && !prog(n).failing(id);
         let done: Vec<String> = p
             .nodes
             .iter()
-            .filter(|n| prog(n).done || (sticky && stored_pn.contains(*n) && healthy(n)))
+            .filter(|n| prog(n).done_for(id) || (sticky && stored_pn.contains(*n) && healthy(n)))
             .cloned()
             .collect();
         if let Some(pn) = p.programmed_nodes {
@@ -187,9 +195,19 @@ impl Ctx<'_> {
                 REASON_AGENT_DOWN,
                 format!("the kube-dvr agent on {} {what}", down.join(", ")),
             )
-        } else if let Some(n) = missing.iter().find(|n| prog(n).errors.is_some()) {
-            let e = prog(n).errors.clone().unwrap_or_default();
-            (false, REASON_AGENT_ERROR, format!("agent on {n}: {e}"))
+        } else if let Some(n) = missing.iter().find(|n| prog(n).failing(id)) {
+            // Only this object's own errors are shown: the node's other
+            // errors may name other tenants' objects.
+            let own: Vec<&str> = prog(n).errors_of(id).collect();
+            let message = if own.is_empty() {
+                format!(
+                    "the agent on {n} reports errors in state the node's objects share \
+                     (see the agent's log)"
+                )
+            } else {
+                format!("agent on {n}: {}", own.join("; "))
+            };
+            (false, REASON_AGENT_ERROR, message)
         } else {
             (
                 false,

@@ -324,11 +324,12 @@ fn programmed_is_sticky_when_other_objects_change_the_node() {
         cond(&fip_status(&s, "db").conditions, "Ready").reason,
         REASON_PENDING
     );
-    // ... but an agent reporting errors does flip it.
+    // ... but an agent reporting errors about it does flip it.
     let n1 = &mut s.nodes[0];
     n1.metadata.annotations.as_mut().unwrap().insert(
         AGENT_ERRORS_ANNOTATION.into(),
-        "nft: permission denied".into(),
+        json!([{"object": "FloatingIP/tenant-a/web", "message": "nft: permission denied"}])
+            .to_string(),
     );
     let a = compute(&s);
     apply(&mut s, &a);
@@ -436,10 +437,14 @@ fn finalizer_holds_a_deleted_object_until_every_agent_is_done() {
     apply(&mut s, &a);
     assert!(s.floating_ips.is_empty());
 
-    // A node whose agent is down does not hold deletions.
+    // A node whose agent stopped heartbeating may still forward: it holds
+    // the deletion of what it had (the router spans n1 and n2) ...
     s.routers[0].metadata.deletion_timestamp = Some(Time(ts(NOW)));
     s.agents.insert("n2".into(), false);
     agents_program(&mut s, Some("n1"));
+    assert!(compute(&s).remove_finalizer.is_empty());
+    // ... until it is declared gone (its Lease deleted).
+    s.agents.remove("n2");
     assert_eq!(compute(&s).remove_finalizer.len(), 1);
 }
 
@@ -575,3 +580,6 @@ fn many_floating_ips_cost_a_constant_number_of_writes() {
     // finalizer + status + Ready per floating IP, plus the router and network.
     assert!(writes <= 3 * n + 6, "{writes} writes for {n} floating IPs");
 }
+
+#[path = "desired_tests_nodes.rs"]
+mod nodes;

@@ -22,20 +22,20 @@ use kube_dvr::uninstall::{self, UninstallError, UninstallOptions};
 
 use super::support::*;
 
-async fn standin() -> (StandIn, Client) {
+pub(super) async fn standin() -> (StandIn, Client) {
     let s = StandIn::start(0).await.unwrap();
     let c = Client::try_from(s.kube_config()).unwrap();
     (s, c)
 }
 
-struct Running {
+pub(super) struct Running {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), kube_dvr::controller::Error>>,
     telemetry: Arc<Telemetry>,
 }
 
 impl Running {
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         self.stop.cancel();
         self.task.await.unwrap().unwrap();
     }
@@ -46,13 +46,13 @@ impl Running {
     }
 }
 
-fn opts(identity: &str) -> ControllerOptions {
+pub(super) fn opts(identity: &str) -> ControllerOptions {
     let mut o = ControllerOptions::new("kube-dvr", identity);
     o.debounce = Duration::from_millis(50);
     o
 }
 
-fn start(client: &Client, o: ControllerOptions) -> Running {
+pub(super) fn start(client: &Client, o: ControllerOptions) -> Running {
     let stop = CancellationToken::new();
     let telemetry = Telemetry::new();
     let task = tokio::spawn(run(client.clone(), o, telemetry.clone(), stop.clone()));
@@ -74,7 +74,7 @@ fn ready_of(conds: &[api::Condition]) -> Option<(String, String)> {
     conditions::find_condition(conds, "Ready").map(|c| (c.status.clone(), c.reason.clone()))
 }
 
-async fn all_ready(client: &Client) -> bool {
+pub(super) async fn all_ready(client: &Client) -> bool {
     let lp = ListParams::default();
     let r = Api::<DistributedRouter>::all(client.clone())
         .list(&lp)
@@ -115,7 +115,7 @@ async fn all_ready(client: &Client) -> bool {
     })
 }
 
-async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<Event> {
+pub(super) async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<Event> {
     Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await
