@@ -11,11 +11,13 @@ WORKDIR /src
 COPY . .
 # The cargo registry and the target directory live in BuildKit cache mounts:
 # a source change recompiles kube-dvr only, not its dependencies. The binary is
-# copied out of the cache mount in the same step.
+# copied out of the cache mount in the same step. `--no-default-features`
+# leaves out the `lab` feature: no `kube-dvr lab`, no API stand-in in the image
+# (tests/product.rs checks a binary built this way).
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked \
+    cargo build --release --locked --no-default-features --bin kube-dvr \
     && install -D -m 0755 target/release/kube-dvr /out/kube-dvr
 
 FROM debian:bookworm-slim

@@ -8,6 +8,12 @@
 //! - [`dataplane`]: observe the kernel, diff against a plan, apply the minimal
 //!   change (netlink in-process, nftables as atomic batches).
 //! - wiring: `controller`, `agent`, `lab`.
+//!
+//! The `lab` module (and with it the API stand-in, `kube-standin`) exists
+//! only with the `lab` cargo feature: on by default for `cargo run -- lab`
+//! and the tests, off in the image (the Dockerfile builds with
+//! `--no-default-features`), so nothing the chart deploys carries an
+//! unauthenticated API server.
 #![deny(unsafe_code)]
 
 pub mod agent;
@@ -15,6 +21,7 @@ pub mod api;
 pub mod cluster;
 pub mod controller;
 pub mod dataplane;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod plan;
 pub mod telemetry;

@@ -1,11 +1,11 @@
-//! `kube-dvr`: one binary for every component.
-use std::path::PathBuf;
+//! `kube-dvr`: one binary for every component. `lab` exists only with the
+//! `lab` cargo feature (default; the image is built without it).
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-use kube_dvr::lab;
+use clap::{Parser, Subcommand, ValueEnum};
+#[cfg(feature = "lab")]
+use {clap::Args, kube_dvr::lab, std::path::PathBuf};
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +43,7 @@ enum Cmd {
         doc: String,
     },
     /// kube-dvr on this machine with nodes simulated as network namespaces.
+    #[cfg(feature = "lab")]
     #[command(subcommand)]
     Lab(LabCmd),
     /// The node agent (DaemonSet): programs this node's kernel and reports.
@@ -55,6 +56,7 @@ enum Cmd {
     Uninstall(kube_dvr::controller::cli::UninstallArgs),
 }
 
+#[cfg(feature = "lab")]
 #[derive(Subcommand)]
 enum LabCmd {
     /// Build a lab, probe every pair of endpoints, print the matrix, tear
@@ -76,6 +78,7 @@ enum LabCmd {
     },
 }
 
+#[cfg(feature = "lab")]
 #[derive(Args)]
 struct StateArgs {
     /// Where the lab keeps its namespace files and state.
@@ -83,6 +86,7 @@ struct StateArgs {
     state_dir: PathBuf,
 }
 
+#[cfg(feature = "lab")]
 #[derive(Args)]
 struct LabArgs {
     /// The physical world: nodes, underlay, external segments, workloads.
@@ -95,6 +99,7 @@ struct LabArgs {
     state: StateArgs,
 }
 
+#[cfg(feature = "lab")]
 impl LabArgs {
     fn options(&self) -> lab::LabOptions {
         lab::LabOptions {
@@ -151,6 +156,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             print!("{}", kube_dvr::api::crds_yaml());
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "lab")]
         Cmd::Lab(LabCmd::Demo(args)) => {
             let ok = lab::demo(&args.options(), &mut std::io::stdout()).context("lab demo")?;
             Ok(if ok {
@@ -159,7 +165,9 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        #[cfg(feature = "lab")]
         Cmd::Lab(LabCmd::Up(args)) => lab_up(&args),
+        #[cfg(feature = "lab")]
         Cmd::Lab(LabCmd::Down(s)) => {
             let (removed, left) = lab::down(&s.state_dir);
             for r in &removed {
@@ -179,6 +187,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
+        #[cfg(feature = "lab")]
         Cmd::Lab(LabCmd::Exec { state, target, cmd }) => {
             let paths = lab::LabPaths::new(&state.state_dir);
             let infra = paths.infra();
@@ -207,6 +216,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     }
 }
 
+#[cfg(feature = "lab")]
 fn lab_up(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let opts = args.options();
     let mut lab = lab::Lab::up(&opts).context("lab up")?;
