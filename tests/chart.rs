@@ -14,6 +14,9 @@ use std::sync::OnceLock;
 
 use serde_yaml::Value;
 
+#[path = "chart/agent_admission.rs"]
+mod agent_admission;
+
 const CHART: &str = "charts/kube-dvr";
 const NAMESPACE: &str = "kube-dvr";
 const RELEASE: &str = "t";
@@ -485,8 +488,10 @@ fn rbac_is_least_privilege_and_consistent() {
     let controller = &one(&docs, "ClusterRole", &full("controller"))["rules"];
 
     for r in CRD_RESOURCES {
-        for verb in ["get", "list", "watch"] {
+        for verb in ["list", "watch"] {
             assert!(allows(agent, "kubedvr.io", r, verb), "agent {verb} {r}");
+        }
+        for verb in ["get", "list", "watch"] {
             assert!(
                 allows(controller, "kubedvr.io", r, verb),
                 "controller {verb} {r}"
@@ -505,11 +510,12 @@ fn rbac_is_least_privilege_and_consistent() {
             );
         }
         let status = format!("{r}/status");
-        assert!(
-            allows(agent, "kubedvr.io", &status, "patch"),
-            "agent patch {status}"
-        );
-        assert!(!allows(agent, "kubedvr.io", &status, "update"));
+        for verb in ["patch", "update"] {
+            assert!(
+                !allows(agent, "kubedvr.io", &status, verb),
+                "agent must not {verb} {status}: only the controller writes status"
+            );
+        }
         assert!(allows(controller, "kubedvr.io", &status, "patch"));
         assert!(allows(
             controller,
@@ -523,11 +529,15 @@ fn rbac_is_least_privilege_and_consistent() {
         "agent publishes node annotations"
     );
     assert!(!allows(controller, "", "nodes", "patch"));
+    assert!(allows(controller, "", "events", "create"));
+    assert!(
+        !allows(agent, "", "events", "create"),
+        "the agent emits no Events"
+    );
     for rules in [agent, controller] {
         assert!(allows(rules, "", "pods", "watch"));
         assert!(!allows(rules, "", "pods", "create"));
         assert!(!allows(rules, "", "secrets", "get"));
-        assert!(allows(rules, "", "events", "create"));
         assert!(
             !allows(rules, "", "configmaps", "get"),
             "configmaps only in the namespace"
