@@ -21,8 +21,10 @@ use kube_dvr::cluster;
 
 use super::{full, kind, name, one, render, strs, NAMESPACE};
 
-/// Rules as comparable tuples: (group, resource, verb, resourceNames).
-fn rule_set(rules: &Value) -> BTreeSet<(String, String, String, Vec<String>)> {
+/// RBAC rules as comparable tuples: (group, resource, verb, resourceNames).
+type Rules = BTreeSet<(String, String, String, Vec<String>)>;
+
+fn rule_set(rules: &Value) -> Rules {
     let mut set = BTreeSet::new();
     for r in rules.as_sequence().expect("rules") {
         let names: Vec<String> = r
@@ -40,9 +42,10 @@ fn rule_set(rules: &Value) -> BTreeSet<(String, String, String, Vec<String>)> {
     set
 }
 
-fn expect(
-    rules: &[(&str, &[&str], &[&str], &[&str])],
-) -> BTreeSet<(String, String, String, Vec<String>)> {
+/// One expected rule: group, resources, verbs, resourceNames.
+type Rule<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [&'a str]);
+
+fn expect(rules: &[Rule]) -> Rules {
     let mut set = BTreeSet::new();
     for (group, resources, verbs, names) in rules {
         for r in *resources {
