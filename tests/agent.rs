@@ -117,7 +117,7 @@ fn agent_programs_reports_follows_restarts_and_repairs() {
         assert!(wait_programmed(&c, 5 * SEC).await, "programmed digest reported");
         let plan = c.expected_plan("n1").await;
         let vni = vni_of_first_subnet(&plan);
-        let qr = "qrouter-t.r1";
+        let qr = "qrouter-0"; // r1, router index 0
         assert_eq!(netns_list(), vec![qr.to_string()]);
         let root = links(None);
         assert!(root.contains(&names::vxlan(vni)) && root.contains(&names::bridge(vni)), "{root:?}");
@@ -299,7 +299,7 @@ fn agent_cleanup_one_shot_removes_kernel_state() {
         assert!(wait_programmed(&c, 5 * SEC).await);
         a.stop().await;
         // Stopping the agent leaves the kernel as it was.
-        assert_eq!(netns_list(), vec!["qrouter-t.r1".to_string()]);
+        assert_eq!(netns_list(), vec!["qrouter-0".to_string()]);
         // A stranger's link survives the cleanup.
         sh(&["ip", "link", "add", "keepme", "type", "bridge"]);
         for _ in 0..2 {
@@ -516,7 +516,7 @@ fn agent_restart_during_an_unprocessed_edit_keeps_the_state() {
         let a1 = start_agent(&c.client, agent_options("n1"));
         assert!(wait_programmed(&c, 5 * SEC).await);
         a1.stop().await;
-        let qr = "qrouter-t.r1";
+        let qr = "qrouter-0";
         let before = links(Some(qr));
 
         // Edited while no agent runs; the controller has not caught up.

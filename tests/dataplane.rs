@@ -277,6 +277,8 @@ fn reconcile_ok(e: &mut Engine, desired: &NodeState) -> kube_dvr::dataplane::eng
 mod converge;
 #[path = "dataplane/isolation.rs"]
 mod isolation;
+#[path = "dataplane/long_names.rs"]
+mod long_names;
 #[path = "dataplane/ownership.rs"]
 mod ownership;
 #[path = "dataplane/repair.rs"]

@@ -11,6 +11,8 @@ use kube_dvr::dataplane::{netns, sandbox};
 use kube_dvr::lab::matrix::{self, Expect};
 use kube_dvr::lab::probe::{self, Observed};
 use kube_dvr::lab::{Lab, LabOptions, Manifests, Topology};
+use kube_dvr::plan::names;
+use kube_dvr::plan::view::ObjectKey;
 
 const STATE: &str = "/run/kube-dvr-lab-test";
 
@@ -41,6 +43,12 @@ fn answered(who: &str, seen: &str) -> Observed {
         who: who.into(),
         seen: ip(seen),
     }
+}
+
+/// The `qrouter-` namespace of router `ns/name` (named by its index).
+fn qrouter(lab: &Lab, ns: &str, name: &str) -> String {
+    let st = &lab.resolution.routers[&ObjectKey::new(ns, name)];
+    names::qrouter_ns(st.index.expect("allocated"))
 }
 
 /// Names of the namespaces a simulated node's agent owns.
@@ -160,7 +168,7 @@ fn retargeted_floating_ip_moves_and_leaves_no_trace() {
         tcp(&lab, "host-ext-host", "203.0.113.100"),
         answered("a-web", "203.0.113.1")
     );
-    assert!(node_namespaces(&lab, "node-1").contains(&"fip-public".to_string()));
+    assert!(node_namespaces(&lab, "node-1").contains(&names::fip_ns("public")));
     // Re-target `web` from a-web (node-1) to a-app (node-2).
     let fip = lab
         .manifests
@@ -192,11 +200,11 @@ fn retargeted_floating_ip_moves_and_leaves_no_trace() {
     );
     // node-1 keeps no trace: no fip namespace (it served nothing else), no
     // NAT table in tenant-a's router, no floating-IP rule.
-    assert!(!node_namespaces(&lab, "node-1").contains(&"fip-public".to_string()));
+    assert!(!node_namespaces(&lab, "node-1").contains(&names::fip_ns("public")));
     let q = lab
         .paths
         .node_netns_dir("node-1")
-        .join("qrouter-tenant-a.main");
+        .join(qrouter(&lab, "tenant-a", "main"));
     assert!(!ip_in(&q, "nft list ruleset").contains("203.0.113.100"));
     assert!(!ip_in(&q, "ip rule show").contains("fwmark"));
     assert!(!ip_in(&q, "ip link show").contains("rfp-"));
@@ -256,7 +264,7 @@ fn deleting_a_floating_ip_stops_its_established_flows_and_leaves_nothing() {
     let q = lab
         .paths
         .node_netns_dir("node-1")
-        .join("qrouter-tenant-a.main");
+        .join(qrouter(&lab, "tenant-a", "main"));
     assert!(
         ip_in(&q, "conntrack -L").contains("203.0.113.100"),
         "the flow is tracked"
@@ -303,7 +311,11 @@ fn deleting_the_snat_gateway_removes_its_state_and_floating_ips_keep_working() {
         tcp(&lab, "wl-a-db", "203.0.113.1"),
         answered("ext-host", "203.0.113.50")
     );
-    assert!(node_namespaces(&lab, "gw-1").contains(&"snat-tenant-a.main".to_string()));
+    assert!(node_namespaces(&lab, "gw-1").contains(&names::snat_ns(
+        lab.resolution.routers[&ObjectKey::new("tenant-a", "main")]
+            .index
+            .unwrap()
+    )));
     lab.manifests.snat_gateways.clear();
     lab.apply().unwrap();
     assert!(
@@ -318,7 +330,7 @@ fn deleting_the_snat_gateway_removes_its_state_and_floating_ips_keep_working() {
     let q = lab
         .paths
         .node_netns_dir("node-2")
-        .join("qrouter-tenant-a.main");
+        .join(qrouter(&lab, "tenant-a", "main"));
     assert!(
         !ip_in(&q, "ip rule show").contains("lookup 4"),
         "no SNAT rules left"

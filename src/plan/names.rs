@@ -5,7 +5,6 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use super::model::MacAddr;
-use super::view::ObjectKey;
 
 pub const QROUTER_PREFIX: &str = "qrouter-";
 pub const FIP_PREFIX: &str = "fip-";
@@ -30,15 +29,21 @@ pub const SNAT_RULE_PRIORITY: u32 = 40100;
 /// The link-local range the per-router `rfp-`/`fpr-` /31s come from.
 pub const LINK_LOCAL_POOL: &str = "169.254.64.0/18";
 
-pub fn qrouter_ns(router: &ObjectKey) -> String {
-    // Kubernetes namespace names have no dots, so the split is unambiguous.
-    format!("{QROUTER_PREFIX}{}.{}", router.namespace, router.name)
+/// The router's namespace: named by its allocated index, never by user
+/// names (a namespace + router name can be 63 + 253 bytes, beyond the
+/// 255-byte file-name limit). Indexes are unique, so names are too.
+pub fn qrouter_ns(router_index: u32) -> String {
+    format!("{QROUTER_PREFIX}{router_index}")
 }
-pub fn snat_ns(router: &ObjectKey) -> String {
-    format!("{SNAT_PREFIX}{}.{}", router.namespace, router.name)
+/// The router's SNAT gateway namespace (by index, like [`qrouter_ns`]).
+pub fn snat_ns(router_index: u32) -> String {
+    format!("{SNAT_PREFIX}{router_index}")
 }
+/// The floating-IP namespace of an external network: the network's name
+/// hash, like its `fg-` port. Two networks whose names hash alike are
+/// detected by the resolver (`NameHashCollision`) and only one is served.
 pub fn fip_ns(external: &str) -> String {
-    format!("{FIP_PREFIX}{external}")
+    format!("{FIP_PREFIX}{:08x}", fnv32(external))
 }
 pub fn bridge(vni: u32) -> String {
     format!("dvrbr-{vni}")
@@ -143,6 +148,17 @@ mod tests {
         ] {
             assert!(n.len() <= 15, "{n} is longer than IFNAMSIZ-1");
         }
+        // Namespace files: bounded whatever the users' names (a 253-byte
+        // external network name, the largest index).
+        for n in [
+            qrouter_ns(u32::MAX),
+            snat_ns(u32::MAX),
+            fip_ns(&"x".repeat(253)),
+        ] {
+            assert!(n.len() <= 18, "{n}");
+        }
+        assert_eq!(qrouter_ns(7), "qrouter-7");
+        assert_eq!(fip_ns("ext"), format!("fip-{:08x}", fnv32("ext")));
     }
 
     #[test]

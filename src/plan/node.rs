@@ -9,9 +9,11 @@
 //! nodes. A bridge-family nftables table keeps gateway MACs off the overlay.
 //!
 //! North-south: a floating IP is served on its endpoint's node through the
-//! node's `fip-<external>` namespace; a router's SNAT gateway is a `snat-`
-//! namespace on its active node, reached from every `qrouter-` through a
-//! per-subnet policy rule ordered after the floating-IP rule.
+//! node's `fip-<hash of the external network's name>` namespace; a router's
+//! SNAT gateway is a `snat-` namespace on its active node, reached from every
+//! `qrouter-` through a per-subnet policy rule ordered after the floating-IP
+//! rule. Every namespace is named from an index or a bounded hash, never
+//! from user names (see `names`).
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
@@ -142,7 +144,7 @@ fn plan_subnet_l2(
 
 /// The router's namespace on a node that hosts its endpoints.
 fn plan_qrouter(st: &mut NodeState, router: &RouterView, snat: Option<&SnatView>) {
-    let name = names::qrouter_ns(&router.key);
+    let name = names::qrouter_ns(router.index);
     for subnet in &router.subnets {
         let (qr, qrb, br) = (
             names::qr(subnet.vni),
@@ -228,7 +230,7 @@ fn plan_floating(st: &mut NodeState, view: &ClusterView, node: &str) {
         let Some((rfp_ip, fpr_ip)) = names::link_local(router.index) else {
             continue;
         };
-        let qns = names::qrouter_ns(&router.key);
+        let qns = names::qrouter_ns(router.index);
         if !st.namespaces.contains_key(&qns) {
             // The floating IP's endpoint is not on this node: nothing to serve.
             continue;
@@ -298,7 +300,7 @@ fn plan_snat(st: &mut NodeState, view: &ClusterView, node: &str) {
         let Some(ext) = view.external_networks.get(&s.external) else {
             continue;
         };
-        let name = names::snat_ns(&router.key);
+        let name = names::snat_ns(router.index);
         plan_external_port(
             st,
             &name,

@@ -72,7 +72,7 @@ fn mk_view() -> ClusterView {
 }
 
 fn qr_a() -> String {
-    names::qrouter_ns(&ObjectKey::new("tenant-a", "r"))
+    names::qrouter_ns(0)
 }
 
 #[test]
@@ -82,9 +82,9 @@ fn routers_exist_only_where_their_endpoints_are() {
     let n2 = plan_node(&v, "n2");
     let n3 = plan_node(&v, "n3");
     assert!(n1.namespaces.contains_key(&qr_a()));
-    assert!(n1.namespaces.contains_key("qrouter-tenant-b.r"));
+    assert!(n1.namespaces.contains_key("qrouter-1"));
     assert!(n2.namespaces.contains_key(&qr_a()));
-    assert!(!n2.namespaces.contains_key("qrouter-tenant-b.r"));
+    assert!(!n2.namespaces.contains_key("qrouter-1"));
     assert_eq!(
         n3,
         NodeState::default(),
@@ -181,7 +181,7 @@ fn overlapping_tenants_stay_apart() {
     let v = mk_view();
     let n1 = plan_node(&v, "n1");
     let a = &n1.namespaces[&qr_a()];
-    let b = &n1.namespaces["qrouter-tenant-b.r"];
+    let b = &n1.namespaces["qrouter-1"];
     assert!(
         b.links.keys().all(|l| !a.links.contains_key(l)),
         "no shared link names"
@@ -248,8 +248,8 @@ fn adding_an_endpoint_changes_only_what_concerns_it() {
         .push(mk_ep("b", "10.0.2.20", "n2", 7));
     let after = plan_node(&v, "n1");
     assert_eq!(
-        before.namespaces["qrouter-tenant-b.r"],
-        after.namespaces["qrouter-tenant-b.r"]
+        before.namespaces["qrouter-1"],
+        after.namespaces["qrouter-1"]
     );
     let q0 = &before.namespaces[&qr_a()];
     let q1 = &after.namespaces[&qr_a()];
@@ -306,7 +306,7 @@ fn floating_ip_is_served_on_its_endpoints_node() {
     let mut v = mk_view();
     mk_north_south(&mut v);
     let n1 = plan_node(&v, "n1");
-    let fip = &n1.namespaces["fip-ext"];
+    let fip = &n1.namespaces[&names::fip_ns("ext")];
     let fg = names::fg("ext");
     assert_eq!(fip.sysctls[&format!("net/ipv4/conf/{fg}/proxy_arp")], "1");
     assert_eq!(
@@ -335,7 +335,7 @@ fn floating_ip_is_served_on_its_endpoints_node() {
     );
     // n2 hosts the router but not the floating IP's endpoint.
     let n2 = plan_node(&v, "n2");
-    assert!(!n2.namespaces.contains_key("fip-ext"));
+    assert!(!n2.namespaces.contains_key(&names::fip_ns("ext")));
     assert!(n2.namespaces[&qr_a()].nft.is_none());
 }
 
@@ -344,7 +344,7 @@ fn snat_gateway_lives_on_its_node_and_routers_reach_it_after_the_fip_rule() {
     let mut v = mk_view();
     mk_north_south(&mut v);
     let n3 = plan_node(&v, "n3");
-    let snat = &n3.namespaces["snat-tenant-a.r"];
+    let snat = &n3.namespaces[&names::snat_ns(0)];
     assert!(snat.links.contains_key("sg-4096") && snat.links.contains_key(&names::qg(0)));
     assert!(
         snat.nft.as_ref().unwrap().chains["postrouting"].rules[0].contains("snat to 203.0.113.50")

@@ -56,7 +56,7 @@ fn agent_with_the_controller_programmed_and_finalized() {
         assert!(wait_until(10 * SEC, programmed).await, "router Programmed and Ready: {:?}", c.routers().get("r1").await.unwrap().status);
         let r = c.routers().get("r1").await.unwrap();
         assert!(r.metadata.finalizers.unwrap_or_default().contains(&FINALIZER.to_string()));
-        assert_eq!(netns_list(), vec!["qrouter-t.r1".to_string()]);
+        assert_eq!(netns_list(), vec!["qrouter-0".to_string()]);
 
         c.routers().delete("r1", &DeleteParams::default()).await.unwrap();
         let gone = wait_until(2 * SEC, || async { c.routers().get_opt("r1").await.unwrap().is_none() }).await;
@@ -129,7 +129,7 @@ fn agent_binary_serves_telemetry_and_stops_on_sigterm() {
             metrics.contains("kube_dvr_kernel_writes_total{kind=\"netns\"} 1"),
             "{metrics}"
         );
-        assert_eq!(netns_list(), vec!["qrouter-t.r1".to_string()]);
+        assert_eq!(netns_list(), vec!["qrouter-0".to_string()]);
 
         let pid = child.id().unwrap().to_string();
         sh(&["kill", "-TERM", &pid]);
@@ -140,7 +140,7 @@ fn agent_binary_serves_telemetry_and_stops_on_sigterm() {
         assert!(status.success(), "{status}");
         assert_eq!(
             netns_list(),
-            vec!["qrouter-t.r1".to_string()],
+            vec!["qrouter-0".to_string()],
             "a stopped agent leaves the kernel"
         );
     });

@@ -7,6 +7,8 @@
 //! gateways. B's workloads must still reach each other across the nodes in
 //! both directions with empty ARP caches: the bridge rules of B's segment
 //! may only see B's gateway, never A's.
+//!
+//! The simulated-node helpers here serve the other multi-node tests too.
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
@@ -16,14 +18,14 @@ use kube_dvr::plan::names;
 use kube_dvr::plan::plan_node;
 use kube_dvr::plan::view::*;
 
-const NODES_DIR: &str = "/run/nodes";
+pub(super) const NODES_DIR: &str = "/run/nodes";
 
-fn vtep(i: u8) -> Ipv4Addr {
+pub(super) fn vtep(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, i)
 }
 
 /// Node `n<i>`: its own root namespace (`/run/nodes/n<i>`) and netns dir.
-fn node_engine(i: u8) -> Engine {
+pub(super) fn node_engine(i: u8) -> Engine {
     let dir = PathBuf::from(NODES_DIR);
     Engine::new(EngineConfig {
         root_netns: netns::path(&dir, &format!("n{i}")),
@@ -33,14 +35,14 @@ fn node_engine(i: u8) -> Engine {
 }
 
 /// A command in a namespace file under `/run/nodes`.
-fn in_node(ns: &str, args: &[&str]) -> String {
+pub(super) fn in_node(ns: &str, args: &[&str]) -> String {
     let net = format!("--net={NODES_DIR}/{ns}");
     let mut v = vec!["nsenter", net.as_str()];
     v.extend_from_slice(args);
     sh(&v)
 }
 
-fn ping(from: &str, to: Ipv4Addr) -> bool {
+pub(super) fn ping(from: &str, to: Ipv4Addr) -> bool {
     let net = format!("--net={NODES_DIR}/{from}");
     Command::new("nsenter")
         .args([&net, "ping", "-c1", "-W2", &to.to_string()])
@@ -50,7 +52,7 @@ fn ping(from: &str, to: Ipv4Addr) -> bool {
         .success()
 }
 
-fn endpoint(subnet: &str, ip: Ipv4Addr, mac: MacAddr, node: &str) -> EndpointView {
+pub(super) fn endpoint(subnet: &str, ip: Ipv4Addr, mac: MacAddr, node: &str) -> EndpointView {
     EndpointView {
         subnet: subnet.into(),
         ip,
@@ -76,7 +78,7 @@ fn router(ns: &str, index: u32, vni: u32, gateway: Ipv4Addr, eps: Vec<EndpointVi
 
 /// A workload namespace `name` plugged into bridge `dvrbr-<vni>` of node
 /// `node`, with `ip`/24 and `mac`.
-fn workload(name: &str, node: &str, vni: u32, ip: Ipv4Addr, mac: MacAddr) {
+pub(super) fn workload(name: &str, node: &str, vni: u32, ip: Ipv4Addr, mac: MacAddr) {
     let dir = PathBuf::from(NODES_DIR);
     netns::create(&dir, name).unwrap();
     let port = format!("p-{name}");

@@ -6,7 +6,7 @@ use ipnet::Ipv4Net;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use super::conds::{fail, Check, CondSet, Fail};
+use super::conds::{fail, order_of, Check, CondSet, Fail, Order};
 use super::pools::{is_host, parse_cidr, parse_entry, parse_ip, Pool, Span};
 use super::{selector, Cluster};
 use crate::api::conditions::{ALLOCATED, VALID};
@@ -104,7 +104,7 @@ pub(super) fn resolve<'a>(cluster: &Cluster<'a>) -> BTreeMap<String, ExtState<'a
             Ok(s) => (Ok(()), Some(s)),
             Err(f) => (Err(f), None),
         };
-        let mut st = ExtState {
+        let st = ExtState {
             obj,
             name: name.clone(),
             valid,
@@ -118,12 +118,42 @@ pub(super) fn resolve<'a>(cluster: &Cluster<'a>) -> BTreeMap<String, ExtState<'a
             floating_used: 0,
             snat_used: 0,
         };
-        if st.spec.is_some() {
-            allocate_node_ports(cluster, &mut st);
-        }
         out.insert(name, st);
     }
+    refuse_hash_collisions(&mut out);
+    for st in out.values_mut().filter(|st| st.spec.is_some()) {
+        allocate_node_ports(cluster, st);
+    }
     out
+}
+
+/// Kernel names of an external network (`fip-`, `fg-`, `fgb-`) carry the
+/// 32-bit hash of its name, never the name (up to 253 bytes). Two valid
+/// networks whose names hash alike would share them: the older one (then
+/// the first by name) keeps them, every other is invalid with reason
+/// `NameHashCollision` and is not programmed anywhere.
+fn refuse_hash_collisions(nets: &mut BTreeMap<String, ExtState>) {
+    let mut by_hash: BTreeMap<u32, Vec<(Order, String)>> = BTreeMap::new();
+    for st in nets.values().filter(|st| st.spec.is_some()) {
+        by_hash
+            .entry(names::fnv32(&st.name))
+            .or_default()
+            .push((order_of(&st.obj.metadata), st.name.clone()));
+    }
+    for (hash, mut group) in by_hash.into_iter().filter(|(_, g)| g.len() > 1) {
+        group.sort();
+        let keeper = group[0].1.clone();
+        for (_, name) in &group[1..] {
+            let st = nets.get_mut(name).expect("grouped from the map");
+            st.spec = None;
+            st.valid = Err(fail(
+                "NameHashCollision",
+                format!(
+                    "the name hashes to {hash:08x}, as ExternalNetwork {keeper} does; kernel names (fip-{hash:08x}, fg-{hash:08x}) are taken by it: use another name"
+                ),
+            ));
+        }
+    }
 }
 
 fn validate(obj: &ExternalNetwork) -> Result<ExtSpec, Fail> {

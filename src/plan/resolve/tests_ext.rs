@@ -141,3 +141,31 @@ fn network_status_annotation() {
         assert_eq!(e.kind(), "network_status");
     }
 }
+
+#[test]
+fn external_networks_whose_names_hash_alike_are_refused_but_the_oldest() {
+    // FNV-1a 32 of both names is 68b4e79a: they would share `fip-`/`fg-`.
+    assert_eq!(names::fnv32("ext-epwu"), names::fnv32("ext-75fa"));
+    let mut input = mk_input();
+    let mut older = mk_extnet("ext-epwu", json!({}));
+    older.metadata.creation_timestamp = input.external_networks[0]
+        .metadata
+        .creation_timestamp
+        .clone()
+        .map(|t| {
+            let earlier = t.0 - k8s_openapi::jiff::SignedDuration::from_secs(60);
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(earlier)
+        });
+    input.external_networks = vec![mk_extnet("ext-75fa", json!({})), older];
+    let res = resolve(&input);
+    assert!(res.view.external_networks.contains_key("ext-epwu"));
+    assert!(!res.view.external_networks.contains_key("ext-75fa"));
+    let st = &res.external_networks["ext-75fa"];
+    assert_false(&st.conditions, VALID, "NameHashCollision");
+    assert!(cond(&st.conditions, VALID).message.contains("ext-epwu"));
+    assert!(st.node_ports.is_empty());
+    assert_eq!(
+        cond(&res.external_networks["ext-epwu"].conditions, READY).status,
+        TRUE
+    );
+}
