@@ -88,13 +88,20 @@ pub fn keep(snap: &Snapshot, held: Held<'_>, node: &str) -> Keep {
             .is_some_and(|e| held_ext.contains(e));
         if is_held(r.as_ref(), &held_routers) || ext_held {
             unresolved.insert(rkey.clone());
-            keep_router(&mut k, rkey, r);
+            keep_router(&mut k, r);
         }
     }
     let router_ext = |rkey: &ObjectKey| {
         routers
             .get(rkey)
             .and_then(|r| r.spec.external_network.clone())
+    };
+    // Namespaces are named by the router's index (from its stored status).
+    let router_index = |rkey: &ObjectKey| {
+        routers
+            .get(rkey)
+            .and_then(|r| r.status.as_ref())
+            .and_then(|st| st.index)
     };
 
     let held_fips = uids(held.floating_ips);
@@ -116,7 +123,9 @@ pub fn keep(snap: &Snapshot, held: Held<'_>, node: &str) -> Keep {
         if st.node.as_deref() != Some(node) {
             continue;
         }
-        k.namespaces.insert(names::qrouter_ns(&rkey));
+        if let Some(i) = router_index(&rkey) {
+            k.namespaces.insert(names::qrouter_ns(i));
+        }
         if let Some(e) = &ext {
             k.namespaces.insert(names::fip_ns(e));
         }
@@ -146,8 +155,10 @@ pub fn keep(snap: &Snapshot, held: Held<'_>, node: &str) -> Keep {
         if st.active_node.as_deref() != Some(node) {
             continue;
         }
-        k.namespaces.insert(names::snat_ns(&rkey));
-        k.namespaces.insert(names::qrouter_ns(&rkey));
+        if let Some(i) = router_index(&rkey) {
+            k.namespaces.insert(names::snat_ns(i));
+            k.namespaces.insert(names::qrouter_ns(i));
+        }
         if let Some(ip) = st.address.as_ref().and_then(|a| a.parse().ok()) {
             k.ips.insert(ip);
         }
@@ -156,9 +167,7 @@ pub fn keep(snap: &Snapshot, held: Held<'_>, node: &str) -> Keep {
 }
 
 /// A router's state, by the allocations in its stored status.
-fn keep_router(k: &mut Keep, rkey: &ObjectKey, r: &DistributedRouter) {
-    k.namespaces.insert(names::qrouter_ns(rkey));
-    k.namespaces.insert(names::snat_ns(rkey));
+fn keep_router(k: &mut Keep, r: &DistributedRouter) {
     if let Some(ext) = &r.spec.external_network {
         k.namespaces.insert(names::fip_ns(ext));
     }
@@ -168,6 +177,8 @@ fn keep_router(k: &mut Keep, rkey: &ObjectKey, r: &DistributedRouter) {
     };
     if let Some(i) = st.index {
         root(names::qg_bridge(i));
+        k.namespaces.insert(names::qrouter_ns(i));
+        k.namespaces.insert(names::snat_ns(i));
     }
     for s in &st.subnets {
         root(names::bridge(s.vni));
@@ -266,10 +277,10 @@ mod tests {
             },
             "n1",
         );
-        let rkey = ObjectKey::new("t", "r1");
+        // r1's index in its status is 3.
         for ns in [
-            names::qrouter_ns(&rkey),
-            names::snat_ns(&rkey),
+            names::qrouter_ns(3),
+            names::snat_ns(3),
             names::fip_ns("ext"),
         ] {
             assert!(k.namespaces.contains(&ns), "{ns} kept: {k:?}");
@@ -320,9 +331,7 @@ mod tests {
             },
             "n1",
         );
-        assert!(k
-            .namespaces
-            .contains(&names::qrouter_ns(&ObjectKey::new("t", "r1"))));
+        assert!(k.namespaces.contains(&names::qrouter_ns(3)));
         assert!(k.links.is_empty(), "{k:?}");
     }
 

@@ -141,7 +141,7 @@ fn restart_while_the_controller_is_behind_and_the_api_slow_keeps_traffic() {
             .replace("r1", &Default::default(), &r1)
             .await
             .unwrap();
-        let qr = "qrouter-t.r1";
+        let qr = "qrouter-0"; // r1, router index 0
         let netns_before = netns_list();
         let root_before = link_indexes();
         let qr_before = sh(&["ip", "-n", qr, "-o", "link"]);
