@@ -119,8 +119,7 @@ impl Owners {
         self.by_token.insert(token, (rank, id.to_string()));
     }
 
-    fn add_router(&mut self, id: &str, key: &ObjectKey, index: Option<u32>, vnis: &[u32]) {
-        self.add(names::qrouter_ns(key), ROUTER, id);
+    fn add_router(&mut self, id: &str, index: Option<u32>, vnis: &[u32]) {
         for &v in vnis {
             for t in [
                 names::bridge(v),
@@ -132,18 +131,19 @@ impl Owners {
             }
         }
         if let Some(i) = index {
+            self.add(names::qrouter_ns(i), ROUTER, id);
             self.add(names::rfp(i), ROUTER, id);
             self.add(names::fpr(i), ROUTER, id);
         }
     }
 
-    fn add_snat(&mut self, id: &str, router: &ObjectKey, index: Option<u32>, vnis: &[u32]) {
-        self.add(names::snat_ns(router), ROUTER, id);
+    fn add_snat(&mut self, id: &str, index: Option<u32>, vnis: &[u32]) {
         for &v in vnis {
             self.add(names::sg(v), ROUTER, id);
             self.add(names::sg_bridge(v), ROUTER, id);
         }
         if let Some(i) = index {
+            self.add(names::snat_ns(i), ROUTER, id);
             self.add(names::qg(i), ROUTER, id);
             self.add(names::qg_bridge(i), ROUTER, id);
         }
@@ -165,12 +165,12 @@ impl Owners {
         let mut routers = HashMap::new();
         for r in &view.routers {
             let vnis: Vec<u32> = r.subnets.iter().map(|s| s.vni).collect();
-            o.add_router(&router_id(&r.key), &r.key, Some(r.index), &vnis);
+            o.add_router(&router_id(&r.key), Some(r.index), &vnis);
             routers.insert(r.key.clone(), (r.index, vnis));
         }
         for s in &view.snat_gateways {
             let (index, vnis) = routers.get(&s.router).cloned().unwrap_or_default();
-            o.add_snat(&snat_id(&s.key), &s.router, Some(index), &vnis);
+            o.add_snat(&snat_id(&s.key), Some(index), &vnis);
             o.add(s.address.to_string(), ROUTER, &snat_id(&s.key));
         }
         for f in &view.floating_ips {
@@ -204,14 +204,14 @@ impl Owners {
             let k = key(&r.metadata);
             let st = r.status.clone().unwrap_or_default();
             let vnis: Vec<u32> = st.subnets.iter().map(|s| s.vni).collect();
-            self.add_router(&router_id(&k), &k, st.index, &vnis);
+            self.add_router(&router_id(&k), st.index, &vnis);
             allocs.insert(k, (st.index, vnis));
         }
         for s in snat_gateways {
             let k = key(&s.metadata);
             let router = ObjectKey::new(k.namespace.clone(), s.spec.router.clone());
             let (index, vnis) = allocs.get(&router).cloned().unwrap_or_default();
-            self.add_snat(&snat_id(&k), &router, index, &vnis);
+            self.add_snat(&snat_id(&k), index, &vnis);
             if let Some(a) = s.status.as_ref().and_then(|s| s.address.clone()) {
                 self.add(a, ROUTER, &snat_id(&k));
             }

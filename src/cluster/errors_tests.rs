@@ -58,7 +58,7 @@ fn operations_are_attributed_to_the_object_whose_names_they_mention() {
     assert_eq!(
         o.attribute(&format!(
             "add route 10.10.1.0/24 in {}",
-            names::qrouter_ns(&ObjectKey::new("tenant-a", "main"))
+            names::qrouter_ns(0)
         )),
         a
     );
@@ -96,7 +96,7 @@ fn operations_are_attributed_to_the_object_whose_names_they_mention() {
         o.attribute(&format!(
             "create macvlan {} in {}",
             names::qg(1),
-            names::snat_ns(&ObjectKey::new("tenant-b", "main"))
+            names::snat_ns(1)
         )),
         Some("SnatGateway/tenant-b/out".to_string())
     );
