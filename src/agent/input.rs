@@ -21,7 +21,7 @@ use kube::Resource;
 
 use crate::api::{DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
 use crate::cluster;
-use crate::plan::resolve::ClusterInput;
+use crate::plan::resolve::{self, ClusterInput};
 
 /// Everything the agent's watches hold at one moment.
 #[derive(Clone, Default)]
@@ -191,8 +191,22 @@ impl InputState {
                 .collect(),
             nodes,
             now,
+            // As the controller resolves: allocations of objects being
+            // deleted are not free (new ones are the controller's to make).
+            held: resolve::Held::of(
+                deleting(&snap.routers),
+                deleting(&snap.floating_ips),
+                deleting(&snap.snat_gateways),
+            ),
+            cursors: None,
         }
     }
+}
+
+fn deleting<K: Resource>(objs: &[Arc<K>]) -> impl Iterator<Item = &K> {
+    objs.iter()
+        .filter(|o| o.meta().deletion_timestamp.is_some())
+        .map(|o| o.as_ref())
 }
 
 #[cfg(test)]

@@ -31,6 +31,9 @@ pub const CLEANED_ANNOTATION: &str = "kubedvr.io/cleaned";
 /// The ConfigMap whose presence (in the release namespace) tells every agent
 /// to remove all its kernel state: set by `kube-dvr uninstall`.
 pub const UNINSTALL_CONFIGMAP: &str = "kube-dvr-uninstall";
+/// The ConfigMap (in the release namespace) where the controller persists
+/// its allocation cursors (router indexes, VNIs).
+pub const ALLOCATOR_CONFIGMAP: &str = "kube-dvr-allocator";
 /// Name of the controller's leader-election Lease.
 pub const CONTROLLER_LEASE: &str = "kube-dvr-controller";
 /// Prefix of each agent's heartbeat Lease (`kube-dvr-agent-<node>`).

@@ -62,7 +62,7 @@ use crate::cluster::{
     self, AGENT_ERRORS_ANNOTATION, AGENT_HEARTBEAT_TIMEOUT_SECS, AGENT_LEASE_PREFIX,
 };
 use crate::plan::plan_node;
-use crate::plan::resolve::{resolve, ClusterInput, PodInfo};
+use crate::plan::resolve::{resolve, ClusterInput, Cursors, Held, PodInfo};
 use crate::plan::view::ObjectKey;
 
 /// Condition reason: the agents have not reported the object's state yet.
@@ -177,11 +177,17 @@ pub struct Actions {
     pub status: Vec<StatusWrite>,
     /// Live objects per (kind, Ready).
     pub objects: BTreeMap<(Kind, bool), usize>,
+    /// New allocation cursors to persist (before any status that uses
+    /// them), when they moved.
+    pub cursors: Option<Cursors>,
 }
 
 impl Actions {
     pub fn is_empty(&self) -> bool {
-        self.add_finalizer.is_empty() && self.remove_finalizer.is_empty() && self.status.is_empty()
+        self.add_finalizer.is_empty()
+            && self.remove_finalizer.is_empty()
+            && self.status.is_empty()
+            && self.cursors.is_none()
     }
 }
 
@@ -203,6 +209,8 @@ pub struct Snapshot {
     /// Lease is unknown and taken as alive, so statuses stay stable.
     pub leases_synced: bool,
     pub now: Timestamp,
+    /// The allocation cursors the controller persisted (None: none yet).
+    pub cursors: Option<Cursors>,
 }
 
 /// Agent liveness from the agents' heartbeat Leases (`kube-dvr-agent-<node>`):
@@ -349,6 +357,12 @@ pub fn cluster_input(s: &Snapshot) -> ClusterInput {
             })
             .collect(),
         now: s.now,
+        held: Held::of(
+            s.routers.iter().filter(|o| deleting(&o.metadata)),
+            s.floating_ips.iter().filter(|o| deleting(&o.metadata)),
+            s.snat_gateways.iter().filter(|o| deleting(&o.metadata)),
+        ),
+        cursors: s.cursors,
     }
 }
 
@@ -393,7 +407,10 @@ pub fn compute(s: &Snapshot) -> Actions {
         );
     }
 
-    let mut out = Actions::default();
+    let mut out = Actions {
+        cursors: (s.cursors != Some(res.cursors)).then_some(res.cursors),
+        ..Default::default()
+    };
     let ctx = Ctx {
         now: s.now,
         progress: &progress,

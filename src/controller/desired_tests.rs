@@ -92,6 +92,7 @@ fn mk_world() -> Snapshot {
         agents: BTreeMap::from([("n1".into(), true), ("n2".into(), true)]),
         leases_synced: true,
         now: ts(NOW),
+        cursors: None,
     }
 }
 
@@ -143,6 +144,10 @@ where
 }
 
 fn apply(s: &mut Snapshot, a: &Actions) {
+    // The executor persists the cursors; the next snapshot reads them back.
+    if let Some(c) = a.cursors {
+        s.cursors = Some(c);
+    }
     apply_to(&mut s.external_networks, Kind::ExternalNetwork, a);
     apply_to(&mut s.routers, Kind::DistributedRouter, a);
     apply_to(&mut s.floating_ips, Kind::FloatingIP, a);
@@ -583,3 +588,6 @@ fn many_floating_ips_cost_a_constant_number_of_writes() {
 
 #[path = "desired_tests_nodes.rs"]
 mod nodes;
+
+#[path = "desired_tests_held.rs"]
+mod held;

@@ -18,6 +18,7 @@
 //! - `/readyz`: the leader after its caches synced and its first pass was
 //!   written; a standby once its caches synced.
 pub mod cli;
+pub mod cursors;
 pub mod desired;
 pub mod leader;
 
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{BoxStream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -115,8 +116,15 @@ fn cache<K>(api: Api<K>) -> (Store<K>, BoxStream<'static, ()>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    cache_with(api, watcher::Config::default())
+}
+
+fn cache_with<K>(api: Api<K>, cfg: watcher::Config) -> (Store<K>, BoxStream<'static, ()>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
+    let stream = watcher(api, cfg)
         .default_backoff()
         .reflect(writer)
         .map(|ev| {
@@ -136,6 +144,8 @@ struct Caches {
     pods: Store<Pod>,
     nodes: Store<Node>,
     leases: Store<Lease>,
+    /// The allocation cursors' ConfigMap ([`cursors`]).
+    allocator: Store<ConfigMap>,
 }
 
 fn cloned<K>(s: &Store<K>) -> Vec<K>
@@ -167,6 +177,10 @@ impl Caches {
         self.pods.wait_until_ready().await.map_err(e("Pod"))?;
         self.nodes.wait_until_ready().await.map_err(e("Node"))?;
         self.leases.wait_until_ready().await.map_err(e("Lease"))?;
+        self.allocator
+            .wait_until_ready()
+            .await
+            .map_err(e("ConfigMap"))?;
         Ok(())
     }
 
@@ -189,6 +203,7 @@ impl Caches {
             // missing agent, not a cache that has not caught up.
             leases_synced: true,
             now,
+            cursors: cursors::read(self.allocator.state().first().map(|c| c.as_ref())),
         }
     }
 }
@@ -223,6 +238,11 @@ pub async fn run(
     let (pods, s5) = cache(Api::<Pod>::all(client.clone()));
     let (nodes, s6) = cache(Api::<Node>::all(client.clone()));
     let (leases, s7) = cache(Api::<Lease>::namespaced(client.clone(), &opts.namespace));
+    let (allocator, s8) = cache_with(
+        Api::<ConfigMap>::namespaced(client.clone(), &opts.namespace),
+        watcher::Config::default()
+            .fields(&format!("metadata.name={}", cluster::ALLOCATOR_CONFIGMAP)),
+    );
     let caches = Caches {
         external_networks,
         routers,
@@ -231,9 +251,10 @@ pub async fn run(
         pods,
         nodes,
         leases,
+        allocator,
     };
     let changed = Arc::new(Notify::new());
-    let mut all = futures::stream::select_all([s1, s2, s3, s4, s5, s6, s7]);
+    let mut all = futures::stream::select_all([s1, s2, s3, s4, s5, s6, s7, s8]);
     let notify = changed.clone();
     let driver = tokio::spawn(async move {
         while all.next().await.is_some() {
@@ -342,6 +363,9 @@ fn record_objects(t: &Telemetry, a: &Actions) {
 /// caches reflect them does not repeat them.
 struct Executor {
     client: Client,
+    namespace: String,
+    /// The cursors last written (this term).
+    cursors: Option<crate::plan::resolve::Cursors>,
     recorder: Recorder,
     telemetry: Arc<Telemetry>,
     concurrency: usize,
@@ -407,6 +431,8 @@ impl Executor {
         );
         Executor {
             client,
+            namespace: opts.namespace.clone(),
+            cursors: None,
             recorder,
             telemetry,
             concurrency: opts.write_concurrency.max(1),
@@ -416,6 +442,7 @@ impl Executor {
     }
 
     fn forget(&mut self) {
+        self.cursors = None;
         self.statuses.clear();
         self.finalizers.clear();
     }
@@ -432,6 +459,28 @@ impl Executor {
     /// Apply everything; returns the number of failed writes. Stops as soon
     /// as this replica is no longer the leader.
     async fn execute(&mut self, a: Actions, leader: &watch::Receiver<bool>) -> usize {
+        // The cursors first: statuses below may hold values allocated from
+        // them. Without them persisted, nothing else is written.
+        if let Some(c) = a.cursors.filter(|c| self.cursors != Some(*c)) {
+            if !*leader.borrow() {
+                return 0;
+            }
+            self.count("cursors");
+            if let Err(e) = cursors::write(&self.client, &self.namespace, c).await {
+                let e = Error::Api {
+                    op: "write allocation cursors to",
+                    target: format!(
+                        "ConfigMap/{}/{}",
+                        self.namespace,
+                        cluster::ALLOCATOR_CONFIGMAP
+                    ),
+                    source: e,
+                };
+                tracing::warn!(error = %e, kind = e.kind(), "write failed");
+                return 1;
+            }
+            self.cursors = Some(c);
+        }
         let fins: Vec<FinalizerWrite> = a
             .add_finalizer
             .into_iter()

@@ -338,6 +338,7 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, ClusterError> {
         agents: BTreeMap::new(),
         leases_synced: false,
         now: Timestamp::now(),
+        cursors: None,
     })
 }
 

@@ -245,6 +245,7 @@ impl Cluster {
                 .map(|n| cluster::node_info(n, Some(true)))
                 .collect(),
             now: Timestamp::from_second(Timestamp::now().as_second()).unwrap(),
+            ..Default::default()
         }
     }
 

@@ -263,6 +263,7 @@ pub async fn agent_digests(client: &Client) -> std::collections::BTreeMap<String
         agents: Default::default(),
         leases_synced: false,
         now: k8s_openapi::jiff::Timestamp::now(),
+        cursors: None,
     };
     expected_digests(&s)
 }

@@ -51,20 +51,27 @@ pub(super) struct Request {
 /// 2. Requested addresses not yet assigned, in precedence order; taken ones
 ///    fail with `AddressInUse` naming the holder.
 /// 3. The rest get the lowest free address of their pool (`PoolExhausted`).
+///
+/// Addresses `held` by objects being deleted are taken for all three: a
+/// request for one fails with `AddressInUse` until the deletion completes
+/// ([`Held`](super::Held)).
 pub(super) fn allocate(
     reqs: &[Request],
     exts: &BTreeMap<String, ExtState>,
+    held: &BTreeSet<Ipv4Addr>,
 ) -> Vec<Result<Ipv4Addr, Fail>> {
     let mut order: Vec<usize> = (0..reqs.len()).collect();
     order.sort_by(|&a, &b| (&reqs[a].order, reqs[a].kind).cmp(&(&reqs[b].order, reqs[b].kind)));
     let mut out: Vec<Option<Result<Ipv4Addr, Fail>>> = reqs.iter().map(|_| None).collect();
     let mut holder: BTreeMap<(&str, Ipv4Addr), &str> = BTreeMap::new();
 
+    let held_by_deleted = held;
     for &i in &order {
         let r = &reqs[i];
         let Some(held) = r.held else { continue };
         let pool = r.kind.pool(&exts[&r.ext]);
         if pool.contains(held)
+            && !held_by_deleted.contains(&held)
             && r.requested.is_none_or(|a| a == held)
             && !holder.contains_key(&(r.ext.as_str(), held))
         {
@@ -77,6 +84,16 @@ pub(super) fn allocate(
         let (None, Some(want)) = (&out[i], r.requested) else {
             continue;
         };
+        if held_by_deleted.contains(&want) {
+            out[i] = Some(Err(fail(
+                "AddressInUse",
+                format!(
+                    "address {want} on ExternalNetwork {:?} is still held by an object being deleted; it is free once every node has removed it",
+                    r.ext
+                ),
+            )));
+            continue;
+        }
         out[i] = Some(match holder.get(&(r.ext.as_str(), want)) {
             Some(h) => Err(fail(
                 "AddressInUse",
@@ -94,6 +111,12 @@ pub(super) fn allocate(
     let mut used: BTreeMap<&str, BTreeSet<Ipv4Addr>> = BTreeMap::new();
     for (ext, addr) in holder.keys() {
         used.entry(ext).or_default().insert(*addr);
+    }
+    let networks: BTreeSet<&str> = reqs.iter().map(|r| r.ext.as_str()).collect();
+    for ext in networks {
+        used.entry(ext)
+            .or_default()
+            .extend(held_by_deleted.iter().copied());
     }
     for &i in &order {
         if out[i].is_some() {

@@ -204,7 +204,7 @@ impl<'a> NorthSouth<'a> {
                 owners.push((Kind::Snat, i));
             }
         }
-        let results = addresses::allocate(&reqs, exts);
+        let results = addresses::allocate(&reqs, exts, &cluster.input.held.addresses);
         for ((kind, i), (req, res)) in owners.into_iter().zip(reqs.iter().zip(results)) {
             let ext = exts
                 .get_mut(&req.ext)

@@ -54,6 +54,7 @@ mod addresses;
 mod conds;
 mod external;
 mod floating;
+mod held;
 mod netstatus;
 mod pools;
 mod routers;
@@ -77,6 +78,7 @@ use super::names;
 use super::view::{ClusterView, NodeFacts, ObjectKey};
 use crate::api;
 
+pub use held::{Cursors, Held};
 pub use netstatus::{parse_network_status, NETWORK_STATUS_ANNOTATION};
 
 /// Condition type on routers: every workload address resolved to one
@@ -95,6 +97,11 @@ pub struct ClusterInput {
     /// The `lastTransitionTime` of conditions that are new or flip (whole
     /// seconds: `metav1.Time` is serialized with second precision).
     pub now: Timestamp,
+    /// Allocations of objects left out (being deleted): not free.
+    pub held: Held,
+    /// Where new router indexes and VNIs are searched from (next-fit);
+    /// None: just above the highest value in use.
+    pub cursors: Option<Cursors>,
 }
 
 /// A pod as far as kube-dvr cares: where it runs and its secondary networks.
@@ -146,6 +153,8 @@ pub struct Resolution {
     pub floating_ips: BTreeMap<ObjectKey, api::FloatingIPStatus>,
     pub snat_gateways: BTreeMap<ObjectKey, api::SnatGatewayStatus>,
     pub external_networks: BTreeMap<String, api::ExternalNetworkStatus>,
+    /// The cursors after this resolution's allocations.
+    pub cursors: Cursors,
 }
 
 /// Errors of this layer.
@@ -222,10 +231,13 @@ pub(super) fn qualify(namespace: &str, nad: &str) -> String {
 pub fn resolve(input: &ClusterInput) -> Resolution {
     let cluster = Cluster::new(input);
     let mut exts = external::resolve(&cluster);
-    let routers = routers::resolve(&cluster, &exts);
+    let (routers, cursors) = routers::resolve(&cluster, &exts);
     let north = floating::NorthSouth::resolve(&cluster, &mut exts, &routers);
 
-    let mut out = Resolution::default();
+    let mut out = Resolution {
+        cursors,
+        ..Default::default()
+    };
     out.view.nodes = input
         .nodes
         .iter()

@@ -8,6 +8,7 @@ use kube::ResourceExt;
 
 use super::conds::{fail, order_of, Check, CondSet, Fail, Order};
 use super::external::ExtState;
+use super::held::{next_fit, Cursors, Held};
 use super::pools::{is_host, parse_cidr, parse_ip};
 use super::{qualify, Cluster, ENDPOINTS_RESOLVED};
 use crate::api::conditions::{ALLOCATED, VALID};
@@ -136,7 +137,7 @@ fn link_local_cidr(index: u32) -> Option<String> {
 pub(super) fn resolve<'a>(
     cluster: &Cluster<'a>,
     exts: &BTreeMap<String, ExtState>,
-) -> Vec<RouterState<'a>> {
+) -> (Vec<RouterState<'a>>, Cursors) {
     let mut states: Vec<RouterState> = cluster
         .input
         .routers
@@ -166,13 +167,13 @@ pub(super) fn resolve<'a>(
         })
         .collect();
     states.sort_by(|a, b| a.order.cmp(&b.order));
-    allocate(&mut states);
+    let cursors = allocate(&mut states, &cluster.input.held, cluster.input.cursors);
     for st in states.iter_mut() {
         if st.valid.is_ok() && st.allocated.is_ok() {
             resolve_endpoints(cluster, st);
         }
     }
-    states
+    (states, cursors)
 }
 
 type Validated = (Vec<Subnet>, Vec<(Ipv4Net, Ipv4Addr)>);
@@ -270,8 +271,11 @@ fn validate(
 
 /// Pass 1: every router (valid or not) keeps the index and VNIs its status
 /// holds, if in range and not claimed by a router earlier in precedence.
-/// Pass 2: valid routers get the smallest free values for what is missing.
-fn allocate(states: &mut [RouterState]) {
+/// Values `held` by routers being deleted are not free either.
+/// Pass 2: valid routers get what is missing, next-fit from `cursors`
+/// ([`held`](super::held)); without cursors (nothing persisted yet) from
+/// just above the highest value in use. Returns the advanced cursors.
+fn allocate(states: &mut [RouterState], held: &Held, cursors: Option<Cursors>) -> Cursors {
     let mut used_idx = BTreeSet::new();
     let mut used_vni = BTreeSet::new();
     for st in states.iter_mut() {
@@ -294,6 +298,12 @@ fn allocate(states: &mut [RouterState]) {
             }
         }
     }
+    used_idx.extend(&held.router_indexes);
+    used_vni.extend(&held.vnis);
+    let mut cursors = cursors.unwrap_or_else(|| Cursors {
+        router_index: used_idx.last().map_or(0, |i| i + 1),
+        vni: used_vni.last().map_or(VNI_MIN, |v| v + 1),
+    });
     // An invalid router gets nothing new; it is Allocated if it already
     // holds everything.
     for st in states.iter_mut().filter(|s| s.valid.is_err()) {
@@ -308,12 +318,14 @@ fn allocate(states: &mut [RouterState]) {
             st.allocated = Ok(());
         }
     }
-    let (mut next_idx, mut next_vni) = (0u32, VNI_MIN);
     for st in states.iter_mut().filter(|s| s.valid.is_ok()) {
         let mut missing = Vec::new();
         if st.index.is_none() {
-            match next_free(&used_idx, &mut next_idx, MAX_ROUTERS - 1) {
-                Some(i) => st.index = Some(i),
+            match next_fit(&used_idx, &mut cursors.router_index, 0, MAX_ROUTERS - 1) {
+                Some(i) => {
+                    used_idx.insert(i);
+                    st.index = Some(i);
+                }
                 None => missing.push(format!(
                     "no free router index (at most {MAX_ROUTERS} routers)"
                 )),
@@ -323,8 +335,9 @@ fn allocate(states: &mut [RouterState]) {
             if st.vnis.contains_key(&s.name) {
                 continue;
             }
-            match next_free(&used_vni, &mut next_vni, VNI_MAX) {
+            match next_fit(&used_vni, &mut cursors.vni, VNI_MIN, VNI_MAX) {
                 Some(v) => {
+                    used_vni.insert(v);
                     st.vnis.insert(s.name.clone(), v);
                 }
                 None => missing.push(format!(
@@ -344,19 +357,7 @@ fn allocate(states: &mut [RouterState]) {
             Err(fail(reason, list(&missing)))
         };
     }
-}
-
-/// The smallest value ≥ `*next` and ≤ `max` not in `used`; advances `*next`
-/// past it (allocation only grows within one pass).
-fn next_free(used: &BTreeSet<u32>, next: &mut u32, max: u32) -> Option<u32> {
-    while *next <= max {
-        let cand = *next;
-        *next += 1;
-        if !used.contains(&cand) {
-            return Some(cand);
-        }
-    }
-    None
+    cursors
 }
 
 /// Endpoints: every pod network entry whose network is a subnet's NAD and

@@ -175,6 +175,8 @@ fn stored<T: serde::Serialize + serde::de::DeserializeOwned>(status: Option<&T>)
 /// Write every computed status back into its object, as the controller
 /// would (through JSON).
 pub(super) fn copy_back(input: &mut ClusterInput, res: &Resolution) {
+    // The controller persists the cursors too.
+    input.cursors = Some(res.cursors);
     let k = |m: &kube::api::ObjectMeta| {
         key(
             m.namespace.as_deref().unwrap_or(""),
@@ -306,7 +308,7 @@ fn resolving_its_own_output_changes_nothing() {
 }
 
 #[test]
-fn deleting_a_router_frees_its_vnis_and_others_keep_theirs() {
+fn a_deleted_routers_index_and_vnis_are_quarantined_and_others_keep_theirs() {
     let mut input = mk_input();
     input.routers.push(mk_std_router("tenant-b", 2));
     let res = resolve(&input);
@@ -318,11 +320,24 @@ fn deleting_a_router_frees_its_vnis_and_others_keep_theirs() {
         .collect();
     assert_eq!(b_vnis, [4098, 4099]);
     copy_back(&mut input, &res);
+    let persisted = input.cursors;
 
-    input
-        .routers
-        .retain(|r| r.metadata.namespace.as_deref() != Some("tenant-a"));
+    // tenant-a's router is being deleted: its values are held (even with
+    // the cursors rewound) ...
+    let a = input.routers.remove(0);
+    input.held = Held::of([&a], [], []);
+    input.cursors = Some(Cursors::default());
     input.routers.push(mk_std_router("tenant-c", 3));
+    let res = resolve(&input);
+    let c = router_status(&res, "tenant-c");
+    assert_eq!(c.index, Some(2), "held index not reused");
+    let cv: Vec<u32> = c.subnets.iter().map(|s| s.vni).collect();
+    assert_eq!(cv, [4100, 4101], "held VNIs not reused");
+
+    // ... and once it is gone, the cursor still moves on: a new router does
+    // not inherit the deleted router's segment.
+    input.held = Held::default();
+    input.cursors = persisted;
     let res = resolve(&input);
     assert_eq!(router_status(&res, "tenant-b").index, Some(1));
     let b: Vec<u32> = router_status(&res, "tenant-b")
@@ -332,9 +347,21 @@ fn deleting_a_router_frees_its_vnis_and_others_keep_theirs() {
         .collect();
     assert_eq!(b, [4098, 4099], "survivor keeps its VNIs");
     let c = router_status(&res, "tenant-c");
-    assert_eq!(c.index, Some(0), "freed index reused");
+    assert_eq!(c.index, Some(2), "the freed index 0 is not next");
     let cv: Vec<u32> = c.subnets.iter().map(|s| s.vni).collect();
-    assert_eq!(cv, [4096, 4097], "freed VNIs reused");
+    assert_eq!(cv, [4100, 4101], "the freed VNIs are not next");
+    assert_eq!(
+        res.cursors,
+        Cursors {
+            router_index: 3,
+            vni: 4102
+        }
+    );
+    // Without persisted cursors (first start of this version): from above
+    // the highest value in use, not from the lowest free.
+    input.cursors = None;
+    let res = resolve(&input);
+    assert_eq!(router_status(&res, "tenant-c").index, Some(2));
 }
 
 #[test]
