@@ -433,3 +433,23 @@ fn example_manifests_are_admitted() {
         "no kubedvr.io objects found in examples/"
     );
 }
+
+/// `spec.address` says what the controller enforces: inside the pool (the
+/// resolver's `AddressOutsidePool`), not merely inside the network's CIDR.
+#[test]
+fn address_descriptions_match_what_the_controller_enforces() {
+    for (crd, pool) in [
+        (FloatingIP::crd(), "spec.pools.floating"),
+        (SnatGateway::crd(), "spec.pools.snat"),
+    ] {
+        let v = serde_json::to_value(&crd).unwrap();
+        let d = v.pointer(
+            "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/address/description",
+        )
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_string();
+        assert!(d.contains(pool) && d.contains("AddressOutsidePool"), "{d}");
+        assert!(!d.contains("CIDR"), "{d}");
+    }
+}

@@ -51,9 +51,10 @@ pub struct SnatGatewaySpec {
     #[schemars(length(max = DNS1123_SUBDOMAIN_MAX), pattern(DNS1123_SUBDOMAIN_PATTERN))]
     pub external_network: Option<String>,
 
-    /// The requested SNAT address, inside the external network's CIDR.
-    /// Absent: one is allocated from the network's snat pool (see
-    /// `status.address`).
+    /// The requested SNAT address, inside the external network's snat
+    /// pool (`spec.pools.snat`): an address outside it is refused with
+    /// reason `AddressOutsidePool`. Absent: one is allocated from that pool
+    /// (see `status.address`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = IPV4_MAX), pattern(IPV4_PATTERN), ipv4)]
     pub address: Option<String>,
