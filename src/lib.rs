@@ -18,6 +18,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod backoff;
 pub mod cluster;
 pub mod controller;
 pub mod dataplane;

@@ -5,12 +5,20 @@
 //! name and label set, rendered on scrape. Names follow controller-runtime
 //! where one applies (`controller_runtime_reconcile_total`, ...) and
 //! `kube_dvr_*` for the dataplane. `/readyz` answers 200 once the component
-//! says its first full sync is done; `/healthz` while its loops are alive.
+//! says its first full sync is done.
+//!
+//! `/healthz` reflects progress, not mere existence: with a watchdog
+//! ([`Telemetry::watch_progress`]) it answers 503 once a reconcile pass has
+//! been running longer than the bound (a stuck kernel call, a hung API
+//! request) or work has been pending that long without a pass finishing, so
+//! kubelet's liveness probe restarts a wedged component. It recovers by
+//! itself when the pass ends.
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -41,12 +49,28 @@ struct Registry {
     histograms: BTreeMap<(&'static str, String), Histogram>,
 }
 
+/// The watchdog's view of a reconcile loop.
+#[derive(Default)]
+struct Progress {
+    /// Unhealthy beyond this; `None` = no watchdog.
+    bound: Option<Duration>,
+    /// The pass in progress started then.
+    running: Option<Instant>,
+    /// The oldest change no pass has started on yet.
+    pending: Option<Instant>,
+}
+
+/// How long an HTTP client may take to send its request (and how long an
+/// idle connection is kept): connections do not pile up.
+pub const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Shared by a component's loops and its HTTP endpoint.
 #[derive(Default)]
 pub struct Telemetry {
     reg: Mutex<Registry>,
     ready: AtomicBool,
     healthy: AtomicBool,
+    progress: Mutex<Progress>,
 }
 
 fn label_string(labels: &[(&str, &str)]) -> String {
@@ -132,6 +156,44 @@ impl Telemetry {
         self.healthy.store(healthy, Ordering::Relaxed);
     }
 
+    /// Judge health by progress (see the module docs): unhealthy when a pass
+    /// runs, or work waits, longer than `bound`.
+    pub fn watch_progress(&self, bound: Duration) {
+        self.progress.lock().unwrap().bound = Some(bound);
+    }
+
+    /// A change arrived that a pass has to handle.
+    pub fn work_pending(&self) {
+        let mut p = self.progress.lock().unwrap();
+        p.pending.get_or_insert_with(Instant::now);
+    }
+
+    /// A pass starts: it takes on every pending change.
+    pub fn pass_started(&self) {
+        let mut p = self.progress.lock().unwrap();
+        p.running = Some(Instant::now());
+        p.pending = None;
+    }
+
+    /// The pass ended (with or without errors: it made progress).
+    pub fn pass_finished(&self) {
+        self.progress.lock().unwrap().running = None;
+    }
+
+    /// What `/healthz` answers: alive, and no pass or pending work older
+    /// than the watchdog's bound.
+    pub fn is_healthy(&self) -> bool {
+        if !self.healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        let p = self.progress.lock().unwrap();
+        let Some(bound) = p.bound else {
+            return true;
+        };
+        let stale = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() > bound);
+        !stale(p.running) && !stale(p.pending)
+    }
+
     /// The Prometheus text exposition of everything recorded.
     pub fn render(&self) -> String {
         let reg = self.reg.lock().unwrap();
@@ -200,30 +262,49 @@ pub async fn serve(addr: SocketAddr, t: Arc<Telemetry>) -> std::io::Result<()> {
 }
 
 pub async fn serve_on(listener: TcpListener, t: Arc<Telemetry>) -> std::io::Result<()> {
+    serve_with(listener, t, HTTP_READ_TIMEOUT).await
+}
+
+/// [`serve_on`] with a bound on reading each request and on writing each
+/// response: a client that connects and says nothing (or reads nothing) is
+/// dropped after `timeout`.
+pub async fn serve_with(
+    listener: TcpListener,
+    t: Arc<Telemetry>,
+    timeout: Duration,
+) -> std::io::Result<()> {
     loop {
         let (mut sock, _) = listener.accept().await?;
         let t = t.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut n = 0;
-            while n < buf.len() {
-                match sock.read(&mut buf[n..]).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(m) => n += m,
+            let read = async {
+                while n < buf.len() {
+                    match sock.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(m) => n += m,
+                    }
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        return true;
+                    }
                 }
-                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
+                true
+            };
+            if !matches!(tokio::time::timeout(timeout, read).await, Ok(true)) {
+                return;
             }
             let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("/");
             let path = path.split('?').next().unwrap_or(path);
             let (code, ctype, body) = match path {
                 "/metrics" => (200, "text/plain; version=0.0.4", t.render()),
-                "/healthz" | "/livez" if t.healthy.load(Ordering::Relaxed) => {
-                    (200, "text/plain", "ok\n".into())
-                }
-                "/healthz" | "/livez" => (503, "text/plain", "unhealthy\n".into()),
+                "/healthz" | "/livez" if t.is_healthy() => (200, "text/plain", "ok\n".into()),
+                "/healthz" | "/livez" => (
+                    503,
+                    "text/plain",
+                    "unhealthy: reconcile loop stuck or stopped\n".into(),
+                ),
                 "/readyz" if t.is_ready() => (200, "text/plain", "ok\n".into()),
                 "/readyz" => (503, "text/plain", "first sync not done\n".into()),
                 _ => (404, "text/plain", "not found\n".into()),
@@ -237,7 +318,7 @@ pub async fn serve_on(listener: TcpListener, t: Arc<Telemetry>) -> std::io::Resu
                 "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = tokio::time::timeout(timeout, sock.write_all(resp.as_bytes())).await;
         });
     }
 }
@@ -321,5 +402,39 @@ mod tests {
         assert!(get(addr, "/metrics")
             .await
             .contains("controller_runtime_reconcile_total{controller=\"x\",result=\"success\"} 1"));
+    }
+
+    #[test]
+    fn health_follows_progress() {
+        let t = Telemetry::new();
+        assert!(t.is_healthy(), "no watchdog: healthy");
+        t.watch_progress(Duration::from_millis(50));
+        t.pass_started();
+        assert!(t.is_healthy());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(!t.is_healthy(), "a pass stuck beyond the bound");
+        t.pass_finished();
+        assert!(t.is_healthy(), "recovers when the pass ends");
+        t.work_pending();
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(!t.is_healthy(), "work pending beyond the bound");
+        t.pass_started();
+        t.pass_finished();
+        assert!(t.is_healthy());
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(serve_with(l, Telemetry::new(), Duration::from_millis(200)));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Say nothing: the server hangs up (EOF) well before 5 s.
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the server closed the idle connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
     }
 }

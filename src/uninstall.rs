@@ -19,12 +19,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 
 use crate::cluster::{self, CLEANED_ANNOTATION, UNINSTALL_CONFIGMAP, VTEP_ANNOTATION};
-use crate::controller::desired::agent_liveness;
+use crate::controller::liveness::LeaseClock;
 
 /// Errors of `kube-dvr uninstall`.
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +116,9 @@ pub async fn run(client: Client, opts: &UninstallOptions) -> Result<(), Uninstal
     }
     let deadline = tokio::time::Instant::now() + opts.timeout;
     let mut last: Vec<String> = Vec::new();
+    let mut clock = LeaseClock::default();
     loop {
-        match pending(&nodes, &leases).await {
+        match pending(&nodes, &leases, &mut clock).await {
             Ok(p) if p.is_empty() => break,
             Ok(p) => {
                 if p != last {
@@ -155,7 +155,11 @@ pub async fn run(client: Client, opts: &UninstallOptions) -> Result<(), Uninstal
     Ok(())
 }
 
-async fn pending(nodes: &Api<Node>, leases: &Api<Lease>) -> Result<Vec<String>, UninstallError> {
+async fn pending(
+    nodes: &Api<Node>,
+    leases: &Api<Lease>,
+    clock: &mut LeaseClock,
+) -> Result<Vec<String>, UninstallError> {
     let nodes = nodes
         .list(&ListParams::default())
         .await
@@ -170,7 +174,7 @@ async fn pending(nodes: &Api<Node>, leases: &Api<Lease>) -> Result<Vec<String>, 
             op: "list leases",
             source,
         })?;
-    let agents = agent_liveness(&leases.items, Timestamp::now());
+    let agents = clock.observe(&leases.items, std::time::Instant::now());
     Ok(pending_nodes(&nodes.items, &agents))
 }
 

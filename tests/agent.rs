@@ -4,6 +4,8 @@
 //!
 //! The controller's part (statuses with `observedGeneration`) is played by
 //! `Cluster::controller_pass`: the same `resolve` the controller runs.
+#[path = "agent/liveness.rs"]
+mod liveness;
 #[path = "agent/restart.rs"]
 mod restart;
 #[path = "agent/support.rs"]

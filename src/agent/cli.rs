@@ -71,7 +71,7 @@ pub fn main(args: Args) -> Result<(), Error> {
         .build()
         .map_err(|e| Error::Task(format!("tokio runtime: {e}")))?;
     rt.block_on(async move {
-        let client = kube::Client::try_default()
+        let client = crate::cluster::client()
             .await
             .map_err(|source| Error::Api {
                 op: "connect to",

@@ -96,12 +96,16 @@ pub struct AgentOptions {
     /// to process objects edited while it was away, before programming
     /// anything else (see the module docs).
     pub hold_back: Duration,
+    /// `/healthz` turns unhealthy when a pass runs, or a change waits for
+    /// one, longer than this (a stuck kernel or API call): kubelet restarts
+    /// the agent.
+    pub pass_timeout: Duration,
 }
 
 impl AgentOptions {
     /// Defaults for `node`: namespace `kube-dvr`, VTEP from the Node, the
     /// node's real namespaces, resync 60 s, debounce 50 ms, heartbeat 10 s,
-    /// hold-back 10 s.
+    /// hold-back 10 s, pass timeout 120 s.
     pub fn new(node: impl Into<String>) -> Self {
         AgentOptions {
             node: node.into(),
@@ -112,6 +116,7 @@ impl AgentOptions {
             debounce: Duration::from_millis(50),
             heartbeat: Duration::from_secs(10),
             hold_back: Duration::from_secs(10),
+            pass_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -169,6 +174,7 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    telemetry.watch_progress(opts.pass_timeout);
     let dir = opts.engine.netns_dir.clone();
     tokio::task::spawn_blocking(move || kernel::prepare_netns_dir(&dir))
         .await
@@ -246,7 +252,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "heartbeat failed; retrying");
-                    Duration::from_secs(2)
+                    crate::backoff::jitter(Duration::from_secs(2))
                 }
             };
             tokio::time::sleep(wait).await;
@@ -270,7 +276,10 @@ pub async fn run(
             let deadline = retry_at.map_or(next_resync, |r| r.min(next_resync));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = changes.changed() => tokio::time::sleep(agent.opts.debounce).await,
+                _ = changes.changed() => {
+                    telemetry.work_pending();
+                    tokio::time::sleep(agent.opts.debounce).await
+                }
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
@@ -284,8 +293,10 @@ pub async fn run(
         }
         retry_at = None;
 
+        telemetry.pass_started();
         if !caches.uninstall.is_empty() {
             let (e, res) = agent.uninstall(engine, &caches).await?;
+            telemetry.pass_finished();
             engine = e;
             match res {
                 Ok(()) => {
@@ -303,6 +314,7 @@ pub async fn run(
             }
         }
         let (e, ok) = agent.pass(engine, &caches, force).await?;
+        telemetry.pass_finished();
         engine = e;
         if !ok {
             retry_at = Some(Instant::now() + agent.backoff());
@@ -328,6 +340,6 @@ async fn discover(api: &Api<Node>, opts: &AgentOptions) -> Result<(Node, Ipv4Add
                 tracing::warn!(node = %opts.node, error = %e, "reading node failed; retrying")
             }
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(crate::backoff::jitter(Duration::from_secs(2))).await;
     }
 }

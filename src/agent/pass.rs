@@ -56,7 +56,11 @@ impl Agent {
     }
 
     pub(super) fn backoff(&self) -> Duration {
-        Duration::from_millis(500u64 << self.failures.min(6)).min(Duration::from_secs(30))
+        crate::backoff::exponential(
+            self.failures,
+            Duration::from_millis(500),
+            Duration::from_secs(30),
+        )
     }
 
     fn own_node(&self, caches: &Caches) -> Option<Arc<Node>> {

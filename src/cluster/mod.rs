@@ -36,6 +36,21 @@ pub const UNINSTALL_CONFIGMAP: &str = "kube-dvr-uninstall";
 pub const ALLOCATOR_CONFIGMAP: &str = "kube-dvr-allocator";
 /// Name of the controller's leader-election Lease.
 pub const CONTROLLER_LEASE: &str = "kube-dvr-controller";
+/// A client for the API server (in-cluster or kubeconfig), with every
+/// request bounded: connecting takes at most 10 s, sending 30 s, and a
+/// response may be awaited 295 s — just above the 290 s after which the
+/// server ends a watch, the longest request there is (kube-rs' defaults,
+/// made explicit here so they stay).
+pub async fn client() -> Result<kube::Client, kube::Error> {
+    let mut cfg = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    cfg.connect_timeout = Some(std::time::Duration::from_secs(10));
+    cfg.write_timeout = Some(std::time::Duration::from_secs(30));
+    cfg.read_timeout = Some(std::time::Duration::from_secs(295));
+    kube::Client::try_from(cfg)
+}
+
 /// Prefix of each agent's heartbeat Lease (`kube-dvr-agent-<node>`).
 pub const AGENT_LEASE_PREFIX: &str = "kube-dvr-agent-";
 /// An agent whose heartbeat is older than this is unhealthy: its node gets

@@ -72,7 +72,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(hostname);
     let opts = ControllerOptions::new(args.leader_election_namespace.clone(), identity);
     runtime()?.block_on(async move {
-        let client = kube::Client::try_default()
+        let client = crate::cluster::client()
             .await
             .context("connecting to the API server")?;
         let (t, shutdown) = telemetry::start_component(args.metrics_addr, "");
@@ -83,7 +83,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
 /// Run `kube-dvr uninstall`.
 pub fn uninstall_main(args: UninstallArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let client = kube::Client::try_default()
+        let client = crate::cluster::client()
             .await
             .context("connecting to the API server")?;
         uninstall::run(client, &UninstallOptions::new(args.namespace, args.timeout))

@@ -48,7 +48,6 @@
 //! when an object becomes Ready. Never on a pass that writes no status.
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
@@ -58,9 +57,7 @@ use serde_json::{Map, Value};
 use crate::api::conditions::{self, FALSE, PROGRAMMED, READY, TRUE};
 use crate::api::{self, DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
 use crate::cluster::errors::AgentError;
-use crate::cluster::{
-    self, AGENT_ERRORS_ANNOTATION, AGENT_HEARTBEAT_TIMEOUT_SECS, AGENT_LEASE_PREFIX,
-};
+use crate::cluster::{self, AGENT_ERRORS_ANNOTATION};
 use crate::plan::plan_node;
 use crate::plan::resolve::{resolve, ClusterInput, Cursors, Held, PodInfo};
 use crate::plan::view::ObjectKey;
@@ -201,7 +198,8 @@ pub struct Snapshot {
     /// Pods via [`cluster::pod_info`].
     pub pods: Vec<PodInfo>,
     pub nodes: Vec<Node>,
-    /// Node → whether its agent heartbeats (see [`agent_liveness`]).
+    /// Node → whether its agent heartbeats
+    /// ([`LeaseClock`](super::liveness::LeaseClock)).
     pub agents: BTreeMap<String, bool>,
     /// Whether the Lease cache has synced: then a node with a VTEP but no
     /// agent Lease has no agent (never had one, or its Lease was deleted)
@@ -211,32 +209,6 @@ pub struct Snapshot {
     pub now: Timestamp,
     /// The allocation cursors the controller persisted (None: none yet).
     pub cursors: Option<Cursors>,
-}
-
-/// Agent liveness from the agents' heartbeat Leases (`kube-dvr-agent-<node>`):
-/// alive when renewed within [`AGENT_HEARTBEAT_TIMEOUT_SECS`] of `now`.
-pub fn agent_liveness<'a>(
-    leases: impl IntoIterator<Item = &'a Lease>,
-    now: Timestamp,
-) -> BTreeMap<String, bool> {
-    leases
-        .into_iter()
-        .filter_map(|l| {
-            let node = l
-                .metadata
-                .name
-                .as_deref()?
-                .strip_prefix(AGENT_LEASE_PREFIX)?;
-            let spec = l.spec.as_ref();
-            let renewed = spec.and_then(|s| s.renew_time.as_ref().or(s.acquire_time.as_ref()));
-            let alive = renewed
-                .is_some_and(|t| now.as_second() - t.0.as_second() <= AGENT_HEARTBEAT_TIMEOUT_SECS)
-                && spec
-                    .and_then(|s| s.holder_identity.as_deref())
-                    .is_some_and(|h| !h.is_empty());
-            Some((node.to_string(), alive))
-        })
-        .collect()
 }
 
 impl Snapshot {

@@ -527,30 +527,6 @@ fn a_missing_lease_counts_only_once_the_lease_cache_synced() {
 }
 
 #[test]
-fn agent_liveness_from_leases() {
-    let lease = |name: &str, renewed: i64, holder: &str| -> Lease {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "kube-dvr"},
-            "spec": {"holderIdentity": holder, "renewTime": ts(renewed).to_string()}
-        }))
-        .unwrap()
-    };
-    let leases = [
-        lease("kube-dvr-agent-n1", NOW - 5, "n1"),
-        lease(
-            "kube-dvr-agent-n2",
-            NOW - AGENT_HEARTBEAT_TIMEOUT_SECS - 1,
-            "n2",
-        ),
-        lease("kube-dvr-controller", NOW, "c"),
-    ];
-    let m = agent_liveness(&leases, ts(NOW));
-    assert_eq!(m.len(), 2);
-    assert!(m["n1"]);
-    assert!(!m["n2"]);
-}
-
-#[test]
 fn restart_from_stored_statuses_changes_nothing() {
     let mut s = mk_world();
     settle(&mut s, true);

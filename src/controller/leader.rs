@@ -274,7 +274,8 @@ impl LeaderElector {
             let wait = if leader {
                 self.cfg.renew_interval
             } else {
-                self.cfg.retry_interval
+                // Jittered: standbys do not retry in lockstep.
+                crate::backoff::jitter(self.cfg.retry_interval)
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,

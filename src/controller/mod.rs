@@ -21,6 +21,7 @@ pub mod cli;
 pub mod cursors;
 pub mod desired;
 pub mod leader;
+pub mod liveness;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
@@ -136,6 +137,9 @@ where
     (reader, stream)
 }
 
+/// Bound on one controller pass before `/healthz` says unhealthy.
+const PASS_TIMEOUT: Duration = Duration::from_secs(120);
+
 struct Caches {
     external_networks: Store<ExternalNetwork>,
     routers: Store<DistributedRouter>,
@@ -146,6 +150,8 @@ struct Caches {
     leases: Store<Lease>,
     /// The allocation cursors' ConfigMap ([`cursors`]).
     allocator: Store<ConfigMap>,
+    /// When each agent Lease was last seen renewed, locally.
+    lease_clock: std::sync::Mutex<liveness::LeaseClock>,
 }
 
 fn cloned<K>(s: &Store<K>) -> Vec<K>
@@ -198,7 +204,11 @@ impl Caches {
                 .filter_map(|p| cluster::pod_info(p))
                 .collect(),
             nodes: cloned(&self.nodes),
-            agents: desired::agent_liveness(&leases, now),
+            agents: self
+                .lease_clock
+                .lock()
+                .expect("lease clock lock")
+                .observe(&leases, std::time::Instant::now()),
             // Passes run only after `wait_ready`: a missing Lease is a
             // missing agent, not a cache that has not caught up.
             leases_synced: true,
@@ -215,6 +225,9 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    // `/healthz`: a leader's pass that runs longer than this (a hung API
+    // call) makes the replica unhealthy, and kubelet restarts it.
+    telemetry.watch_progress(PASS_TIMEOUT);
     let (leader_tx, mut leader_rx) = watch::channel(false);
     let elector = LeaderElector::new(
         client.clone(),
@@ -252,6 +265,7 @@ pub async fn run(
         nodes,
         leases,
         allocator,
+        lease_clock: Default::default(),
     };
     let changed = Arc::new(Notify::new());
     let mut all = futures::stream::select_all([s1, s2, s3, s4, s5, s6, s7, s8]);
@@ -271,7 +285,7 @@ pub async fn run(
         let mut exec = Executor::new(client.clone(), &opts, telemetry.clone());
         let mut resync = tokio::time::interval(opts.resync);
         let mut retry_at: Option<tokio::time::Instant> = None;
-        let mut backoff = Duration::from_millis(500);
+        let mut failures = 0u32;
         let mut was_leader = false;
         loop {
             let leader = *leader_rx.borrow_and_update();
@@ -283,10 +297,12 @@ pub async fn run(
             if !leader {
                 telemetry.set_ready(true);
             } else {
+                telemetry.pass_started();
                 let t0 = Instant::now();
                 let actions = desired::compute(&caches.snapshot(Timestamp::now()));
                 record_objects(&telemetry, &actions);
                 let errors = exec.execute(actions, &leader_rx).await;
+                telemetry.pass_finished();
                 let result = if errors == 0 { "success" } else { "error" };
                 telemetry.inc(
                     "controller_runtime_reconcile_total",
@@ -303,10 +319,15 @@ pub async fn run(
                 if errors == 0 {
                     telemetry.set_ready(true);
                     retry_at = None;
-                    backoff = Duration::from_millis(500);
+                    failures = 0;
                 } else {
-                    retry_at = Some(tokio::time::Instant::now() + backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    failures += 1;
+                    let delay = crate::backoff::exponential(
+                        failures,
+                        Duration::from_millis(500),
+                        Duration::from_secs(30),
+                    );
+                    retry_at = Some(tokio::time::Instant::now() + delay);
                 }
             }
             let retry = async {

@@ -1,6 +1,7 @@
 //! The dataplane: observe the kernel, diff against a plan, apply the minimal
 //! change.
 mod apply;
+pub mod command;
 pub mod diff;
 pub mod engine;
 pub mod error;

@@ -41,9 +41,10 @@ fn flush_conntrack(ips: &[Ipv4Addr]) -> Result<u64, std::io::Error> {
     for ip in ips {
         for sel in ["--orig-dst", "--reply-dst"] {
             // Exit status 1 means "0 flow entries deleted": fine.
-            Command::new("conntrack")
-                .args(["-D", sel, &ip.to_string()])
-                .output()?;
+            super::command::run(
+                Command::new("conntrack").args(["-D", sel, &ip.to_string()]),
+                None,
+            )?;
             calls += 1;
         }
     }

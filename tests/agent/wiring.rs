@@ -28,11 +28,12 @@ fn agent_with_the_controller_programmed_and_finalized() {
         let c = Cluster::start().await;
         c.create(mk_router("r1", &[("s1", "10.10.1.0/24", "10.10.1.1", "net-a")])).await;
         c.create(mk_pod("p1", "n1", "net-a", "10.10.1.10", "02:00:00:00:01:0a")).await;
-        // n2's agent died an hour ago: deletions do not wait for it.
+        // n2's agent died an hour ago (its Lease says 1 s): deletions wait
+        // for it only until the controller has seen no renewal for that long.
         let stale = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(1);
         let lease: Lease = serde_json::from_value(json!({
             "metadata": {"name": "kube-dvr-agent-n2", "namespace": NS},
-            "spec": {"holderIdentity": "n2", "leaseDurationSeconds": 30, "renewTime": stale.to_string()}
+            "spec": {"holderIdentity": "n2", "leaseDurationSeconds": 1, "renewTime": stale.to_string()}
         }))
         .unwrap();
         Api::<Lease>::namespaced(c.client.clone(), NS).create(&Default::default(), &lease).await.unwrap();
@@ -58,6 +59,8 @@ fn agent_with_the_controller_programmed_and_finalized() {
         assert!(r.metadata.finalizers.unwrap_or_default().contains(&FINALIZER.to_string()));
         assert_eq!(netns_list(), vec!["qrouter-0".to_string()]);
 
+        // The controller has seen n2's Lease unchanged for its 1 s by now.
+        tokio::time::sleep(3 * SEC / 2).await;
         c.routers().delete("r1", &DeleteParams::default()).await.unwrap();
         let gone = wait_until(2 * SEC, || async { c.routers().get_opt("r1").await.unwrap().is_none() }).await;
         if !gone {

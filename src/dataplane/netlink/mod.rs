@@ -16,6 +16,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use nix::sys::socket::{setsockopt, sockopt};
 
 use crate::plan::model::MacAddr;
 
@@ -26,6 +27,10 @@ mod types;
 pub use types::*;
 
 const RECV_BUF: usize = 1 << 16;
+/// Bound on one send or receive on a netlink socket (`SO_RCVTIMEO`,
+/// `SO_SNDTIMEO`): the kernel answers in microseconds to milliseconds, even a
+/// dump of a big node in well under a second per datagram.
+const RECV_TIMEOUT_SECS: i64 = 10;
 
 /// An rtnetlink socket bound to one network namespace.
 pub struct Netlink {
@@ -44,6 +49,11 @@ impl Netlink {
         let _ = sock.set_cap_ack(true);
         let _ = sock.set_ext_ack(true);
         let _ = sock.set_rx_buf_sz(4 << 20);
+        // Bound every wait for the kernel: a request that gets no answer
+        // fails the pass (retried) instead of hanging the agent.
+        let tv = nix::sys::time::TimeVal::new(RECV_TIMEOUT_SECS, 0);
+        setsockopt(&sock, sockopt::ReceiveTimeout, &tv).map_err(io::Error::from)?;
+        setsockopt(&sock, sockopt::SendTimeout, &tv).map_err(io::Error::from)?;
         Ok(Netlink {
             sock,
             seq: 0,

@@ -32,8 +32,7 @@ mod observe;
 mod script;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 pub use observe::{observe, parse_table_json};
 pub use script::render;
@@ -197,27 +196,18 @@ pub fn apply(batch: &NftBatch) -> Result<(), NftError> {
         op: "apply",
         source,
     };
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn)?;
-    // nft reads the whole script before it says anything, but feed stdin
-    // from a helper thread anyway so a chatty nft can never deadlock us.
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let input = script.clone().into_bytes();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().map_err(spawn)?;
-    let written = writer.join().expect("stdin writer thread");
+    // Bounded in time (a hung nft is killed: the pass fails and is retried).
+    let out = super::command::run(
+        Command::new("nft").args(["-f", "-"]),
+        Some(script.clone().into_bytes()),
+    )
+    .map_err(spawn)?;
     if !out.status.success() {
         return Err(fail(
             out.status.to_string(),
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ));
     }
-    written.map_err(spawn)?;
     Ok(())
 }
 

@@ -25,13 +25,14 @@ use crate::plan::model::{NftBaseChain, NftChain, NftFamily, NftSet, NftTable};
 ///
 /// Compare with [`super::plan_batch`], not with `==`.
 pub fn observe(family: NftFamily, table: &str) -> Result<Option<NftTable>, NftError> {
-    let out = Command::new("nft")
-        .args(["-j", "list", "table", family.as_str(), table])
-        .output()
-        .map_err(|source| NftError::Spawn {
-            op: "observe",
-            source,
-        })?;
+    let out = crate::dataplane::command::run(
+        Command::new("nft").args(["-j", "list", "table", family.as_str(), table]),
+        None,
+    )
+    .map_err(|source| NftError::Spawn {
+        op: "observe",
+        source,
+    })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         if stderr.contains("No such file or directory") {
