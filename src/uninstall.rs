@@ -7,7 +7,8 @@
 //!    `kubedvr.io/programmed`, and stop reconciling.
 //! 2. Wait until every Node that carries `kubedvr.io/vtep` (every node an
 //!    agent ever ran on) is cleaned — or its agent is down (heartbeat Lease
-//!    missing or older than [`cluster::AGENT_HEARTBEAT_TIMEOUT_SECS`]):
+//!    missing, or not seen renewed for its lease duration by this process:
+//!    [`LeaseClock`](crate::controller::liveness::LeaseClock)):
 //!    nobody is left there to clean, waiting would only time out.
 //! 3. Delete the ConfigMap and return.
 //!
