@@ -95,6 +95,11 @@ struct LabArgs {
     /// Directory (or file) of kube-dvr manifests to apply.
     #[arg(long, default_value = "examples/lab/manifests")]
     manifests: PathBuf,
+    /// The API server: the in-memory stand-in (fast), or a real
+    /// kube-apiserver with etcd built into .tools/bin by
+    /// scripts/install-tools.sh.
+    #[arg(long, value_enum, default_value = "standin")]
+    api: lab::ApiKind,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -106,6 +111,7 @@ impl LabArgs {
             topology: self.topology.clone(),
             manifests: self.manifests.clone(),
             state_dir: self.state.state_dir.clone(),
+            api: self.api,
         }
     }
 }
@@ -223,9 +229,13 @@ fn lab_up(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let state = opts.state_dir.display();
     let kubeconfig = lab.kubeconfig();
     println!(
-        "lab is up: {} nodes, {} workloads; API stand-in, controller and {} agents running in this process",
+        "lab is up: {} nodes, {} workloads; {}, controller and {} agents running in this process",
         lab.topology.nodes.len(),
         lab.topology.workloads.len(),
+        match opts.api {
+            lab::ApiKind::StandIn => "API stand-in",
+            lab::ApiKind::KubeApiServer => "kube-apiserver (with etcd)",
+        },
         lab.topology.nodes.len()
     );
     for w in &lab.topology.workloads {

@@ -422,5 +422,6 @@ fn lab_down_leaves_nothing() {
         topology: root.clone(),
         manifests: root.clone(),
         state_dir: root,
+        api: Default::default(),
     };
 }

@@ -1,5 +1,6 @@
-//! The lab's cluster: the in-memory API stand-in, the real controller and
-//! one real agent per simulated node, all in this process, on the same code
+//! The lab's cluster: an API server (the in-memory stand-in, or a real
+//! kube-apiserver with etcd, see [`super::apiserver`]), the real controller
+//! and one real agent per simulated node, in this process, on the same code
 //! paths as a cluster. The lab plays kubelet and Multus: it registers Nodes
 //! (Ready, InternalIP = VTEP) and Pods (with `k8s.v1.cni.cncf.io/network-status`),
 //! and applies user manifests through the API like `kubectl apply`.
@@ -37,6 +38,8 @@ const FIELD_MANAGER: &str = "kube-dvr-lab";
 pub enum ClusterError {
     #[error("starting the API stand-in: {0}")]
     StandIn(String),
+    #[error("starting kube-apiserver: {0}")]
+    ApiServer(#[from] super::apiserver::ApiServerError),
     #[error("{op}: {source}")]
     Api { op: String, source: kube::Error },
     #[error("the cluster did not converge within {secs} s: {detail}")]
@@ -60,10 +63,34 @@ struct Component {
 /// Objects the lab applied, by kind / namespace / name.
 type Applied = BTreeSet<(&'static str, String, String)>;
 
+/// Which API server the lab runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApiKind {
+    /// The in-memory stand-in (`kube-standin`): starts in milliseconds.
+    #[default]
+    #[value(name = "standin")]
+    StandIn,
+    /// etcd + kube-apiserver (+ kube-controller-manager) from `.tools/bin`,
+    /// built by `scripts/install-tools.sh`.
+    #[value(name = "kube-apiserver")]
+    KubeApiServer,
+}
+
+enum Server {
+    StandIn(kube_standin::StandIn),
+    Real(super::apiserver::ApiServer),
+}
+
 pub struct LabCluster {
     pub rt: tokio::runtime::Runtime,
-    standin: Option<kube_standin::StandIn>,
+    server: Option<Server>,
+    /// Admin: what the lab itself (kubelet's, Multus' and the user's part)
+    /// uses.
     pub client: Client,
+    /// The controller's and each agent's client: admin on the stand-in, the
+    /// chart's identities on kube-apiserver (see [`super::identities`]).
+    controller_client: Client,
+    agent_clients: BTreeMap<String, Client>,
     pub kubeconfig: PathBuf,
     controller: Option<Component>,
     agents: BTreeMap<String, Component>,
@@ -74,27 +101,47 @@ pub struct LabCluster {
 impl LabCluster {
     /// Start the stand-in, register CRDs, namespaces, Nodes and Pods, start
     /// the controller and every node's agent.
-    pub fn start(paths: &LabPaths, topology: &Topology) -> Result<LabCluster, ClusterError> {
+    pub fn start(
+        paths: &LabPaths,
+        topology: &Topology,
+        api: ApiKind,
+    ) -> Result<LabCluster, ClusterError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| ClusterError::Other(format!("tokio runtime: {e}")))?;
-        let standin = rt
-            .block_on(kube_standin::StandIn::start(0))
-            .map_err(|e| ClusterError::StandIn(e.to_string()))?;
         let kubeconfig = paths.root.join("kubeconfig");
-        standin
-            .write_kubeconfig(&kubeconfig)
-            .map_err(|e| ClusterError::Other(format!("writing {}: {e}", kubeconfig.display())))?;
-        let client = {
-            // The client's buffer service spawns onto the current runtime.
-            let _rt = rt.enter();
-            Client::try_from(standin.kube_config()).map_err(api_err("kube client"))?
+        let (server, client) = match api {
+            ApiKind::StandIn => {
+                let standin = rt
+                    .block_on(kube_standin::StandIn::start(0))
+                    .map_err(|e| ClusterError::StandIn(e.to_string()))?;
+                standin.write_kubeconfig(&kubeconfig).map_err(|e| {
+                    ClusterError::Other(format!("writing {}: {e}", kubeconfig.display()))
+                })?;
+                let client = {
+                    // The client's buffer service spawns onto the current runtime.
+                    let _rt = rt.enter();
+                    Client::try_from(standin.kube_config()).map_err(api_err("kube client"))?
+                };
+                (Server::StandIn(standin), client)
+            }
+            ApiKind::KubeApiServer => {
+                let opts = super::apiserver::ApiServerOptions::default();
+                let server = rt.block_on(super::apiserver::ApiServer::start(&opts))?;
+                std::fs::copy(&server.kubeconfig, &kubeconfig).map_err(|e| {
+                    ClusterError::Other(format!("writing {}: {e}", kubeconfig.display()))
+                })?;
+                let client = rt.block_on(server.client())?;
+                (Server::Real(server), client)
+            }
         };
         let mut c = LabCluster {
             rt,
-            standin: Some(standin),
+            server: Some(server),
+            controller_client: client.clone(),
+            agent_clients: BTreeMap::new(),
             client,
             kubeconfig,
             controller: None,
@@ -103,6 +150,17 @@ impl LabCluster {
             applied: BTreeSet::new(),
         };
         c.rt.block_on(register(&c.client, topology))?;
+        if let Some(Server::Real(server)) = &c.server {
+            let nodes: Vec<String> = topology.nodes.iter().map(|n| n.name.clone()).collect();
+            let ids = c.rt.block_on(super::identities::chart_identities(
+                server,
+                &c.client,
+                LAB_NAMESPACE,
+                &nodes,
+            ))?;
+            c.controller_client = ids.controller;
+            c.agent_clients = ids.agents;
+        }
         for n in &topology.nodes {
             let mut o = AgentOptions::new(&n.name);
             o.namespace = LAB_NAMESPACE.into();
@@ -121,16 +179,21 @@ impl LabCluster {
         Ok(c)
     }
 
-    /// Successful mutating API requests so far.
+    /// Successful mutating API requests so far (counted by the stand-in
+    /// only; 0 on kube-apiserver).
     pub fn api_writes(&self) -> u64 {
-        self.standin.as_ref().map(|s| s.write_count()).unwrap_or(0)
+        match &self.server {
+            Some(Server::StandIn(s)) => s.write_count(),
+            _ => 0,
+        }
     }
 
     pub fn start_controller(&mut self) {
         let token = CancellationToken::new();
         let telemetry = Telemetry::new();
         let opts = ControllerOptions::new(LAB_NAMESPACE, "lab-controller");
-        let (client, t, tel) = (self.client.clone(), token.clone(), telemetry.clone());
+        let client = self.controller_client.clone();
+        let (t, tel) = (token.clone(), telemetry.clone());
         let task = self.rt.spawn(async move {
             if let Err(e) = controller::run(client, opts, tel, t).await {
                 tracing::error!(error = %e, "lab controller stopped");
@@ -156,7 +219,8 @@ impl LabCluster {
         let token = CancellationToken::new();
         let telemetry = Telemetry::new();
         let opts = self.agent_opts[node].clone();
-        let (client, t, tel) = (self.client.clone(), token.clone(), telemetry.clone());
+        let client = self.agent_clients.get(node).unwrap_or(&self.client).clone();
+        let (t, tel) = (token.clone(), telemetry.clone());
         let name = node.to_string();
         let task = self.rt.spawn(async move {
             if let Err(e) = agent::run(client, opts, tel, t).await {
@@ -249,8 +313,11 @@ impl LabCluster {
         for n in nodes {
             self.stop_agent(&n);
         }
-        if let Some(s) = self.standin.take() {
-            self.rt.block_on(s.shutdown());
+        match self.server.take() {
+            Some(Server::StandIn(s)) => self.rt.block_on(s.shutdown()),
+            // Dropping stops the processes and removes their directory.
+            Some(Server::Real(s)) => drop(s),
+            None => {}
         }
         self.rt.shutdown_timeout(Duration::from_secs(5));
     }
@@ -350,6 +417,19 @@ async fn register(client: &Client, t: &Topology) -> Result<(), ClusterError> {
             .await
             .map_err(api_err("create CRD"))?;
     }
+    // A real API server serves a CRD's resources only once it is Established.
+    for crd in api::crds() {
+        let name = crd.name_any();
+        let established = kube::runtime::wait::await_condition(
+            crds.clone(),
+            &name,
+            kube::runtime::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(Duration::from_secs(30), established)
+            .await
+            .map_err(|_| ClusterError::Other(format!("CRD {name} not established within 30 s")))?
+            .map_err(|e| ClusterError::Other(format!("waiting for CRD {name}: {e}")))?;
+    }
     let mut namespaces: BTreeSet<String> =
         t.workloads.iter().map(|w| w.namespace.clone()).collect();
     namespaces.insert(LAB_NAMESPACE.into());
@@ -397,9 +477,23 @@ async fn register(client: &Client, t: &Topology) -> Result<(), ClusterError> {
         }))
         .unwrap();
         let pods: Api<Pod> = Api::namespaced(client.clone(), &w.namespace);
-        pods.create(&PostParams::default(), &obj)
-            .await
-            .map_err(api_err(format!("create pod {}", w.name)))?;
+        // kube-apiserver's ServiceAccount admission refuses pods until the
+        // namespace's `default` ServiceAccount exists (kube-controller-manager
+        // creates it moments after the namespace).
+        let start = Instant::now();
+        loop {
+            match pods.create(&PostParams::default(), &obj).await {
+                Ok(_) => break,
+                Err(kube::Error::Api(s))
+                    if s.code == 403
+                        && s.message.contains("service account")
+                        && start.elapsed() < Duration::from_secs(30) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(api_err(format!("create pod {}", w.name))(e)),
+            }
+        }
     }
     Ok(())
 }

@@ -3,7 +3,9 @@
 //! users ask for), runs them through the same resolution, planner and
 //! dataplane engine as a cluster, and probes real traffic between
 //! workloads, nodes and external hosts.
+pub mod apiserver;
 pub mod cluster;
+pub mod identities;
 pub mod infra;
 pub mod manifests;
 pub mod matrix;
@@ -20,7 +22,7 @@ use crate::dataplane::engine::{Engine, EngineConfig};
 use crate::plan::resolve::{self, Resolution};
 use crate::plan::{names, plan_node};
 
-pub use cluster::LabCluster;
+pub use cluster::{ApiKind, LabCluster};
 pub use infra::LabPaths;
 pub use manifests::Manifests;
 pub use topology::Topology;
@@ -35,6 +37,7 @@ pub struct LabOptions {
     pub topology: PathBuf,
     pub manifests: PathBuf,
     pub state_dir: PathBuf,
+    pub api: ApiKind,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,7 @@ pub struct Lab {
     /// The resolution of what the API holds, as of the last convergence.
     pub resolution: Resolution,
     pub cluster: Option<LabCluster>,
+    api: ApiKind,
     stop: Arc<AtomicBool>,
 }
 
@@ -79,13 +83,23 @@ impl Lab {
     pub fn up(opts: &LabOptions) -> Result<Lab, LabError> {
         let topology = Topology::load(&opts.topology)?;
         let manifests = Manifests::load(&opts.manifests)?;
-        Lab::up_with(&opts.state_dir, topology, manifests)
+        Lab::up_on(&opts.state_dir, topology, manifests, opts.api)
     }
 
+    /// [`Lab::up_on`] the API stand-in.
     pub fn up_with(
         state_dir: &Path,
         topology: Topology,
         manifests: Manifests,
+    ) -> Result<Lab, LabError> {
+        Lab::up_on(state_dir, topology, manifests, ApiKind::StandIn)
+    }
+
+    pub fn up_on(
+        state_dir: &Path,
+        topology: Topology,
+        manifests: Manifests,
+        api: ApiKind,
     ) -> Result<Lab, LabError> {
         let paths = LabPaths::new(state_dir);
         let left = infra::leftovers(&paths);
@@ -98,6 +112,7 @@ impl Lab {
             manifests,
             resolution: Resolution::default(),
             cluster: None,
+            api,
             stop: Arc::new(AtomicBool::new(false)),
         };
         let built = lab.build().and_then(|()| lab.apply());
@@ -127,7 +142,7 @@ impl Lab {
                     .map_err(|e| LabError::Other(format!("probe service in {}: {e}", h.name)))?;
             }
         }
-        self.cluster = Some(LabCluster::start(&self.paths, &self.topology)?);
+        self.cluster = Some(LabCluster::start(&self.paths, &self.topology, self.api)?);
         Ok(())
     }
 
@@ -139,7 +154,7 @@ impl Lab {
         self.cluster.as_mut().expect("a running lab has a cluster")
     }
 
-    /// The kubeconfig of the lab's API stand-in.
+    /// The kubeconfig of the lab's API server (admin on kube-apiserver).
     pub fn kubeconfig(&self) -> PathBuf {
         self.cluster().kubeconfig.clone()
     }
