@@ -283,8 +283,14 @@ impl Store {
             if part == Part::Status {
                 return Err(ApiError::not_found(&rt.group, &rt.plural, name));
             }
-            let mut new = f(None)?;
-            new["metadata"]["name"] = json!(name);
+            let new = f(None)?;
+            // kube-apiserver takes the name of an object created by a patch
+            // (server-side apply) from the body only.
+            if new["metadata"]["name"].as_str() != Some(name) {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({name} based on URL) was undeterminable: name must be provided"
+                )));
+            }
             let out = if opts.dry_run {
                 st.prepare_create(rt, ns, new, opts)?
             } else {

@@ -1,0 +1,244 @@
+//! RBAC for real: the chart's identity objects (ServiceAccounts, roles,
+//! bindings and any ValidatingAdmissionPolicy it ships) applied as rendered
+//! for release `rbac` in namespace `rbac`, bound tokens of its
+//! ServiceAccounts (the agent's bound to its Node, so it carries
+//! `authentication.kubernetes.io/node-name`), and what kube-apiserver lets
+//! each of them do. That everything the controller and the agents do in
+//! operation is allowed is shown by the lab on kube-apiserver
+//! (`tests/lab_apiserver.rs`), which runs them with these same identities.
+use std::sync::OnceLock;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use kube_dvr::api::DistributedRouter;
+use kube_dvr::cluster::{AGENT_LEASE_PREFIX, CONTROLLER_LEASE, VTEP_ANNOTATION};
+use kube_dvr::lab::identities::{apply, is_hook, render_chart, service_account, IDENTITY_KINDS};
+use serde_json::{json, Value};
+
+use super::common::{block_on, namespace, shared};
+
+const NS: &str = "rbac";
+const NODE: &str = "rbac-node-a";
+const OTHER: &str = "rbac-node-b";
+
+struct Setup {
+    agent: Client,
+    controller: Client,
+    /// The chart renders a ValidatingAdmissionPolicy.
+    policy: bool,
+}
+
+fn setup() -> &'static Setup {
+    static SETUP: OnceLock<Setup> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let s = shared();
+        namespace(NS);
+        let docs: Vec<Value> = render_chart(NS, NS, &[])
+            .unwrap()
+            .into_iter()
+            .filter(|d| !is_hook(d) && IDENTITY_KINDS.contains(&d["kind"].as_str().unwrap()))
+            .collect();
+        let policy = docs
+            .iter()
+            .any(|d| d["kind"] == "ValidatingAdmissionPolicy");
+        block_on(async {
+            apply(&s.client, &docs, "rbac-test").await.unwrap();
+            let nodes: Api<Node> = Api::all(s.client.clone());
+            for n in [NODE, OTHER] {
+                let node: Node = serde_json::from_value(json!({"metadata": {"name": n}})).unwrap();
+                match nodes.create(&PostParams::default(), &node).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => panic!("create node {n}: {e}"),
+                }
+            }
+            let router: DistributedRouter = serde_json::from_value(json!({
+                "apiVersion": "kubedvr.io/v1alpha1", "kind": "DistributedRouter",
+                "metadata": {"name": "r", "namespace": NS},
+                "spec": {"subnets": [{"name": "a", "cidr": "10.10.1.0/24", "gateway": "10.10.1.1", "networkAttachment": "net-a"}]}
+            }))
+            .unwrap();
+            Api::<DistributedRouter>::namespaced(s.client.clone(), NS)
+                .create(&PostParams::default(), &router)
+                .await
+                .unwrap();
+            let sa = |c| service_account(&docs, c).unwrap();
+            let agent_token = s
+                .server
+                .service_account_token(NS, &sa("agent"), Some(NODE))
+                .await
+                .unwrap();
+            let controller_token = s
+                .server
+                .service_account_token(NS, &sa("controller"), None)
+                .await
+                .unwrap();
+            Setup {
+                agent: s.server.client_with_token(&agent_token).await.unwrap(),
+                controller: s.server.client_with_token(&controller_token).await.unwrap(),
+                policy,
+            }
+        })
+    })
+}
+
+/// The HTTP status of a request: 200 for success.
+fn code<T>(r: Result<T, kube::Error>) -> u16 {
+    match r {
+        Ok(_) => 200,
+        Err(kube::Error::Api(e)) => e.code,
+        Err(e) => panic!("not an API answer: {e}"),
+    }
+}
+
+fn merge(v: Value) -> Patch<Value> {
+    Patch::Merge(v)
+}
+
+fn annotate(value: &str) -> Patch<Value> {
+    merge(json!({"metadata": {"annotations": {VTEP_ANNOTATION: value}}}))
+}
+
+fn lease(name: &str, holder: &str) -> Lease {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 30}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn agent_may_do_its_work_on_its_own_node() {
+    let s = setup();
+    block_on(async {
+        let nodes: Api<Node> = Api::all(s.agent.clone());
+        let pp = PatchParams::default();
+        assert_eq!(
+            code(nodes.patch(NODE, &pp, &annotate("198.18.0.1")).await),
+            200
+        );
+        assert_eq!(code(nodes.list(&ListParams::default()).await), 200);
+        let routers: Api<DistributedRouter> = Api::all(s.agent.clone());
+        assert_eq!(code(routers.list(&ListParams::default()).await), 200);
+        let leases: Api<Lease> = Api::namespaced(s.agent.clone(), NS);
+        let own = format!("{AGENT_LEASE_PREFIX}{NODE}");
+        assert_eq!(
+            code(
+                leases
+                    .create(&PostParams::default(), &lease(&own, NODE))
+                    .await
+            ),
+            200
+        );
+        let mut l = leases.get(&own).await.unwrap();
+        l.spec.as_mut().unwrap().lease_duration_seconds = Some(40);
+        assert_eq!(
+            code(leases.replace(&own, &PostParams::default(), &l).await),
+            200
+        );
+    });
+}
+
+#[test]
+fn agent_may_not_write_specs_statuses_or_secrets() {
+    let s = setup();
+    block_on(async {
+        let routers: Api<DistributedRouter> = Api::namespaced(s.agent.clone(), NS);
+        let pp = PatchParams::default();
+        let status = merge(json!({"status": {"nodes": ["x"]}}));
+        assert_eq!(
+            code(routers.patch_status("r", &pp, &status).await),
+            403,
+            "agent patches status"
+        );
+        let spec = merge(json!({"spec": {"externalNetwork": "x"}}));
+        assert_eq!(
+            code(routers.patch("r", &pp, &spec).await),
+            403,
+            "agent patches spec"
+        );
+        assert_eq!(
+            code(routers.delete("r", &DeleteParams::default()).await),
+            403
+        );
+        let secrets: Api<Secret> = Api::namespaced(s.agent.clone(), NS);
+        assert_eq!(code(secrets.list(&ListParams::default()).await), 403);
+        let nodes: Api<Node> = Api::all(s.agent.clone());
+        assert_eq!(
+            code(nodes.delete(OTHER, &DeleteParams::default()).await),
+            403
+        );
+    });
+}
+
+/// Another node's annotations and heartbeat Lease: RBAC cannot tell nodes
+/// apart (the agent's ClusterRole patches every Node), so only an admission
+/// policy keyed on the token's node name can refuse it.
+#[test]
+fn agent_may_not_write_another_nodes_annotations_or_lease() {
+    let s = setup();
+    block_on(async {
+        let nodes: Api<Node> = Api::all(s.agent.clone());
+        let r = nodes
+            .patch(OTHER, &PatchParams::default(), &annotate("198.18.0.2"))
+            .await;
+        let leases: Api<Lease> = Api::namespaced(s.agent.clone(), NS);
+        let other = format!("{AGENT_LEASE_PREFIX}{OTHER}");
+        let l = leases
+            .create(&PostParams::default(), &lease(&other, OTHER))
+            .await;
+        if s.policy {
+            assert_eq!(code(r), 403, "agent of {NODE} annotates {OTHER}");
+            assert_eq!(code(l), 403, "agent of {NODE} writes {OTHER}'s Lease");
+        } else {
+            // Known gap while the chart ships no admission policy: say so
+            // loudly rather than pass silently.
+            eprintln!(
+                "NOTE: the chart renders no ValidatingAdmissionPolicy: agents can write other nodes' annotations ({}) and Leases ({})",
+                code(r),
+                code(l)
+            );
+        }
+    });
+}
+
+#[test]
+fn controller_may_write_status_and_its_lease_only() {
+    let s = setup();
+    block_on(async {
+        let pp = PatchParams::default();
+        let routers: Api<DistributedRouter> = Api::namespaced(s.controller.clone(), NS);
+        let status = merge(json!({"status": {"nodes": []}}));
+        assert_eq!(code(routers.patch_status("r", &pp, &status).await), 200);
+        assert_eq!(
+            code(routers.delete("r", &DeleteParams::default()).await),
+            403
+        );
+        let leases: Api<Lease> = Api::namespaced(s.controller.clone(), NS);
+        let own = leases
+            .create(&PostParams::default(), &lease(CONTROLLER_LEASE, "c"))
+            .await;
+        assert!(matches!(code(own), 200 | 409));
+        let holder = merge(json!({"spec": {"holderIdentity": "c2"}}));
+        assert_eq!(
+            code(leases.patch(CONTROLLER_LEASE, &pp, &holder).await),
+            200
+        );
+        // An agent's heartbeat: readable, never writable by the controller.
+        let agent = format!("{AGENT_LEASE_PREFIX}{NODE}");
+        let _ = Api::<Lease>::namespaced(shared().client.clone(), NS)
+            .create(&PostParams::default(), &lease(&agent, NODE))
+            .await;
+        assert_eq!(code(leases.get(&agent).await), 200);
+        assert_eq!(code(leases.patch(&agent, &pp, &holder).await), 403);
+        let nodes: Api<Node> = Api::all(s.controller.clone());
+        assert_eq!(
+            code(nodes.patch(NODE, &pp, &annotate("198.18.0.9")).await),
+            403
+        );
+        let secrets: Api<Secret> = Api::namespaced(s.controller.clone(), NS);
+        assert_eq!(code(secrets.list(&ListParams::default()).await), 403);
+    });
+}
