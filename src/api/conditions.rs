@@ -26,6 +26,12 @@ pub const SCHEDULED: &str = "Scheduled";
 /// The dataplane on the relevant nodes is programmed.
 pub const PROGRAMMED: &str = "Programmed";
 
+/// `Valid` reason of a DistributedRouter whose subnet names another
+/// namespace's NetworkAttachmentDefinition. Not supported (no grant
+/// mechanism): a tenant must never route, or see the names of, another
+/// namespace's pods.
+pub const CROSS_NAMESPACE_ATTACHMENT: &str = "CrossNamespaceAttachment";
+
 /// `Condition.status` values.
 pub const TRUE: &str = "True";
 /// `Condition.status` values.

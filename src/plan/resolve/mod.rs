@@ -7,9 +7,11 @@
 //! 1. **External networks** ([`external`]): validate CIDR, gateway, pools,
 //!    attachment and node selector; attach nodes (vtep + ready + selector);
 //!    allocate one `fg-` port address per attached node.
-//! 2. **Routers** ([`routers`]): validate subnets and routes, the external
-//!    network reference and the namespace; allocate the router index and one
-//!    VNI per subnet; resolve endpoints from pods' Multus network status.
+//! 2. **Routers** ([`routers`]): validate subnets (NADs of the router's own
+//!    namespace only), routes, the external network reference and the
+//!    namespace; allocate the router index and one VNI per subnet; resolve
+//!    endpoints from pods' Multus network status (pods on their own
+//!    namespace's NADs only).
 //! 3. **Floating IPs and SNAT gateways** ([`floating`], [`snat`]): resolve
 //!    router and external network; allocate external addresses from one
 //!    shared space per network ([`addresses`]); resolve floating targets;
@@ -66,6 +68,8 @@ mod tests;
 mod tests_ext;
 #[cfg(test)]
 mod tests_ns;
+#[cfg(test)]
+mod tests_xns;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -178,7 +182,8 @@ pub(super) struct Cluster<'a> {
     pub input: &'a ClusterInput,
     pub nodes: BTreeMap<&'a str, &'a NodeInfo>,
     /// Addresses of pods on nodes with a VTEP, by qualified NAD name, pods
-    /// in namespace/name order ("first" among duplicate endpoints).
+    /// in namespace/name order ("first" among duplicate endpoints); only
+    /// NADs of the pod's own namespace.
     pub by_nad: BTreeMap<String, Vec<(&'a PodInfo, &'a str, &'a PodNetwork)>>,
 }
 
@@ -199,10 +204,15 @@ impl<'a> Cluster<'a> {
                 continue;
             }
             for net in &pod.networks {
-                by_nad
-                    .entry(qualify(&pod.namespace, &net.network))
-                    .or_default()
-                    .push((pod, node, net));
+                // A pod on another namespace's NAD (Multus allows it unless
+                // its namespace isolation is on) is no endpoint: routers
+                // only use their own namespace's NADs, so it would otherwise
+                // join, and be named in the status of, another tenant.
+                let nad = qualify(&pod.namespace, &net.network);
+                if nad_namespace(&nad) != pod.namespace {
+                    continue;
+                }
+                by_nad.entry(nad).or_default().push((pod, node, net));
             }
         }
         Cluster {
@@ -225,6 +235,11 @@ pub(super) fn qualify(namespace: &str, nad: &str) -> String {
     } else {
         format!("{namespace}/{nad}")
     }
+}
+
+/// The namespace of a qualified `namespace/name` NAD reference.
+pub(super) fn nad_namespace(qualified: &str) -> &str {
+    qualified.split_once('/').map_or("", |(ns, _)| ns)
 }
 
 /// Resolve the cluster: validate, allocate, resolve endpoints, schedule.

@@ -10,8 +10,8 @@ use super::conds::{fail, order_of, Check, CondSet, Fail, Order};
 use super::external::ExtState;
 use super::held::{next_fit, Cursors, Held};
 use super::pools::{is_host, parse_cidr, parse_ip};
-use super::{qualify, Cluster, ENDPOINTS_RESOLVED};
-use crate::api::conditions::{ALLOCATED, VALID};
+use super::{nad_namespace, qualify, Cluster, ENDPOINTS_RESOLVED};
+use crate::api::conditions::{ALLOCATED, CROSS_NAMESPACE_ATTACHMENT, VALID};
 use crate::api::{DistributedRouter, DistributedRouterStatus, SubnetStatus};
 use crate::plan::names;
 use crate::plan::view::{EndpointView, ObjectKey, RouterView, SubnetView};
@@ -228,11 +228,23 @@ fn validate(
                 ),
             ));
         }
+        // Another namespace's NAD would make its pods this router's
+        // endpoints (and name them in this router's status).
+        let nad = qualify(&key.namespace, &s.network_attachment);
+        if nad_namespace(&nad) != key.namespace {
+            return Err(fail(
+                CROSS_NAMESPACE_ATTACHMENT,
+                format!(
+                    "subnet {:?}: networkAttachment {:?} is in another namespace; a router may only use NetworkAttachmentDefinitions of its own namespace {:?}",
+                    s.name, s.network_attachment, key.namespace
+                ),
+            ));
+        }
         subnets.push(Subnet {
             name: s.name.clone(),
             cidr,
             gateway: gw,
-            nad: qualify(&key.namespace, &s.network_attachment),
+            nad,
         });
     }
     let mut routes = Vec::new();
