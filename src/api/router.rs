@@ -108,7 +108,8 @@ pub struct RouterSubnet {
     pub gateway: String,
 
     /// The Multus NetworkAttachmentDefinition whose pods join this subnet:
-    /// `name` (in the router's namespace) or `namespace/name`.
+    /// `name` or `namespace/name`, in the router's own namespace (another
+    /// namespace's is refused: Valid=False, CrossNamespaceAttachment).
     #[schemars(length(min = 1, max = NAD_REF_MAX), pattern(NAD_REF_PATTERN))]
     pub network_attachment: String,
 }
