@@ -104,19 +104,29 @@ pub fn keep(snap: &Snapshot, held: Held<'_>, node: &str) -> Keep {
             .and_then(|st| st.index)
     };
 
+    // A floating IP or SNAT gateway is kept when it is held itself or its
+    // router or external network is: its router's key and its external
+    // network (its own, else its router's), or None when it is not kept.
+    let kept =
+        |namespace: Option<String>, router: &str, own_ext: &Option<String>, self_held: bool| {
+            let rkey = ObjectKey::new(namespace.unwrap_or_default(), router);
+            let ext = own_ext.clone().or_else(|| router_ext(&rkey));
+            let depends =
+                unresolved.contains(&rkey) || ext.as_ref().is_some_and(|e| held_ext.contains(e));
+            (self_held || depends).then_some((rkey, ext))
+        };
+
     let held_fips = uids(held.floating_ips);
     for f in snap.floating_ips.iter().filter(|f| live(f)) {
-        let rkey = ObjectKey::new(f.namespace().unwrap_or_default(), &f.spec.router);
-        let ext = f
-            .spec
-            .external_network
-            .clone()
-            .or_else(|| router_ext(&rkey));
-        let depends =
-            unresolved.contains(&rkey) || ext.as_ref().is_some_and(|e| held_ext.contains(e));
-        if !(is_held(f.as_ref(), &held_fips) || depends) {
+        let self_held = is_held(f.as_ref(), &held_fips);
+        let Some((rkey, ext)) = kept(
+            f.namespace(),
+            &f.spec.router,
+            &f.spec.external_network,
+            self_held,
+        ) else {
             continue;
-        }
+        };
         let Some(st) = f.status.as_ref() else {
             continue;
         };
@@ -138,17 +148,15 @@ pub fn keep(snap: &Snapshot, held: Held<'_>, node: &str) -> Keep {
 
     let held_snats = uids(held.snat_gateways);
     for s in snap.snat_gateways.iter().filter(|s| live(s)) {
-        let rkey = ObjectKey::new(s.namespace().unwrap_or_default(), &s.spec.router);
-        let ext = s
-            .spec
-            .external_network
-            .clone()
-            .or_else(|| router_ext(&rkey));
-        let depends =
-            unresolved.contains(&rkey) || ext.as_ref().is_some_and(|e| held_ext.contains(e));
-        if !(is_held(s.as_ref(), &held_snats) || depends) {
+        let self_held = is_held(s.as_ref(), &held_snats);
+        let Some((rkey, _)) = kept(
+            s.namespace(),
+            &s.spec.router,
+            &s.spec.external_network,
+            self_held,
+        ) else {
             continue;
-        }
+        };
         let Some(st) = s.status.as_ref() else {
             continue;
         };
