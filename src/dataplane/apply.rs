@@ -77,10 +77,13 @@ impl Engine {
         match op {
             Op::CreateNetns { name } => {
                 w.add(kind, 1);
-                netns::create(&self.cfg.netns_dir, name).map_err(|source| Error::Netns {
-                    ns: name.clone(),
-                    op: "create",
-                    source,
+                netns::create(&self.cfg.netns_dir, name).map_err(|source| match source.kind() {
+                    std::io::ErrorKind::AlreadyExists => Error::NotOwned { ns: name.clone() },
+                    _ => Error::Netns {
+                        ns: name.clone(),
+                        op: "create",
+                        source,
+                    },
                 })
             }
             Op::DeleteNetns { name } => {
@@ -216,6 +219,7 @@ impl Engine {
                     mtu: *mtu,
                     master,
                     up: *up,
+                    alias: None,
                 };
                 w.add(kind, 1);
                 let r = self.nl(ns)?.set_link(idx, &change);

@@ -3,9 +3,14 @@
 //! # Ownership
 //! kube-dvr owns, and therefore observes and may delete:
 //! - named namespaces in the configured directory whose names start with one
-//!   of [`OWNED_NETNS_PREFIXES`], and everything in them (all links but
+//!   of [`OWNED_NETNS_PREFIXES`] *and* whose `lo` carries the ownership tag
+//!   [`OWNER_TAG`] (set when kube-dvr creates one; OpenStack's agents use
+//!   the same names), and everything in them (all links but
 //!   `lo`, their addresses, routes with [`ROUTE_PROTOCOL`], rules in
-//!   [`RULE_PRIORITIES`], permanent neighbours, the `kube_dvr` nft table);
+//!   [`RULE_PRIORITIES`], permanent neighbours, the `kube_dvr` nft table).
+//!   An untagged namespace is someone else's: never observed, changed or
+//!   deleted; if the plan needs its name, the pass reports
+//!   [`Error::NotOwned`] and programs nothing in it;
 //! - in the node's root namespace: links named with one of
 //!   [`OWNED_LINK_PREFIXES`] and what hangs on them (addresses, permanent
 //!   neighbours, `self dst` FDB entries on VXLAN devices), routes with
@@ -67,7 +72,7 @@ use super::netlink::Netlink;
 use super::netns;
 use crate::plan::model::{LinkKind, NodeState, NsRef, NsState};
 
-pub use super::observe::{OWNED_LINK_PREFIXES, OWNED_NETNS_PREFIXES};
+pub use super::observe::{OWNED_LINK_PREFIXES, OWNED_NETNS_PREFIXES, OWNER_TAG};
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -212,13 +217,22 @@ impl Engine {
         let complete = failed.is_empty();
         if !failed.is_empty() {
             // Incomplete observation: no removals, nothing in failed namespaces.
-            ops.retain(|op| {
-                !op.is_removal()
-                    && !op.ns().is_some_and(|n| failed.contains(n))
-                    && !matches!(op, Op::CreateNetns { name } if failed.contains(&NsRef::Named(name.clone())))
-                    && !touches_peer_ns(op, &failed)
-            });
+            ops.retain(|op| !op.is_removal() && !touches(op, &failed));
         }
+        // Someone else's namespaces were not observed: the diff sees the
+        // ones the plan names as missing. Nothing is made in them; each
+        // such conflict is an error of this pass.
+        for ns in &obs.foreign {
+            if let NsRef::Named(n) = ns {
+                if desired.namespaces.contains_key(n) {
+                    report.errors.push(OpError {
+                        op: format!("create netns {n}"),
+                        error: Error::NotOwned { ns: n.clone() },
+                    });
+                }
+            }
+        }
+        ops.retain(|op| !touches(op, &obs.foreign));
         self.apply_all(&ops, &mut report);
         self.last = (complete && report.errors.is_empty()).then(|| desired.clone());
         Ok(report)
@@ -226,6 +240,9 @@ impl Engine {
 
     /// Apply `ops` in order; failures go to `report` and the pass goes on.
     fn apply_all(&mut self, ops: &[Op], report: &mut Report) {
+        // Namespaces that could not be made: nothing goes into them (the
+        // name may be someone else's namespace; see `netns::create`).
+        let mut unmade: Vec<NsRef> = Vec::new();
         let mut i = 0;
         while i < ops.len() {
             // A run of link deletions in one namespace goes in one batch.
@@ -249,8 +266,15 @@ impl Engine {
                 continue;
             }
             let op = &ops[i];
+            if touches(op, &unmade) {
+                i += 1;
+                continue;
+            }
             tracing::debug!(%op, "apply");
             if let Err(error) = self.apply(op, &mut report.writes) {
+                if let Op::CreateNetns { name } = op {
+                    unmade.push(NsRef::Named(name.clone()));
+                }
                 report.errors.push(OpError {
                     op: op.to_string(),
                     error,
@@ -542,13 +566,21 @@ fn patch(last: &mut NsState, before: &NsState, after: &NsState, desired: &NsStat
 }
 
 /// Whether `op` creates a veth end in one of the `failed` namespaces.
-fn touches_peer_ns(op: &Op, failed: &[NsRef]) -> bool {
+/// Whether `op` works in one of the namespaces `set`: inside it, creates
+/// it, or creates a veth whose peer goes there.
+fn touches(op: &Op, set: &[NsRef]) -> bool {
+    if set.is_empty() {
+        return false;
+    }
     match op {
-        Op::CreateLink { link, .. } => match &link.kind {
-            LinkKind::Veth { peer_ns, .. } => failed.contains(peer_ns),
-            _ => false,
-        },
-        _ => false,
+        Op::CreateNetns { name } | Op::DeleteNetns { name } => set
+            .iter()
+            .any(|n| matches!(n, NsRef::Named(m) if m == name)),
+        Op::CreateLink { ns, link, .. } => {
+            set.contains(ns)
+                || matches!(&link.kind, LinkKind::Veth { peer_ns, .. } if set.contains(peer_ns))
+        }
+        _ => op.ns().is_some_and(|n| set.contains(n)),
     }
 }
 
@@ -557,6 +589,9 @@ pub(super) struct Observation {
     pub state: NodeState,
     pub extra: ObservedExtra,
     pub failures: Vec<(NsRef, Error)>,
+    /// Namespaces with an owned name but without the ownership tag:
+    /// someone else's, left out of `state`.
+    pub foreign: Vec<NsRef>,
 }
 
 // The agent and the lab move an engine into blocking tasks.

@@ -39,6 +39,11 @@ pub enum Error {
         #[source]
         source: Box<super::nft::NftError>,
     },
+    /// A namespace with a name kube-dvr needs exists but was not made by
+    /// kube-dvr (no [`crate::plan::names::OWNER_TAG`] on its `lo`): it is
+    /// left alone and nothing is programmed in it.
+    #[error("netns {ns} exists and is not kube-dvr's (no ownership tag on its lo); left alone")]
+    NotOwned { ns: String },
     /// A name the plan refers to does not exist in the kernel.
     #[error("{what} {name} not found in {ns}")]
     NotFound {
@@ -57,6 +62,7 @@ impl Error {
             Error::Sysctl { .. } => "sysctl",
             Error::Nft { .. } => "nft",
             Error::NotFound { .. } => "not_found",
+            Error::NotOwned { .. } => "not_owned",
         }
     }
 }

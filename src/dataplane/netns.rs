@@ -6,6 +6,12 @@
 //! a tokio worker) never ends up in a foreign namespace. A child process
 //! spawned from inside [`run_in`] inherits that namespace (the nftables code
 //! relies on it).
+//!
+//! **Ownership.** A namespace kube-dvr creates carries a tag: the alias
+//! [`OWNER_TAG`] on its `lo`. Its name alone does not make it kube-dvr's:
+//! OpenStack's agents name theirs `qrouter-`/`fip-`/`snat-` too, on hosts
+//! that run both. A namespace without the tag is never observed, changed
+//! or deleted, and [`create`] refuses to adopt one.
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
@@ -13,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
+
+use crate::plan::names::OWNER_TAG;
 
 /// Default directory of named namespaces on a real node.
 pub const DEFAULT_DIR: &str = "/run/netns";
@@ -30,11 +38,20 @@ fn is_ns_mount(path: &Path) -> bool {
     }
 }
 
-/// Create the named namespace `dir/name` with `lo` up. Existing = success.
+/// Create the named namespace `dir/name` with `lo` up and tagged as
+/// kube-dvr's ([`OWNER_TAG`]). An existing namespace of that name is
+/// success if it carries the tag, and an error of kind `AlreadyExists`
+/// if it does not: it is someone else's, and nothing may be done in it.
 pub fn create(dir: &Path, name: &str) -> io::Result<()> {
     let file = path(dir, name);
     if is_ns_mount(&file) {
-        return Ok(());
+        return match is_owned(&file)? {
+            true => Ok(()),
+            false => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{name} exists and is not kube-dvr's (no ownership tag on its lo)"),
+            )),
+        };
     }
     fs::create_dir_all(dir)?;
     make_shared_mount(dir)?;
@@ -56,9 +73,16 @@ pub fn create(dir: &Path, name: &str) -> io::Result<()> {
             )
             .map_err(io::Error::from)?;
             // A fresh namespace has `lo` down; routing to local addresses
-            // needs it up.
+            // needs it up. Its alias is kube-dvr's mark of ownership.
             let mut nl = super::netlink::Netlink::open_here()?;
-            nl.set_link(1, &super::netlink::LinkChange::up())?;
+            nl.set_link(
+                LOOPBACK_INDEX,
+                &super::netlink::LinkChange {
+                    up: true,
+                    alias: Some(OWNER_TAG.to_string()),
+                    ..Default::default()
+                },
+            )?;
             Ok(())
         })
         .join()
@@ -69,6 +93,21 @@ pub fn create(dir: &Path, name: &str) -> io::Result<()> {
         let _ = umount2(&file, MntFlags::MNT_DETACH);
         let _ = fs::remove_file(&file);
     })
+}
+
+/// `lo`'s index: the first link of every network namespace.
+pub const LOOPBACK_INDEX: u32 = 1;
+
+/// Whether the namespace at `path` carries kube-dvr's ownership tag.
+pub fn is_owned(path: &Path) -> io::Result<bool> {
+    let mut nl = super::netlink::Netlink::open_in(path)?;
+    let lo = nl.link_by_name("lo")?;
+    Ok(lo.is_some_and(|l| is_owner_tag(l.alias.as_deref())))
+}
+
+/// Whether a `lo` alias is kube-dvr's ownership tag.
+pub fn is_owner_tag(alias: Option<&str>) -> bool {
+    alias == Some(OWNER_TAG)
 }
 
 /// Make `dir` a shared mount point of its own, as `ip netns add` does.

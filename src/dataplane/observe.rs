@@ -19,15 +19,10 @@ use crate::plan::model::{
     Route, Rule, NFT_TABLE, ROUTE_PROTOCOL, RULE_PRIORITIES,
 };
 
-/// Name prefixes of the named namespaces kube-dvr owns.
-pub const OWNED_NETNS_PREFIXES: &[&str] = &["qrouter-", "fip-", "snat-"];
+pub use crate::plan::names::{OWNED_LINK_PREFIXES, OWNED_NETNS_PREFIXES, OWNER_TAG};
 
-/// Name prefixes of the links kube-dvr owns in the node's root namespace
-/// (subnet bridges, VXLAN ports, bridge-side veth ends). Extend here.
-pub const OWNED_LINK_PREFIXES: &[&str] =
-    &["dvrbr-", "dvrvx-", "qrb-", "sgb-", "fpb-", "qgb-", "fgb-"];
-
-/// Whether kube-dvr owns the named namespace `name`.
+/// Whether the named namespace `name` has a name kube-dvr gives its
+/// namespaces (ownership also needs the tag: [`OWNER_TAG`]).
 pub fn owns_netns(name: &str) -> bool {
     OWNED_NETNS_PREFIXES.iter().any(|p| name.starts_with(p))
 }
@@ -90,6 +85,26 @@ impl Engine {
                 Err(e) => failures.push((ns.clone(), e)),
             }
         }
+        // A namespace with an owned name is kube-dvr's only if its `lo`
+        // carries the tag (see `netns`): the others are left out entirely.
+        let mut foreign = Vec::new();
+        klinks.retain(|ns, links| {
+            let owned = match ns {
+                NsRef::Root => true,
+                NsRef::Named(_) => netns::is_owner_tag(
+                    (links.iter().find(|l| l.index == netns::LOOPBACK_INDEX))
+                        .and_then(|l| l.alias.as_deref()),
+                ),
+            };
+            if !owned {
+                foreign.push(ns.clone());
+            }
+            owned
+        });
+        for ns in &foreign {
+            self.drop_handle(ns);
+            nsrefs.retain(|n| n != ns);
+        }
         let links = Links::new(&klinks);
         let mut state = NodeState::default();
         for ns in nsrefs.iter().filter(|n| klinks.contains_key(*n)) {
@@ -141,6 +156,7 @@ impl Engine {
             state,
             extra,
             failures,
+            foreign,
         }
     }
 
@@ -469,12 +485,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_prefix_the_planner_uses_is_owned() {
-        for p in crate::plan::names::OWNED_LINK_PREFIXES {
-            assert!(OWNED_LINK_PREFIXES.contains(&p), "link prefix {p}");
+    fn every_name_the_planner_gives_is_owned() {
+        use crate::plan::names;
+        for l in [
+            names::bridge(7),
+            names::vxlan(7),
+            names::qr_bridge(7),
+            names::sg_bridge(7),
+            names::qg_bridge(7),
+            names::fg_bridge("public"),
+        ] {
+            assert!(owns_link(&NsRef::Root, &l), "root link {l}");
         }
-        for p in crate::plan::names::OWNED_NETNS_PREFIXES {
-            assert!(OWNED_NETNS_PREFIXES.contains(&p), "netns prefix {p}");
+        for n in [
+            names::qrouter_ns(7),
+            names::snat_ns(7),
+            names::fip_ns("public"),
+        ] {
+            assert!(owns_netns(&n), "netns {n}");
         }
     }
 

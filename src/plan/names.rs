@@ -9,9 +9,20 @@ use super::model::MacAddr;
 pub const QROUTER_PREFIX: &str = "qrouter-";
 pub const FIP_PREFIX: &str = "fip-";
 pub const SNAT_PREFIX: &str = "snat-";
-/// Name prefixes of the namespaces kube-dvr owns.
+/// Name prefixes of the namespaces kube-dvr makes. A name prefix alone
+/// does not make a namespace kube-dvr's: OpenStack's agents use the same
+/// names on hosts that run both, so a namespace is kube-dvr's only if it
+/// also carries [`OWNER_TAG`] (see `dataplane::netns`).
 pub const OWNED_NETNS_PREFIXES: [&str; 3] = [QROUTER_PREFIX, FIP_PREFIX, SNAT_PREFIX];
-/// Name prefixes of the links kube-dvr owns in a node's root namespace.
+/// The alias (`IFLA_IFALIAS`) of `lo` in every namespace kube-dvr made: its
+/// mark of ownership. A namespace with an owned prefix but without the tag
+/// is someone else's and is never observed, changed or deleted.
+pub const OWNER_TAG: &str = "kube-dvr";
+/// Name prefixes of the links kube-dvr owns in a node's root namespace
+/// (subnet bridges and VXLAN ports, bridge-side veth ends): the one list the
+/// planner's names below and the engine's observation share. No other
+/// system known to run beside kube-dvr (Neutron's agents, OVN, the CNI
+/// reference plugins) names links with these prefixes.
 pub const OWNED_LINK_PREFIXES: [&str; 6] = ["dvrbr-", "dvrvx-", "qrb-", "sgb-", "fgb-", "qgb-"];
 
 pub const VXLAN_PORT: u16 = 4789;

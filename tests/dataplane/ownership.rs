@@ -134,3 +134,103 @@ fn removing_a_router_removes_only_its_objects() {
     assert_eq!(netns_list(), vec!["qrouter-a".to_string()]);
     assert_converged(&mut e, &only_a);
 }
+
+/// `lo`'s alias in `ns` (`None` = unset).
+fn lo_alias(ns: &str) -> Option<String> {
+    let lo = json(Some(ns), &["ip", "-j", "link", "show", "lo"]);
+    lo[0]["ifalias"].as_str().map(str::to_string)
+}
+
+/// A namespace as another system on the host makes it (OpenStack's agents
+/// use the same names): untagged, with a link and an address inside.
+fn foreign_namespace(name: &str, link: &str) {
+    sh(&["ip", "netns", "add", name]);
+    in_ns(Some(name), &["ip", "link", "add", link, "type", "bridge"]);
+    in_ns(
+        Some(name),
+        &["ip", "addr", "add", "198.18.9.1/24", "dev", link],
+    );
+}
+
+fn sorted_links(ns: &str) -> Vec<String> {
+    let mut l = link_names(Some(ns));
+    l.sort();
+    l
+}
+
+/// Issue 12 item 10: ownership by tag, not by name prefix alone. Before
+/// the tag, the pass deleted `qrouter-z` (an owned prefix the plan does not
+/// name) and programmed router b into someone else's `qrouter-b`.
+#[test]
+fn someone_elses_namespaces_are_never_touched() {
+    if !sandbox::enter("ownership::someone_elses_namespaces_are_never_touched") {
+        return;
+    }
+    foreign_namespace("qrouter-z", "qr-z");
+    foreign_namespace("qrouter-b", "qr-y");
+    let theirs = || {
+        assert_eq!(sorted_links("qrouter-z"), ["lo", "qr-z"]);
+        assert_eq!(sorted_links("qrouter-b"), ["lo", "qr-y"]);
+        assert!(in_ns(Some("qrouter-b"), &["ip", "addr"]).contains("198.18.9.1/24"));
+        assert_eq!(lo_alias("qrouter-b"), None);
+        assert_eq!(
+            in_ns(Some("qrouter-b"), &["nft", "list", "ruleset"]).trim(),
+            ""
+        );
+    };
+    let desired = desired_ab();
+    let mut e = engine();
+    for pass in 0..2 {
+        let r = e.reconcile(&desired).expect("reconcile");
+        // Router b's namespace name is taken: one clear error, nothing of
+        // router b programmed in it or pointing into it.
+        let errors: Vec<String> = r
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.op, e.error))
+            .collect();
+        assert_eq!(errors.len(), 1, "pass {pass}: {errors:?}");
+        assert!(
+            errors[0].contains("qrouter-b exists and is not kube-dvr's"),
+            "{errors:?}"
+        );
+        theirs();
+        assert!(!link_names(None).iter().any(|l| l.starts_with("qrb-b")));
+        // Router a is whole, in a namespace that carries the tag.
+        assert!(sorted_links("qrouter-a").contains(&"qr-a100".to_string()));
+        assert_eq!(lo_alias("qrouter-a").as_deref(), Some("kube-dvr"));
+    }
+    // Observation leaves someone else's namespaces out.
+    let seen = e.observe().unwrap();
+    assert_eq!(
+        seen.namespaces.keys().collect::<Vec<_>>(),
+        ["qrouter-a"],
+        "observed"
+    );
+
+    // The change path (no observation) must not adopt a namespace that
+    // appeared under a name the plan newly needs either.
+    let mut only_a = NodeState::default();
+    add_router(&mut only_a, "a", 100, 1);
+    only_a.root.nft = desired.root.nft.clone();
+    sh(&["ip", "netns", "delete", "qrouter-b"]);
+    reconcile_ok(&mut e, &only_a);
+    foreign_namespace("qrouter-b", "qr-y");
+    let r = e.reconcile_changes(&desired).expect("change");
+    let errors: Vec<String> = r
+        .errors
+        .iter()
+        .map(|e| format!("{}: {}", e.op, e.error))
+        .collect();
+    assert!(
+        errors.len() == 1 && errors[0].contains("qrouter-b exists and is not kube-dvr's"),
+        "{errors:?}"
+    );
+    theirs();
+
+    // Removing everything removes only what kube-dvr made.
+    let r = e.cleanup().expect("cleanup");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(netns_list(), ["qrouter-b", "qrouter-z"]);
+    theirs();
+}

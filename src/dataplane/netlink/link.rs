@@ -105,6 +105,9 @@ impl Netlink {
         if let Some(m) = change.master {
             msg.attributes.push(LinkAttribute::Controller(m));
         }
+        if let Some(a) = &change.alias {
+            msg.attributes.push(LinkAttribute::IfAlias(a.clone()));
+        }
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
@@ -199,6 +202,7 @@ fn parse_link(l: LinkMessage) -> KLink {
         mtu: 0,
         up: l.header.flags.contains(LinkFlags::Up),
         group: 0,
+        alias: None,
     };
     for a in l.attributes {
         match a {
@@ -209,6 +213,7 @@ fn parse_link(l: LinkMessage) -> KLink {
             LinkAttribute::Address(b) => k.mac = mac_of(&b),
             LinkAttribute::Mtu(m) => k.mtu = m,
             LinkAttribute::Group(g) => k.group = g,
+            LinkAttribute::IfAlias(a) if !a.is_empty() => k.alias = Some(a),
             LinkAttribute::LinkInfo(infos) => k.kind = parse_kind(infos),
             _ => {}
         }

@@ -40,6 +40,8 @@ pub struct KLink {
     pub up: bool,
     /// `IFLA_GROUP`.
     pub group: u32,
+    /// `IFLA_IFALIAS` (`None` = unset).
+    pub alias: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,6 +93,8 @@ pub struct LinkChange {
     /// `Some(0)` = nomaster.
     pub master: Option<u32>,
     pub up: bool,
+    /// Set `IFLA_IFALIAS`.
+    pub alias: Option<String>,
 }
 
 impl LinkChange {
