@@ -273,6 +273,8 @@ fn reconcile_ok(e: &mut Engine, desired: &NodeState) -> kube_dvr::dataplane::eng
     r
 }
 
+#[path = "dataplane/conntrack.rs"]
+mod conntrack;
 #[path = "dataplane/converge.rs"]
 mod converge;
 #[path = "dataplane/isolation.rs"]

@@ -1,4 +1,4 @@
-//! External commands the dataplane runs (`nft`, `conntrack`), each bounded
+//! External commands the dataplane runs (`nft`; conntrack is over netlink), each bounded
 //! in time: a command that hangs (a wedged kernel lock, a stuck binary) is
 //! killed and reported as an error, so a pass always ends and its failure
 //! is retried, instead of blocking the agent forever behind a healthy-looking

@@ -2,6 +2,7 @@
 //! change.
 mod apply;
 pub mod command;
+pub mod conntrack;
 pub mod diff;
 pub mod engine;
 pub mod error;

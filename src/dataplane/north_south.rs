@@ -2,17 +2,18 @@
 //! have no place in the diff:
 //! - a floating IP removed (or re-targeted) from a `qrouter-`: its
 //!   conntrack entries are deleted there, so NAT'd flows through it stop
-//!   (OSSN-0020: otherwise established flows keep working);
+//!   (OSSN-0020: otherwise established flows keep working): one dump of the
+//!   namespace's table per pass for all removed addresses, deletes batched
+//!   ([`conntrack`], over netlink; no process);
 //! - a floating IP appearing in a `fip-` namespace (its /32 route added):
 //!   gratuitous ARP on the `fg-` port, so upstream caches that pointed at
 //!   another node (a move) are corrected at once.
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 use super::diff::Op;
 use super::engine::{Engine, OpError, Report};
 use super::error::Error;
-use super::{garp, netns};
+use super::{conntrack, garp, netns};
 use crate::plan::model::{NftTable, NsRef};
 use crate::plan::names::{FIP_DNAT_MAP, FIP_PREFIX, QROUTER_PREFIX};
 
@@ -33,24 +34,6 @@ pub fn removed_keys(
         .collect()
 }
 
-/// Delete conntrack entries whose original or reply destination is `ip`
-/// (inbound DNAT'd and outbound SNAT'd flows), in the calling thread's
-/// namespace. Returns how many `conntrack -D` calls were made.
-fn flush_conntrack(ips: &[Ipv4Addr]) -> Result<u64, std::io::Error> {
-    let mut calls = 0;
-    for ip in ips {
-        for sel in ["--orig-dst", "--reply-dst"] {
-            // Exit status 1 means "0 flow entries deleted": fine.
-            super::command::run(
-                Command::new("conntrack").args(["-D", sel, &ip.to_string()]),
-                None,
-            )?;
-            calls += 1;
-        }
-    }
-    Ok(calls)
-}
-
 impl Engine {
     /// Run the side effects of `ops` (already applied).
     pub(super) fn north_south_effects(&mut self, ops: &[Op], report: &mut Report) {
@@ -67,8 +50,8 @@ impl Engine {
                         continue;
                     }
                     let path = self.ns_path(ns);
-                    match netns::run_in(&path, || flush_conntrack(&gone)) {
-                        Ok(Ok(n)) => report.writes.add("conntrack", n),
+                    match netns::run_in(&path, || conntrack::remove_destinations(&gone)) {
+                        Ok(Ok(r)) => report.writes.add("conntrack", r.deleted),
                         Ok(Err(e)) | Err(e) => report.errors.push(OpError {
                             op: format!("flush conntrack of {gone:?} in {name}"),
                             error: Error::Netns {
