@@ -32,6 +32,10 @@ pub struct Args {
     /// ConfigMap.
     #[arg(long, env = "POD_NAMESPACE", default_value = "kube-dvr")]
     pub namespace: String,
+    /// The unix socket the CNI plugin asks (`kube-dvr-cni`, see
+    /// `crates/cni`); root-only (0600). Empty: not served.
+    #[arg(long, env = "KUBE_DVR_CNI_SOCKET", default_value = super::cni::DEFAULT_SOCKET)]
+    pub cni_socket: PathBuf,
     /// One-shot: remove all kube-dvr kernel state on this node and exit (no
     /// API needed).
     #[arg(long)]
@@ -66,6 +70,7 @@ pub fn main(args: Args) -> Result<(), Error> {
     opts.namespace = args.namespace.clone();
     opts.vtep = args.vtep;
     opts.engine = engine;
+    opts.cni_socket = Some(args.cni_socket.clone()).filter(|p| !p.as_os_str().is_empty());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -50,6 +50,7 @@
 //! state, nor that of objects depending on it ([`keep`]): what exists in
 //! the API but is not resolved is kept until it is. When unsure, keep.
 pub mod cli;
+pub mod cni;
 pub mod input;
 pub mod keep;
 pub mod kernel;
@@ -100,6 +101,8 @@ pub struct AgentOptions {
     /// one, longer than this (a stuck kernel or API call): kubelet restarts
     /// the agent.
     pub pass_timeout: Duration,
+    /// Where the CNI plugin's socket is served ([`cni`]); `None`: not served.
+    pub cni_socket: Option<std::path::PathBuf>,
 }
 
 impl AgentOptions {
@@ -117,6 +120,7 @@ impl AgentOptions {
             heartbeat: Duration::from_secs(10),
             hold_back: Duration::from_secs(10),
             pass_timeout: Duration::from_secs(120),
+            cni_socket: None,
         }
     }
 }
@@ -148,6 +152,12 @@ pub enum Error {
     NodeNotCached,
     #[error("cleanup: {failed} operations failed, first: {first}")]
     Cleanup { failed: usize, first: String },
+    #[error("binding the CNI socket {path}: {source}")]
+    CniSocket {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("blocking task failed: {0}")]
     Task(String),
 }
@@ -162,6 +172,7 @@ impl Error {
             Error::WatchEnded => "watch_ended",
             Error::NodeNotCached => "node_not_cached",
             Error::Cleanup { .. } => "cleanup",
+            Error::CniSocket { .. } => "cni_socket",
             Error::Task(_) => "task",
         }
     }
@@ -192,7 +203,9 @@ pub async fn run(
     let Some((node, vtep)) = found else {
         return Ok(());
     };
+    let (published, view) = tokio::sync::watch::channel(None);
     let mut agent = pass::Agent {
+        published,
         facts: report::Annotations::from([
             (cluster::VTEP_ANNOTATION, Some(vtep.to_string())),
             (
@@ -229,6 +242,9 @@ pub async fn run(
     let (changed, mut changes) = tokio::sync::watch::channel(0u64);
     let ns = agent.opts.namespace.clone();
     let caches = watch::Caches::start(&client, &ns, &mut tasks, &changed);
+    if let Some(path) = &agent.opts.cni_socket {
+        cni::start(path, view, &telemetry, &mut tasks)?;
+    }
     let heartbeat = report::Heartbeat {
         api: Api::<Lease>::namespaced(client.clone(), &ns),
         name: format!("{}{}", cluster::AGENT_LEASE_PREFIX, agent.opts.node),

@@ -45,6 +45,8 @@ pub(super) struct Agent {
     /// Until when a pass waits for the controller rather than plan without
     /// objects held back ([`input::InputState::held_back`]).
     pub(super) hold_until: tokio::time::Instant,
+    /// The last resolved view, for the CNI plugin's socket ([`super::cni`]).
+    pub(super) published: tokio::sync::watch::Sender<Option<Arc<ClusterView>>>,
     /// What the last kernel pass kept beyond its plan ([`keep`]).
     pub(super) kept: crate::dataplane::keep::Keep,
 }
@@ -103,6 +105,8 @@ impl Agent {
             return Ok((engine, false));
         }
         let resolution = resolve(&input);
+        self.published
+            .send_replace(Some(Arc::new(resolution.view.clone())));
         let plan = plan_node(&resolution.view, &self.opts.node);
         let digest = cluster::plan_digest(&plan);
         let keep = keep::keep(&snap, self.input.held(), &self.opts.node);

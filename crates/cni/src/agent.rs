@@ -1,0 +1,109 @@
+//! The plugin's side of the node agent's socket: one JSON request, one JSON
+//! response per connection (the wire types mirror `kube_dvr::agent::cni`;
+//! the crate's tests run this client against that server).
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::error::{self, CniError, Result};
+
+/// How long the plugin waits for the agent (connect, send, answer).
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Far above any answer; a bound on what a confused peer can make us read.
+const MAX_RESPONSE: u64 = 1 << 20;
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Request<'a> {
+    /// What the agent knows about a router subnet, for a pod about to join it.
+    #[serde(rename_all = "camelCase")]
+    Attachment {
+        pod_namespace: &'a str,
+        pod_name: &'a str,
+        router_namespace: &'a str,
+        router: &'a str,
+        subnet: &'a str,
+        ip: Ipv4Addr,
+    },
+    /// Whether the agent can answer attachments (CNI STATUS).
+    Status,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Response {
+    Attachment(Attachment),
+    Ready,
+    Error { reason: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub bridge: String,
+    pub cidr: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub dst: Ipv4Net,
+    pub gw: Ipv4Addr,
+}
+
+/// Send `req` to the agent at `socket`. An unreachable or silent agent is
+/// "try again later" (code 11); its refusals map to plugin codes.
+pub async fn ask(socket: &Path, req: &Request<'_>) -> Result<Response> {
+    let unreachable = |e: String| {
+        CniError::new(
+            error::TRY_AGAIN,
+            format!(
+                "the kube-dvr agent on this node is not reachable at {}",
+                socket.display()
+            ),
+        )
+        .details(e)
+    };
+    let io = async {
+        let mut s = UnixStream::connect(socket).await?;
+        s.write_all(&serde_json::to_vec(req).expect("serializable"))
+            .await?;
+        s.shutdown().await?;
+        let mut buf = Vec::new();
+        s.take(MAX_RESPONSE).read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = tokio::time::timeout(TIMEOUT, io)
+        .await
+        .map_err(|_| unreachable(format!("no answer within {TIMEOUT:?}")))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let resp: Response = serde_json::from_slice(&buf).map_err(|e| {
+        CniError::new(error::AGENT_PROTOCOL, "cannot decode the agent's answer")
+            .details(e.to_string())
+    })?;
+    if let Response::Error { reason, message } = resp {
+        return Err(CniError::new(code_of(&reason), message).details(format!("agent: {reason}")));
+    }
+    Ok(resp)
+}
+
+/// The CNI code of an agent refusal.
+fn code_of(reason: &str) -> u32 {
+    match reason {
+        "NotReady" => error::TRY_AGAIN,
+        "UnknownRouter" => error::UNKNOWN_ROUTER,
+        "UnknownSubnet" => error::UNKNOWN_SUBNET,
+        "AddressOutsideSubnet" => error::ADDRESS_OUTSIDE_SUBNET,
+        "AddressReserved" => error::ADDRESS_RESERVED,
+        "CrossNamespace" => error::CROSS_NAMESPACE,
+        _ => error::AGENT_PROTOCOL,
+    }
+}
