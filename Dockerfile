@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1.7
-# One image for `kube-dvr controller`, `kube-dvr agent` and the chart's
-# pre-delete hook (`kube-dvr uninstall`). Build from the repository root:
+# One image for `kube-dvr controller`, `kube-dvr agent`, the chart's
+# pre-delete hook (`kube-dvr uninstall`) and the CNI plugin `kube-dvr-cni`
+# (crates/cni), which the agent DaemonSet's init container copies to the
+# node. Build from the repository root:
 #   docker build -t kube-dvr:$(git describe --tags --always) \
 #     --build-arg VERSION=... --build-arg REVISION=$(git rev-parse HEAD) .
 
@@ -13,12 +15,15 @@ COPY . .
 # a source change recompiles kube-dvr only, not its dependencies. The binary is
 # copied out of the cache mount in the same step. `--no-default-features`
 # leaves out the `lab` feature: no `kube-dvr lab`, no API stand-in in the image
-# (tests/product.rs checks a binary built this way).
+# (tests/product.rs checks a binary built this way). The plugin is its own
+# small crate (no kube client, no tokio multi-thread runtime).
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked --no-default-features --bin kube-dvr \
-    && install -D -m 0755 target/release/kube-dvr /out/kube-dvr
+    && cargo build --release --locked -p kube-dvr-cni --bin kube-dvr-cni \
+    && install -D -m 0755 target/release/kube-dvr /out/kube-dvr \
+    && install -D -m 0755 target/release/kube-dvr-cni /out/kube-dvr-cni
 
 FROM debian:bookworm-slim
 ARG VERSION=0.1.0
@@ -43,6 +48,7 @@ RUN apt-get update \
         nftables \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /out/kube-dvr /usr/local/bin/kube-dvr
+COPY --from=builder /out/kube-dvr-cni /usr/local/bin/kube-dvr-cni
 # No USER: the agent needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN for setns and
 # namespace mounts, in a privileged pod). The controller and the uninstall
 # hook run as UID 65532 through the chart's securityContext.

@@ -31,6 +31,8 @@ const NON_DEFAULT: &[&str] = &[
     "image.repository=registry.example/kube-dvr,image.tag=v9.9.9,agent.xtablesLock=false",
     "--set",
     "imagePullSecrets[0].name=regcred,controller.extraArgs[0]=--foo=bar",
+    "--set",
+    "cni.binDir=/usr/libexec/cni",
 ];
 
 /// The kube-dvr resources: the agent must never create or delete them.
@@ -297,6 +299,50 @@ fn agent_daemonset_defaults() {
         volumes[lock["name"].as_str().unwrap()]["hostPath"]["type"],
         "FileOrCreate"
     );
+
+    // The CNI plugin: the agent serves its socket on a host directory...
+    assert_eq!(flag(&args, "--cni-socket"), Some("/run/kube-dvr/cni.sock"));
+    let sock = mounts["/run/kube-dvr"];
+    assert_eq!(
+        volumes[sock["name"].as_str().unwrap()]["hostPath"]["path"],
+        "/run/kube-dvr"
+    );
+    // ...and an init container installs the plugin into the host's CNI bin
+    // directory as `kube-dvr` (the NADs' type), from the same image.
+    let init = pod["initContainers"].as_sequence().expect("initContainers");
+    assert_eq!(init.len(), 1);
+    let i = &init[0];
+    assert_eq!(i["name"], "install-cni");
+    assert_eq!(i["image"], c["image"]);
+    let script = strs(&i["command"]).join(" ");
+    assert!(script.contains("/usr/local/bin/kube-dvr-cni"), "{script}");
+    assert!(
+        script.contains("mv -f /host-cni-bin/.kube-dvr.tmp /host-cni-bin/kube-dvr"),
+        "{script}"
+    );
+    assert_eq!(i["securityContext"]["allowPrivilegeEscalation"], false);
+    assert!(i["securityContext"].get("privileged").is_none());
+    let m = &i["volumeMounts"][0];
+    assert_eq!(m["mountPath"], "/host-cni-bin");
+    let v = volumes[m["name"].as_str().unwrap()];
+    assert_eq!(v["hostPath"]["path"], "/opt/cni/bin");
+    assert_eq!(v["hostPath"]["type"], "DirectoryOrCreate");
+}
+
+#[test]
+fn cni_plugin_can_be_left_out() {
+    let docs = render(&["--set", "cni.enabled=false"]);
+    let ds = one(&docs, "DaemonSet", &full("agent"));
+    let pod = &ds["spec"]["template"]["spec"];
+    assert!(pod.get("initContainers").is_none());
+    let c = &pod["containers"][0];
+    // An empty path: the agent serves no socket.
+    assert_eq!(flag(&strs(&c["args"]), "--cni-socket"), Some(""));
+    assert!(!c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|m| m["mountPath"] == "/run/kube-dvr"));
 }
 
 #[test]
@@ -393,6 +439,13 @@ fn non_default_values_reach_the_manifests() {
         .find(|v| v["name"] == mount["name"])
         .unwrap();
     assert_eq!(volume["hostPath"]["path"], "/var/run/netns");
+    let cni_bin = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == pod["initContainers"][0]["volumeMounts"][0]["name"])
+        .unwrap();
+    assert_eq!(cni_bin["hostPath"]["path"], "/usr/libexec/cni");
     assert!(
         !c["volumeMounts"]
             .as_sequence()
