@@ -10,10 +10,15 @@
 //!   applied, and `kubedvr.io/agent-errors` what failed in it, per object
 //!   ([`errors`]).
 //!
+//! The watch caches of the controller and the agents are built here
+//! ([`watch`]), so that an object that does not decode is skipped and
+//! reported the same way by both.
+//!
 //! The controller computes every node's plan too (the planner is a pure
 //! function of the same objects), so "programmed" is exact: a node is done
 //! with a change when its reported digest equals the controller's.
 pub mod errors;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

@@ -8,6 +8,11 @@
 //! would keep answering ARP for a floating address, and NAT it into the old
 //! tenant's workload, while a new tenant is handed the same address.
 //!
+//! Objects that do not decode (type skew during an upgrade; see
+//! `cluster::watch`) are not resolved either; what their raw status holds
+//! stays reserved the same way ([`Held::add_undecodable`]) for as long as
+//! they exist.
+//!
 //! **Quarantine** ([`Cursors`]): router indexes and VNIs are allocated
 //! next-fit from a cursor that only moves forward (wrapping at the top of
 //! the range), so the values of a deleted router are the last to be reused:
@@ -57,6 +62,27 @@ impl Held {
         h
     }
 
+    /// The kinds whose objects hold allocations in their status.
+    pub const KINDS: [&'static str; 3] = ["DistributedRouter", "FloatingIP", "SnatGateway"];
+
+    /// Add what objects that do not decode hold (their raw JSON, of
+    /// [`Held::KINDS`]), except those whose uid is in `cached`: an object
+    /// with a decodable version in the caches is resolved from it, which
+    /// keeps its allocations (holding them here too would take them from
+    /// itself).
+    pub fn add_undecodable<'a>(
+        &mut self,
+        raws: impl IntoIterator<Item = &'a serde_json::Value>,
+        cached: &BTreeSet<&str>,
+    ) {
+        for raw in raws {
+            let uid = raw["metadata"]["uid"].as_str();
+            if !uid.is_some_and(|u| cached.contains(u)) {
+                self.add_raw(raw);
+            }
+        }
+    }
+
     /// Add what a raw object (one that does not decode into its type) holds,
     /// read leniently from its JSON status.
     pub fn add_raw(&mut self, obj: &serde_json::Value) {
@@ -97,6 +123,31 @@ pub(super) fn next_fit(used: &BTreeSet<u32>, cursor: &mut u32, min: u32, max: u3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn undecodable_objects_hold_what_their_raw_status_holds_unless_cached() {
+        let raw = |uid: &str, status: serde_json::Value| serde_json::json!({"metadata": {"uid": uid}, "status": status});
+        let raws = [
+            raw(
+                "fip",
+                serde_json::json!({"address": "203.0.113.7", "node": 5}),
+            ),
+            raw(
+                "router",
+                serde_json::json!({"index": 3, "subnets": [{"vni": 4100}, {"vni": -1}]}),
+            ),
+            raw("out-of-range", serde_json::json!({"index": 1u64 << 40})),
+            raw("cached", serde_json::json!({"address": "203.0.113.8"})),
+        ];
+        let mut h = Held::default();
+        h.add_undecodable(&raws, &BTreeSet::from(["cached"]));
+        assert_eq!(
+            h.addresses,
+            BTreeSet::from(["203.0.113.7".parse().unwrap()])
+        );
+        assert_eq!(h.router_indexes, BTreeSet::from([3]));
+        assert_eq!(h.vnis, BTreeSet::from([4100]));
+    }
 
     #[test]
     fn next_fit_moves_forward_and_wraps() {
