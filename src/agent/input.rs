@@ -32,6 +32,9 @@ pub struct Snapshot {
     pub snat_gateways: Vec<Arc<SnatGateway>>,
     pub pods: Vec<Arc<Pod>>,
     pub nodes: Vec<Arc<Node>>,
+    /// Raw JSON of the objects of [`resolve::Held::KINDS`] the caches
+    /// skipped because they do not decode ([`cluster::watch`]).
+    pub undecodable: Vec<serde_json::Value>,
 }
 
 /// A kube-dvr kind whose status records the generation it was computed for.
@@ -192,15 +195,29 @@ impl InputState {
             nodes,
             now,
             // As the controller resolves: allocations of objects being
-            // deleted are not free (new ones are the controller's to make).
-            held: resolve::Held::of(
-                deleting(&snap.routers),
-                deleting(&snap.floating_ips),
-                deleting(&snap.snat_gateways),
-            ),
+            // deleted, or that do not decode, are not free (new ones are
+            // the controller's to make).
+            held: held(snap),
             cursors: None,
         }
     }
+}
+
+/// As the controller holds: allocations of objects being deleted, and of
+/// objects that do not decode (unless a decodable version is cached).
+fn held(snap: &Snapshot) -> resolve::Held {
+    let mut held = resolve::Held::of(
+        deleting(&snap.routers),
+        deleting(&snap.floating_ips),
+        deleting(&snap.snat_gateways),
+    );
+    let cached = (snap.routers.iter().map(|o| o.meta()))
+        .chain(snap.floating_ips.iter().map(|o| o.meta()))
+        .chain(snap.snat_gateways.iter().map(|o| o.meta()))
+        .filter_map(|m| m.uid.as_deref())
+        .collect();
+    held.add_undecodable(&snap.undecodable, &cached);
+    held
 }
 
 fn deleting<K: Resource>(objs: &[Arc<K>]) -> impl Iterator<Item = &K> {

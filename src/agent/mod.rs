@@ -3,7 +3,8 @@
 //!
 //! # Model
 //! The agent watches the four kube-dvr kinds, Pods and Nodes (reflector
-//! caches) and the uninstall ConfigMap in its namespace. On any change,
+//! caches that skip, log and count objects that do not decode,
+//! [`cluster::watch`]) and the uninstall ConfigMap in its namespace. On any change,
 //! debounced (bursts coalesce into one pass), and on a periodic resync it
 //! runs the same pure pipeline as the controller: the caches as a
 //! [`ClusterInput`](crate::plan::resolve::ClusterInput) ([`input`]) →
@@ -241,7 +242,8 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     let (changed, mut changes) = tokio::sync::watch::channel(0u64);
     let ns = agent.opts.namespace.clone();
-    let caches = watch::Caches::start(&client, &ns, &mut tasks, &changed);
+    let undecodable = cluster::watch::Undecodable::new(telemetry.clone());
+    let caches = watch::Caches::start(&client, &ns, &mut tasks, &changed, undecodable);
     if let Some(path) = &agent.opts.cni_socket {
         cni::start(path, view, &telemetry, &mut tasks)?;
     }

@@ -1,17 +1,23 @@
-//! The agent's watches: reflector caches of everything it plans from, and
-//! of the uninstall ConfigMap. Every event bumps one counter the main loop
-//! waits on (debounced there), so bursts coalesce into one pass.
+//! The agent's watches: caches of everything it plans from, and of the
+//! uninstall ConfigMap ([`cluster::watch`]: an object that does not decode
+//! is skipped, logged and counted, never stalls the cache). Every event
+//! bumps one counter the main loop waits on (debounced there), so bursts
+//! coalesce into one pass.
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, Resource};
+use std::sync::Arc;
+
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 
 use super::{input, Error};
 use crate::api::{DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
 use crate::cluster;
+use crate::cluster::watch::Undecodable;
+use crate::plan::resolve::Held;
 
 /// The caches the agent plans from.
 pub(super) struct Caches {
@@ -22,6 +28,8 @@ pub(super) struct Caches {
     pub(super) pods: Store<Pod>,
     pub(super) nodes: Store<Node>,
     pub(super) uninstall: Store<ConfigMap>,
+    /// Objects the caches skipped because they do not decode.
+    pub(super) undecodable: Arc<Undecodable>,
 }
 
 impl Caches {
@@ -31,23 +39,21 @@ impl Caches {
         namespace: &str,
         tasks: &mut JoinSet<()>,
         changed: &tokio::sync::watch::Sender<u64>,
+        undecodable: Arc<Undecodable>,
     ) -> Caches {
         let all = watcher::Config::default;
         let uninstall = watcher::Config::default()
             .fields(&format!("metadata.name={}", cluster::UNINSTALL_CONFIGMAP));
+        let c = (client, &undecodable);
         Caches {
-            external_networks: reflect(tasks, Api::all(client.clone()), all(), changed),
-            routers: reflect(tasks, Api::all(client.clone()), all(), changed),
-            floating_ips: reflect(tasks, Api::all(client.clone()), all(), changed),
-            snat_gateways: reflect(tasks, Api::all(client.clone()), all(), changed),
-            pods: reflect(tasks, Api::all(client.clone()), all(), changed),
-            nodes: reflect(tasks, Api::all(client.clone()), all(), changed),
-            uninstall: reflect(
-                tasks,
-                Api::namespaced(client.clone(), namespace),
-                uninstall,
-                changed,
-            ),
+            external_networks: reflect(tasks, c, None, all(), changed),
+            routers: reflect(tasks, c, None, all(), changed),
+            floating_ips: reflect(tasks, c, None, all(), changed),
+            snat_gateways: reflect(tasks, c, None, all(), changed),
+            pods: reflect(tasks, c, None, all(), changed),
+            nodes: reflect(tasks, c, None, all(), changed),
+            uninstall: reflect(tasks, c, Some(namespace), uninstall, changed),
+            undecodable,
         }
     }
 
@@ -59,6 +65,7 @@ impl Caches {
             snat_gateways: self.snat_gateways.state(),
             pods: self.pods.state(),
             nodes: self.nodes.state(),
+            undecodable: self.undecodable.raw_of(&Held::KINDS),
         }
     }
 
@@ -76,31 +83,29 @@ impl Caches {
     }
 }
 
-/// Watch `api` into a cache; every event bumps `changed`.
+/// Watch `K` (all namespaces, or `namespace`) into a cache
+/// ([`cluster::watch::cache`]); every event bumps `changed`.
 fn reflect<K>(
     tasks: &mut JoinSet<()>,
-    api: Api<K>,
+    (client, undecodable): (&Client, &Arc<Undecodable>),
+    namespace: Option<&str>,
     cfg: watcher::Config,
     changed: &tokio::sync::watch::Sender<u64>,
 ) -> Store<K>
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, cfg)
-        .default_backoff()
-        // Managed fields are large and never read.
-        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
-        .reflect(writer);
+    let (reader, mut stream) = cluster::watch::cache(client, namespace, cfg, undecodable);
     let changed = changed.clone();
     tasks.spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(_) => changed.send_modify(|n| *n = n.wrapping_add(1)),
-                Err(e) => tracing::warn!(kind = K::kind(&Default::default()).as_ref(), error = %e, "watch failed; retrying"),
-            }
+        while stream.next().await.is_some() {
+            changed.send_modify(|n| *n = n.wrapping_add(1));
         }
     });
     reader

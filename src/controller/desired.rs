@@ -209,6 +209,10 @@ pub struct Snapshot {
     pub now: Timestamp,
     /// The allocation cursors the controller persisted (None: none yet).
     pub cursors: Option<Cursors>,
+    /// Raw JSON of the objects of [`Held::KINDS`] the caches skipped
+    /// because they do not decode ([`cluster::watch`]): nobody else may take
+    /// what their status holds.
+    pub undecodable: Vec<Value>,
 }
 
 impl Snapshot {
@@ -329,13 +333,27 @@ pub fn cluster_input(s: &Snapshot) -> ClusterInput {
             })
             .collect(),
         now: s.now,
-        held: Held::of(
-            s.routers.iter().filter(|o| deleting(&o.metadata)),
-            s.floating_ips.iter().filter(|o| deleting(&o.metadata)),
-            s.snat_gateways.iter().filter(|o| deleting(&o.metadata)),
-        ),
+        held: held(s),
         cursors: s.cursors,
     }
+}
+
+/// What objects outside the resolver's input hold: those being deleted, and
+/// those that do not decode and have no decodable version in the caches
+/// (one that has is resolved from it, which keeps its allocations).
+fn held(s: &Snapshot) -> Held {
+    let mut held = Held::of(
+        s.routers.iter().filter(|o| deleting(&o.metadata)),
+        s.floating_ips.iter().filter(|o| deleting(&o.metadata)),
+        s.snat_gateways.iter().filter(|o| deleting(&o.metadata)),
+    );
+    let cached = (s.routers.iter().map(|o| &o.metadata))
+        .chain(s.floating_ips.iter().map(|o| &o.metadata))
+        .chain(s.snat_gateways.iter().map(|o| &o.metadata))
+        .filter_map(|m| m.uid.as_deref())
+        .collect();
+    held.add_undecodable(&s.undecodable, &cached);
+    held
 }
 
 /// Node → the plan digest its agent should report, for every node with a

@@ -93,6 +93,7 @@ fn mk_world() -> Snapshot {
         leases_synced: true,
         now: ts(NOW),
         cursors: None,
+        undecodable: Vec::new(),
     }
 }
 

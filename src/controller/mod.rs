@@ -7,6 +7,10 @@
 //!   loop; changes arriving within [`ControllerOptions::debounce`] coalesce
 //!   into one pass. A pass also runs every [`ControllerOptions::resync`]
 //!   (heartbeats go stale with time, not with events).
+//! - The caches decode one object at a time ([`cluster::watch`]): an object
+//!   that does not decode is skipped, never stalls the others, and is
+//!   reported by the leader as a Warning Event `Undecodable`, once per
+//!   resourceVersion; what its status holds stays allocated.
 //! - A pass is a pure function ([`desired::compute`]: snapshot → resolve →
 //!   plan every node → compare) followed by the writes it asks for: status
 //!   merge patches (only where something changed), finalizers, Events.
@@ -24,32 +28,35 @@ pub mod leader;
 pub mod liveness;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
 use crate::cluster;
+use crate::cluster::watch::{cache, Undecodable, UndecodableObject};
+use crate::plan::resolve::Held;
 use crate::telemetry::Telemetry;
 use desired::{Actions, FinalizerWrite, Kind, Snapshot, StatusWrite, Target};
 use leader::{LeaderElector, LeaseConfig};
 
 /// The Events reporter name.
 pub const REPORTER: &str = "kube-dvr-controller";
+/// Reason of the Warning Event on an object that does not decode
+/// ([`cluster::watch`]).
+pub const REASON_UNDECODABLE: &str = "Undecodable";
 /// Field manager of the controller's patches.
 pub const FIELD_MANAGER: &str = "kube-dvr-controller";
 
@@ -111,32 +118,6 @@ impl Error {
     }
 }
 
-/// A cache and the stream that fills it (items only signal "something
-/// changed").
-fn cache<K>(api: Api<K>) -> (Store<K>, BoxStream<'static, ()>)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    cache_with(api, watcher::Config::default())
-}
-
-fn cache_with<K>(api: Api<K>, cfg: watcher::Config) -> (Store<K>, BoxStream<'static, ()>)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, cfg)
-        .default_backoff()
-        .reflect(writer)
-        .map(|ev| {
-            if let Err(e) = ev {
-                tracing::debug!(error = %e, "watch error (retrying with backoff)");
-            }
-        })
-        .boxed();
-    (reader, stream)
-}
-
 /// Bound on one controller pass before `/healthz` says unhealthy.
 const PASS_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -152,6 +133,8 @@ struct Caches {
     allocator: Store<ConfigMap>,
     /// When each agent Lease was last seen renewed, locally.
     lease_clock: std::sync::Mutex<liveness::LeaseClock>,
+    /// Objects the caches skipped because they do not decode.
+    undecodable: Arc<Undecodable>,
 }
 
 fn cloned<K>(s: &Store<K>) -> Vec<K>
@@ -214,6 +197,7 @@ impl Caches {
             leases_synced: true,
             now,
             cursors: cursors::read(self.allocator.state().first().map(|c| c.as_ref())),
+            undecodable: self.undecodable.raw_of(&Held::KINDS),
         }
     }
 }
@@ -244,18 +228,18 @@ pub async fn run(
     let election_stop = shutdown.child_token();
     let election = tokio::spawn(elector.run(leader_tx, election_stop.clone()));
 
-    let (external_networks, s1) = cache(Api::<ExternalNetwork>::all(client.clone()));
-    let (routers, s2) = cache(Api::<DistributedRouter>::all(client.clone()));
-    let (floating_ips, s3) = cache(Api::<FloatingIP>::all(client.clone()));
-    let (snat_gateways, s4) = cache(Api::<SnatGateway>::all(client.clone()));
-    let (pods, s5) = cache(Api::<Pod>::all(client.clone()));
-    let (nodes, s6) = cache(Api::<Node>::all(client.clone()));
-    let (leases, s7) = cache(Api::<Lease>::namespaced(client.clone(), &opts.namespace));
-    let (allocator, s8) = cache_with(
-        Api::<ConfigMap>::namespaced(client.clone(), &opts.namespace),
-        watcher::Config::default()
-            .fields(&format!("metadata.name={}", cluster::ALLOCATOR_CONFIGMAP)),
-    );
+    let undecodable = Undecodable::new(telemetry.clone());
+    let all = || watcher::Config::default();
+    let (c, u, ns) = (&client, &undecodable, Some(opts.namespace.as_str()));
+    let (external_networks, s1) = cache(c, None, all(), u);
+    let (routers, s2) = cache(c, None, all(), u);
+    let (floating_ips, s3) = cache(c, None, all(), u);
+    let (snat_gateways, s4) = cache(c, None, all(), u);
+    let (pods, s5) = cache(c, None, all(), u);
+    let (nodes, s6) = cache(c, None, all(), u);
+    let (leases, s7) = cache(c, ns, all(), u);
+    let allocator_only = all().fields(&format!("metadata.name={}", cluster::ALLOCATOR_CONFIGMAP));
+    let (allocator, s8) = cache(c, ns, allocator_only, u);
     let caches = Caches {
         external_networks,
         routers,
@@ -266,6 +250,7 @@ pub async fn run(
         leases,
         allocator,
         lease_clock: Default::default(),
+        undecodable,
     };
     let changed = Arc::new(Notify::new());
     let mut all = futures::stream::select_all([s1, s2, s3, s4, s5, s6, s7, s8]);
@@ -302,6 +287,8 @@ pub async fn run(
                 let actions = desired::compute(&caches.snapshot(Timestamp::now()));
                 record_objects(&telemetry, &actions);
                 let errors = exec.execute(actions, &leader_rx).await;
+                exec.report_undecodable(&caches.undecodable.list(), &leader_rx)
+                    .await;
                 telemetry.pass_finished();
                 let result = if errors == 0 { "success" } else { "error" };
                 telemetry.inc(
@@ -394,6 +381,8 @@ struct Executor {
     statuses: HashMap<String, (Option<String>, Value)>,
     /// (target key, resourceVersion, finalizers written).
     finalizers: HashSet<(String, Option<String>, Vec<String>)>,
+    /// (object, uid, resourceVersion) of the undecodable objects reported.
+    undecodable: HashSet<(String, Option<String>, Option<String>)>,
 }
 
 fn api_of(client: &Client, t: &Target) -> Api<DynamicObject> {
@@ -459,6 +448,7 @@ impl Executor {
             concurrency: opts.write_concurrency.max(1),
             statuses: HashMap::new(),
             finalizers: HashSet::new(),
+            undecodable: HashSet::new(),
         }
     }
 
@@ -466,6 +456,52 @@ impl Executor {
         self.cursors = None;
         self.statuses.clear();
         self.finalizers.clear();
+        self.undecodable.clear();
+    }
+
+    /// A Warning Event `Undecodable` on each object that does not decode,
+    /// once per resourceVersion (and once more per leadership term).
+    async fn report_undecodable(
+        &mut self,
+        objs: &[UndecodableObject],
+        leader: &watch::Receiver<bool>,
+    ) {
+        let key = |o: &UndecodableObject| (o.label(), o.uid.clone(), o.resource_version.clone());
+        let current: HashSet<_> = objs.iter().map(key).collect();
+        self.undecodable.retain(|k| current.contains(k));
+        for o in objs {
+            if !*leader.borrow() {
+                return;
+            }
+            if self.undecodable.contains(&key(o)) {
+                continue;
+            }
+            let event = Event {
+                type_: EventType::Warning,
+                reason: REASON_UNDECODABLE.into(),
+                note: Some(
+                    format!(
+                        "{} does not decode and is skipped (its last decodable version, if any, stays in effect; what its status holds stays allocated): {}",
+                        o.label(),
+                        o.error
+                    )
+                    .chars()
+                    .take(1000)
+                    .collect(),
+                ),
+                action: "Decode".into(),
+                secondary: None,
+            };
+            self.count("event");
+            match self.recorder.publish(&event, &o.reference).await {
+                Ok(()) => {
+                    self.undecodable.insert(key(o));
+                }
+                Err(e) => {
+                    tracing::warn!(target = %o.label(), error = %e, "publishing an Event")
+                }
+            }
+        }
     }
 
     fn count(&self, kind: &'static str) {

@@ -406,6 +406,7 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, ClusterError> {
         leases_synced: false,
         now: Timestamp::now(),
         cursors: None,
+        undecodable: Vec::new(),
     })
 }
 

@@ -52,9 +52,9 @@ pub(super) struct Request {
 ///    fail with `AddressInUse` naming the holder.
 /// 3. The rest get the lowest free address of their pool (`PoolExhausted`).
 ///
-/// Addresses `held` by objects being deleted are taken for all three: a
-/// request for one fails with `AddressInUse` until the deletion completes
-/// ([`Held`](super::Held)).
+/// Addresses `held` by objects being deleted (or that do not decode) are
+/// taken for all three: a request for one fails with `AddressInUse` until
+/// the deletion completes ([`Held`](super::Held)).
 pub(super) fn allocate(
     reqs: &[Request],
     exts: &BTreeMap<String, ExtState>,
@@ -88,7 +88,7 @@ pub(super) fn allocate(
             out[i] = Some(Err(fail(
                 "AddressInUse",
                 format!(
-                    "address {want} on ExternalNetwork {:?} is still held by an object being deleted; it is free once every node has removed it",
+                    "address {want} on ExternalNetwork {:?} is still held by an object being deleted (free once every node has removed it) or by one that does not decode (free once it is fixed or deleted)",
                     r.ext
                 ),
             )));
