@@ -10,6 +10,8 @@ mod liveness;
 mod restart;
 #[path = "agent/support.rs"]
 mod support;
+#[path = "agent/undecodable.rs"]
+mod undecodable;
 #[path = "agent/wiring.rs"]
 mod wiring;
 

@@ -31,7 +31,7 @@ pub(super) async fn standin() -> (StandIn, Client) {
 pub(super) struct Running {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), kube_dvr::controller::Error>>,
-    telemetry: Arc<Telemetry>,
+    pub(super) telemetry: Arc<Telemetry>,
 }
 
 impl Running {

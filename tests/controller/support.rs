@@ -5,7 +5,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -206,39 +206,31 @@ fn processed<K: kube::Resource>(objs: Vec<K>, observed: impl Fn(&K) -> Option<i6
         .collect()
 }
 
+/// Every object of `K` that decodes (as the controller's and the agents'
+/// caches hold them: an undecodable object is skipped).
+pub async fn list_decodable<K>(client: &Client) -> Vec<K>
+where
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    let ar = ApiResource::erase::<K>(&());
+    Api::<DynamicObject>::all_with(client.clone(), &ar)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|mut o| kube_dvr::cluster::watch::decode(&mut o).ok())
+        .collect()
+}
+
 /// Read everything as an agent would and compute each node's plan digest.
 pub async fn agent_digests(client: &Client) -> std::collections::BTreeMap<String, String> {
-    let lp = ListParams::default();
-    let ext = Api::<ExternalNetwork>::all(client.clone())
-        .list(&lp)
-        .await
-        .unwrap()
-        .items;
-    let rt = Api::<DistributedRouter>::all(client.clone())
-        .list(&lp)
-        .await
-        .unwrap()
-        .items;
-    let fip = Api::<FloatingIP>::all(client.clone())
-        .list(&lp)
-        .await
-        .unwrap()
-        .items;
-    let snat = Api::<SnatGateway>::all(client.clone())
-        .list(&lp)
-        .await
-        .unwrap()
-        .items;
-    let pods = Api::<Pod>::all(client.clone())
-        .list(&lp)
-        .await
-        .unwrap()
-        .items;
-    let nodes = Api::<Node>::all(client.clone())
-        .list(&lp)
-        .await
-        .unwrap()
-        .items;
+    let ext = list_decodable::<ExternalNetwork>(client).await;
+    let rt = list_decodable::<DistributedRouter>(client).await;
+    let fip = list_decodable::<FloatingIP>(client).await;
+    let snat = list_decodable::<SnatGateway>(client).await;
+    let pods = list_decodable::<Pod>(client).await;
+    let nodes = list_decodable::<Node>(client).await;
     let live = |d: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| d.is_none();
     let s = Snapshot {
         external_networks: processed(ext, |o| o.status.as_ref()?.observed_generation)
@@ -264,6 +256,7 @@ pub async fn agent_digests(client: &Client) -> std::collections::BTreeMap<String
         leases_synced: false,
         now: k8s_openapi::jiff::Timestamp::now(),
         cursors: None,
+        undecodable: Vec::new(),
     };
     expected_digests(&s)
 }
