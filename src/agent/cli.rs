@@ -36,6 +36,9 @@ pub struct Args {
     /// `crates/cni`); root-only (0600). Empty: not served.
     #[arg(long, env = "KUBE_DVR_CNI_SOCKET", default_value = super::cni::DEFAULT_SOCKET)]
     pub cni_socket: PathBuf,
+    /// UDP port of the SNAT gateway probes between nodes' VTEPs (0: off).
+    #[arg(long, default_value_t = super::probe::DEFAULT_PORT)]
+    pub probe_port: u16,
     /// One-shot: remove all kube-dvr kernel state on this node and exit (no
     /// API needed).
     #[arg(long)]
@@ -69,6 +72,7 @@ pub fn main(args: Args) -> Result<(), Error> {
     let mut opts = AgentOptions::new(args.node.clone().unwrap_or_default());
     opts.namespace = args.namespace.clone();
     opts.vtep = args.vtep;
+    opts.probe_port = args.probe_port;
     opts.engine = engine;
     opts.cni_socket = Some(args.cni_socket.clone()).filter(|p| !p.as_os_str().is_empty());
     let rt = tokio::runtime::Builder::new_multi_thread()

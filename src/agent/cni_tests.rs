@@ -35,6 +35,7 @@ fn mk_view() -> ClusterView {
             external: "ext".into(),
             address: "172.16.0.10".parse().unwrap(),
             node: None,
+            candidates: vec![],
             ports: vec![SnatPort {
                 subnet: "a".into(),
                 ip: "10.1.0.254".parse().unwrap(),

@@ -160,7 +160,8 @@ pub fn keep(snap: &Snapshot, held: Held<'_>, node: &str) -> Keep {
         let Some(st) = s.status.as_ref() else {
             continue;
         };
-        if st.active_node.as_deref() != Some(node) {
+        let candidate = st.candidates.iter().any(|c| c.node == node);
+        if st.active_node.as_deref() != Some(node) && !candidate {
             continue;
         }
         if let Some(i) = router_index(&rkey) {

@@ -52,10 +52,12 @@
 //! the API but is not resolved is kept until it is. When unsure, keep.
 pub mod cli;
 pub mod cni;
+pub mod gateway;
 pub mod input;
 pub mod keep;
 pub mod kernel;
 mod pass;
+pub mod probe;
 pub mod report;
 mod watch;
 
@@ -104,6 +106,9 @@ pub struct AgentOptions {
     pub pass_timeout: Duration,
     /// Where the CNI plugin's socket is served ([`cni`]); `None`: not served.
     pub cni_socket: Option<std::path::PathBuf>,
+    /// UDP port of the gateway probes on the VTEP ([`probe`]); 0 turns
+    /// probing off (every node then follows the plan).
+    pub probe_port: u16,
 }
 
 impl AgentOptions {
@@ -122,6 +127,7 @@ impl AgentOptions {
             hold_back: Duration::from_secs(10),
             pass_timeout: Duration::from_secs(120),
             cni_socket: None,
+            probe_port: probe::DEFAULT_PORT,
         }
     }
 }
@@ -224,7 +230,12 @@ pub async fn run(
         // Set once the caches synced.
         hold_until: Instant::now(),
         kept: Default::default(),
+        probes: probe::Probes::new().0,
+        serving: Default::default(),
+        overrides: Default::default(),
     };
+    let (probes, mut probe_changes) = probe::Probes::new();
+    agent.probes = probes.clone();
     // Publish the node's facts first: other agents plan tunnels to them.
     // (Every pass re-asserts them, so a failure here is retried there.)
     match agent.reporter.report(&node, &agent.facts).await {
@@ -253,6 +264,15 @@ pub async fn run(
         holder: agent.opts.node.clone(),
         interval: agent.opts.heartbeat,
     };
+    if agent.opts.probe_port != 0 {
+        // Independent of the API client and of the pass loop.
+        let (ns, port) = (agent.opts.engine.root_netns.clone(), agent.opts.probe_port);
+        tasks.spawn(async move {
+            if let Err(e) = probes.run(&ns, vtep, port).await {
+                tracing::error!(error = %e, %vtep, port, "gateway probes cannot run; every node's view follows the plan here");
+            }
+        });
+    }
     let hb_telemetry = telemetry.clone();
     tasks.spawn(async move {
         loop {
@@ -298,11 +318,14 @@ pub async fn run(
                     telemetry.work_pending();
                     tokio::time::sleep(agent.opts.debounce).await
                 }
+                // A probe session changed: decide now, no debounce.
+                _ = probe_changes.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
         first = false;
         changes.borrow_and_update();
+        probe_changes.borrow_and_update();
         let now = Instant::now();
         let mut force = retry_at.is_some_and(|r| now >= r);
         if now >= next_resync {

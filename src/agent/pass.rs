@@ -8,14 +8,17 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 
+use super::gateway;
+use super::probe;
 use super::watch::Caches;
 use super::{input, keep, kernel, report, AgentOptions, Error};
 use crate::cluster;
 use crate::cluster::errors::{self, AgentError, Owners};
 use crate::dataplane::engine::Engine;
-use crate::plan::plan_node;
 use crate::plan::resolve::resolve;
 use crate::plan::view::ClusterView;
+use crate::plan::view::ObjectKey;
+use crate::plan::{plan_node, plan_node_serving, Serving};
 use crate::telemetry::Telemetry;
 
 pub(super) const M_KERNEL_WRITES: &str = "kube_dvr_kernel_writes_total";
@@ -49,7 +52,27 @@ pub(super) struct Agent {
     pub(super) published: tokio::sync::watch::Sender<Option<Arc<ClusterView>>>,
     /// What the last kernel pass kept beyond its plan ([`keep`]).
     pub(super) kept: crate::dataplane::keep::Keep,
+    /// The gateway probes ([`probe`]).
+    pub(super) probes: probe::Probes,
+    /// The serving node of each SNAT gateway in this node's view, as last
+    /// decided ([`gateway`]).
+    pub(super) serving: std::collections::BTreeMap<ObjectKey, String>,
+    /// Of those, the ones that differ from the plan, as last programmed.
+    pub(super) overrides: Serving,
 }
+
+pub(super) const M_PROBE_UP: &str = "kube_dvr_gateway_probe_up";
+pub(super) const M_PROBE_UP_HELP: &str =
+    "Underlay probe session to a peer node: 1 up, 0 down (or not ready).";
+pub(super) const M_SNAT_ACTIVE: &str = "kube_dvr_snat_gateway_active";
+pub(super) const M_SNAT_ACTIVE_HELP: &str =
+    "1 when this node serves the SnatGateway (attached), 0 when it is a warm standby.";
+pub(super) const M_SNAT_SERVING_RANK: &str = "kube_dvr_snat_gateway_serving_rank";
+pub(super) const M_SNAT_SERVING_RANK_HELP: &str =
+    "The candidate rank of the node this node sends the SnatGateway's traffic to (0: the planned one).";
+pub(super) const M_FAILOVERS: &str = "kube_dvr_snat_gateway_switches_total";
+pub(super) const M_FAILOVERS_HELP: &str =
+    "Times this node's choice of serving node for a SnatGateway changed.";
 
 impl Agent {
     pub(super) fn api_write(&self, kind: &str) {
@@ -109,6 +132,14 @@ impl Agent {
             .send_replace(Some(Arc::new(resolution.view.clone())));
         let plan = plan_node(&resolution.view, &self.opts.node);
         let digest = cluster::plan_digest(&plan);
+        // Which candidate serves is this node's run-time decision: it
+        // changes what is programmed, never the digest reported.
+        let overrides = self.decide_gateways(&resolution.view);
+        let plan = if overrides.is_empty() {
+            plan
+        } else {
+            plan_node_serving(&resolution.view, &self.opts.node, &overrides)
+        };
         let keep = keep::keep(&snap, self.input.held(), &self.opts.node);
         if !keep.is_empty() {
             tracing::info!(
@@ -122,7 +153,11 @@ impl Agent {
         let mut engine = engine;
         let mut errors: Vec<AgentError> = Vec::new();
         // A changed keep set is a change too: state kept so far may go.
-        if force || self.last_ok.as_deref() != Some(digest.as_str()) || keep != self.kept {
+        if force
+            || self.last_ok.as_deref() != Some(digest.as_str())
+            || keep != self.kept
+            || overrides != self.overrides
+        {
             let kind = if force || self.last_ok.is_none() {
                 kernel::Pass::Full
             } else {
@@ -169,6 +204,8 @@ impl Agent {
                     message: e.to_string(),
                 }),
             }
+            self.overrides = overrides;
+            self.announce_claims(&resolution.view);
             if errors.is_empty() {
                 self.last_ok = Some(digest.clone());
                 self.failures = 0;
@@ -206,6 +243,105 @@ impl Agent {
         Ok((engine, errors.is_empty()))
     }
 
+    /// Decide every relevant SNAT gateway's serving node from the probes
+    /// (see [`gateway`]), point the probes at the candidates, and return
+    /// the decisions that differ from the plan. Without running probes
+    /// (no socket) the plan is followed.
+    fn decide_gateways(&mut self, view: &ClusterView) -> Serving {
+        let me = self.opts.node.as_str();
+        let now = std::time::Instant::now();
+        let vtep_of = |n: &str| view.nodes.get(n).map(|f| f.vtep);
+        let peers: std::collections::BTreeSet<_> = gateway::relevant(view, me)
+            .flat_map(|s| s.candidates.iter())
+            .filter(|c| c.as_str() != me)
+            .filter_map(|c| vtep_of(c))
+            .collect();
+        self.probes.set_peers(&peers);
+        let decisions = {
+            let st = self.probes.state.lock().unwrap();
+            if !st.running {
+                return Serving::new();
+            }
+            for (name, f) in &view.nodes {
+                if let Some(p) = st.peers.get(&f.vtep) {
+                    let up =
+                        matches!(p.state, probe::Session::Init | probe::Session::Up) && p.ready;
+                    self.telemetry.set(
+                        M_PROBE_UP,
+                        M_PROBE_UP_HELP,
+                        &[("peer", name)],
+                        up as u8 as f64,
+                    );
+                }
+            }
+            let seen = |n: &str, index: u32| {
+                let Some(p) = vtep_of(n).and_then(|v| st.peers.get(&v)) else {
+                    return gateway::Seen::default();
+                };
+                gateway::Seen {
+                    up: matches!(p.state, probe::Session::Init | probe::Session::Up) && p.ready,
+                    init: p.state == probe::Session::Init,
+                    claims: p.fresh(now) && p.claims.contains(&index),
+                }
+            };
+            let hold = probe::INTERVAL * probe::HOLD_DOWN;
+            let own = gateway::Me {
+                stay: st.ready && st.sees_peer(now),
+                activate: st.ready
+                    && st
+                        .visible_since
+                        .is_some_and(|t| now.duration_since(t) >= hold || t == st.started),
+            };
+            gateway::decide_all(view, me, &self.serving, seen, own)
+        };
+        let mut overrides = Serving::new();
+        let mut serving = std::collections::BTreeMap::new();
+        for s in gateway::relevant(view, me) {
+            let Some((node, _)) = decisions.get(&s.key) else {
+                continue;
+            };
+            let label = s.key.to_string();
+            if self.serving.get(&s.key).is_some_and(|old| old != node) {
+                tracing::info!(gateway = %label, from = %self.serving[&s.key], to = %node, "SNAT gateway now served elsewhere in this node's view");
+                self.telemetry
+                    .inc(M_FAILOVERS, M_FAILOVERS_HELP, &[("gateway", &label)], 1);
+            }
+            let rank = s.candidates.iter().position(|c| c == node).unwrap_or(0);
+            self.telemetry.set(
+                M_SNAT_SERVING_RANK,
+                M_SNAT_SERVING_RANK_HELP,
+                &[("gateway", &label)],
+                rank as f64,
+            );
+            if s.candidates.iter().any(|c| c == me) {
+                self.telemetry.set(
+                    M_SNAT_ACTIVE,
+                    M_SNAT_ACTIVE_HELP,
+                    &[("gateway", &label)],
+                    (node == me) as u8 as f64,
+                );
+            }
+            if s.candidates.first() != Some(node) {
+                overrides.insert(s.key.clone(), node.clone());
+            }
+            serving.insert(s.key.clone(), node.clone());
+        }
+        self.serving = serving;
+        overrides
+    }
+
+    /// Tell peers (in probe replies) which gateways this node serves now
+    /// that the kernel has them.
+    fn announce_claims(&self, view: &ClusterView) {
+        let me = self.opts.node.as_str();
+        let claims = gateway::relevant(view, me)
+            .filter(|s| crate::plan::serving_node(s, &self.overrides) == Some(me))
+            .filter_map(|s| view.routers.iter().find(|r| r.key == s.router))
+            .map(|r| r.index)
+            .collect();
+        self.probes.set_serving(true, claims);
+    }
+
     /// `kube_dvr_programmed_objects`: what this node serves of each kind.
     fn set_programmed(&self, view: &ClusterView) {
         let node = self.opts.node.as_str();
@@ -218,7 +354,7 @@ impl Agent {
         let snats = view
             .snat_gateways
             .iter()
-            .filter(|s| s.node.as_deref() == Some(node))
+            .filter(|s| crate::plan::serving_node(s, &self.overrides) == Some(node))
             .count();
         for (kind, n) in [
             ("DistributedRouter", routers),

@@ -50,7 +50,10 @@ pub use router::{
     DistributedRouter, DistributedRouterSpec, DistributedRouterStatus, ExtraRoute, RouterSubnet,
     SubnetStatus,
 };
-pub use snat_gateway::{SnatGateway, SnatGatewaySpec, SnatGatewayStatus, SnatPortStatus};
+pub use snat_gateway::{
+    SnatCandidateStatus, SnatGateway, SnatGatewaySpec, SnatGatewayStatus, SnatPortStatus,
+    MAX_CANDIDATES,
+};
 
 /// Re-exported so users of this module need not name k8s-openapi paths.
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};

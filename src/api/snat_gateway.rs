@@ -1,7 +1,7 @@
 //! SnatGateway: the centralized default SNAT of a router, active on one
 //! gateway node at a time.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +9,10 @@ use super::validation::{
     DNS1123_LABEL_MAX, DNS1123_LABEL_PATTERN, DNS1123_SUBDOMAIN_MAX, DNS1123_SUBDOMAIN_PATTERN,
     IPV4_MAX, IPV4_PATTERN, MAC_MAX, MAC_PATTERN, MAX_CONDITIONS, MAX_SUBNETS,
 };
+
+/// At most this many candidate nodes per SnatGateway (the active one and
+/// its warm standbys).
+pub const MAX_CANDIDATES: usize = 3;
 
 /// Desired state of a SnatGateway.
 // Several `printcolumn(..)` items repeat `type_ = "string"`, which clippy
@@ -90,11 +94,37 @@ pub struct SnatGatewayStatus {
     #[schemars(length(max = DNS1123_SUBDOMAIN_MAX), pattern(DNS1123_SUBDOMAIN_PATTERN))]
     pub active_node: Option<String>,
 
+    /// The nodes that keep this gateway programmed, in failover order: the
+    /// planned active node (`activeNode`) first, then up to two warm
+    /// standbys. Every node of the router probes them over the underlay
+    /// and sends SNAT traffic to the first one that answers and serves, so
+    /// failover needs neither the controller nor the API server. The order
+    /// only changes when the active node changes (no preemptive failback);
+    /// a candidate that became ineligible is replaced after 5 minutes.
+    #[serde(default)]
+    #[schemars(length(max = MAX_CANDIDATES))]
+    pub candidates: Vec<SnatCandidateStatus>,
+
     /// The SNAT namespace's port (`sg-`) on each of the router's subnets.
     #[serde(default)]
     #[schemars(length(max = MAX_SUBNETS))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["subnet".into()]))]
     pub ports: Vec<SnatPortStatus>,
+}
+
+/// One candidate node of a SnatGateway.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SnatCandidateStatus {
+    /// The node's name.
+    #[schemars(length(min = 1, max = DNS1123_SUBDOMAIN_MAX), pattern(DNS1123_SUBDOMAIN_PATTERN))]
+    pub node: String,
+
+    /// Since when the node is not eligible (not Ready, agent down, no
+    /// longer attached or selected); absent while it is. A candidate is
+    /// replaced once this is 5 minutes old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ineligible_since: Option<Time>,
 }
 
 /// The SNAT namespace's port on one subnet.

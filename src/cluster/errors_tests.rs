@@ -42,6 +42,7 @@ fn view() -> ClusterView {
         external: "public".into(),
         address: "203.0.113.50".parse().unwrap(),
         node: Some("n1".into()),
+        candidates: vec!["n1".into()],
         ports: vec![],
     });
     v

@@ -461,8 +461,18 @@ pub fn compute(s: &Snapshot) -> Actions {
             o.status.as_ref(),
             desired,
             |st| {
+                // The active node and every eligible standby: a standby
+                // not programmed is not warm.
+                let mut nodes: Vec<String> = st.active_node.iter().cloned().collect();
+                nodes.extend(
+                    st.candidates
+                        .iter()
+                        .filter(|c| c.ineligible_since.is_none())
+                        .map(|c| c.node.clone())
+                        .filter(|n| st.active_node.as_ref() != Some(n)),
+                );
                 Some(ProgrammedParts {
-                    nodes: st.active_node.iter().cloned().collect(),
+                    nodes,
                     conditions: &mut st.conditions,
                     programmed_nodes: None,
                 })
@@ -523,7 +533,11 @@ pub fn compute(s: &Snapshot) -> Actions {
     }
     for o in &s.snat_gateways {
         let st = o.status.clone().unwrap_or_default();
-        remove(Kind::SnatGateway, o, st.active_node.into_iter().collect());
+        let mut nodes: Vec<String> = st.active_node.into_iter().collect();
+        nodes.extend(st.candidates.into_iter().map(|c| c.node));
+        nodes.sort();
+        nodes.dedup();
+        remove(Kind::SnatGateway, o, nodes);
     }
     out
 }

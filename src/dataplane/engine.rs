@@ -233,13 +233,13 @@ impl Engine {
             }
         }
         ops.retain(|op| !touches(op, &obs.foreign));
-        self.apply_all(&ops, &mut report);
+        self.apply_all(&ops, desired, &mut report);
         self.last = (complete && report.errors.is_empty()).then(|| desired.clone());
         Ok(report)
     }
 
     /// Apply `ops` in order; failures go to `report` and the pass goes on.
-    fn apply_all(&mut self, ops: &[Op], report: &mut Report) {
+    fn apply_all(&mut self, ops: &[Op], desired: &NodeState, report: &mut Report) {
         // Namespaces that could not be made: nothing goes into them (the
         // name may be someone else's namespace; see `netns::create`).
         let mut unmade: Vec<NsRef> = Vec::new();
@@ -282,7 +282,7 @@ impl Engine {
             }
             i += 1;
         }
-        self.north_south_effects(ops, report);
+        self.north_south_effects(ops, desired, report);
         self.writes.merge(&report.writes);
     }
 
@@ -313,7 +313,7 @@ impl Engine {
         // a full comparison would only be done twice).
         let (before, after) = changed_parts(&last, desired);
         let ops = diff_with(&before, &ObservedExtra::default(), &after);
-        self.apply_all(&ops, &mut report);
+        self.apply_all(&ops, desired, &mut report);
         if report.errors.is_empty() {
             // Carry over only what changed (a full clone of a big node's
             // state would cost more than the diff).

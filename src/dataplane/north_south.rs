@@ -7,15 +7,60 @@
 //!   ([`conntrack`], over netlink; no process);
 //! - a floating IP appearing in a `fip-` namespace (its /32 route added):
 //!   gratuitous ARP on the `fg-` port, so upstream caches that pointed at
-//!   another node (a move) are corrected at once.
+//!   another node (a move) are corrected at once;
+//! - a SNAT gateway attached on this node (an `sgb-`/`qgb-` port put on
+//!   its bridge, or a `qg-` macvlan made in a `snat-` namespace): three
+//!   gratuitous ARPs on each attached port for its addresses, so the
+//!   external switch and upstream caches, and the subnet bridges, follow a
+//!   failover at once.
 use std::net::Ipv4Addr;
 
 use super::diff::Op;
 use super::engine::{Engine, OpError, Report};
 use super::error::Error;
 use super::{conntrack, garp, netns};
-use crate::plan::model::{NftTable, NsRef};
-use crate::plan::names::{FIP_DNAT_MAP, FIP_PREFIX, QROUTER_PREFIX};
+use crate::plan::model::{LinkKind, NftTable, NodeState, NsRef};
+use crate::plan::names::{FIP_DNAT_MAP, FIP_PREFIX, QROUTER_PREFIX, SNAT_PREFIX};
+
+/// Gratuitous ARPs per address when a SNAT gateway is attached.
+const SNAT_GARP_COUNT: usize = 3;
+
+/// The `snat-` port behind a root-namespace link that `op` attaches, or a
+/// `qg-` macvlan `op` creates in a `snat-` namespace: (namespace, port).
+fn snat_attach(op: &Op, desired: &NodeState) -> Option<(String, String)> {
+    let in_snat = |ns: &NsRef| matches!(ns, NsRef::Named(n) if n.starts_with(SNAT_PREFIX));
+    let root_end = |name: &str| {
+        let l = desired.root.links.get(name)?;
+        l.master.as_ref()?;
+        match &l.kind {
+            LinkKind::Veth {
+                peer,
+                peer_ns: NsRef::Named(ns),
+            } if ns.starts_with(SNAT_PREFIX) => Some((ns.clone(), peer.clone())),
+            _ => None,
+        }
+    };
+    match op {
+        Op::SetLink {
+            ns: NsRef::Root,
+            name,
+            master: Some(Some(_)),
+            ..
+        } => root_end(name),
+        Op::CreateLink {
+            ns: NsRef::Root,
+            link,
+            ..
+        } => root_end(&link.name),
+        Op::CreateLink { ns, link, .. }
+            if in_snat(ns) && matches!(link.kind, LinkKind::Macvlan { .. }) =>
+        {
+            let NsRef::Named(n) = ns else { return None };
+            Some((n.clone(), link.name.clone()))
+        }
+        _ => None,
+    }
+}
 
 /// Keys of `map` in `observed` that `desired` lacks or maps elsewhere.
 pub fn removed_keys(
@@ -36,7 +81,13 @@ pub fn removed_keys(
 
 impl Engine {
     /// Run the side effects of `ops` (already applied).
-    pub(super) fn north_south_effects(&mut self, ops: &[Op], report: &mut Report) {
+    pub(super) fn north_south_effects(
+        &mut self,
+        ops: &[Op],
+        desired: &NodeState,
+        report: &mut Report,
+    ) {
+        self.announce_snat(ops, desired, report);
         let mut announce: Vec<(NsRef, Ipv4Addr)> = Vec::new();
         for op in ops {
             match op {
@@ -110,6 +161,54 @@ impl Engine {
                     op: format!("gratuitous ARP on {fg} in {name}"),
                     error: Error::Netns {
                         ns: name,
+                        op: "garp",
+                        source: e,
+                    },
+                }),
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Gratuitous ARPs for SNAT ports just attached (see the module docs).
+    fn announce_snat(&mut self, ops: &[Op], desired: &NodeState, report: &mut Report) {
+        let mut by_ns: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (ns, port) in ops.iter().filter_map(|op| snat_attach(op, desired)) {
+            by_ns.entry(ns).or_default().push(port);
+        }
+        for (ns, ports) in by_ns {
+            let Some(st) = desired.namespaces.get(&ns) else {
+                continue;
+            };
+            let sends: Vec<(String, Vec<Ipv4Addr>, crate::plan::model::MacAddr)> = ports
+                .into_iter()
+                .filter_map(|p| {
+                    let mac = st.links.get(&p)?.mac?;
+                    let ips = st
+                        .addresses
+                        .iter()
+                        .filter(|a| a.link == p)
+                        .map(|a| a.addr.addr())
+                        .collect();
+                    Some((p, ips, mac))
+                })
+                .collect();
+            let path = self.ns_path(&NsRef::Named(ns.clone()));
+            let sent = netns::run_in(&path, || {
+                let mut n = 0;
+                for (port, ips, mac) in &sends {
+                    garp::announce(port, ips, *mac, SNAT_GARP_COUNT)?;
+                    n += ips.len() as u64;
+                }
+                Ok::<u64, std::io::Error>(n)
+            });
+            match sent {
+                Ok(Ok(n)) => report.writes.add("garp", n),
+                Ok(Err(e)) | Err(e) => report.errors.push(OpError {
+                    op: format!("gratuitous ARP in {ns}"),
+                    error: Error::Netns {
+                        ns,
                         op: "garp",
                         source: e,
                     },

@@ -246,6 +246,16 @@ impl LabCluster {
         }
     }
 
+    /// Stop the API server (the stand-in; a real one is stopped and its
+    /// directory removed). Components keep running on what they cached.
+    pub fn stop_api(&mut self) {
+        match self.server.take() {
+            Some(Server::StandIn(s)) => self.rt.block_on(s.shutdown()),
+            Some(Server::Real(s)) => drop(s),
+            None => {}
+        }
+    }
+
     /// An agent's metrics (kernel writes and the like).
     pub fn agent_telemetry(&self, node: &str) -> Option<Arc<Telemetry>> {
         self.agents.get(node).map(|a| a.telemetry.clone())

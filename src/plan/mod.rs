@@ -7,6 +7,6 @@ pub mod resolve;
 mod tables;
 pub mod view;
 
-pub use node::plan_node;
+pub use node::{plan_node, plan_node_serving, serving_node, Serving};
 #[cfg(test)]
 mod tests;

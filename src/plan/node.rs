@@ -10,9 +10,15 @@
 //!
 //! North-south: a floating IP is served on its endpoint's node through the
 //! node's `fip-<hash of the external network's name>` namespace; a router's
-//! SNAT gateway is a `snat-` namespace on its active node, reached from every
-//! `qrouter-` through a per-subnet policy rule ordered after the floating-IP
-//! rule. Every namespace is named from an index or a bounded hash, never
+//! SNAT gateway is a `snat-` namespace on each of its candidate nodes,
+//! reached from every `qrouter-` through a per-subnet policy rule ordered
+//! after the floating-IP rule. Only the serving candidate has it attached
+//! (`sgb-` ports on the subnet bridges, `qgb-` on the external bridge or
+//! the `qg-` macvlan present); the others keep it warm and detached. Which
+//! candidate serves is the plan's first ([`plan_node`], what the digest
+//! covers) unless the node decided otherwise at run time
+//! ([`plan_node_serving`], see `crate::gateway`): then the FDB entries of
+//! the `sg-` MACs point at the serving node's VTEP. Every namespace is named from an index or a bounded hash, never
 //! from user names (see `names`).
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -27,6 +33,27 @@ use super::view::*;
 /// Desired kernel state of `node`. A node the view has no facts for (its
 /// agent has not published a VTEP yet) gets an empty plan.
 pub fn plan_node(view: &ClusterView, node: &str) -> NodeState {
+    plan_node_serving(view, node, &Serving::new())
+}
+
+/// Per SnatGateway, the node that serves it in this node's view, where it
+/// differs from the plan's first candidate (run-time state, never part of
+/// the reported digest).
+pub type Serving = BTreeMap<ObjectKey, String>;
+
+/// The node serving `s` given `serving`: the override, else the first
+/// candidate.
+pub fn serving_node<'a>(s: &'a SnatView, serving: &'a Serving) -> Option<&'a str> {
+    serving
+        .get(&s.key)
+        .map(String::as_str)
+        .or(s.candidates.first().map(String::as_str))
+}
+
+/// [`plan_node`] with the serving node of some SnatGateways decided at run
+/// time: that node has the gateway attached, every other node of the router
+/// sends to it.
+pub fn plan_node_serving(view: &ClusterView, node: &str, serving: &Serving) -> NodeState {
     let mut st = NodeState::default();
     let Some(facts) = view.nodes.get(node) else {
         return st;
@@ -39,15 +66,17 @@ pub fn plan_node(view: &ClusterView, node: &str) -> NodeState {
     let mut bridged = BTreeSet::new();
     for router in &view.routers {
         let snat = snat_by_router.get(&router.key).copied();
-        let snat_node = snat.and_then(|s| s.node.as_deref());
+        let candidates: &[String] = snat.map_or(&[], |s| &s.candidates);
         let hosted = router.endpoints.iter().any(|e| e.node == node);
-        if !hosted && snat_node != Some(node) {
+        if !hosted && !candidates.iter().any(|c| c == node) {
             continue;
         }
-        // Nodes that carry the router's subnets: its endpoints' and its SNAT node.
+        // Nodes that carry the router's subnets: its endpoints' and its
+        // SNAT candidates.
         let mut carriers: BTreeSet<&str> =
             router.endpoints.iter().map(|e| e.node.as_str()).collect();
-        carriers.extend(snat_node);
+        carriers.extend(candidates.iter().map(String::as_str));
+        let snat_node = snat.and_then(|s| serving_node(s, serving));
         for subnet in &router.subnets {
             if bridged.insert(subnet.vni) {
                 plan_subnet_l2(
@@ -58,7 +87,7 @@ pub fn plan_node(view: &ClusterView, node: &str) -> NodeState {
                     router,
                     subnet,
                     &carriers,
-                    snat,
+                    snat.zip(snat_node),
                 );
             }
         }
@@ -74,7 +103,7 @@ pub fn plan_node(view: &ClusterView, node: &str) -> NodeState {
         st.root.nft = Some(bridge_table(facts.dvr_mac, gw_macs, gw_ips));
     }
     plan_floating(&mut st, view, node);
-    plan_snat(&mut st, view, node);
+    plan_snat(&mut st, view, node, serving);
     st
 }
 
@@ -87,7 +116,7 @@ fn plan_subnet_l2(
     router: &RouterView,
     subnet: &SubnetView,
     carriers: &BTreeSet<&str>,
-    snat: Option<&SnatView>,
+    snat: Option<(&SnatView, &str)>,
 ) {
     let br = names::bridge(subnet.vni);
     let vx = names::vxlan(subnet.vni);
@@ -126,8 +155,9 @@ fn plan_subnet_l2(
             });
         }
     }
-    if let Some(s) = snat {
-        if let Some(sn) = s.node.as_deref().filter(|n| *n != node) {
+    // The `sg-` MACs live where the gateway is served.
+    if let Some((s, sn)) = snat {
+        if sn != node {
             if let (Some(dst), Some(port)) = (
                 vtep_of(sn),
                 s.ports.iter().find(|p| p.subnet == subnet.name),
@@ -288,12 +318,18 @@ fn plan_floating(st: &mut NodeState, view: &ClusterView, node: &str) {
     }
 }
 
-fn plan_snat(st: &mut NodeState, view: &ClusterView, node: &str) {
+/// The `snat-` namespace on every candidate node: programmed in full
+/// everywhere (warm standby), attached only where it is served: there the
+/// `sgb-` ports are on the subnet bridges and the external port is on the
+/// external network (`qgb-` on its bridge; a `qg-` macvlan exists only
+/// there, a macvlan cannot be detached).
+fn plan_snat(st: &mut NodeState, view: &ClusterView, node: &str, serving: &Serving) {
     for s in view
         .snat_gateways
         .iter()
-        .filter(|s| s.node.as_deref() == Some(node))
+        .filter(|s| s.candidates.iter().any(|c| c == node))
     {
+        let active = serving_node(s, serving) == Some(node);
         let Some(router) = view.routers.iter().find(|r| r.key == s.router) else {
             continue;
         };
@@ -301,15 +337,22 @@ fn plan_snat(st: &mut NodeState, view: &ClusterView, node: &str) {
             continue;
         };
         let name = names::snat_ns(router.index);
-        plan_external_port(
-            st,
-            &name,
-            ext,
-            &names::qg(router.index),
-            &names::qg_bridge(router.index),
-            s.address,
-            false,
-        );
+        if active || matches!(ext.attachment, Attachment::Bridge(_)) {
+            plan_external_port(
+                st,
+                &name,
+                ext,
+                &names::qg(router.index),
+                &names::qg_bridge(router.index),
+                s.address,
+                false,
+            );
+            if !active {
+                detach(&mut st.root, &names::qg_bridge(router.index));
+            }
+        } else {
+            router_sysctls(st.namespaces.entry(name.clone()).or_default());
+        }
         for subnet in &router.subnets {
             let Some(port) = s.ports.iter().find(|p| p.subnet == subnet.name) else {
                 continue;
@@ -322,7 +365,7 @@ fn plan_snat(st: &mut NodeState, view: &ClusterView, node: &str) {
             add_veth(
                 st,
                 End::named(&name, &sg, Some(port.mac)),
-                End::root(&sgb, Some(&br)),
+                End::root(&sgb, active.then_some(br.as_str())),
             );
             let ns = st.namespaces.get_mut(&name).expect("made above");
             port_sysctls(ns, &sg);
@@ -348,6 +391,13 @@ fn plan_snat(st: &mut NodeState, view: &ClusterView, node: &str) {
             });
         }
         ns.nft = Some(snat_table(&names::qg(router.index), s.address));
+    }
+}
+
+/// Take `link` (in the root namespace) off its bridge.
+fn detach(root: &mut NsState, link: &str) {
+    if let Some(l) = root.links.get_mut(link) {
+        l.master = None;
     }
 }
 

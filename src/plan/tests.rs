@@ -3,7 +3,7 @@ use std::net::Ipv4Addr;
 
 use super::model::*;
 use super::names;
-use super::node::plan_node;
+use super::node::{plan_node, plan_node_serving, Serving};
 use super::view::*;
 
 fn ip(s: &str) -> Ipv4Addr {
@@ -286,6 +286,7 @@ fn mk_north_south(v: &mut ClusterView) {
         external: "ext".into(),
         address: ip("203.0.113.50"),
         node: Some("n3".into()),
+        candidates: vec!["n3".into()],
         ports: vec![
             SnatPort {
                 subnet: "a".into(),
@@ -377,6 +378,71 @@ fn snat_gateway_lives_on_its_node_and_routers_reach_it_after_the_fip_rule() {
         .rules
         .iter()
         .all(|r| r.from.is_none()));
+}
+
+#[test]
+fn snat_candidates_keep_it_warm_and_detached_and_the_serving_node_moves_fdb_only() {
+    let mut v = mk_view();
+    mk_north_south(&mut v);
+    v.snat_gateways[0].candidates = vec!["n3".into(), "n2".into()];
+    let sg_fdb = |st: &NodeState| -> Vec<Ipv4Addr> {
+        st.root
+            .fdb
+            .iter()
+            .filter(|f| f.mac == names::sg_mac(4096))
+            .map(|f| f.dst)
+            .collect()
+    };
+    let attached = |st: &NodeState| {
+        let root = &st.root.links;
+        (
+            root["sgb-4096"].master.is_some(),
+            root[&names::qg_bridge(0)].master.is_some(),
+        )
+    };
+    // The plan: n3 serves, n2 is warm (programmed in full, detached).
+    let n3 = plan_node(&v, "n3");
+    let n2 = plan_node(&v, "n2");
+    assert_eq!(attached(&n3), (true, true));
+    assert_eq!(attached(&n2), (false, false));
+    let (s3, s2) = (
+        &n3.namespaces[&names::snat_ns(0)],
+        &n2.namespaces[&names::snat_ns(0)],
+    );
+    assert_eq!(s3.addresses, s2.addresses);
+    assert_eq!(s3.routes, s2.routes);
+    assert_eq!(s3.nft, s2.nft);
+    assert_eq!(sg_fdb(&n2), [ip("198.18.0.3")]);
+    assert_eq!(sg_fdb(&n3), [] as [Ipv4Addr; 0]);
+    // n2 decided at run time that it serves: only the attachment and the
+    // `sg-` FDB entries differ, on every node.
+    let serving = Serving::from([(v.snat_gateways[0].key.clone(), "n2".to_string())]);
+    let n2s = plan_node_serving(&v, "n2", &serving);
+    assert_eq!(attached(&n2s), (true, true));
+    assert_eq!(sg_fdb(&n2s), [] as [Ipv4Addr; 0]);
+    let n3s = plan_node_serving(&v, "n3", &serving);
+    assert_eq!(attached(&n3s), (false, false));
+    assert_eq!(sg_fdb(&n3s), [ip("198.18.0.2")]);
+    let n1s = plan_node_serving(&v, "n1", &serving);
+    assert_eq!(sg_fdb(&n1s), [ip("198.18.0.2")]);
+    let not_sg = |f: &FdbEntry| f.mac != names::sg_mac(4096) && f.mac != names::sg_mac(4097);
+    let mut n1 = plan_node(&v, "n1");
+    n1.root.fdb.retain(not_sg);
+    let mut n1s = n1s.clone();
+    n1s.root.fdb.retain(not_sg);
+    assert!(n1 == n1s, "nothing else differs");
+    // A macvlan cannot be detached: a standby has no `qg-` at all.
+    if let Some(e) = v.external_networks.get_mut("ext") {
+        e.attachment = Attachment::Interface("eth1".into());
+    }
+    let n2 = plan_node(&v, "n2");
+    let s2 = &n2.namespaces[&names::snat_ns(0)];
+    assert!(!s2.links.contains_key(&names::qg(0)));
+    assert!(s2.addresses.iter().all(|a| a.link != names::qg(0)));
+    let n2s = plan_node_serving(&v, "n2", &serving);
+    assert!(n2s.namespaces[&names::snat_ns(0)]
+        .links
+        .contains_key(&names::qg(0)));
 }
 
 #[test]

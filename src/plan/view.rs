@@ -115,8 +115,12 @@ pub struct SnatView {
     pub router: ObjectKey,
     pub external: String,
     pub address: Ipv4Addr,
-    /// The active gateway node, if one is eligible and healthy.
+    /// The planned active gateway node, if one is eligible and healthy.
     pub node: Option<String>,
+    /// Where the gateway is kept warm, in failover order: `node` first
+    /// (empty when `node` is None). Which one serves is decided on each
+    /// node at run time (`crate::gateway`), not here.
+    pub candidates: Vec<String>,
     /// The `sg-` port on each of the router's subnets.
     pub ports: Vec<SnatPort>,
 }

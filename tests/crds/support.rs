@@ -7,13 +7,16 @@
 //! directly, so these tests and the stand-in judge objects the same way.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::core::ObjectMeta;
 use kube::CustomResourceExt;
 use kube_dvr::api::{
     condition, conditions, DistributedRouter, DistributedRouterSpec, DistributedRouterStatus,
     ExternalAttachment, ExternalNetwork, ExternalNetworkSpec, ExternalNetworkStatus, ExternalPools,
     ExtraRoute, FloatingIP, FloatingIPSpec, FloatingTarget, LabelSelector, NodePortStatus,
-    RouterSubnet, SnatGateway, SnatGatewaySpec, SnatGatewayStatus, SnatPortStatus, SubnetStatus,
+    RouterSubnet, SnatCandidateStatus, SnatGateway, SnatGatewaySpec, SnatGatewayStatus,
+    SnatPortStatus, SubnetStatus,
 };
 use kube_standin::validation;
 use serde_json::Value;
@@ -220,6 +223,16 @@ pub fn mk_snat() -> SnatGateway {
         )],
         address: Some("203.0.113.130".into()),
         active_node: Some("node-3".into()),
+        candidates: vec![
+            SnatCandidateStatus {
+                node: "node-3".into(),
+                ineligible_since: None,
+            },
+            SnatCandidateStatus {
+                node: "node-4".into(),
+                ineligible_since: Some(Time(Timestamp::UNIX_EPOCH)),
+            },
+        ],
         ports: vec![SnatPortStatus {
             subnet: "front".into(),
             ip: "10.0.1.2".into(),

@@ -110,6 +110,7 @@ fn maximum_length_names_are_programmed_and_carry_traffic() {
             external: ext_name.clone(),
             address: snat,
             node: Some("n1".into()),
+            candidates: vec!["n1".into()],
             ports: vec![SnatPort {
                 subnet: long_name(63, 's'),
                 ip: Ipv4Addr::new(10, 0, 0, 254),

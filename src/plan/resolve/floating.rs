@@ -228,12 +228,15 @@ impl<'a> NorthSouth<'a> {
         NorthSouth { fips, snats }
     }
 
-    /// The active node of the SNAT gateway of `router`, if any.
-    pub fn snat_node_of(&self, router: &ObjectKey) -> Option<&str> {
+    /// The candidate nodes of the SNAT gateway of `router` (the active
+    /// one first), if any: each of them programs the router's subnets.
+    pub fn snat_nodes_of(&self, router: &ObjectKey) -> Vec<String> {
         self.snats
             .iter()
-            .filter(|s| s.view.as_ref().is_some_and(|v| &v.router == router))
-            .find_map(|s| s.node.as_deref())
+            .filter_map(|s| s.view.as_ref())
+            .find(|v| &v.router == router)
+            .map(|v| v.candidates.clone())
+            .unwrap_or_default()
     }
 
     pub fn finish(self, out: &mut Resolution, now: Timestamp) {

@@ -278,9 +278,9 @@ pub fn resolve(input: &ClusterInput) -> Resolution {
         if let Some(v) = &r.view {
             out.view.routers.push(v.clone());
         }
-        let snat_node = north.snat_node_of(&r.key);
+        let snat_nodes = north.snat_nodes_of(&r.key);
         out.routers
-            .insert(r.key.clone(), r.status(snat_node, input.now));
+            .insert(r.key.clone(), r.status(&snat_nodes, input.now));
     }
     out.view.routers.sort_by(|a, b| a.key.cmp(&b.key));
     north.finish(&mut out, input.now);

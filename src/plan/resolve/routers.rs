@@ -64,7 +64,7 @@ impl RouterState<'_> {
         self.subnets.iter().find(|s| s.cidr.contains(&ip))
     }
 
-    pub fn status(&self, snat_node: Option<&str>, now: Timestamp) -> DistributedRouterStatus {
+    pub fn status(&self, snat_nodes: &[String], now: Timestamp) -> DistributedRouterStatus {
         let old = self.obj.status.clone().unwrap_or_default();
         let generation = self.obj.metadata.generation;
         let mut c = CondSet::new(&old.conditions, generation, now);
@@ -80,7 +80,7 @@ impl RouterState<'_> {
             };
             c.put(ENDPOINTS_RESOLVED, &resolved, "Resolved");
             nodes.extend(v.endpoints.iter().map(|e| e.node.clone()));
-            nodes.extend(snat_node.map(str::to_string));
+            nodes.extend(snat_nodes.iter().cloned());
         }
         // Persisted allocations in spec order (also of an invalid router:
         // they stay reserved until it is fixed or deleted).

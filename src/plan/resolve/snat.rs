@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
@@ -16,7 +17,9 @@ use super::pools::{highest_free_host, is_host};
 use super::routers::RouterState;
 use super::{selector, Cluster, Resolution};
 use crate::api::conditions::{ALLOCATED, SCHEDULED, VALID};
-use crate::api::{SnatGateway, SnatGatewayStatus, SnatPortStatus};
+use crate::api::{
+    SnatCandidateStatus, SnatGateway, SnatGatewayStatus, SnatPortStatus, MAX_CANDIDATES,
+};
 use crate::plan::names;
 use crate::plan::view::{ObjectKey, SnatPort, SnatView};
 
@@ -35,8 +38,16 @@ pub(super) struct SnatState<'a> {
     ports: Option<Result<Vec<SnatPort>, Fail>>,
     scheduled: Check,
     pub(super) node: Option<String>,
+    /// `node` first, then the warm standbys.
+    candidates: Vec<SnatCandidateStatus>,
     pub(super) view: Option<SnatView>,
 }
+
+/// How long a candidate may stay ineligible before it is replaced: long
+/// enough that a node restart or a short API outage (heartbeats seen stale)
+/// does not reshuffle standbys, short enough that a dead node does not
+/// leave a gateway with fewer standbys for long.
+pub const CANDIDATE_GRACE_SECS: i64 = 300;
 
 /// Resolve every SnatGateway up to (not including) address allocation;
 /// sorted by precedence.
@@ -73,6 +84,7 @@ pub(super) fn prepare_all<'a>(
                 ports: None,
                 scheduled: Ok(()),
                 node: None,
+                candidates: Vec::new(),
                 view: None,
             }
         })
@@ -168,6 +180,7 @@ pub(super) fn finish_all(
     // Pass 1: keep the active node while it stays eligible (no flapping).
     let mut load: BTreeMap<String, usize> = BTreeMap::new();
     let mut pending = Vec::new();
+    let mut eligibles: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
     for (i, s) in snats.iter_mut().enumerate() {
         if let Err(v) = &s.valid {
             s.scheduled = Err(fail(
@@ -184,6 +197,7 @@ pub(super) fn finish_all(
             continue;
         }
         let eligible = eligible(s, cluster, exts);
+        eligibles.insert(i, eligible.clone());
         let current = s.obj.status.as_ref().and_then(|x| x.active_node.clone());
         match current.filter(|n| eligible.contains(n)) {
             Some(n) => {
@@ -216,6 +230,7 @@ pub(super) fn finish_all(
             }
         }
     }
+    candidates(snats, &eligibles, cluster);
     for s in snats.iter_mut() {
         if let (Ok(()), Some(Ok(address)), Some(Ok(ports)), Ok(ext)) =
             (&s.valid, &s.address, &s.ports, &s.ext)
@@ -226,7 +241,92 @@ pub(super) fn finish_all(
                 external: ext.clone(),
                 address: *address,
                 node: s.node.clone(),
+                candidates: if s.node.is_some() {
+                    s.candidates.iter().map(|c| c.node.clone()).collect()
+                } else {
+                    Vec::new()
+                },
                 ports: ports.clone(),
+            });
+        }
+    }
+}
+
+/// Candidates: the active node first; then the previous candidates, in
+/// their order, while eligible or ineligible for less than
+/// [`CANDIDATE_GRACE_SECS`] (and still known with a VTEP); then eligible
+/// nodes with the fewest candidacies (ties by name), up to
+/// [`MAX_CANDIDATES`]. The order changes only when the active node does.
+fn candidates(
+    snats: &mut [SnatState],
+    eligibles: &BTreeMap<usize, BTreeSet<String>>,
+    cluster: &Cluster,
+) {
+    let now = cluster.input.now;
+    let mut load: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, s) in snats.iter_mut().enumerate() {
+        let Some(eligible) = eligibles.get(&i) else {
+            continue;
+        };
+        let old = s
+            .obj
+            .status
+            .as_ref()
+            .map(|x| x.candidates.clone())
+            .unwrap_or_default();
+        let mut list: Vec<SnatCandidateStatus> = Vec::new();
+        if let Some(n) = &s.node {
+            list.push(SnatCandidateStatus {
+                node: n.clone(),
+                ineligible_since: None,
+            });
+        }
+        for c in old {
+            if list.len() >= MAX_CANDIDATES || list.iter().any(|l| l.node == c.node) {
+                continue;
+            }
+            if eligible.contains(&c.node) {
+                list.push(SnatCandidateStatus {
+                    node: c.node,
+                    ineligible_since: None,
+                });
+                continue;
+            }
+            let known = cluster
+                .nodes
+                .get(c.node.as_str())
+                .is_some_and(|n| n.vtep.is_some());
+            let since = c.ineligible_since.clone().unwrap_or(Time(now));
+            if known && now.as_second() - since.0.as_second() < CANDIDATE_GRACE_SECS {
+                list.push(SnatCandidateStatus {
+                    node: c.node,
+                    ineligible_since: Some(since),
+                });
+            }
+        }
+        for c in &list {
+            *load.entry(c.node.clone()).or_default() += 1;
+        }
+        s.candidates = list;
+    }
+    for (i, s) in snats.iter_mut().enumerate() {
+        let Some(eligible) = eligibles.get(&i) else {
+            continue;
+        };
+        if s.node.is_none() {
+            continue;
+        }
+        while s.candidates.len() < MAX_CANDIDATES {
+            let next = eligible
+                .iter()
+                .filter(|n| !s.candidates.iter().any(|c| &c.node == *n))
+                .min_by_key(|n| (load.get(*n).copied().unwrap_or(0), *n))
+                .cloned();
+            let Some(n) = next else { break };
+            *load.entry(n.clone()).or_default() += 1;
+            s.candidates.push(SnatCandidateStatus {
+                node: n,
+                ineligible_since: None,
             });
         }
     }
@@ -311,6 +411,7 @@ pub(super) fn finish_output(snats: Vec<SnatState>, out: &mut Resolution, now: Ti
                 _ => None,
             },
             active_node: s.node.clone(),
+            candidates: s.candidates.clone(),
             ports: match &s.ports {
                 Some(Ok(p)) => p
                     .iter()

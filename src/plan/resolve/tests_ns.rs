@@ -405,7 +405,8 @@ fn snat_ports_avoid_gateway_and_endpoints_and_persist() {
     // n2 and n3 are eligible, equally loaded: n2 by name.
     assert_eq!(st.active_node.as_deref(), Some("n2"));
     let rs = router_status(&res, "tenant-a");
-    assert_eq!(rs.nodes, ["n1", "n2"]);
+    // n3 keeps the gateway warm: it carries the router too.
+    assert_eq!(rs.nodes, ["n1", "n2", "n3"]);
     assert_eq!(res.external_networks["ext"].snat_allocated, Some(1));
     // The workload at .254 leaves: the port stays at .253 (persisted).
     copy_back(&mut input, &res);
@@ -469,6 +470,76 @@ fn snat_fails_over_and_does_not_flap_back() {
     assert_eq!(cond(&st.conditions, ALLOCATED).status, TRUE);
     assert_eq!(res.view.snat_gateways.len(), 1);
     assert_eq!(res.view.snat_gateways[0].node, None);
+}
+
+fn candidates(res: &Resolution, name: &str) -> Vec<(String, bool)> {
+    snat_status(res, name)
+        .candidates
+        .iter()
+        .map(|c| (c.node.clone(), c.ineligible_since.is_some()))
+        .collect()
+}
+
+fn c(v: &[(&str, bool)]) -> Vec<(String, bool)> {
+    v.iter().map(|(n, i)| (n.to_string(), *i)).collect()
+}
+
+#[test]
+fn snat_candidates_active_first_kept_through_failover_replaced_after_grace() {
+    let mut input = mk_input();
+    for n in &mut input.nodes {
+        n.labels.insert("gw".into(), "yes".into());
+    }
+    input.snat_gateways = vec![mk_snat(
+        "tenant-a",
+        "s",
+        2,
+        json!({"router": "r", "nodeSelector": {"matchLabels": {"gw": "yes"}}}),
+    )];
+    let res = resolve(&input);
+    assert_eq!(
+        candidates(&res, "s"),
+        c(&[("n1", false), ("n2", false), ("n3", false)])
+    );
+    assert_eq!(res.view.snat_gateways[0].candidates, ["n1", "n2", "n3"]);
+
+    // n1 fails: n2 becomes active and first, n1 stays a candidate (marked).
+    copy_back(&mut input, &res);
+    input.nodes[0].ready = false;
+    let res = resolve(&input);
+    assert_eq!(snat_status(&res, "s").active_node.as_deref(), Some("n2"));
+    assert_eq!(
+        candidates(&res, "s"),
+        c(&[("n2", false), ("n1", true), ("n3", false)])
+    );
+    // Back within the grace: no failback, no reshuffle.
+    copy_back(&mut input, &res);
+    input.nodes[0].ready = true;
+    let res = resolve(&input);
+    assert_eq!(
+        candidates(&res, "s"),
+        c(&[("n2", false), ("n1", false), ("n3", false)])
+    );
+    // Down again, for longer than the grace: replaced (no other node is
+    // eligible, so the list shrinks).
+    copy_back(&mut input, &res);
+    input.nodes[0].ready = false;
+    let res = resolve(&input);
+    copy_back(&mut input, &res);
+    let since = input.now;
+    input.now = k8s_openapi::jiff::Timestamp::from_second(
+        since.as_second() + super::snat::CANDIDATE_GRACE_SECS - 1,
+    )
+    .unwrap();
+    let res = resolve(&input);
+    assert_eq!(candidates(&res, "s").len(), 3, "still within the grace");
+    copy_back(&mut input, &res);
+    input.now = k8s_openapi::jiff::Timestamp::from_second(
+        since.as_second() + super::snat::CANDIDATE_GRACE_SECS,
+    )
+    .unwrap();
+    let res = resolve(&input);
+    assert_eq!(candidates(&res, "s"), c(&[("n2", false), ("n3", false)]));
 }
 
 #[test]

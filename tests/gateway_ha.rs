@@ -1,0 +1,187 @@
+//! SNAT gateway failover without the API server, with real traffic: the
+//! example lab with its SnatGateway open to all three nodes (candidates
+//! gw-1, node-1, node-2), a-db (node-2) pinging the external host through
+//! SNAT at 100 Hz, the API stand-in and the controller stopped, the
+//! serving node's underlay cut. Runs in a sandbox (private user, mount and
+//! network namespaces).
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kube_dvr::dataplane::{netns, sandbox};
+use kube_dvr::lab::{Lab, Manifests, Topology};
+use kube_dvr::plan::names;
+use kube_dvr::plan::view::ObjectKey;
+
+const STATE: &str = "/run/kube-dvr-lab-gwha";
+const NODES: [&str; 3] = ["gw-1", "node-1", "node-2"];
+
+fn up() -> Lab {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab");
+    let t = Topology::load(&root.join("topology.yaml")).unwrap();
+    let mut m = Manifests::load(&root.join("manifests")).unwrap();
+    // Every node may serve: three candidates.
+    m.snat_gateways[0].spec.node_selector = None;
+    Lab::up_with(Path::new(STATE), t, m).expect("lab up")
+}
+
+fn sh_in(ns: &Path, cmd: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args(cmd.split_whitespace())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Nodes where the gateway is attached (its `qgb-` on the external bridge).
+fn attached(lab: &Lab, index: u32) -> Vec<&'static str> {
+    let qgb = names::qg_bridge(index);
+    NODES
+        .into_iter()
+        .filter(|n| {
+            sh_in(&lab.paths.node(n), &format!("ip -o link show {qgb}"))
+                .contains("master br-public")
+        })
+        .collect()
+}
+
+/// Ping the external host from a-db at 100 Hz; returns (sent, lost, the
+/// longest run of consecutive losses, the longest time in ms between two
+/// answers).
+fn ping(lab: &Lab, count: u32) -> std::thread::JoinHandle<(u32, u32, u32, u32)> {
+    let wl = lab.paths.workload("a-db");
+    std::thread::spawn(move || {
+        let out = netns::run_in(&wl, || {
+            Command::new("ping")
+                .args([
+                    "-n",
+                    "-D",
+                    "-i",
+                    "0.01",
+                    "-W",
+                    "1",
+                    "-c",
+                    &count.to_string(),
+                ])
+                .arg("203.0.113.1")
+                .output()
+                .unwrap()
+        })
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let seqs: std::collections::BTreeSet<u32> = text
+            .lines()
+            .filter_map(|l| l.split("icmp_seq=").nth(1)?.split(' ').next()?.parse().ok())
+            .collect();
+        let stamps: Vec<f64> = text
+            .lines()
+            .filter(|l| l.contains("icmp_seq="))
+            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+            .collect();
+        let wall = stamps
+            .windows(2)
+            .map(|w| ((w[1] - w[0]) * 1000.0) as u32)
+            .max()
+            .unwrap_or(0);
+        let (mut run, mut longest, mut lost) = (0, 0, 0);
+        for s in 1..=count {
+            if seqs.contains(&s) {
+                run = 0;
+            } else {
+                run += 1;
+                lost += 1;
+                longest = longest.max(run);
+            }
+        }
+        (count, lost, longest, wall)
+    })
+}
+
+fn kernel_writes(lab: &Lab, node: &str) -> f64 {
+    let metrics = lab.cluster().agent_telemetry(node).unwrap().render();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("kube_dvr_kernel_writes_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn snat_fails_over_in_under_a_second_without_the_api() {
+    if !sandbox::enter("snat_fails_over_in_under_a_second_without_the_api") {
+        return;
+    }
+    let mut lab = up();
+    let key = ObjectKey::new("tenant-a", "default");
+    let st = lab.resolution.snat_gateways[&key].clone();
+    let cands: Vec<&str> = st.candidates.iter().map(|c| c.node.as_str()).collect();
+    assert_eq!(cands, ["gw-1", "node-1", "node-2"], "active first, spread");
+    let index = lab.resolution.routers[&ObjectKey::new("tenant-a", "main")]
+        .index
+        .unwrap();
+    assert_eq!(attached(&lab, index), ["gw-1"], "only the first serves");
+    // The standbys are warm: their snat- namespace is there, programmed.
+    for n in ["node-1", "node-2"] {
+        let ns = lab.paths.node_netns_dir(n).join(names::snat_ns(index));
+        assert!(
+            sh_in(&ns, "ip -o addr").contains("203.0.113.50/24"),
+            "{n} not warm"
+        );
+    }
+
+    // An agent restart moves nothing and writes nothing (the active one
+    // and a standby).
+    for n in ["gw-1", "node-1"] {
+        lab.cluster_mut().stop_agent(n);
+        lab.cluster_mut().start_agent(n);
+        let tel = lab.cluster().agent_telemetry(n).unwrap();
+        let t0 = Instant::now();
+        while !tel.is_ready() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "{n} never ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Past the probes' first decisions.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(kernel_writes(&lab, n), 0.0, "restart of {n} wrote");
+        assert_eq!(attached(&lab, index), ["gw-1"]);
+    }
+
+    // No API from here on.
+    lab.cluster_mut().stop_controller();
+    lab.cluster_mut().stop_api();
+
+    let mut gaps = Vec::new();
+    for run in 0..3 {
+        let serving = attached(&lab, index);
+        assert_eq!(serving.len(), 1, "run {run}: serving {serving:?}");
+        let cut = serving[0];
+        let pinger = ping(&lab, 300);
+        std::thread::sleep(Duration::from_millis(1000));
+        sh_in(&lab.paths.node(cut), "ip link set eth0 down");
+        let (sent, lost, longest, wall) = pinger.join().unwrap();
+        let now = attached(&lab, index);
+        eprintln!(
+            "run {run}: cut {cut}: {lost}/{sent} lost, longest gap {} ms ({wall} ms between answers); serving now {now:?}",
+            longest * 10
+        );
+        assert_eq!(now.len(), 1, "run {run}: exactly one serves: {now:?}");
+        assert_ne!(now[0], cut, "run {run}: the cut node resigned");
+        assert!(longest * 10 <= 1000, "run {run}: gap {} ms", longest * 10);
+        assert!(wall <= 1000, "run {run}: {wall} ms between answers");
+        gaps.push(longest * 10);
+
+        // The cut node comes back: it learns who serves and stays standby.
+        sh_in(&lab.paths.node(cut), "ip link set eth0 up");
+        std::thread::sleep(Duration::from_millis(2500));
+        let (sent, lost, _, _) = ping(&lab, 100).join().unwrap();
+        assert_eq!(attached(&lab, index), now, "run {run}: {cut} preempted");
+        assert!(
+            lost <= 1,
+            "run {run}: {lost}/{sent} lost after {cut} came back"
+        );
+    }
+    gaps.sort();
+    eprintln!("gaps (ms): {gaps:?}, median {}", gaps[gaps.len() / 2]);
+    lab.down();
+}
