@@ -114,11 +114,22 @@ impl Conntrack {
 
     /// Every IPv4 entry of the namespace.
     pub fn dump(&mut self) -> io::Result<Vec<Entry>> {
+        Ok(self.dump_where(|_, _| true)?.0)
+    }
+
+    /// The IPv4 entries of the namespace for which `want(original
+    /// destination, reply destination)` holds, and how many entries the
+    /// table had. Only the wanted ones are copied out of the dump.
+    pub fn dump_where(
+        &mut self,
+        want: impl Fn(Option<Ipv4Addr>, Option<Ipv4Addr>) -> bool,
+    ) -> io::Result<(Vec<Entry>, u64)> {
         for _ in 0..DUMP_TRIES {
             let mut out = Vec::new();
             let seq = self.push(&mut out, IPCTNL_MSG_CT_GET, NLM_F_DUMP, &[]);
             self.sock.send(&out, 0)?;
             let mut entries = Vec::new();
+            let mut scanned = 0;
             let mut interrupted = false;
             self.recv(|m| {
                 if m.seq != seq {
@@ -129,14 +140,15 @@ impl Conntrack {
                     NLMSG_ERROR => error_of(m.payload).map(|()| true),
                     k if k == ct_type(IPCTNL_MSG_CT_NEW) => {
                         interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
-                        entries.extend(parse_entry(m.payload));
+                        scanned += 1;
+                        entries.extend(parse_entry(m.payload, &want));
                         Ok(false)
                     }
                     _ => Ok(false),
                 }
             })?;
             if !interrupted {
-                return Ok(entries);
+                return Ok((entries, scanned));
             }
         }
         Err(io::Error::other(
@@ -284,15 +296,10 @@ pub fn remove_destinations(ips: &[Ipv4Addr]) -> io::Result<Removed> {
     }
     let gone: HashSet<Ipv4Addr> = ips.iter().copied().collect();
     let mut ct = Conntrack::open_here()?;
-    let all = ct.dump()?;
     let hit = |a: Option<Ipv4Addr>| a.is_some_and(|a| gone.contains(&a));
-    let matching: Vec<Entry> = all
-        .iter()
-        .filter(|e| hit(e.orig_dst) || hit(e.reply_dst))
-        .cloned()
-        .collect();
+    let (matching, scanned) = ct.dump_where(|o, r| hit(o) || hit(r))?;
     Ok(Removed {
-        scanned: all.len() as u64,
+        scanned,
         deleted: ct.delete(&matching)?,
     })
 }
@@ -363,25 +370,32 @@ fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8], &[u8])> {
     })
 }
 
-fn parse_entry(payload: &[u8]) -> Option<Entry> {
-    let mut e = Entry {
-        orig: Vec::new(),
-        zone: None,
-        orig_dst: None,
-        reply_dst: None,
-    };
+/// The entry in a dumped message, if `want` its destinations (copied out
+/// only then).
+fn parse_entry(
+    payload: &[u8],
+    want: impl Fn(Option<Ipv4Addr>, Option<Ipv4Addr>) -> bool,
+) -> Option<Entry> {
+    let (mut orig, mut zone) = (None, None);
+    let (mut orig_dst, mut reply_dst) = (None, None);
     for (ty, inner, whole) in attrs(payload.get(NFGENMSG..)?) {
         match ty {
             CTA_TUPLE_ORIG => {
-                e.orig = whole.to_vec();
-                e.orig_dst = tuple_dst(inner);
+                orig = Some(whole);
+                orig_dst = tuple_dst(inner);
             }
-            CTA_TUPLE_REPLY => e.reply_dst = tuple_dst(inner),
-            CTA_ZONE => e.zone = Some(whole.to_vec()),
+            CTA_TUPLE_REPLY => reply_dst = tuple_dst(inner),
+            CTA_ZONE => zone = Some(whole),
             _ => {}
         }
     }
-    (!e.orig.is_empty()).then_some(e)
+    let orig = orig?;
+    want(orig_dst, reply_dst).then(|| Entry {
+        orig: orig.to_vec(),
+        zone: zone.map(<[u8]>::to_vec),
+        orig_dst,
+        reply_dst,
+    })
 }
 
 fn tuple_dst(tuple: &[u8]) -> Option<Ipv4Addr> {
@@ -435,7 +449,8 @@ mod tests {
         let mut payload = vec![AF_INET, 0, 0, 0];
         payload.extend(&orig);
         payload.extend(&reply);
-        let e = parse_entry(&payload).unwrap();
+        assert_eq!(parse_entry(&payload, |_, r| r == Some(dst)), None);
+        let e = parse_entry(&payload, |o, _| o == Some(dst)).unwrap();
         assert_eq!(e.orig_dst, Some(dst));
         assert_eq!(e.reply_dst, Some(src));
         assert_eq!(e.orig, orig);
