@@ -17,7 +17,7 @@
 //! the `qg-` macvlan present); the others keep it warm and detached. Which
 //! candidate serves is the plan's first ([`plan_node`], what the digest
 //! covers) unless the node decided otherwise at run time
-//! ([`plan_node_serving`], see `crate::gateway`): then the FDB entries of
+//! ([`plan_node_serving`], see `crate::agent::gateway`): then the FDB entries of
 //! the `sg-` MACs point at the serving node's VTEP. Every namespace is named from an index or a bounded hash, never
 //! from user names (see `names`).
 use std::collections::{BTreeMap, BTreeSet};

@@ -119,7 +119,7 @@ pub struct SnatView {
     pub node: Option<String>,
     /// Where the gateway is kept warm, in failover order: `node` first
     /// (empty when `node` is None). Which one serves is decided on each
-    /// node at run time (`crate::gateway`), not here.
+    /// node at run time (`crate::agent::gateway`), not here.
     pub candidates: Vec<String>,
     /// The `sg-` port on each of the router's subnets.
     pub ports: Vec<SnatPort>,
