@@ -32,9 +32,9 @@ pub struct Snapshot {
     pub snat_gateways: Vec<Arc<SnatGateway>>,
     pub pods: Vec<Arc<Pod>>,
     pub nodes: Vec<Arc<Node>>,
-    /// Raw JSON of the objects of [`resolve::Held::KINDS`] the caches
-    /// skipped because they do not decode ([`cluster::watch`]).
-    pub undecodable: Vec<serde_json::Value>,
+    /// Kind and raw JSON of the objects of [`keep::KINDS`](super::keep::KINDS)
+    /// the caches skipped because they do not decode ([`cluster::watch`]).
+    pub undecodable: Vec<(String, serde_json::Value)>,
 }
 
 /// A kube-dvr kind whose status records the generation it was computed for.
@@ -216,7 +216,10 @@ fn held(snap: &Snapshot) -> resolve::Held {
         .chain(snap.snat_gateways.iter().map(|o| o.meta()))
         .filter_map(|m| m.uid.as_deref())
         .collect();
-    held.add_undecodable(&snap.undecodable, &cached);
+    let raws = (snap.undecodable.iter())
+        .filter(|(kind, _)| resolve::Held::KINDS.contains(&kind.as_str()))
+        .map(|(_, raw)| raw);
+    held.add_undecodable(raws, &cached);
     held
 }
 

@@ -15,24 +15,42 @@
 //!   `fip-` namespace of its external network;
 //! - a floating IP served on this node: its router's `qrouter-` and its
 //!   network's `fip-` namespace, its addresses;
-//! - a SNAT gateway active on this node: its router's `snat-` and `qrouter-`;
+//! - a SNAT gateway active on this node or a candidate (standby) here: its
+//!   router's `snat-` and `qrouter-`;
 //! - an external network: its `fip-` namespace.
+//!
+//! The same holds for objects that do not decode and that this agent never
+//! saw a good version of (it restarted while they were bad; see
+//! `cluster::watch`): they exist, nothing resolves them, and their state is
+//! kept by the same rules, read leniently from their raw JSON
+//! ([`Snapshot::undecodable`]): a value that cannot be read (missing, of the
+//! wrong type, out of range) keeps nothing for it, the rest still counts.
 //!
 //! Objects being deleted are resolved (as gone) and never kept; neither are
 //! objects the controller never processed (nothing was programmed for them).
 //! When unsure, keep: the namespaces are kept whole, so a removal inside them
 //! waits until the controller has caught up, never the other way round.
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use kube::{Resource, ResourceExt};
+use serde_json::Value;
 
 use super::input::{Held, Snapshot};
-use crate::api::DistributedRouter;
+use crate::api::{DistributedRouter, FloatingIP, SnatGateway};
 use crate::dataplane::keep::Keep;
 use crate::plan::model::NsRef;
 use crate::plan::names;
 use crate::plan::view::ObjectKey;
+
+/// The kinds whose undecodable objects the agent keeps the state of.
+pub const KINDS: [&str; 4] = [
+    "ExternalNetwork",
+    "DistributedRouter",
+    "FloatingIP",
+    "SnatGateway",
+];
 
 fn key<K: Resource>(o: &K) -> ObjectKey {
     ObjectKey::new(
@@ -53,161 +71,283 @@ fn is_held<K: Resource>(o: &K, held: &BTreeSet<String>) -> bool {
     o.meta().uid.as_ref().is_some_and(|u| held.contains(u))
 }
 
+// Lenient readers of raw JSON: None (or nothing) when unreadable.
+fn str_of(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+fn u32_of(v: &Value) -> Option<u32> {
+    v.as_u64().and_then(|n| u32::try_from(n).ok())
+}
+fn ip_of(v: &Value) -> Option<Ipv4Addr> {
+    v.as_str().and_then(|a| a.parse().ok())
+}
+fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
+/// The raw objects of `kind` whose state is kept: live, processed by the
+/// controller once (they have a status, as a held-back object does), and
+/// without a decodable version in the caches (uid in `cached`), which is
+/// resolved instead.
+fn raws<'a>(
+    snap: &'a Snapshot,
+    kind: &'a str,
+    cached: &'a BTreeSet<&'a str>,
+) -> impl Iterator<Item = &'a Value> + 'a {
+    snap.undecodable
+        .iter()
+        .filter(move |(k, _)| k == kind)
+        .map(|(_, o)| o)
+        .filter(|o| o["metadata"]["deletionTimestamp"].is_null())
+        .filter(|o| o["status"].is_object())
+        .filter(|o| {
+            !o["metadata"]["uid"]
+                .as_str()
+                .is_some_and(|u| cached.contains(u))
+        })
+}
+
+/// What keeping reads of a router, typed or raw.
+#[derive(Debug, Default)]
+struct RouterFacts {
+    /// Not resolved by this agent (held back, or undecodable).
+    held: bool,
+    external_network: Option<String>,
+    /// `status.index`.
+    index: Option<u32>,
+    /// `status.subnets[].vni`.
+    vnis: Vec<u32>,
+    /// `spec.subnets[].gateway`.
+    gateways: Vec<Ipv4Addr>,
+}
+
+impl RouterFacts {
+    fn typed(r: &DistributedRouter, held: bool) -> Self {
+        let st = r.status.as_ref();
+        RouterFacts {
+            held,
+            external_network: r.spec.external_network.clone(),
+            index: st.and_then(|s| s.index),
+            vnis: st
+                .map(|s| s.subnets.iter().map(|s| s.vni).collect())
+                .unwrap_or_default(),
+            gateways: (r.spec.subnets.iter())
+                .filter_map(|s| s.gateway.parse().ok())
+                .collect(),
+        }
+    }
+
+    fn raw(o: &Value) -> Self {
+        let (spec, st) = (&o["spec"], &o["status"]);
+        RouterFacts {
+            held: true,
+            external_network: str_of(&spec["externalNetwork"]),
+            index: u32_of(&st["index"]),
+            vnis: items(&st["subnets"])
+                .filter_map(|s| u32_of(&s["vni"]))
+                .collect(),
+            gateways: items(&spec["subnets"])
+                .filter_map(|s| ip_of(&s["gateway"]))
+                .collect(),
+        }
+    }
+}
+
+/// What keeping reads of a floating IP or SNAT gateway, typed or raw.
+struct Served {
+    /// Not resolved by this agent (held back, or undecodable).
+    held: bool,
+    /// Its router's key.
+    router: ObjectKey,
+    /// `spec.externalNetwork`.
+    external_network: Option<String>,
+    /// The nodes serving it: `status.node`; `status.activeNode` and
+    /// `status.candidates[].node` (standbys keep `snat-` warm).
+    nodes: Vec<String>,
+    /// Its addresses in `status`.
+    ips: Vec<Ipv4Addr>,
+}
+
+impl Served {
+    fn fip(f: &FloatingIP, held: bool) -> Self {
+        let st = f.status.as_ref();
+        Served {
+            held,
+            router: ObjectKey::new(f.namespace().unwrap_or_default(), &f.spec.router),
+            external_network: f.spec.external_network.clone(),
+            nodes: st.and_then(|s| s.node.clone()).into_iter().collect(),
+            ips: st
+                .into_iter()
+                .flat_map(|s| [&s.address, &s.fixed_ip])
+                .filter_map(|a| a.as_ref()?.parse().ok())
+                .collect(),
+        }
+    }
+
+    fn snat(g: &SnatGateway, held: bool) -> Self {
+        let st = g.status.as_ref();
+        Served {
+            held,
+            router: ObjectKey::new(g.namespace().unwrap_or_default(), &g.spec.router),
+            external_network: g.spec.external_network.clone(),
+            nodes: st
+                .into_iter()
+                .flat_map(|s| {
+                    s.active_node
+                        .iter()
+                        .chain(s.candidates.iter().map(|c| &c.node))
+                })
+                .cloned()
+                .collect(),
+            ips: (st.and_then(|s| s.address.as_ref()?.parse().ok()))
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// A raw floating IP (`node` = "node", addresses "address", "fixedIP")
+    /// or SNAT gateway ("activeNode" and its candidates, "address"); None
+    /// without a router.
+    fn raw(o: &Value, node: &str, addresses: &[&str]) -> Option<Self> {
+        let (spec, st) = (&o["spec"], &o["status"]);
+        let namespace = o["metadata"]["namespace"].as_str().unwrap_or_default();
+        Some(Served {
+            held: true,
+            router: ObjectKey::new(namespace, spec["router"].as_str()?),
+            external_network: str_of(&spec["externalNetwork"]),
+            nodes: (str_of(&st[node]).into_iter())
+                .chain(items(&st["candidates"]).filter_map(|c| str_of(&c["node"])))
+                .collect(),
+            ips: addresses.iter().filter_map(|a| ip_of(&st[*a])).collect(),
+        })
+    }
+}
+
 /// What `node`'s agent keeps, given its caches and what its input held back.
 pub fn keep(snap: &Snapshot, held: Held<'_>, node: &str) -> Keep {
     let mut k = Keep::default();
+    let cached: BTreeSet<&str> = (snap.external_networks.iter().map(|o| o.meta()))
+        .chain(snap.routers.iter().map(|o| o.meta()))
+        .chain(snap.floating_ips.iter().map(|o| o.meta()))
+        .chain(snap.snat_gateways.iter().map(|o| o.meta()))
+        .filter_map(|m| m.uid.as_deref())
+        .collect();
+    let raw = |kind| raws(snap, kind, &cached);
     if held.external_networks.is_empty()
         && held.routers.is_empty()
         && held.floating_ips.is_empty()
         && held.snat_gateways.is_empty()
+        && KINDS.iter().all(|kind| raw(kind).next().is_none())
     {
         return k;
     }
-    let held_ext: BTreeSet<String> = held
-        .external_networks
-        .iter()
+    let held_ext: BTreeSet<String> = (held.external_networks.iter())
         .map(|e| e.name_any())
+        .chain(raw("ExternalNetwork").filter_map(|o| str_of(&o["metadata"]["name"])))
         .collect();
     for ext in &held_ext {
         k.namespaces.insert(names::fip_ns(ext));
     }
 
     let held_routers = uids(held.routers);
-    let routers: BTreeMap<ObjectKey, &Arc<DistributedRouter>> = snap
-        .routers
-        .iter()
+    let mut routers: BTreeMap<ObjectKey, RouterFacts> = (snap.routers.iter())
         .filter(|r| live(r))
-        .map(|r| (key(r.as_ref()), r))
+        .map(|r| {
+            let facts = RouterFacts::typed(r, is_held(r.as_ref(), &held_routers));
+            (key(r.as_ref()), facts)
+        })
         .collect();
+    for o in raw("DistributedRouter") {
+        let m = &o["metadata"];
+        let Some(name) = m["name"].as_str() else {
+            continue;
+        };
+        let rkey = ObjectKey::new(m["namespace"].as_str().unwrap_or_default(), name);
+        routers.entry(rkey).or_insert_with(|| RouterFacts::raw(o));
+    }
     let mut unresolved = BTreeSet::new();
     for (rkey, r) in &routers {
-        let ext_held = r
-            .spec
-            .external_network
-            .as_ref()
-            .is_some_and(|e| held_ext.contains(e));
-        if is_held(r.as_ref(), &held_routers) || ext_held {
+        let ext_held = (r.external_network.as_ref()).is_some_and(|e| held_ext.contains(e));
+        if r.held || ext_held {
             unresolved.insert(rkey.clone());
             keep_router(&mut k, r);
         }
     }
-    let router_ext = |rkey: &ObjectKey| {
-        routers
-            .get(rkey)
-            .and_then(|r| r.spec.external_network.clone())
-    };
     // Namespaces are named by the router's index (from its stored status).
-    let router_index = |rkey: &ObjectKey| {
-        routers
-            .get(rkey)
-            .and_then(|r| r.status.as_ref())
-            .and_then(|st| st.index)
-    };
+    let router_index = |rkey: &ObjectKey| routers.get(rkey).and_then(|r| r.index);
 
     // A floating IP or SNAT gateway is kept when it is held itself or its
-    // router or external network is: its router's key and its external
-    // network (its own, else its router's), or None when it is not kept.
-    let kept =
-        |namespace: Option<String>, router: &str, own_ext: &Option<String>, self_held: bool| {
-            let rkey = ObjectKey::new(namespace.unwrap_or_default(), router);
-            let ext = own_ext.clone().or_else(|| router_ext(&rkey));
-            let depends =
-                unresolved.contains(&rkey) || ext.as_ref().is_some_and(|e| held_ext.contains(e));
-            (self_held || depends).then_some((rkey, ext))
-        };
+    // router or external network is: its external network (its own, else
+    // its router's), or None when it is not kept or served elsewhere.
+    let kept = |s: &Served| {
+        let ext = (s.external_network.clone())
+            .or_else(|| routers.get(&s.router)?.external_network.clone());
+        let depends =
+            unresolved.contains(&s.router) || ext.as_ref().is_some_and(|e| held_ext.contains(e));
+        ((s.held || depends) && s.nodes.iter().any(|n| n == node)).then_some(ext)
+    };
 
     let held_fips = uids(held.floating_ips);
-    for f in snap.floating_ips.iter().filter(|f| live(f)) {
-        let self_held = is_held(f.as_ref(), &held_fips);
-        let Some((rkey, ext)) = kept(
-            f.namespace(),
-            &f.spec.router,
-            &f.spec.external_network,
-            self_held,
-        ) else {
+    let fips = (snap.floating_ips.iter())
+        .filter(|f| live(f))
+        .map(|f| Served::fip(f, is_held(f.as_ref(), &held_fips)))
+        .chain(raw("FloatingIP").filter_map(|o| Served::raw(o, "node", &["address", "fixedIP"])));
+    for f in fips {
+        let Some(ext) = kept(&f) else {
             continue;
         };
-        let Some(st) = f.status.as_ref() else {
-            continue;
-        };
-        if st.node.as_deref() != Some(node) {
-            continue;
-        }
-        if let Some(i) = router_index(&rkey) {
+        if let Some(i) = router_index(&f.router) {
             k.namespaces.insert(names::qrouter_ns(i));
         }
         if let Some(e) = &ext {
             k.namespaces.insert(names::fip_ns(e));
         }
-        for a in [&st.address, &st.fixed_ip].into_iter().flatten() {
-            if let Ok(ip) = a.parse() {
-                k.ips.insert(ip);
-            }
-        }
+        k.ips.extend(f.ips);
     }
 
     let held_snats = uids(held.snat_gateways);
-    for s in snap.snat_gateways.iter().filter(|s| live(s)) {
-        let self_held = is_held(s.as_ref(), &held_snats);
-        let Some((rkey, _)) = kept(
-            s.namespace(),
-            &s.spec.router,
-            &s.spec.external_network,
-            self_held,
-        ) else {
-            continue;
-        };
-        let Some(st) = s.status.as_ref() else {
-            continue;
-        };
-        let candidate = st.candidates.iter().any(|c| c.node == node);
-        if st.active_node.as_deref() != Some(node) && !candidate {
+    let snats = (snap.snat_gateways.iter())
+        .filter(|s| live(s))
+        .map(|s| Served::snat(s, is_held(s.as_ref(), &held_snats)))
+        .chain(raw("SnatGateway").filter_map(|o| Served::raw(o, "activeNode", &["address"])));
+    for s in snats {
+        if kept(&s).is_none() {
             continue;
         }
-        if let Some(i) = router_index(&rkey) {
+        if let Some(i) = router_index(&s.router) {
             k.namespaces.insert(names::snat_ns(i));
             k.namespaces.insert(names::qrouter_ns(i));
         }
-        if let Some(ip) = st.address.as_ref().and_then(|a| a.parse().ok()) {
-            k.ips.insert(ip);
-        }
+        k.ips.extend(s.ips);
     }
     k
 }
 
 /// A router's state, by the allocations in its stored status.
-fn keep_router(k: &mut Keep, r: &DistributedRouter) {
-    if let Some(ext) = &r.spec.external_network {
+fn keep_router(k: &mut Keep, r: &RouterFacts) {
+    if let Some(ext) = &r.external_network {
         k.namespaces.insert(names::fip_ns(ext));
     }
     let mut root = |name: String| k.links.insert((NsRef::Root, name));
-    let Some(st) = r.status.as_ref() else {
-        return;
-    };
-    if let Some(i) = st.index {
+    if let Some(i) = r.index {
         root(names::qg_bridge(i));
         k.namespaces.insert(names::qrouter_ns(i));
         k.namespaces.insert(names::snat_ns(i));
     }
-    for s in &st.subnets {
-        root(names::bridge(s.vni));
-        root(names::vxlan(s.vni));
-        root(names::qr_bridge(s.vni));
-        root(names::sg_bridge(s.vni));
-        k.macs.insert(names::gateway_mac(s.vni));
-        k.macs.insert(names::sg_mac(s.vni));
+    for &vni in &r.vnis {
+        root(names::bridge(vni));
+        root(names::vxlan(vni));
+        root(names::qr_bridge(vni));
+        root(names::sg_bridge(vni));
+        k.macs.insert(names::gateway_mac(vni));
+        k.macs.insert(names::sg_mac(vni));
     }
-    for s in &r.spec.subnets {
-        if let Ok(ip) = s.gateway.parse() {
-            k.ips.insert(ip);
-        }
-    }
+    k.ips.extend(r.gateways.iter().copied());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{FloatingIP, SnatGateway};
     use serde_json::json;
 
     fn router(gen: i64, observed: i64, ext: Option<&str>) -> Arc<DistributedRouter> {
@@ -366,5 +506,216 @@ mod tests {
             "n1",
         );
         assert!(k.is_empty(), "{k:?}");
+    }
+
+    /// `o`'s JSON with `edit` applied, as an undecodable `kind`.
+    fn raw<T: serde::Serialize>(
+        kind: &str,
+        o: &Arc<T>,
+        edit: impl FnOnce(&mut Value),
+    ) -> (String, Value) {
+        let mut v = serde_json::to_value(o.as_ref()).unwrap();
+        edit(&mut v);
+        (kind.to_string(), v)
+    }
+
+    fn ext_net(name: &str) -> (String, Value) {
+        let v = json!({"metadata": {"name": name, "uid": "ue1", "generation": 1},
+            "spec": {"cidr": 5}, "status": {"observedGeneration": 1}});
+        ("ExternalNetwork".to_string(), v)
+    }
+
+    fn has(k: &Keep, ns: &str) -> bool {
+        k.namespaces.contains(ns)
+    }
+
+    #[test]
+    fn an_undecodable_router_keeps_its_state_and_what_depends_on_it() {
+        let r = router(1, 1, Some("ext"));
+        // Its index stays readable; something else does not decode.
+        let bad = raw("DistributedRouter", &r, |v| v["status"]["nodes"] = json!(5));
+        let snap = Snapshot {
+            floating_ips: vec![fip("n1")],
+            snat_gateways: vec![snat("n1")],
+            undecodable: vec![bad.clone()],
+            ..Default::default()
+        };
+        let k = keep(&snap, none(), "n1");
+        for ns in [
+            names::qrouter_ns(3),
+            names::snat_ns(3),
+            names::fip_ns("ext"),
+        ] {
+            assert!(has(&k, &ns), "{ns} kept: {k:?}");
+        }
+        for l in [
+            names::bridge(7),
+            names::vxlan(7),
+            names::qr_bridge(7),
+            names::sg_bridge(7),
+            names::qg_bridge(3),
+        ] {
+            assert!(k.links.contains(&(NsRef::Root, l.clone())), "{l} kept");
+        }
+        assert!(k.macs.contains(&names::gateway_mac(7)));
+        assert!(k.macs.contains(&names::sg_mac(7)));
+        // Its gateway, and the addresses of its floating IP and SNAT
+        // gateway served here.
+        for ip in ["10.1.0.1", "203.0.113.10", "10.1.0.5", "203.0.113.20"] {
+            assert!(k.ips.contains(&ip.parse().unwrap()), "{ip} kept");
+        }
+
+        // An unreadable value keeps nothing for itself; the rest counts.
+        let worse = raw("DistributedRouter", &r, |v| {
+            v["status"]["index"] = json!(-1);
+            v["status"]["subnets"][0]["vni"] = json!(1u64 << 40);
+        });
+        let k = keep(
+            &Snapshot {
+                undecodable: vec![worse],
+                ..Default::default()
+            },
+            none(),
+            "n1",
+        );
+        assert!(!has(&k, &names::qrouter_ns(3)), "{k:?}");
+        assert!(k.links.is_empty(), "{k:?}");
+        assert!(has(&k, &names::fip_ns("ext")), "{k:?}");
+        assert!(k.ips.contains(&"10.1.0.1".parse().unwrap()));
+
+        // A decodable version in the caches is resolved instead; an object
+        // being deleted or never processed is not kept.
+        for snap in [
+            Snapshot {
+                routers: vec![r.clone()],
+                undecodable: vec![bad.clone()],
+                ..Default::default()
+            },
+            Snapshot {
+                undecodable: vec![raw("DistributedRouter", &r, |v| {
+                    v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z")
+                })],
+                ..Default::default()
+            },
+            Snapshot {
+                undecodable: vec![raw("DistributedRouter", &r, |v| {
+                    v["status"] = Value::Null;
+                })],
+                ..Default::default()
+            },
+        ] {
+            assert!(keep(&snap, none(), "n1").is_empty());
+        }
+    }
+
+    #[test]
+    fn garbage_keeps_nothing_and_does_not_panic() {
+        let undecodable = KINDS
+            .iter()
+            .flat_map(|kind| {
+                [
+                    json!(null),
+                    json!(5),
+                    json!({"metadata": [], "spec": "x", "status": {}}),
+                    // Named (but an external network's name is its
+                    // namespace's: unreadable there).
+                    json!({"metadata": {"name": if *kind == "ExternalNetwork" { json!(5) } else { json!("g") }},
+                        "spec": {"router": 1, "subnets": {"vni": 1}, "externalNetwork": 2},
+                        "status": {"index": "3", "subnets": [null, 1, {"vni": -7}], "node": 7}}),
+                ]
+                .map(|v| (kind.to_string(), v))
+            })
+            .collect();
+        let snap = Snapshot {
+            undecodable,
+            ..Default::default()
+        };
+        assert!(keep(&snap, none(), "n1").is_empty());
+    }
+
+    #[test]
+    fn an_undecodable_floating_ip_served_here_keeps_its_namespaces_and_addresses() {
+        let f = raw("FloatingIP", &fip("n1"), |v| {
+            v["spec"]["target"] = json!("10.1.0.5")
+        });
+        let snap = Snapshot {
+            routers: vec![router(1, 1, Some("ext"))],
+            undecodable: vec![f],
+            ..Default::default()
+        };
+        let k = keep(&snap, none(), "n1");
+        // Its router's (by the router's index) and its network's (by the
+        // router's external network).
+        assert!(has(&k, &names::qrouter_ns(3)), "{k:?}");
+        assert!(has(&k, &names::fip_ns("ext")), "{k:?}");
+        assert!(!has(&k, &names::snat_ns(3)), "{k:?}");
+        assert!(k.links.is_empty(), "{k:?}");
+        for ip in ["203.0.113.10", "10.1.0.5"] {
+            assert!(k.ips.contains(&ip.parse().unwrap()), "{ip} kept");
+        }
+        // Served elsewhere: nothing here.
+        assert!(keep(&snap, none(), "n2").is_empty());
+    }
+
+    #[test]
+    fn an_undecodable_snat_gateway_active_here_keeps_its_namespaces() {
+        let g = raw("SnatGateway", &snat("n1"), |v| {
+            v["status"]["ports"] = json!("x");
+            v["status"]["candidates"] = json!([{"node": "n1"}, {"node": "n2"}, {"node": 3}]);
+        });
+        let snap = Snapshot {
+            routers: vec![router(1, 1, None)],
+            undecodable: vec![g],
+            ..Default::default()
+        };
+        let k = keep(&snap, none(), "n1");
+        assert_eq!(
+            k.namespaces,
+            BTreeSet::from([names::snat_ns(3), names::qrouter_ns(3)])
+        );
+        assert_eq!(k.ips, BTreeSet::from(["203.0.113.20".parse().unwrap()]));
+        // A standby candidate keeps the same; another node nothing.
+        assert_eq!(keep(&snap, none(), "n2"), k);
+        assert!(keep(&snap, none(), "n3").is_empty());
+        // The same from a held-back typed one.
+        let mut typed = (*snat("n1")).clone();
+        typed.status.as_mut().unwrap().candidates =
+            serde_json::from_value(json!([{"node": "n1"}, {"node": "n2"}])).unwrap();
+        let held = [Arc::new(typed)];
+        let snap = Snapshot {
+            routers: vec![router(1, 1, None)],
+            snat_gateways: held.to_vec(),
+            ..Default::default()
+        };
+        let typed = |node| {
+            let h = Held {
+                snat_gateways: &held,
+                ..none()
+            };
+            keep(&snap, h, node)
+        };
+        assert_eq!(typed("n2"), k);
+        assert!(typed("n3").is_empty());
+    }
+
+    #[test]
+    fn an_undecodable_external_network_keeps_its_namespace_and_its_routers() {
+        let snap = Snapshot {
+            routers: vec![router(1, 1, Some("ext"))],
+            undecodable: vec![ext_net("ext")],
+            ..Default::default()
+        };
+        let k = keep(&snap, none(), "n1");
+        assert!(has(&k, &names::fip_ns("ext")), "{k:?}");
+        // r1 uses it: the resolver cannot place r1 either.
+        assert!(has(&k, &names::qrouter_ns(3)), "{k:?}");
+        // Another network's: only its own namespace.
+        let snap = Snapshot {
+            routers: vec![router(1, 1, Some("ext"))],
+            undecodable: vec![ext_net("other")],
+            ..Default::default()
+        };
+        let k = keep(&snap, none(), "n1");
+        assert_eq!(k.namespaces, BTreeSet::from([names::fip_ns("other")]));
     }
 }

@@ -13,11 +13,10 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 
-use super::{input, Error};
+use super::{input, keep, Error};
 use crate::api::{DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
 use crate::cluster;
 use crate::cluster::watch::Undecodable;
-use crate::plan::resolve::Held;
 
 /// The caches the agent plans from.
 pub(super) struct Caches {
@@ -65,7 +64,10 @@ impl Caches {
             snat_gateways: self.snat_gateways.state(),
             pods: self.pods.state(),
             nodes: self.nodes.state(),
-            undecodable: self.undecodable.raw_of(&Held::KINDS),
+            undecodable: (self.undecodable.list().into_iter())
+                .filter(|o| keep::KINDS.contains(&o.kind.as_str()))
+                .map(|o| (o.kind, o.raw))
+                .collect(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Objects that do not decode (type skew during an upgrade) stop nothing:
 //! the agent programs everything else, and an object that turns
-//! undecodable keeps its last good version (its traffic stays).
+//! undecodable keeps its last good version (its traffic stays) — and its
+//! kernel state across an agent restart, read from its raw status.
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -75,8 +76,9 @@ fn agent_programs_next_to_undecodable_objects_and_keeps_one_that_turns_bad() {
         assert_eq!(netns_list(), namespaces);
         assert_eq!(gauge("DistributedRouter"), Some(1.0));
 
-        // r1 itself turns undecodable (its index out of range): the agent
-        // keeps its last good version and its kernel state.
+        // r1 itself turns undecodable (a field of another type; what names
+        // its kernel state stays readable): the agent keeps its last good
+        // version and its kernel state.
         let ar = ApiResource::erase::<DistributedRouter>(&());
         let mut r1 = serde_json::to_value(
             Api::<DynamicObject>::namespaced_with(c.client.clone(), TENANT, &ar)
@@ -85,7 +87,7 @@ fn agent_programs_next_to_undecodable_objects_and_keeps_one_that_turns_bad() {
                 .unwrap(),
         )
         .unwrap();
-        r1["status"]["index"] = json!(-1);
+        r1["status"]["nodes"] = json!("n1");
         c.standin.insert_without_admission(r1).unwrap();
         assert!(
             wait_until(5 * SEC, || async {
@@ -97,6 +99,27 @@ fn agent_programs_next_to_undecodable_objects_and_keeps_one_that_turns_bad() {
         tokio::time::sleep(SEC / 2).await;
         assert!(programmed().await, "the plan is unchanged");
         assert_eq!(netns_list(), namespaces, "r1's state stays");
+        a.stop().await;
+
+        // Restarted while r1 is still bad: the new agent never saw a good
+        // version of it, plans without it, and keeps its state, read from
+        // r1's raw status — no kernel write at all.
+        let links_before = link_indexes();
+        let a = start_agent(&c.client, agent_options("n1"));
+        assert!(
+            wait_until(10 * SEC, || async {
+                a.telemetry.is_ready() && !programmed().await
+            })
+            .await,
+            "the restarted agent ran a pass without r1"
+        );
+        let gauge = a
+            .telemetry
+            .value(M_UNDECODABLE, &[("kind", "DistributedRouter")]);
+        assert_eq!(gauge, Some(2.0));
+        assert_eq!(netns_list(), namespaces, "r1's namespaces kept");
+        assert_eq!(link_indexes(), links_before, "r1's root links kept");
+        assert_eq!(a.kernel_writes(), 0.0, "kernel writes after the restart");
         a.stop().await;
     });
 }
