@@ -565,7 +565,6 @@ fn patch(last: &mut NsState, before: &NsState, after: &NsState, desired: &NsStat
     }
 }
 
-/// Whether `op` creates a veth end in one of the `failed` namespaces.
 /// Whether `op` works in one of the namespaces `set`: inside it, creates
 /// it, or creates a veth whose peer goes there.
 fn touches(op: &Op, set: &[NsRef]) -> bool {
