@@ -115,6 +115,9 @@ struct RouterFacts {
     external_network: Option<String>,
     /// `status.index`.
     index: Option<u32>,
+    /// A stored `status.index` that does not read as one (raw objects):
+    /// its namespaces cannot be named, so every router namespace is kept.
+    index_unreadable: bool,
     /// `status.subnets[].vni`.
     vnis: Vec<u32>,
     /// `spec.subnets[].gateway`.
@@ -128,6 +131,7 @@ impl RouterFacts {
             held,
             external_network: r.spec.external_network.clone(),
             index: st.and_then(|s| s.index),
+            index_unreadable: false,
             vnis: st
                 .map(|s| s.subnets.iter().map(|s| s.vni).collect())
                 .unwrap_or_default(),
@@ -143,6 +147,7 @@ impl RouterFacts {
             held: true,
             external_network: str_of(&spec["externalNetwork"]),
             index: u32_of(&st["index"]),
+            index_unreadable: !st["index"].is_null() && u32_of(&st["index"]).is_none(),
             vnis: items(&st["subnets"])
                 .filter_map(|s| u32_of(&s["vni"]))
                 .collect(),
@@ -333,6 +338,13 @@ fn keep_router(k: &mut Keep, r: &RouterFacts) {
         root(names::qg_bridge(i));
         k.namespaces.insert(names::qrouter_ns(i));
         k.namespaces.insert(names::snat_ns(i));
+    } else if r.index_unreadable {
+        // When unsure, keep: this router's namespaces are among these, and
+        // which ones cannot be told. Removals of router namespaces on this
+        // node wait until the object decodes again or is deleted.
+        k.namespace_prefixes
+            .insert(names::QROUTER_PREFIX.to_string());
+        k.namespace_prefixes.insert(names::SNAT_PREFIX.to_string());
     }
     for &vni in &r.vnis {
         root(names::bridge(vni));
@@ -582,6 +594,23 @@ mod tests {
         assert!(k.links.is_empty(), "{k:?}");
         assert!(has(&k, &names::fip_ns("ext")), "{k:?}");
         assert!(k.ips.contains(&"10.1.0.1".parse().unwrap()));
+        // Its own namespaces cannot be named: every router namespace is
+        // kept whole instead.
+        let prefixes: Vec<&str> = k.namespace_prefixes.iter().map(String::as_str).collect();
+        assert_eq!(prefixes, [names::QROUTER_PREFIX, names::SNAT_PREFIX]);
+        // An index that is absent (never allocated) keeps no prefix.
+        let unallocated = raw("DistributedRouter", &r, |v| {
+            v["status"]["index"] = serde_json::Value::Null;
+        });
+        let k = keep(
+            &Snapshot {
+                undecodable: vec![unallocated],
+                ..Default::default()
+            },
+            none(),
+            "n1",
+        );
+        assert!(k.namespace_prefixes.is_empty(), "{k:?}");
 
         // A decodable version in the caches is resolved instead; an object
         // being deleted or never processed is not kept.
@@ -630,7 +659,17 @@ mod tests {
             undecodable,
             ..Default::default()
         };
-        assert!(keep(&snap, none(), "n1").is_empty());
+        // Nothing named; only the router whose stored index is there but
+        // unreadable makes every router namespace kept.
+        let mut k = keep(&snap, none(), "n1");
+        let prefixes = std::mem::take(&mut k.namespace_prefixes);
+        assert!(k.is_empty(), "{k:?}");
+        assert_eq!(
+            prefixes,
+            [names::QROUTER_PREFIX, names::SNAT_PREFIX]
+                .map(String::from)
+                .into()
+        );
     }
 
     #[test]

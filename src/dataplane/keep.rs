@@ -37,6 +37,10 @@ pub struct Keep {
     pub ips: BTreeSet<Ipv4Addr>,
     /// MACs: nftables elements that mention one are kept.
     pub macs: BTreeSet<MacAddr>,
+    /// Named namespaces whose names start with one of these are kept whole:
+    /// for state whose names cannot be told (an object whose allocation in
+    /// its stored status does not even decode), keep every such namespace.
+    pub namespace_prefixes: BTreeSet<String>,
 }
 
 impl Keep {
@@ -45,6 +49,12 @@ impl Keep {
             && self.links.is_empty()
             && self.ips.is_empty()
             && self.macs.is_empty()
+            && self.namespace_prefixes.is_empty()
+    }
+
+    /// Whether the named namespace `n` is kept whole.
+    fn keeps_whole(&self, n: &str) -> bool {
+        self.namespaces.contains(n) || self.namespace_prefixes.iter().any(|p| n.starts_with(p))
     }
 
     /// `desired` plus what of `held` (the observed kernel, or the state the
@@ -58,7 +68,7 @@ impl Keep {
         let links = self.closure(held);
         let mut out = desired.clone();
         let mut merge_into = |ns: &NsRef, h: &NsState| {
-            let whole = matches!(ns, NsRef::Named(n) if self.namespaces.contains(n));
+            let whole = matches!(ns, NsRef::Named(n) if self.keeps_whole(n));
             let sel = Selector {
                 keep: self,
                 ns,
@@ -93,7 +103,7 @@ impl Keep {
             .collect();
         let mut kept: BTreeSet<(NsRef, String)> = BTreeSet::new();
         for (ns, st) in &all {
-            let whole = matches!(ns, NsRef::Named(n) if self.namespaces.contains(n));
+            let whole = matches!(ns, NsRef::Named(n) if self.keeps_whole(n));
             for name in st.links.keys() {
                 if whole || self.links.contains(&(ns.clone(), name.clone())) {
                     kept.insert((ns.clone(), name.clone()));

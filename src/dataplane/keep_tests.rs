@@ -122,6 +122,7 @@ fn keep_b() -> Keep {
         links: [(NsRef::Root, "dvrbr-6".to_string())].into(),
         ips: Default::default(),
         macs: ["0a:00:00:00:00:06".parse().unwrap()].into(),
+        namespace_prefixes: Default::default(),
     }
 }
 
@@ -206,4 +207,31 @@ fn the_plan_wins_over_a_kept_link_of_the_same_name() {
     );
     // The kept address on the kept link is merged in.
     assert_eq!(merged.namespaces["qrouter-b"].addresses.len(), 1);
+}
+
+#[test]
+fn a_namespace_prefix_keeps_every_such_namespace_whole() {
+    // Neither router is in the plan; keeping by prefix keeps both, with
+    // their veths' root ends and segments.
+    let mut plan = without_b();
+    plan.namespaces.remove("qrouter-a");
+    let keep = Keep {
+        namespace_prefixes: ["qrouter-".to_string()].into(),
+        ..Default::default()
+    };
+    assert!(!keep.is_empty());
+    let merged = keep.merge(&node(), &plan);
+    for n in ["qrouter-a", "qrouter-b"] {
+        assert_eq!(merged.namespaces.get(n), node().namespaces.get(n), "{n}");
+    }
+    for l in ["qrb-5", "qrb-6", "dvrbr-6"] {
+        assert!(merged.root.links.contains_key(l), "{l} kept");
+    }
+    // Another prefix keeps neither.
+    let other = Keep {
+        namespace_prefixes: ["snat-".to_string()].into(),
+        ..Default::default()
+    };
+    let merged = other.merge(&node(), &plan);
+    assert!(merged.namespaces.is_empty());
 }
