@@ -20,8 +20,7 @@ use std::collections::HashSet;
 use std::io;
 use std::net::Ipv4Addr;
 
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
-use nix::sys::socket::{setsockopt, sockopt};
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
@@ -60,8 +59,6 @@ const NFGENMSG: usize = 4;
 /// the receive buffer.
 const BATCH_BYTES: usize = 64 << 10;
 const RECV_BUF: usize = 1 << 16;
-/// Bound on one send or receive (as for rtnetlink, see `netlink`).
-const TIMEOUT_SECS: i64 = 10;
 /// Retries of a dump the kernel marked inconsistent (`NLM_F_DUMP_INTR`).
 const DUMP_TRIES: usize = 3;
 
@@ -96,17 +93,8 @@ impl Conntrack {
     /// Open a socket in the calling thread's namespace (run it inside
     /// `netns::run_in` for another namespace).
     pub fn open_here() -> io::Result<Conntrack> {
-        let mut sock = Socket::new(NETLINK_NETFILTER)?;
-        sock.bind_auto()?;
-        sock.connect(&SocketAddr::new(0, 0))?;
-        let _ = sock.set_cap_ack(true);
-        let _ = sock.set_ext_ack(true);
-        let _ = sock.set_rx_buf_sz(8 << 20);
-        let tv = nix::sys::time::TimeVal::new(TIMEOUT_SECS, 0);
-        setsockopt(&sock, sockopt::ReceiveTimeout, &tv).map_err(io::Error::from)?;
-        setsockopt(&sock, sockopt::SendTimeout, &tv).map_err(io::Error::from)?;
         Ok(Conntrack {
-            sock,
+            sock: super::netlink::socket_here(NETLINK_NETFILTER, 8 << 20)?,
             seq: 0,
             buf: Vec::with_capacity(RECV_BUF),
         })

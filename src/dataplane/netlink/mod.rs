@@ -39,23 +39,31 @@ pub struct Netlink {
     buf: Vec<u8>,
 }
 
+/// A connected netlink socket of `protocol` in the calling thread's
+/// namespace, with a receive buffer of `rx_buf` bytes, set up as every
+/// kube-dvr netlink client needs it (rtnetlink here, ctnetlink in
+/// `dataplane::conntrack`).
+pub(super) fn socket_here(protocol: isize, rx_buf: usize) -> io::Result<Socket> {
+    let mut sock = Socket::new(protocol)?;
+    sock.bind_auto()?;
+    sock.connect(&SocketAddr::new(0, 0))?;
+    // Short acks (no echo of the request) and room for big dumps.
+    let _ = sock.set_cap_ack(true);
+    let _ = sock.set_ext_ack(true);
+    let _ = sock.set_rx_buf_sz(rx_buf);
+    // Bound every wait for the kernel: a request that gets no answer
+    // fails the pass (retried) instead of hanging the agent.
+    let tv = nix::sys::time::TimeVal::new(RECV_TIMEOUT_SECS, 0);
+    setsockopt(&sock, sockopt::ReceiveTimeout, &tv).map_err(io::Error::from)?;
+    setsockopt(&sock, sockopt::SendTimeout, &tv).map_err(io::Error::from)?;
+    Ok(sock)
+}
+
 impl Netlink {
     /// Open a socket in the calling thread's namespace.
     pub fn open_here() -> io::Result<Netlink> {
-        let mut sock = Socket::new(NETLINK_ROUTE)?;
-        sock.bind_auto()?;
-        sock.connect(&SocketAddr::new(0, 0))?;
-        // Short acks (no echo of the request) and room for big dumps.
-        let _ = sock.set_cap_ack(true);
-        let _ = sock.set_ext_ack(true);
-        let _ = sock.set_rx_buf_sz(4 << 20);
-        // Bound every wait for the kernel: a request that gets no answer
-        // fails the pass (retried) instead of hanging the agent.
-        let tv = nix::sys::time::TimeVal::new(RECV_TIMEOUT_SECS, 0);
-        setsockopt(&sock, sockopt::ReceiveTimeout, &tv).map_err(io::Error::from)?;
-        setsockopt(&sock, sockopt::SendTimeout, &tv).map_err(io::Error::from)?;
         Ok(Netlink {
-            sock,
+            sock: socket_here(NETLINK_ROUTE, 4 << 20)?,
             seq: 0,
             buf: Vec::with_capacity(RECV_BUF),
         })
