@@ -238,34 +238,14 @@ impl Conntrack {
     /// Receive datagrams and hand each message to `handle` until it says
     /// done.
     fn recv(&mut self, mut handle: impl FnMut(Msg<'_>) -> io::Result<bool>) -> io::Result<()> {
-        loop {
-            self.buf.clear();
-            self.buf.reserve(RECV_BUF);
-            let n = self.sock.recv(&mut self.buf, 0)?;
-            if n > self.buf.len() {
-                return Err(io::Error::other("netlink message truncated"));
-            }
-            let mut off = 0;
-            let mut done = false;
-            while off + HEADER <= self.buf.len() {
-                let b = &self.buf[off..];
-                let len = u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize;
-                if len < HEADER || len > b.len() {
-                    return Err(io::Error::other("malformed netlink message"));
-                }
-                let m = Msg {
-                    kind: u16::from_ne_bytes(b[4..6].try_into().unwrap()),
-                    flags: u16::from_ne_bytes(b[6..8].try_into().unwrap()),
-                    seq: u32::from_ne_bytes(b[8..12].try_into().unwrap()),
-                    payload: &b[HEADER..len],
-                };
-                done |= handle(m)?;
-                off += align(len);
-            }
-            if done {
-                return Ok(());
-            }
-        }
+        super::netlink::recv_messages(&self.sock, &mut self.buf, |b| {
+            handle(Msg {
+                kind: u16::from_ne_bytes(b[4..6].try_into().unwrap()),
+                flags: u16::from_ne_bytes(b[6..8].try_into().unwrap()),
+                seq: u32::from_ne_bytes(b[8..12].try_into().unwrap()),
+                payload: &b[HEADER..],
+            })
+        })
     }
 }
 

@@ -59,6 +59,38 @@ pub(super) fn socket_here(protocol: isize, rx_buf: usize) -> io::Result<Socket> 
     Ok(sock)
 }
 
+/// Receive datagrams on `sock` (into `buf`) and hand every netlink message
+/// in them, header included, to `handle`, until a datagram in which
+/// `handle` said done (the rest of that datagram is still handed over).
+pub(super) fn recv_messages(
+    sock: &Socket,
+    buf: &mut Vec<u8>,
+    mut handle: impl FnMut(&[u8]) -> io::Result<bool>,
+) -> io::Result<()> {
+    const HEADER: usize = 16;
+    loop {
+        buf.clear();
+        buf.reserve(RECV_BUF);
+        let n = sock.recv(buf, 0)?;
+        if n > buf.len() {
+            return Err(io::Error::other("netlink message truncated"));
+        }
+        let mut off = 0;
+        let mut done = false;
+        while off + HEADER <= buf.len() {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+            if len < HEADER || off + len > buf.len() {
+                return Err(io::Error::other("malformed netlink message"));
+            }
+            done |= handle(&buf[off..off + len])?;
+            off += (len + 3) & !3;
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
 impl Netlink {
     /// Open a socket in the calling thread's namespace.
     pub fn open_here() -> io::Result<Netlink> {
@@ -93,36 +125,15 @@ impl Netlink {
         seq: u32,
         mut handle: impl FnMut(NetlinkPayload<RouteNetlinkMessage>) -> io::Result<bool>,
     ) -> io::Result<()> {
-        loop {
-            self.buf.clear();
-            self.buf.reserve(RECV_BUF);
-            let n = self.sock.recv(&mut self.buf, 0)?;
-            if n > self.buf.len() {
-                return Err(io::Error::other("netlink message truncated"));
+        recv_messages(&self.sock, &mut self.buf, |m| {
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(m)
+                .map_err(|e| io::Error::other(format!("netlink decode: {e}")))?;
+            if msg.header.sequence_number != seq {
+                // A late answer to an earlier exchange: ignore.
+                return Ok(false);
             }
-            let mut off = 0;
-            let mut done = false;
-            while off + 16 <= self.buf.len() {
-                let len = u32::from_ne_bytes(self.buf[off..off + 4].try_into().unwrap()) as usize;
-                if len < 16 || off + len > self.buf.len() {
-                    return Err(io::Error::other("malformed netlink message"));
-                }
-                let msg =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..off + len])
-                        .map_err(|e| io::Error::other(format!("netlink decode: {e}")))?;
-                off += (len + 3) & !3;
-                if msg.header.sequence_number != seq {
-                    // A late answer to an earlier exchange: ignore.
-                    continue;
-                }
-                if handle(msg.payload)? {
-                    done = true;
-                }
-            }
-            if done {
-                return Ok(());
-            }
-        }
+            handle(msg.payload)
+        })
     }
 
     /// Send one request and wait for its ack.
