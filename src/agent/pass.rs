@@ -127,18 +127,18 @@ impl Agent {
             );
             return Ok((engine, false));
         }
-        let resolution = resolve(&input);
-        self.published
-            .send_replace(Some(Arc::new(resolution.view.clone())));
-        let plan = plan_node(&resolution.view, &self.opts.node);
+        // Shared with the CNI socket ([`super::cni`]) without a copy.
+        let view = Arc::new(resolve(&input).view);
+        self.published.send_replace(Some(view.clone()));
+        let plan = plan_node(&view, &self.opts.node);
         let digest = cluster::plan_digest(&plan);
         // Which candidate serves is this node's run-time decision: it
         // changes what is programmed, never the digest reported.
-        let overrides = self.decide_gateways(&resolution.view);
+        let overrides = self.decide_gateways(&view);
         let plan = if overrides.is_empty() {
             plan
         } else {
-            plan_node_serving(&resolution.view, &self.opts.node, &overrides)
+            plan_node_serving(&view, &self.opts.node, &overrides)
         };
         let keep = keep::keep(&snap, self.input.held(), &self.opts.node);
         if !keep.is_empty() {
@@ -190,7 +190,7 @@ impl Agent {
                     if report.writes.total() > 0 {
                         tracing::info!(writes = report.writes.total(), %digest, "kernel programmed");
                     }
-                    let owners = owners(&resolution.view, &snap);
+                    let owners = owners(&view, &snap);
                     errors.extend(report.errors.iter().map(|e| {
                         let message = format!("{}: {}", e.op, e.error);
                         AgentError {
@@ -205,11 +205,11 @@ impl Agent {
                 }),
             }
             self.overrides = overrides;
-            self.announce_claims(&resolution.view);
+            self.announce_claims(&view);
             if errors.is_empty() {
                 self.last_ok = Some(digest.clone());
                 self.failures = 0;
-                self.set_programmed(&resolution.view);
+                self.set_programmed(&view);
             } else {
                 self.last_ok = None;
                 self.failures += 1;
@@ -264,8 +264,7 @@ impl Agent {
             }
             for (name, f) in &view.nodes {
                 if let Some(p) = st.peers.get(&f.vtep) {
-                    let up =
-                        matches!(p.state, probe::Session::Init | probe::Session::Up) && p.ready;
+                    let up = p.up();
                     self.telemetry.set(
                         M_PROBE_UP,
                         M_PROBE_UP_HELP,
@@ -279,7 +278,7 @@ impl Agent {
                     return gateway::Seen::default();
                 };
                 gateway::Seen {
-                    up: matches!(p.state, probe::Session::Init | probe::Session::Up) && p.ready,
+                    up: p.up(),
                     init: p.state == probe::Session::Init,
                     claims: p.fresh(now) && p.claims.contains(&index),
                 }

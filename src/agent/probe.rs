@@ -83,6 +83,11 @@ impl Peer {
         }
     }
 
+    /// Up (or coming up) and ready to serve, in this node's view.
+    pub fn up(&self) -> bool {
+        matches!(self.state, Session::Init | Session::Up) && self.ready
+    }
+
     /// Whether its last reply is recent.
     pub fn fresh(&self, now: Instant) -> bool {
         self.heard.is_some_and(|t| now.duration_since(t) <= FRESH)
