@@ -13,6 +13,10 @@ use kube_dvr::lab::{Lab, Manifests, Topology};
 use kube_dvr::plan::names;
 use kube_dvr::plan::view::ObjectKey;
 
+#[path = "support/nsenter.rs"]
+mod nsenter;
+use nsenter::sh_in;
+
 const STATE: &str = "/run/kube-dvr-lab-gwha";
 const NODES: [&str; 3] = ["gw-1", "node-1", "node-2"];
 
@@ -23,15 +27,6 @@ fn up() -> Lab {
     // Every node may serve: three candidates.
     m.snat_gateways[0].spec.node_selector = None;
     Lab::up_with(Path::new(STATE), t, m).expect("lab up")
-}
-
-fn sh_in(ns: &Path, cmd: &str) -> String {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", ns.display()))
-        .args(cmd.split_whitespace())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Nodes where the gateway is attached (its `qgb-` on the external bridge).

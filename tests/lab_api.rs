@@ -11,6 +11,10 @@ use kube_dvr::lab::probe::{self, Observed};
 use kube_dvr::lab::{Lab, Manifests, Topology};
 use serde_json::Value;
 
+#[path = "support/nsenter.rs"]
+mod nsenter;
+use nsenter::sh_in;
+
 const STATE: &str = "/run/kube-dvr-lab-api";
 
 fn root() -> PathBuf {
@@ -104,15 +108,6 @@ fn named<'a>(objs: &'a [Value], ns: &str, name: &str) -> &'a Value {
 
 fn node_ns(lab: &Lab, node: &str) -> Vec<String> {
     netns::list(&lab.paths.node_netns_dir(node)).unwrap()
-}
-
-fn sh_in(ns: &Path, cmd: &str) -> String {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", ns.display()))
-        .args(cmd.split_whitespace())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

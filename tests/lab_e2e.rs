@@ -14,6 +14,10 @@ use kube_dvr::lab::{Lab, LabOptions, Manifests, Topology};
 use kube_dvr::plan::names;
 use kube_dvr::plan::view::ObjectKey;
 
+#[path = "support/nsenter.rs"]
+mod nsenter;
+use nsenter::sh_in;
+
 const STATE: &str = "/run/kube-dvr-lab-test";
 
 fn examples() -> (Topology, Manifests) {
@@ -54,15 +58,6 @@ fn qrouter(lab: &Lab, ns: &str, name: &str) -> String {
 /// Names of the namespaces a simulated node's agent owns.
 fn node_namespaces(lab: &Lab, node: &str) -> Vec<String> {
     netns::list(&lab.paths.node_netns_dir(node)).unwrap()
-}
-
-fn ip_in(ns: &Path, args: &str) -> String {
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net={}", ns.display()))
-        .args(args.split_whitespace())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -205,9 +200,9 @@ fn retargeted_floating_ip_moves_and_leaves_no_trace() {
         .paths
         .node_netns_dir("node-1")
         .join(qrouter(&lab, "tenant-a", "main"));
-    assert!(!ip_in(&q, "nft list ruleset").contains("203.0.113.100"));
-    assert!(!ip_in(&q, "ip rule show").contains("fwmark"));
-    assert!(!ip_in(&q, "ip link show").contains("rfp-"));
+    assert!(!sh_in(&q, "nft list ruleset").contains("203.0.113.100"));
+    assert!(!sh_in(&q, "ip rule show").contains("fwmark"));
+    assert!(!sh_in(&q, "ip link show").contains("rfp-"));
     assert_eq!(lab.resync().unwrap(), 0);
     lab.down();
 }
@@ -266,7 +261,7 @@ fn deleting_a_floating_ip_stops_its_established_flows_and_leaves_nothing() {
         .node_netns_dir("node-1")
         .join(qrouter(&lab, "tenant-a", "main"));
     assert!(
-        ip_in(&q, "conntrack -L").contains("203.0.113.100"),
+        sh_in(&q, "conntrack -L").contains("203.0.113.100"),
         "the flow is tracked"
     );
 
@@ -279,14 +274,14 @@ fn deleting_a_floating_ip_stops_its_established_flows_and_leaves_nothing() {
         "the established flow must stop"
     );
     assert!(
-        !ip_in(&q, "conntrack -L").contains("203.0.113.100"),
+        !sh_in(&q, "conntrack -L").contains("203.0.113.100"),
         "conntrack entries removed"
     );
-    assert!(!ip_in(&q, "nft list ruleset").contains("203.0.113.100"));
+    assert!(!sh_in(&q, "nft list ruleset").contains("203.0.113.100"));
     for node in ["node-1", "node-2", "gw-1"] {
         for ns in node_namespaces(&lab, node) {
             let p = lab.paths.node_netns_dir(node).join(&ns);
-            let all = ip_in(&p, "ip route show table all") + &ip_in(&p, "nft list ruleset");
+            let all = sh_in(&p, "ip route show table all") + &sh_in(&p, "nft list ruleset");
             assert!(
                 !all.contains("203.0.113.100"),
                 "{node}/{ns} still mentions the floating IP:\n{all}"
@@ -322,7 +317,7 @@ fn deleting_the_snat_gateway_removes_its_state_and_floating_ips_keep_working() {
         node_namespaces(&lab, "gw-1").is_empty(),
         "gw-1 hosts nothing else"
     );
-    let gw_links = ip_in(&lab.paths.node("gw-1"), "ip -br link");
+    let gw_links = sh_in(&lab.paths.node("gw-1"), "ip -br link");
     assert!(
         !gw_links.contains("sgb-") && !gw_links.contains("qgb-") && !gw_links.contains("dvr"),
         "{gw_links}"
@@ -332,7 +327,7 @@ fn deleting_the_snat_gateway_removes_its_state_and_floating_ips_keep_working() {
         .node_netns_dir("node-2")
         .join(qrouter(&lab, "tenant-a", "main"));
     assert!(
-        !ip_in(&q, "ip rule show").contains("lookup 4"),
+        !sh_in(&q, "ip rule show").contains("lookup 4"),
         "no SNAT rules left"
     );
     assert_eq!(tcp(&lab, "wl-a-db", "203.0.113.1"), Observed::NoAnswer);
@@ -382,12 +377,12 @@ fn removing_a_router_removes_its_kernel_state_on_every_node_and_nothing_else() {
                 .any(|n| n.contains("tenant-b")),
             "{node}"
         );
-        let links = ip_in(&lab.paths.node(node), "ip -br link");
+        let links = sh_in(&lab.paths.node(node), "ip -br link");
         assert!(
             !links.contains(&format!("dvrbr-{}", vni_b[0])),
             "{node}: {links}"
         );
-        let fdb = ip_in(&lab.paths.node(node), "bridge fdb show");
+        let fdb = sh_in(&lab.paths.node(node), "bridge fdb show");
         assert!(
             !fdb.contains(&format!("dvrvx-{}", vni_b[0])),
             "{node}: {fdb}"
