@@ -2,7 +2,8 @@
 //! example lab with its SnatGateway open to all three nodes (candidates
 //! gw-1, node-1, node-2), a-db (node-2) pinging the external host through
 //! SNAT at 100 Hz, the API stand-in and the controller stopped, the
-//! serving node's underlay cut. Runs in a sandbox (private user, mount and
+//! serving node's underlay cut (three times), then its external link.
+//! Runs in a sandbox (private user, mount and
 //! network namespaces).
 use std::path::Path;
 use std::process::Command;
@@ -146,18 +147,20 @@ fn snat_fails_over_in_under_a_second_without_the_api() {
     lab.cluster_mut().stop_controller();
     lab.cluster_mut().stop_api();
 
+    // Three times the serving node's underlay, then its external link
+    // (its upstream stops answering: it answers "not ready").
     let mut gaps = Vec::new();
-    for run in 0..3 {
+    for (run, link) in ["eth0", "eth0", "eth0", "ext0"].into_iter().enumerate() {
         let serving = attached(&lab, index);
         assert_eq!(serving.len(), 1, "run {run}: serving {serving:?}");
         let cut = serving[0];
         let pinger = ping(&lab, 300);
         std::thread::sleep(Duration::from_millis(1000));
-        sh_in(&lab.paths.node(cut), "ip link set eth0 down");
+        sh_in(&lab.paths.node(cut), &format!("ip link set {link} down"));
         let (sent, lost, longest, wall) = pinger.join().unwrap();
         let now = attached(&lab, index);
         eprintln!(
-            "run {run}: cut {cut}: {lost}/{sent} lost, longest gap {} ms ({wall} ms between answers); serving now {now:?}",
+            "run {run}: cut {cut} {link}: {lost}/{sent} lost, longest gap {} ms ({wall} ms between answers); serving now {now:?}",
             longest * 10
         );
         assert_eq!(now.len(), 1, "run {run}: exactly one serves: {now:?}");
@@ -167,7 +170,7 @@ fn snat_fails_over_in_under_a_second_without_the_api() {
         gaps.push(longest * 10);
 
         // The cut node comes back: it learns who serves and stays standby.
-        sh_in(&lab.paths.node(cut), "ip link set eth0 up");
+        sh_in(&lab.paths.node(cut), &format!("ip link set {link} up"));
         std::thread::sleep(Duration::from_millis(2500));
         let (sent, lost, _, _) = ping(&lab, 100).join().unwrap();
         assert_eq!(attached(&lab, index), now, "run {run}: {cut} preempted");

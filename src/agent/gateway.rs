@@ -20,6 +20,13 @@
 //! - A session not decided yet counts as up, and as claiming exactly when
 //!   the peer is the plan's first candidate: an agent that (re)starts
 //!   follows the plan and changes nothing.
+//! - Upstream readiness (the external network's gateway answers ARP from
+//!   the candidate, [`super::probe`]) is a preference, not a veto: while
+//!   some candidate that is up here (this node included) reaches its
+//!   upstream, candidates that do not count as down, so a serving node
+//!   whose external link failed resigns and the next ready one takes
+//!   over; when none reaches it (the upstream itself is down, or never
+//!   answers ARP probes) readiness is ignored and nothing moves.
 use std::collections::BTreeMap;
 
 use crate::plan::view::{ClusterView, ObjectKey, SnatView};
@@ -33,6 +40,9 @@ pub struct Seen {
     pub init: bool,
     /// Its recent reply claims the gateway.
     pub claims: bool,
+    /// Its recent reply does not list the gateway as unready (its upstream
+    /// answers).
+    pub ready: bool,
 }
 
 /// What this node itself may do.
@@ -42,6 +52,8 @@ pub struct Me {
     pub stay: bool,
     /// May start serving (ready, has heard peers for the hold-down).
     pub activate: bool,
+    /// This node reaches the gateway's upstream.
+    pub ready: bool,
 }
 
 /// The serving node of one gateway in the view of `me`. `current` is the
@@ -62,9 +74,22 @@ pub fn decide(
         let s = seen(c);
         s.claims || (s.init && c == c0)
     };
-    let up = |c: &str| seen(c).up;
+    // Readiness counts only while some candidate up here has it.
+    let tier = candidates.iter().any(|c| {
+        if c == me {
+            own.ready
+        } else {
+            let s = seen(c);
+            s.up && s.ready
+        }
+    });
+    let up = |c: &str| {
+        let s = seen(c);
+        s.up && (s.ready || !tier)
+    };
+    let own_ready = own.ready || !tier;
     if let Some(r) = rank {
-        if current == me && (own.stay || single) {
+        if current == me && (own.stay || single) && own_ready {
             let outranked = candidates[..r].iter().any(|c| up(c) && claims(c));
             if !outranked {
                 return Some(me.to_string());
@@ -81,7 +106,7 @@ pub fn decide(
     }
     for c in candidates {
         if c == me {
-            if own.activate || single {
+            if (own.activate || single) && own_ready {
                 return Some(me.to_string());
             }
         } else if up(c) {
@@ -116,7 +141,7 @@ pub fn decide_all(
     me: &str,
     current: &BTreeMap<ObjectKey, String>,
     seen: impl Fn(&str, u32) -> Seen,
-    own: Me,
+    own: impl Fn(u32) -> Me,
 ) -> BTreeMap<ObjectKey, (String, u32)> {
     relevant(view, me)
         .filter_map(|s| {
@@ -126,7 +151,7 @@ pub fn decide_all(
                 &s.candidates,
                 current.get(&s.key).map(String::as_str),
                 |c| seen(c, index),
-                own,
+                own(index),
             )?;
             Some((s.key.clone(), (d, index)))
         })
@@ -144,29 +169,41 @@ mod tests {
         up: true,
         init: false,
         claims: false,
+        ready: true,
     };
     const CLAIMING: Seen = Seen {
         up: true,
         init: false,
         claims: true,
+        ready: true,
     };
     const INIT: Seen = Seen {
         up: true,
         init: true,
         claims: false,
+        ready: true,
     };
     const DOWN: Seen = Seen {
         up: false,
         init: false,
         claims: false,
+        ready: false,
     };
     const OK: Me = Me {
         stay: true,
         activate: true,
+        ready: true,
     };
     const ISOLATED: Me = Me {
         stay: false,
         activate: false,
+        ready: true,
+    };
+    /// Hears peers, but its upstream does not answer.
+    const CUT_OFF: Me = Me {
+        stay: true,
+        activate: true,
+        ready: false,
     };
 
     fn table(pairs: &[(&'static str, Seen)]) -> impl Fn(&str) -> Seen {
@@ -200,6 +237,7 @@ mod tests {
         let waiting = Me {
             stay: true,
             activate: false,
+            ready: true,
         };
         assert_eq!(decide("b", &c, None, &seen, waiting).as_deref(), Some("c"));
     }
@@ -234,6 +272,7 @@ mod tests {
             up: false,
             init: false,
             claims: true,
+            ready: true,
         };
         let seen = table(&[("b", holding), ("c", UP)]);
         assert_eq!(decide("a", &c, Some("b"), &seen, OK).as_deref(), Some("b"));
@@ -262,6 +301,64 @@ mod tests {
         assert_eq!(
             decide("b", &c, Some("b"), &seen, ISOLATED).as_deref(),
             Some("a")
+        );
+    }
+
+    #[test]
+    fn a_gateway_without_upstream_hands_over_to_a_ready_one() {
+        let c = cands(&["a", "b", "c"]);
+        let unready = |s: Seen| Seen { ready: false, ..s };
+        // a serves but its upstream is gone: it resigns for b.
+        let seen = table(&[("b", UP), ("c", UP)]);
+        assert_eq!(
+            decide("a", &c, Some("a"), &seen, CUT_OFF).as_deref(),
+            Some("b")
+        );
+        // The others see a unready; while it still claims (it has not
+        // detached yet) they wait for it: never two attached.
+        let seen = table(&[("a", unready(CLAIMING)), ("c", UP)]);
+        assert_eq!(decide("b", &c, Some("a"), &seen, OK).as_deref(), Some("a"));
+        // Its claim gone, b takes over in every view.
+        let seen = table(&[("a", unready(UP)), ("b", UP), ("c", UP)]);
+        for me in ["b", "c", "compute"] {
+            assert_eq!(decide(me, &c, Some("a"), &seen, OK).as_deref(), Some("b"));
+        }
+        // A standby without upstream never takes over while c has it.
+        let seen = table(&[("a", DOWN), ("c", UP)]);
+        assert_eq!(
+            decide("b", &c, Some("a"), &seen, CUT_OFF).as_deref(),
+            Some("c")
+        );
+        // Back, a stays standby: b claims (no preemption).
+        let seen = table(&[("a", UP), ("b", CLAIMING), ("c", UP)]);
+        assert_eq!(decide("a", &c, Some("b"), &seen, OK).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn readiness_is_ignored_when_no_candidate_has_it() {
+        // The upstream itself is down (or never answers ARP): nothing moves.
+        let c = cands(&["a", "b"]);
+        let seen = table(&[("b", Seen { ready: false, ..UP })]);
+        assert_eq!(
+            decide("a", &c, Some("a"), &seen, CUT_OFF).as_deref(),
+            Some("a")
+        );
+        let seen = table(&[(
+            "a",
+            Seen {
+                ready: false,
+                ..CLAIMING
+            },
+        )]);
+        assert_eq!(
+            decide("b", &c, Some("a"), &seen, CUT_OFF).as_deref(),
+            Some("a")
+        );
+        // ... and a dead node is still replaced.
+        let seen = table(&[("a", DOWN)]);
+        assert_eq!(
+            decide("b", &c, Some("a"), &seen, CUT_OFF).as_deref(),
+            Some("b")
         );
     }
 }

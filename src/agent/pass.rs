@@ -64,6 +64,9 @@ pub(super) struct Agent {
 pub(super) const M_PROBE_UP: &str = "kube_dvr_gateway_probe_up";
 pub(super) const M_PROBE_UP_HELP: &str =
     "Underlay probe session to a peer node: 1 up, 0 down (or not ready).";
+pub(super) const M_UPSTREAM_UP: &str = "kube_dvr_gateway_upstream_up";
+pub(super) const M_UPSTREAM_UP_HELP: &str =
+    "The external network's gateway answers ARP from this node (1), or not (0): a SNAT gateway candidate without it hands over.";
 pub(super) const M_SNAT_ACTIVE: &str = "kube_dvr_snat_gateway_active";
 pub(super) const M_SNAT_ACTIVE_HELP: &str =
     "1 when this node serves the SnatGateway (attached), 0 when it is a warm standby.";
@@ -257,6 +260,32 @@ impl Agent {
             .filter_map(|c| vtep_of(c))
             .collect();
         self.probes.set_peers(&peers);
+        // Check the upstream of every external network this node is a
+        // candidate on, from the device its external ports hang on.
+        let mut networks: std::collections::BTreeMap<&str, probe::Upstream> = Default::default();
+        let mut upstreams: std::collections::BTreeMap<
+            probe::Upstream,
+            std::collections::BTreeSet<u32>,
+        > = Default::default();
+        for s in gateway::relevant(view, me).filter(|s| s.candidates.iter().any(|c| c == me)) {
+            let (Some(ext), Some(r)) = (
+                view.external_networks.get(&s.external),
+                view.routers.iter().find(|r| r.key == s.router),
+            ) else {
+                continue;
+            };
+            let device = match &ext.attachment {
+                crate::plan::view::Attachment::Bridge(d)
+                | crate::plan::view::Attachment::Interface(d) => d.clone(),
+            };
+            let u = probe::Upstream {
+                device,
+                gateway: ext.gateway,
+            };
+            networks.insert(s.external.as_str(), u.clone());
+            upstreams.entry(u).or_default().insert(r.index);
+        }
+        self.probes.set_upstreams(upstreams);
         let decisions = {
             let st = self.probes.state.lock().unwrap();
             if !st.running {
@@ -273,6 +302,15 @@ impl Agent {
                     );
                 }
             }
+            for (network, u) in &networks {
+                let up = st.upstreams.get(u).is_none_or(|c| c.up());
+                self.telemetry.set(
+                    M_UPSTREAM_UP,
+                    M_UPSTREAM_UP_HELP,
+                    &[("network", network)],
+                    up as u8 as f64,
+                );
+            }
             let seen = |n: &str, index: u32| {
                 let Some(p) = vtep_of(n).and_then(|v| st.peers.get(&v)) else {
                     return gateway::Seen::default();
@@ -281,15 +319,19 @@ impl Agent {
                     up: p.up(),
                     init: p.state == probe::Session::Init,
                     claims: p.fresh(now) && p.claims.contains(&index),
+                    ready: !p.unready.contains(&index),
                 }
             };
             let hold = probe::INTERVAL * probe::HOLD_DOWN;
-            let own = gateway::Me {
-                stay: st.ready && st.sees_peer(now),
-                activate: st.ready
-                    && st
-                        .visible_since
-                        .is_some_and(|t| now.duration_since(t) >= hold || t == st.started),
+            let stay = st.ready && st.sees_peer(now);
+            let activate = st.ready
+                && st
+                    .visible_since
+                    .is_some_and(|t| now.duration_since(t) >= hold || t == st.started);
+            let own = |index: u32| gateway::Me {
+                stay,
+                activate,
+                ready: st.upstream_up(index),
             };
             gateway::decide_all(view, me, &self.serving, seen, own)
         };

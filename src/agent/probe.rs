@@ -1,5 +1,6 @@
 //! Underlay probes between nodes, for SNAT gateway failover without the
-//! API server (BFD-like, over UDP).
+//! API server (BFD-like, over UDP), and the upstream checks that decide
+//! whether this node can serve a gateway at all.
 //!
 //! Every agent binds one UDP socket to its VTEP (port
 //! [`DEFAULT_PORT`]) in the node's namespace, answers every probe it gets
@@ -9,11 +10,21 @@
 //! out every [`INTERVAL`]; a session goes down after [`MISSES`] intervals
 //! without a reply and comes back up only after [`HOLD_DOWN`] intervals
 //! with one (no flapping on a lossy link). A reply carries whether the
-//! node can serve (`ready`) and the router indexes whose SNAT gateway it
+//! node can serve (`ready`), the router indexes whose SNAT gateway it
 //! serves right now (its claims), so a returning node learns who took
-//! over before it could take anything back.
+//! over before it could take anything back, and the router indexes whose
+//! upstream it cannot reach (`unready`).
 //!
-//! The task only uses the socket and a shared state: it needs neither the
+//! **Upstream checks** ([`Probes::set_upstreams`]): on the same tick, for
+//! each external network of a gateway this node is a candidate for, an ARP
+//! probe (RFC 5227: sender 0.0.0.0, so no cache learns anything) for the
+//! network's gateway goes out of the node's attachment (the bridge or the
+//! host interface the gateway's external port hangs on). The check is a
+//! session like a peer's: down after [`MISSES`] unanswered intervals, up
+//! after [`HOLD_DOWN`] answered ones. While it is down, the gateways of
+//! that network are in this node's `unready` list.
+//!
+//! The task only uses its sockets and a shared state: it needs neither the
 //! API server nor the agent's pass loop, and wakes the agent (a watch
 //! channel) whenever what a decision depends on changes.
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,6 +62,38 @@ pub enum Session {
     Down,
 }
 
+/// The counters of a session (a peer's, an upstream check's).
+#[derive(Clone, Debug, Default)]
+struct Counts {
+    /// Consecutive intervals with / without an answer.
+    ok: u32,
+    missed: u32,
+    /// An answer arrived in the current interval.
+    answered: bool,
+}
+
+impl Counts {
+    /// End an interval: count it, and return the session's next state
+    /// (down after [`MISSES`] misses, up after [`HOLD_DOWN`] answers, a new
+    /// session up at its first answer).
+    fn judge(&mut self, state: Session) -> Session {
+        if self.answered {
+            self.ok += 1;
+            self.missed = 0;
+        } else {
+            self.missed += 1;
+            self.ok = 0;
+        }
+        self.answered = false;
+        match state {
+            Session::Init | Session::Up if self.missed >= MISSES => Session::Down,
+            Session::Init if self.ok > 0 => Session::Up,
+            Session::Down if self.ok >= HOLD_DOWN => Session::Up,
+            s => s,
+        }
+    }
+}
+
 /// What this node knows of a peer.
 #[derive(Clone, Debug)]
 pub struct Peer {
@@ -59,13 +102,11 @@ pub struct Peer {
     pub ready: bool,
     /// Router indexes it serves, from its last reply.
     pub claims: BTreeSet<u32>,
+    /// Router indexes whose upstream it cannot reach, from its last reply.
+    pub unready: BTreeSet<u32>,
     /// When its last reply arrived.
     pub heard: Option<Instant>,
-    /// Consecutive intervals with / without a reply.
-    ok: u32,
-    missed: u32,
-    /// A reply arrived in the current interval.
-    replied: bool,
+    counts: Counts,
     seq: u32,
 }
 
@@ -75,10 +116,9 @@ impl Peer {
             state: Session::Init,
             ready: true,
             claims: BTreeSet::new(),
+            unready: BTreeSet::new(),
             heard: None,
-            ok: 0,
-            missed: 0,
-            replied: false,
+            counts: Counts::default(),
             seq: 0,
         }
     }
@@ -91,6 +131,31 @@ impl Peer {
     /// Whether its last reply is recent.
     pub fn fresh(&self, now: Instant) -> bool {
         self.heard.is_some_and(|t| now.duration_since(t) <= FRESH)
+    }
+}
+
+/// An upstream to check: the external network's gateway, asked from the
+/// node's attachment device (a bridge or a host interface).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Upstream {
+    pub device: String,
+    pub gateway: Ipv4Addr,
+}
+
+/// An upstream check and the routers whose readiness it decides.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub state: Session,
+    /// Router indexes of the gateways this node is a candidate for on
+    /// that network.
+    pub indexes: BTreeSet<u32>,
+    counts: Counts,
+}
+
+impl Check {
+    /// Answering (or not decided yet).
+    pub fn up(&self) -> bool {
+        self.state != Session::Down
     }
 }
 
@@ -112,9 +177,28 @@ pub struct State {
     /// Since when some peer has been heard without a gap (`None`: none
     /// heard now).
     pub visible_since: Option<Instant>,
+    /// Upstream checks.
+    pub upstreams: BTreeMap<Upstream, Check>,
 }
 
 impl State {
+    /// Router indexes whose upstream is down here (what replies say).
+    pub fn unready(&self) -> BTreeSet<u32> {
+        self.upstreams
+            .values()
+            .filter(|c| !c.up())
+            .flat_map(|c| c.indexes.iter().copied())
+            .collect()
+    }
+
+    /// Whether this node reaches the upstream of router `index` (no check
+    /// for it counts as yes).
+    pub fn upstream_up(&self, index: u32) -> bool {
+        self.upstreams
+            .values()
+            .all(|c| c.up() || !c.indexes.contains(&index))
+    }
+
     /// A peer was heard recently (a reply or a probe).
     pub fn sees_peer(&self, now: Instant) -> bool {
         // An undecided session counts: a (re)started agent keeps serving.
@@ -148,6 +232,7 @@ impl Probes {
                 running: false,
                 started: now,
                 visible_since: Some(now),
+                upstreams: BTreeMap::new(),
             })),
             wake,
         };
@@ -164,6 +249,23 @@ impl Probes {
         }
     }
 
+    /// Check exactly these upstreams, each for these router indexes (new
+    /// checks start in [`Session::Init`]: trusted until decided).
+    pub fn set_upstreams(&self, want: BTreeMap<Upstream, BTreeSet<u32>>) {
+        let mut st = self.state.lock().unwrap();
+        st.upstreams.retain(|u, _| want.contains_key(u));
+        for (u, indexes) in want {
+            st.upstreams
+                .entry(u)
+                .or_insert_with(|| Check {
+                    state: Session::Init,
+                    indexes: BTreeSet::new(),
+                    counts: Counts::default(),
+                })
+                .indexes = indexes;
+        }
+    }
+
     /// What this node answers from now on.
     pub fn set_serving(&self, ready: bool, claims: BTreeSet<u32>) {
         let mut st = self.state.lock().unwrap();
@@ -176,14 +278,30 @@ impl Probes {
     }
 
     /// Bind the socket to `vtep:port` inside the namespace `netns` and run
-    /// the sessions until the task is dropped. Returns only on a bind error.
+    /// the sessions until the task is dropped. Returns only on a bind error
+    /// other than "in use" (a predecessor still closing its socket: retried
+    /// every interval).
     pub async fn run(self, netns: &Path, vtep: Ipv4Addr, port: u16) -> std::io::Result<()> {
         let addr = SocketAddrV4::new(vtep, port);
-        let std_sock = crate::dataplane::netns::run_in(netns, || {
-            let s = std::net::UdpSocket::bind(addr)?;
-            s.set_nonblocking(true)?;
-            Ok::<_, std::io::Error>(s)
-        })??;
+        let mut waited = 0u32;
+        let std_sock = loop {
+            let r = crate::dataplane::netns::run_in(netns, || {
+                let s = std::net::UdpSocket::bind(addr)?;
+                s.set_nonblocking(true)?;
+                Ok::<_, std::io::Error>(s)
+            })?;
+            match r {
+                Ok(s) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    if waited == HOLD_DOWN {
+                        tracing::warn!(%addr, "gateway probe port in use; retrying");
+                    }
+                    waited += 1;
+                    tokio::time::sleep(INTERVAL).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let sock = Arc::new(UdpSocket::from_std(std_sock)?);
         {
             let mut st = self.state.lock().unwrap();
@@ -195,17 +313,34 @@ impl Probes {
             let (sock, me) = (sock.clone(), self.clone());
             async move { me.receive(&sock, port).await }
         };
+        let netns = netns.to_path_buf();
         let tx = async move {
             let mut tick = tokio::time::interval(INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut arp = ArpSockets::default();
             loop {
                 tick.tick().await;
+                // Answers to the last interval's ARP probes count for it.
+                let targets: Vec<Upstream> = {
+                    let st = self.state.lock().unwrap();
+                    st.upstreams.keys().cloned().collect()
+                };
+                let answered = arp.collect(&netns, &targets);
+                {
+                    let mut st = self.state.lock().unwrap();
+                    for u in answered {
+                        if let Some(c) = st.upstreams.get_mut(&u) {
+                            c.counts.answered = true;
+                        }
+                    }
+                }
                 let (sends, changed) = self.tick();
                 for (dst, seq) in sends {
                     let _ = sock
                         .send_to(&request(seq), SocketAddr::V4(SocketAddrV4::new(dst, port)))
                         .await;
                 }
+                arp.send(&targets);
                 if changed {
                     self.wake();
                 }
@@ -224,20 +359,7 @@ impl Probes {
         let mut changed = false;
         let mut sends = Vec::new();
         for (vtep, p) in st.peers.iter_mut() {
-            if p.replied {
-                p.ok += 1;
-                p.missed = 0;
-            } else {
-                p.missed += 1;
-                p.ok = 0;
-            }
-            p.replied = false;
-            let next = match p.state {
-                Session::Init | Session::Up if p.missed >= MISSES => Session::Down,
-                Session::Init if p.ok > 0 => Session::Up,
-                Session::Down if p.ok >= HOLD_DOWN => Session::Up,
-                s => s,
-            };
+            let next = p.counts.judge(p.state);
             if next != p.state {
                 tracing::info!(peer = %vtep, from = ?p.state, to = ?next, "gateway probe session");
                 p.state = next;
@@ -245,6 +367,14 @@ impl Probes {
             }
             p.seq = p.seq.wrapping_add(1);
             sends.push((*vtep, p.seq));
+        }
+        for (u, c) in st.upstreams.iter_mut() {
+            let next = c.counts.judge(c.state);
+            if next != c.state {
+                tracing::info!(device = %u.device, gateway = %u.gateway, from = ?c.state, to = ?next, "gateway upstream check");
+                c.state = next;
+                changed = true;
+            }
         }
         let sees = st.sees_peer(now);
         match (sees, st.visible_since) {
@@ -280,22 +410,29 @@ impl Probes {
                     let reply = {
                         let mut st = self.state.lock().unwrap();
                         st.probed_by.insert(*from.ip(), now);
-                        reply(seq, st.ready, &st.claims)
+                        reply(seq, st.ready, &st.claims, &st.unready())
                     };
                     let to = SocketAddr::V4(SocketAddrV4::new(*from.ip(), port));
                     let _ = sock.send_to(&reply, to).await;
                 }
-                Msg::Reply { ready, claims, .. } => {
+                Msg::Reply {
+                    ready,
+                    claims,
+                    unready,
+                    ..
+                } => {
                     let changed = {
                         let mut st = self.state.lock().unwrap();
                         let Some(p) = st.peers.get_mut(from.ip()) else {
                             continue;
                         };
-                        p.replied = true;
+                        p.counts.answered = true;
                         p.heard = Some(now);
-                        let changed = p.ready != ready || p.claims != claims;
+                        let changed =
+                            p.ready != ready || p.claims != claims || p.unready != unready;
                         p.ready = ready;
                         p.claims = claims;
+                        p.unready = unready;
                         // The first answer of a new session decides at once.
                         let first = p.state == Session::Init;
                         if first {
@@ -321,7 +458,73 @@ enum Msg {
         seq: u32,
         ready: bool,
         claims: BTreeSet<u32>,
+        unready: BTreeSet<u32>,
     },
+}
+
+/// The ARP sockets of the upstream checks, opened in the node's namespace
+/// as checks appear (a device that does not exist is retried every
+/// [`HOLD_DOWN`] intervals; until then its check goes unanswered).
+#[derive(Default)]
+struct ArpSockets {
+    open: BTreeMap<String, crate::dataplane::garp::ArpProbe>,
+    failed: BTreeMap<String, u32>,
+}
+
+impl ArpSockets {
+    /// The upstreams among `targets` that answered since the last call;
+    /// sockets of devices no longer checked close.
+    fn collect(&mut self, netns: &Path, targets: &[Upstream]) -> Vec<Upstream> {
+        self.open
+            .retain(|d, _| targets.iter().any(|u| &u.device == d));
+        self.failed
+            .retain(|d, _| targets.iter().any(|u| &u.device == d));
+        let mut out = Vec::new();
+        for u in targets {
+            if !self.open.contains_key(&u.device) {
+                let wait = self.failed.entry(u.device.clone()).or_insert(0);
+                if *wait > 0 {
+                    *wait -= 1;
+                    continue;
+                }
+                let dev = u.device.clone();
+                match crate::dataplane::netns::run_in(netns, || {
+                    crate::dataplane::garp::ArpProbe::open(&dev)
+                }) {
+                    Ok(Ok(s)) => {
+                        self.failed.remove(&u.device);
+                        self.open.insert(u.device.clone(), s);
+                    }
+                    Ok(Err(e)) | Err(e) => {
+                        tracing::debug!(device = %u.device, error = %e, "upstream check cannot open its device; retrying");
+                        *wait = HOLD_DOWN;
+                    }
+                }
+                continue;
+            }
+            match self.open[&u.device].answered(u.gateway) {
+                Ok(true) => out.push(u.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    // The device went away (or was recreated): reopen.
+                    tracing::debug!(device = %u.device, error = %e, "upstream check socket failed; reopening");
+                    self.open.remove(&u.device);
+                }
+            }
+        }
+        out
+    }
+
+    /// One probe per upstream whose device is open.
+    fn send(&mut self, targets: &[Upstream]) {
+        for u in targets {
+            if let Some(s) = self.open.get(&u.device) {
+                // A down link refuses to send: that interval goes
+                // unanswered, which is the point.
+                let _ = s.send(u.gateway);
+            }
+        }
+    }
 }
 
 fn header(kind: u8, seq: u32) -> Vec<u8> {
@@ -337,7 +540,10 @@ fn request(seq: u32) -> Vec<u8> {
     header(REQUEST, seq)
 }
 
-fn reply(seq: u32, ready: bool, claims: &BTreeSet<u32>) -> Vec<u8> {
+/// A reply: `ready`, then two lists of router indexes (u16 count, u32
+/// each), the claims and the unready ones. A reply without the second list
+/// (an agent before upstream checks) parses with none unready.
+fn reply(seq: u32, ready: bool, claims: &BTreeSet<u32>, unready: &BTreeSet<u32>) -> Vec<u8> {
     let mut b = header(REPLY, seq);
     b.push(ready as u8);
     let n = claims.len().min(MAX_CLAIMS);
@@ -345,7 +551,24 @@ fn reply(seq: u32, ready: bool, claims: &BTreeSet<u32>) -> Vec<u8> {
     for c in claims.iter().take(n) {
         b.extend_from_slice(&c.to_be_bytes());
     }
+    let m = unready.len().min(MAX_CLAIMS - n);
+    b.extend_from_slice(&(m as u16).to_be_bytes());
+    for c in unready.iter().take(m) {
+        b.extend_from_slice(&c.to_be_bytes());
+    }
     b
+}
+
+/// A u16-counted list of u32 at `b[at..]`; the list and where it ends.
+fn indexes(b: &[u8], at: usize) -> Option<(BTreeSet<u32>, usize)> {
+    let n = u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?) as usize;
+    let end = at + 2 + 4 * n;
+    let body = b.get(at + 2..end)?;
+    let list = body
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+        .collect();
+    Some((list, end))
 }
 
 fn parse(b: &[u8]) -> Option<Msg> {
@@ -357,13 +580,18 @@ fn parse(b: &[u8]) -> Option<Msg> {
         REQUEST => Some(Msg::Request { seq }),
         REPLY => {
             let ready = *b.get(10)? != 0;
-            let n = u16::from_be_bytes(b.get(11..13)?.try_into().ok()?) as usize;
-            let body = b.get(13..13 + 4 * n)?;
-            let claims = body
-                .chunks_exact(4)
-                .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
-                .collect();
-            Some(Msg::Reply { seq, ready, claims })
+            let (claims, end) = indexes(b, 11)?;
+            let unready = if b.len() == end {
+                BTreeSet::new()
+            } else {
+                indexes(b, end)?.0
+            };
+            Some(Msg::Reply {
+                seq,
+                ready,
+                claims,
+                unready,
+            })
         }
         _ => None,
     }
@@ -377,16 +605,32 @@ mod tests {
     fn messages_round_trip() {
         assert!(matches!(parse(&request(7)), Some(Msg::Request { seq: 7 })));
         let claims = BTreeSet::from([1, 4096]);
-        match parse(&reply(9, false, &claims)) {
+        let unready = BTreeSet::from([7]);
+        match parse(&reply(9, false, &claims, &unready)) {
             Some(Msg::Reply {
                 seq: 9,
                 ready: false,
                 claims: c,
-            }) => assert_eq!(c, claims),
+                unready: u,
+            }) => assert_eq!((c, u), (claims.clone(), unready.clone())),
             _ => panic!("reply did not parse"),
         }
         assert!(parse(b"KDVR\x02\x00\0\0\0\x01").is_none(), "other version");
-        assert!(parse(&reply(1, true, &claims)[..14]).is_none(), "truncated");
+        let full = reply(1, true, &claims, &unready);
+        assert!(parse(&full[..14]).is_none(), "truncated");
+        assert!(parse(&full[..full.len() - 1]).is_none(), "truncated");
+        // An agent without upstream checks sends no second list.
+        match parse(&full[..13 + 8]) {
+            Some(Msg::Reply {
+                claims: c,
+                unready: u,
+                ..
+            }) => {
+                assert_eq!(c, claims);
+                assert!(u.is_empty());
+            }
+            _ => panic!("old reply did not parse"),
+        }
     }
 
     #[test]
@@ -395,7 +639,16 @@ mod tests {
         let v: Ipv4Addr = "198.18.0.2".parse().unwrap();
         p.set_peers(&BTreeSet::from([v]));
         let state = |p: &Probes| p.state.lock().unwrap().peers[&v].state;
-        let answer = |p: &Probes| p.state.lock().unwrap().peers.get_mut(&v).unwrap().replied = true;
+        let answer = |p: &Probes| {
+            p.state
+                .lock()
+                .unwrap()
+                .peers
+                .get_mut(&v)
+                .unwrap()
+                .counts
+                .answered = true
+        };
         for _ in 0..MISSES - 1 {
             p.tick();
         }
@@ -420,5 +673,45 @@ mod tests {
             p.tick();
         }
         assert_eq!(state(&p), Session::Down);
+    }
+
+    #[test]
+    fn an_unanswered_upstream_makes_its_routers_unready_with_a_hold_down() {
+        let (p, _rx) = Probes::new();
+        let u = Upstream {
+            device: "br-public".into(),
+            gateway: "203.0.113.1".parse().unwrap(),
+        };
+        p.set_upstreams(BTreeMap::from([(u.clone(), BTreeSet::from([3, 4]))]));
+        let ready = |p: &Probes, i| p.state.lock().unwrap().upstream_up(i);
+        let answer = |p: &Probes| {
+            p.state
+                .lock()
+                .unwrap()
+                .upstreams
+                .get_mut(&u)
+                .unwrap()
+                .counts
+                .answered = true
+        };
+        assert!(ready(&p, 3), "not decided yet: trusted");
+        for _ in 0..MISSES {
+            p.tick();
+        }
+        assert!(!ready(&p, 3) && !ready(&p, 4));
+        assert!(ready(&p, 5), "another network's router");
+        assert_eq!(p.state.lock().unwrap().unready(), BTreeSet::from([3, 4]));
+        for _ in 0..HOLD_DOWN - 1 {
+            answer(&p);
+            p.tick();
+        }
+        assert!(!ready(&p, 3), "still holding down");
+        answer(&p);
+        p.tick();
+        assert!(ready(&p, 3));
+        assert!(p.state.lock().unwrap().unready().is_empty());
+        // A check no longer wanted ends.
+        p.set_upstreams(BTreeMap::new());
+        assert!(p.state.lock().unwrap().upstreams.is_empty());
     }
 }
