@@ -232,6 +232,9 @@ impl Agent {
         // the controller counts every other object on this node as
         // programmed (and none while a node-wide error is listed).
         want.insert(cluster::PROGRAMMED_ANNOTATION, Some(digest));
+        // Which gateways this node serves (run-time state): the controller
+        // records it as `activeNode`.
+        want.insert(cluster::SNAT_SERVING_ANNOTATION, self.serving_report(&view));
         match self.reporter.report(&node, &want).await {
             Ok(wrote) => {
                 if wrote {
@@ -383,6 +386,19 @@ impl Agent {
         self.probes.set_serving(true, claims);
     }
 
+    /// The SnatGateways this node serves as programmed, for
+    /// [`cluster::SNAT_SERVING_ANNOTATION`] (`None`: none).
+    fn serving_report(&self, view: &ClusterView) -> Option<String> {
+        let me = self.opts.node.as_str();
+        let keys: Vec<String> = view
+            .snat_gateways
+            .iter()
+            .filter(|s| crate::plan::serving_node(s, &self.overrides) == Some(me))
+            .map(|s| s.key.to_string())
+            .collect();
+        (!keys.is_empty()).then(|| keys.join(","))
+    }
+
     /// `kube_dvr_programmed_objects`: what this node serves of each kind.
     fn set_programmed(&self, view: &ClusterView) {
         let node = self.opts.node.as_str();
@@ -439,6 +455,7 @@ impl Agent {
         let want = report::Annotations::from([
             (cluster::CLEANED_ANNOTATION, Some("true".to_string())),
             (cluster::PROGRAMMED_ANNOTATION, None),
+            (cluster::SNAT_SERVING_ANNOTATION, None),
             (cluster::AGENT_ERRORS_ANNOTATION, None),
         ]);
         match self.reporter.report(&node, &want).await {

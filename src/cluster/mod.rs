@@ -33,6 +33,10 @@ pub const DVR_MAC_ANNOTATION: &str = "kubedvr.io/dvr-mac";
 pub const PROGRAMMED_ANNOTATION: &str = "kubedvr.io/programmed";
 pub const AGENT_ERRORS_ANNOTATION: &str = "kubedvr.io/agent-errors";
 pub const CLEANED_ANNOTATION: &str = "kubedvr.io/cleaned";
+/// The SnatGateways (`namespace/name`, comma-separated) the node's agent
+/// serves right now (its run-time choice, `agent::gateway`); absent when
+/// none. The controller moves `activeNode` to the node that serves.
+pub const SNAT_SERVING_ANNOTATION: &str = "kubedvr.io/snat-serving";
 /// The ConfigMap whose presence (in the release namespace) tells every agent
 /// to remove all its kernel state: set by `kube-dvr uninstall`.
 pub const UNINSTALL_CONFIGMAP: &str = "kube-dvr-uninstall";
@@ -107,11 +111,21 @@ pub fn node_info(node: &Node, agent_alive: Option<bool>) -> NodeInfo {
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
         .is_some_and(|c| c.status == "True");
+    let serving = ann
+        .and_then(|a| a.get(SNAT_SERVING_ANNOTATION))
+        .map(|v| {
+            v.split(',')
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
     NodeInfo {
         name: node.metadata.name.clone().unwrap_or_default(),
         labels: node.metadata.labels.clone().unwrap_or_default(),
         vtep,
         ready: kubelet_ready && agent_alive.unwrap_or(true),
+        serving,
     }
 }
 

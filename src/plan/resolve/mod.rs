@@ -71,7 +71,7 @@ mod tests_ns;
 #[cfg(test)]
 mod tests_xns;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use k8s_openapi::jiff::Timestamp;
@@ -141,6 +141,9 @@ pub struct NodeInfo {
     pub vtep: Option<Ipv4Addr>,
     /// The node's `Ready` condition.
     pub ready: bool,
+    /// SnatGateways (`namespace/name`) its agent says it serves now.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub serving: BTreeSet<String>,
 }
 
 /// The result of [`resolve`]: the view for the planner and the desired status

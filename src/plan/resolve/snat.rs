@@ -177,7 +177,8 @@ pub(super) fn finish_all(
     for s in snats.iter_mut().filter(|s| s.valid.is_ok()) {
         s.ports = Some(ports(s, &routers[s.router.expect("valid")]));
     }
-    // Pass 1: keep the active node while it stays eligible (no flapping).
+    // Pass 1: keep the node that serves (reported by the agents), else the
+    // active node while it stays eligible (no flapping).
     let mut load: BTreeMap<String, usize> = BTreeMap::new();
     let mut pending = Vec::new();
     let mut eligibles: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
@@ -198,8 +199,7 @@ pub(super) fn finish_all(
         }
         let eligible = eligible(s, cluster, exts);
         eligibles.insert(i, eligible.clone());
-        let current = s.obj.status.as_ref().and_then(|x| x.active_node.clone());
-        match current.filter(|n| eligible.contains(n)) {
+        match serving_node(s, cluster, &eligible) {
             Some(n) => {
                 *load.entry(n.clone()).or_default() += 1;
                 s.node = Some(n);
@@ -250,6 +250,36 @@ pub(super) fn finish_all(
             });
         }
     }
+}
+
+/// The active node to keep: the node that actually serves — an eligible
+/// candidate whose agent reports serving the gateway, when the current
+/// active node does not (the agents moved it at run time, see
+/// `agent::gateway`; several: the first in candidate order) — else the
+/// current active node while it stays eligible.
+fn serving_node(s: &SnatState, cluster: &Cluster, eligible: &BTreeSet<String>) -> Option<String> {
+    let status = s.obj.status.as_ref();
+    let current = status
+        .and_then(|x| x.active_node.clone())
+        .filter(|n| eligible.contains(n));
+    let key = s.key.to_string();
+    let reports = |n: &str| {
+        eligible.contains(n)
+            && cluster
+                .nodes
+                .get(n)
+                .is_some_and(|info| info.serving.contains(&key))
+    };
+    if current.as_deref().is_some_and(reports) {
+        return current;
+    }
+    status
+        .iter()
+        .flat_map(|x| x.candidates.iter())
+        .map(|c| c.node.as_str())
+        .find(|n| reports(n))
+        .map(str::to_string)
+        .or(current)
 }
 
 /// Candidates: the active node first; then the previous candidates, in

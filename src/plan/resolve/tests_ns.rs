@@ -543,6 +543,64 @@ fn snat_candidates_active_first_kept_through_failover_replaced_after_grace() {
 }
 
 #[test]
+fn snat_active_node_follows_the_node_that_serves() {
+    let mut input = mk_input();
+    for n in &mut input.nodes {
+        n.labels.insert("gw".into(), "yes".into());
+    }
+    input.snat_gateways = vec![mk_snat(
+        "tenant-a",
+        "s",
+        2,
+        json!({"router": "r", "nodeSelector": {"matchLabels": {"gw": "yes"}}}),
+    )];
+    let res = resolve(&input);
+    assert_eq!(snat_status(&res, "s").active_node.as_deref(), Some("n1"));
+    let serve = |input: &mut ClusterInput, node: usize, on: bool| {
+        let s = &mut input.nodes[node].serving;
+        if on {
+            s.insert("tenant-a/s".into());
+        } else {
+            s.clear();
+        }
+    };
+    // The agents moved it to n3 (n1's upstream failed): the status
+    // follows, n3 first, the others in their order (no preemption).
+    copy_back(&mut input, &res);
+    serve(&mut input, 2, true);
+    let res = resolve(&input);
+    assert_eq!(snat_status(&res, "s").active_node.as_deref(), Some("n3"));
+    assert_eq!(
+        candidates(&res, "s"),
+        c(&[("n3", false), ("n1", false), ("n2", false)])
+    );
+    assert_eq!(res.view.snat_gateways[0].candidates, ["n3", "n1", "n2"]);
+    // Two report (a partition heals, a report lags): the active one stays.
+    copy_back(&mut input, &res);
+    serve(&mut input, 0, true);
+    let res = resolve(&input);
+    assert_eq!(snat_status(&res, "s").active_node.as_deref(), Some("n3"));
+    // Nobody reports (agents restarting): nothing moves.
+    copy_back(&mut input, &res);
+    serve(&mut input, 0, false);
+    serve(&mut input, 2, false);
+    let res = resolve(&input);
+    assert_eq!(snat_status(&res, "s").active_node.as_deref(), Some("n3"));
+    // A report from a node that is not eligible counts for nothing.
+    copy_back(&mut input, &res);
+    input.nodes[1].ready = false;
+    serve(&mut input, 1, true);
+    let res = resolve(&input);
+    assert_eq!(snat_status(&res, "s").active_node.as_deref(), Some("n3"));
+    // The active node dies and n2 serves in its stead: the controller takes
+    // n2 rather than the least loaded eligible node (n1, by name).
+    input.nodes[1].ready = true;
+    input.nodes[2].ready = false;
+    let res = resolve(&input);
+    assert_eq!(snat_status(&res, "s").active_node.as_deref(), Some("n2"));
+}
+
+#[test]
 fn snat_spreads_over_eligible_nodes() {
     let mut input = mk_input();
     input.routers.push(mk_std_router("tenant-b", 2));
