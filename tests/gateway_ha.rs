@@ -3,96 +3,23 @@
 //! gw-1, node-1, node-2), a-db (node-2) pinging the external host through
 //! SNAT at 100 Hz: the serving node's external link cut (the controller
 //! then records the node that serves), then with the API stand-in and the
-//! controller stopped, the serving node's underlay cut three times. Runs in a sandbox (private user, mount and
-//! network namespaces).
-use std::path::Path;
-use std::process::Command;
+//! controller stopped, the serving node's underlay cut three times. Runs
+//! in a sandbox (private user, mount and network namespaces).
 use std::time::{Duration, Instant};
 
-use kube_dvr::dataplane::{netns, sandbox};
-use kube_dvr::lab::{Lab, Manifests, Topology};
+use kube_dvr::dataplane::sandbox;
+use kube_dvr::lab::Lab;
 use kube_dvr::plan::names;
 use kube_dvr::plan::view::ObjectKey;
 
 #[path = "support/nsenter.rs"]
 mod nsenter;
 use nsenter::sh_in;
+#[path = "support/gwlab.rs"]
+mod gwlab;
+use gwlab::{attached, ping, up};
 
 const STATE: &str = "/run/kube-dvr-lab-gwha";
-const NODES: [&str; 3] = ["gw-1", "node-1", "node-2"];
-
-fn up() -> Lab {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab");
-    let t = Topology::load(&root.join("topology.yaml")).unwrap();
-    let mut m = Manifests::load(&root.join("manifests")).unwrap();
-    // Every node may serve: three candidates.
-    m.snat_gateways[0].spec.node_selector = None;
-    Lab::up_with(Path::new(STATE), t, m).expect("lab up")
-}
-
-/// Nodes where the gateway is attached (its `qgb-` on the external bridge).
-fn attached(lab: &Lab, index: u32) -> Vec<&'static str> {
-    let qgb = names::qg_bridge(index);
-    NODES
-        .into_iter()
-        .filter(|n| {
-            sh_in(&lab.paths.node(n), &format!("ip -o link show {qgb}"))
-                .contains("master br-public")
-        })
-        .collect()
-}
-
-/// Ping the external host from a-db at 100 Hz; returns (sent, lost, the
-/// longest run of consecutive losses, the longest time in ms between two
-/// answers).
-fn ping(lab: &Lab, count: u32) -> std::thread::JoinHandle<(u32, u32, u32, u32)> {
-    let wl = lab.paths.workload("a-db");
-    std::thread::spawn(move || {
-        let out = netns::run_in(&wl, || {
-            Command::new("ping")
-                .args([
-                    "-n",
-                    "-D",
-                    "-i",
-                    "0.01",
-                    "-W",
-                    "1",
-                    "-c",
-                    &count.to_string(),
-                ])
-                .arg("203.0.113.1")
-                .output()
-                .unwrap()
-        })
-        .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let seqs: std::collections::BTreeSet<u32> = text
-            .lines()
-            .filter_map(|l| l.split("icmp_seq=").nth(1)?.split(' ').next()?.parse().ok())
-            .collect();
-        let stamps: Vec<f64> = text
-            .lines()
-            .filter(|l| l.contains("icmp_seq="))
-            .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
-            .collect();
-        let wall = stamps
-            .windows(2)
-            .map(|w| ((w[1] - w[0]) * 1000.0) as u32)
-            .max()
-            .unwrap_or(0);
-        let (mut run, mut longest, mut lost) = (0, 0, 0);
-        for s in 1..=count {
-            if seqs.contains(&s) {
-                run = 0;
-            } else {
-                run += 1;
-                lost += 1;
-                longest = longest.max(run);
-            }
-        }
-        (count, lost, longest, wall)
-    })
-}
 
 fn kernel_writes(lab: &Lab, node: &str) -> f64 {
     let metrics = lab.cluster().agent_telemetry(node).unwrap().render();
@@ -108,7 +35,7 @@ fn snat_fails_over_in_under_a_second_without_the_api() {
     if !sandbox::enter("snat_fails_over_in_under_a_second_without_the_api") {
         return;
     }
-    let mut lab = up();
+    let mut lab = up(STATE);
     let key = ObjectKey::new("tenant-a", "default");
     let st = lab.resolution.snat_gateways[&key].clone();
     let cands: Vec<&str> = st.candidates.iter().map(|c| c.node.as_str()).collect();
@@ -188,7 +115,12 @@ fn cut_link(lab: &Lab, index: u32, run: u32, link: &str) -> (&'static str, &'sta
     let pinger = ping(lab, 300);
     std::thread::sleep(Duration::from_millis(1000));
     sh_in(&lab.paths.node(cut), &format!("ip link set {link} down"));
-    let (sent, lost, longest, wall) = pinger.join().unwrap();
+    let gwlab::Pinged {
+        sent,
+        lost,
+        longest,
+        wall,
+    } = pinger.join().unwrap();
     let now = attached(lab, index);
     eprintln!(
         "run {run}: cut {cut} {link}: {lost}/{sent} lost, longest gap {} ms ({wall} ms between answers); serving now {now:?}",
@@ -202,7 +134,7 @@ fn cut_link(lab: &Lab, index: u32, run: u32, link: &str) -> (&'static str, &'sta
     // The cut node comes back: it learns who serves and stays standby.
     sh_in(&lab.paths.node(cut), &format!("ip link set {link} up"));
     std::thread::sleep(Duration::from_millis(2500));
-    let (sent, lost, _, _) = ping(lab, 100).join().unwrap();
+    let gwlab::Pinged { sent, lost, .. } = ping(lab, 100).join().unwrap();
     assert_eq!(attached(lab, index), now, "run {run}: {cut} preempted");
     assert!(
         lost <= 1,
