@@ -4,8 +4,9 @@
 //! # Model
 //! The agent watches the four kube-dvr kinds, Pods and Nodes (reflector
 //! caches that skip, log and count objects that do not decode,
-//! [`cluster::watch`]) and the uninstall ConfigMap in its namespace. On any change,
-//! debounced (bursts coalesce into one pass), and on a periodic resync it
+//! [`cluster::watch`]) and the uninstall ConfigMap in its namespace. On any change
+//! (at once when idle; within [`AgentOptions::debounce`] of the previous
+//! pass's end it waits out that window, so bursts coalesce under load), and on a periodic resync it
 //! runs the same pure pipeline as the controller: the caches as a
 //! [`ClusterInput`](crate::plan::resolve::ClusterInput) ([`input`]) →
 //! [`resolve`](crate::plan::resolve::resolve) →
@@ -92,7 +93,9 @@ pub struct AgentOptions {
     pub engine: EngineConfig,
     /// Period of the full resync (kernel pass even when nothing changed).
     pub resync: Duration,
-    /// How long a change waits for more changes to coalesce with.
+    /// Minimum spacing between the end of a pass and the start of the next
+    /// one that a change triggers: an idle agent does not wait; changes
+    /// arriving during a pass or within this window after it coalesce.
     pub debounce: Duration,
     /// Heartbeat Lease renewal period.
     pub heartbeat: Duration,
@@ -312,11 +315,12 @@ pub async fn run(
     loop {
         if !first {
             let deadline = retry_at.map_or(next_resync, |r| r.min(next_resync));
+            let idle_since = Instant::now();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = changes.changed() => {
                     telemetry.work_pending();
-                    tokio::time::sleep(agent.opts.debounce).await
+                    tokio::time::sleep_until(idle_since + agent.opts.debounce).await
                 }
                 // A probe session changed: decide now, no debounce.
                 _ = probe_changes.changed() => {}

@@ -1,8 +1,8 @@
 //! The agent's watches: caches of everything it plans from, and of the
 //! uninstall ConfigMap ([`cluster::watch`]: an object that does not decode
 //! is skipped, logged and counted, never stalls the cache). Every event
-//! bumps one counter the main loop waits on (debounced there), so bursts
-//! coalesce into one pass.
+//! bumps one counter the main loop waits on; bumps during a pass (or just
+//! after it) coalesce into one pass there.
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use std::sync::Arc;

@@ -4,8 +4,9 @@
 //! Model:
 //! - Reflector caches of the four kube-dvr kinds, Pods, Nodes and the Leases
 //!   of the release namespace (agent heartbeats). Any change wakes the pass
-//!   loop; changes arriving within [`ControllerOptions::debounce`] coalesce
-//!   into one pass. A pass also runs every [`ControllerOptions::resync`]
+//!   loop. An idle loop runs the pass at once; a change arriving within
+//!   [`ControllerOptions::debounce`] of the previous pass's end waits out the
+//!   rest of that window, so changes coalesce only under load. A pass also runs every [`ControllerOptions::resync`]
 //!   (heartbeats go stale with time, not with events).
 //! - The caches decode one object at a time ([`cluster::watch`]): an object
 //!   that does not decode is skipped, never stalls the others, and is
@@ -71,7 +72,9 @@ pub struct ControllerOptions {
     pub lease_duration: Duration,
     pub renew_interval: Duration,
     pub retry_interval: Duration,
-    /// Changes within this window coalesce into one pass.
+    /// Minimum spacing between the end of a pass and the start of the next
+    /// one that a change triggers: an idle loop does not wait; changes
+    /// arriving during a pass or within this window after it coalesce.
     pub debounce: Duration,
     /// A pass runs at least this often.
     pub resync: Duration,
@@ -323,6 +326,7 @@ pub async fn run(
                     None => std::future::pending().await,
                 }
             };
+            let idle_since = tokio::time::Instant::now();
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = changed.notified() => {}
@@ -330,10 +334,11 @@ pub async fn run(
                 _ = resync.tick() => {}
                 _ = retry => {}
             }
-            // Coalesce a burst of changes into one pass.
+            // Coalesce only under load: a wake-up long after the previous
+            // pass runs at once; one right after it waits out the window.
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(opts.debounce) => {}
+                _ = tokio::time::sleep_until(idle_since + opts.debounce) => {}
             }
         }
     }
