@@ -484,8 +484,9 @@ fn c(v: &[(&str, bool)]) -> Vec<(String, bool)> {
     v.iter().map(|(n, i)| (n.to_string(), *i)).collect()
 }
 
-#[test]
-fn snat_candidates_active_first_kept_through_failover_replaced_after_grace() {
+/// Every node eligible (label `gw=yes`) for SnatGateway `tenant-a/s` of
+/// router `r`.
+fn input_with_snat_on_every_node() -> ClusterInput {
     let mut input = mk_input();
     for n in &mut input.nodes {
         n.labels.insert("gw".into(), "yes".into());
@@ -496,6 +497,12 @@ fn snat_candidates_active_first_kept_through_failover_replaced_after_grace() {
         2,
         json!({"router": "r", "nodeSelector": {"matchLabels": {"gw": "yes"}}}),
     )];
+    input
+}
+
+#[test]
+fn snat_candidates_active_first_kept_through_failover_replaced_after_grace() {
+    let mut input = input_with_snat_on_every_node();
     let res = resolve(&input);
     assert_eq!(
         candidates(&res, "s"),
@@ -544,16 +551,7 @@ fn snat_candidates_active_first_kept_through_failover_replaced_after_grace() {
 
 #[test]
 fn snat_active_node_follows_the_node_that_serves() {
-    let mut input = mk_input();
-    for n in &mut input.nodes {
-        n.labels.insert("gw".into(), "yes".into());
-    }
-    input.snat_gateways = vec![mk_snat(
-        "tenant-a",
-        "s",
-        2,
-        json!({"router": "r", "nodeSelector": {"matchLabels": {"gw": "yes"}}}),
-    )];
+    let mut input = input_with_snat_on_every_node();
     let res = resolve(&input);
     assert_eq!(snat_status(&res, "s").active_node.as_deref(), Some("n1"));
     let serve = |input: &mut ClusterInput, node: usize, on: bool| {
