@@ -26,7 +26,7 @@
 //! choice of serving node (`kube_dvr_snat_gateway_switches_total`), and
 //! the ping's losses.
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,8 +36,11 @@ use kube_dvr::dataplane::{netns, sandbox};
 use kube_dvr::lab::Lab;
 use kube_dvr::plan::view::ObjectKey;
 
+#[path = "../tests/support/echo.rs"]
+mod echo;
 #[path = "../tests/support/nsenter.rs"]
 mod nsenter;
+use echo::echo_server;
 use nsenter::sh_in;
 #[path = "../tests/support/gwlab.rs"]
 mod gwlab;
@@ -59,27 +62,6 @@ struct Run {
     overlap: bool,
     tcp: bool,
     moved: bool,
-}
-
-/// An echo service (one line back per line) in the external host.
-fn echo_server(lab: &Lab) {
-    let ns = lab.paths.host("ext-host");
-    let listener = netns::run_in(&ns, || TcpListener::bind(("0.0.0.0", ECHO_PORT)))
-        .unwrap()
-        .unwrap();
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut w = s.try_clone().unwrap();
-                for line in BufReader::new(s).lines() {
-                    let Ok(line) = line else { break };
-                    if writeln!(w, "{line}").is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
 }
 
 /// A TCP connection from a-db to the echo service, through SNAT.
@@ -282,7 +264,7 @@ fn main() {
     let index = lab.resolution.routers[&ObjectKey::new("tenant-a", "main")]
         .index
         .unwrap();
-    echo_server(&lab);
+    echo_server(&lab.paths.host("ext-host"), ECHO_PORT);
     println!("gateway failover, {runs} runs per scenario, a-db pinging through SNAT at 100 Hz");
     // First, in the steady state: no run's aftermath in the figures.
     lossy_underlay(&lab, index, loss_secs);

@@ -3,7 +3,7 @@
 //! traffic. Each test runs in its own sandbox (private user, mount and
 //! network namespaces), so nothing touches the host.
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,8 +14,11 @@ use kube_dvr::lab::{Lab, LabOptions, Manifests, Topology};
 use kube_dvr::plan::names;
 use kube_dvr::plan::view::ObjectKey;
 
+#[path = "support/echo.rs"]
+mod echo;
 #[path = "support/nsenter.rs"]
 mod nsenter;
+use echo::echo_server;
 use nsenter::sh_in;
 
 const STATE: &str = "/run/kube-dvr-lab-test";
@@ -205,25 +208,6 @@ fn retargeted_floating_ip_moves_and_leaves_no_trace() {
     assert!(!sh_in(&q, "ip link show").contains("rfp-"));
     assert_eq!(lab.resync().unwrap(), 0);
     lab.down();
-}
-
-/// A line-echo service inside a namespace, for long-lived flows.
-fn echo_server(ns: &Path, port: u16) {
-    let l = netns::run_in(ns, || TcpListener::bind(("0.0.0.0", port)))
-        .unwrap()
-        .unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut w = s.try_clone().unwrap();
-                for line in BufReader::new(s).lines().map_while(Result::ok) {
-                    if writeln!(w, "{line}").is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
 }
 
 fn round_trip(s: &mut TcpStream, r: &mut BufReader<TcpStream>, msg: &str) -> bool {
