@@ -35,13 +35,14 @@ const NON_DEFAULT: &[&str] = &[
     "cni.binDir=/usr/libexec/cni",
 ];
 
-/// The kube-dvr resources: the agent must never create or delete them.
-const CRD_RESOURCES: &[&str] = &[
-    "externalnetworks",
-    "distributedrouters",
-    "floatingips",
-    "snatgateways",
-];
+/// The kube-dvr resources, from the kinds registry: a kind added there
+/// fails the RBAC test until the chart grants it.
+fn crd_resources() -> Vec<String> {
+    kube_dvr::api::Kind::ALL
+        .iter()
+        .map(|k| k.plural())
+        .collect()
+}
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -540,7 +541,7 @@ fn rbac_is_least_privilege_and_consistent() {
     let agent = &one(&docs, "ClusterRole", &full("agent"))["rules"];
     let controller = &one(&docs, "ClusterRole", &full("controller"))["rules"];
 
-    for r in CRD_RESOURCES {
+    for r in &crd_resources() {
         for verb in ["list", "watch"] {
             assert!(allows(agent, "kubedvr.io", r, verb), "agent {verb} {r}");
         }

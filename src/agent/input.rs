@@ -19,43 +19,39 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 
-use crate::api::{DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use crate::api::kinds::for_each_kind;
+use crate::api::{Build, DvrKind, Family, PerKind, Shared, Slices};
 use crate::cluster;
 use crate::plan::resolve::{self, ClusterInput};
 
 /// Everything the agent's watches hold at one moment.
 #[derive(Clone, Default)]
 pub struct Snapshot {
-    pub external_networks: Vec<Arc<ExternalNetwork>>,
-    pub routers: Vec<Arc<DistributedRouter>>,
-    pub floating_ips: Vec<Arc<FloatingIP>>,
-    pub snat_gateways: Vec<Arc<SnatGateway>>,
+    /// The kube-dvr objects, per kind (also reached through `Deref`:
+    /// `snap.routers`).
+    pub objects: PerKind<Shared>,
     pub pods: Vec<Arc<Pod>>,
     pub nodes: Vec<Arc<Node>>,
-    /// Kind and raw JSON of the objects of [`keep::KINDS`](super::keep::KINDS)
+    /// Kind and raw JSON of the kube-dvr objects
     /// the caches skipped because they do not decode ([`cluster::watch`]).
     pub undecodable: Vec<(String, serde_json::Value)>,
 }
 
-/// A kube-dvr kind whose status records the generation it was computed for.
-pub trait Observed: Resource + Clone {
-    /// `status.observedGeneration`, `None` without a status.
-    fn observed_generation(&self) -> Option<Option<i64>>;
+impl std::ops::Deref for Snapshot {
+    type Target = PerKind<Shared>;
+    fn deref(&self) -> &PerKind<Shared> {
+        &self.objects
+    }
 }
 
-macro_rules! observed {
-    ($($t:ty),*) => {$(
-        impl Observed for $t {
-            fn observed_generation(&self) -> Option<Option<i64>> {
-                self.status.as_ref().map(|s| s.observed_generation)
-            }
-        }
-    )*};
+impl std::ops::DerefMut for Snapshot {
+    fn deref_mut(&mut self) -> &mut PerKind<Shared> {
+        &mut self.objects
+    }
 }
-observed!(ExternalNetwork, DistributedRouter, FloatingIP, SnatGateway);
 
 /// Whether the controller has processed `obj`'s current spec.
-pub fn is_processed<K: Observed>(obj: &K) -> bool {
+pub fn is_processed<K: DvrKind>(obj: &K) -> bool {
     obj.observed_generation()
         .is_some_and(|g| g == obj.meta().generation)
 }
@@ -78,7 +74,7 @@ impl<K> Default for Committed<K> {
     }
 }
 
-impl<K: Observed> Committed<K> {
+impl<K: DvrKind> Committed<K> {
     /// The objects to plan from, given the current ones (see the module
     /// docs); forgets objects that are gone.
     pub fn select(&mut self, current: &[Arc<K>]) -> Vec<K> {
@@ -117,22 +113,32 @@ impl<K: Observed> Committed<K> {
 }
 
 /// Objects left out of the last input although the controller processed an
-/// earlier version of them (see [`Committed`]).
-#[derive(Clone, Copy)]
-pub struct Held<'a> {
-    pub external_networks: &'a [Arc<ExternalNetwork>],
-    pub routers: &'a [Arc<DistributedRouter>],
-    pub floating_ips: &'a [Arc<FloatingIP>],
-    pub snat_gateways: &'a [Arc<SnatGateway>],
+/// earlier version of them (see [`Committed`]), by kind.
+pub type Held<'a> = PerKind<Slices<'a>>;
+
+/// A [`Committed`] per kind.
+pub struct CommittedKinds;
+impl Family for CommittedKinds {
+    type Of<K: DvrKind> = Committed<K>;
 }
 
 /// The filters' memory across passes.
-#[derive(Default)]
 pub struct InputState {
-    external_networks: Committed<ExternalNetwork>,
-    routers: Committed<DistributedRouter>,
-    floating_ips: Committed<FloatingIP>,
-    snat_gateways: Committed<SnatGateway>,
+    committed: PerKind<CommittedKinds>,
+}
+
+impl Default for InputState {
+    fn default() -> Self {
+        struct Empty;
+        impl Build<CommittedKinds> for Empty {
+            fn build<K: DvrKind>(&mut self) -> Committed<K> {
+                Committed::default()
+            }
+        }
+        InputState {
+            committed: PerKind::build(&mut Empty),
+        }
+    }
 }
 
 impl InputState {
@@ -141,20 +147,20 @@ impl InputState {
     /// remove what they had programmed. Only after an agent (re)start, while
     /// the controller has not caught up with an edit.
     pub fn held_back(&self) -> usize {
-        self.external_networks.held_back.len()
-            + self.routers.held_back.len()
-            + self.floating_ips.held_back.len()
-            + self.snat_gateways.held_back.len()
+        let mut n = 0;
+        for_each_kind!(|K| {
+            n += K::of(&self.committed).held_back.len();
+        });
+        n
     }
 
     /// The objects held back by the last input, by kind.
     pub fn held(&self) -> Held<'_> {
-        Held {
-            external_networks: &self.external_networks.held_back,
-            routers: &self.routers.held_back,
-            floating_ips: &self.floating_ips.held_back,
-            snat_gateways: &self.snat_gateways.held_back,
-        }
+        let mut held = Held::default();
+        for_each_kind!(|K| {
+            *K::of_mut(&mut held) = &K::of(&self.committed).held_back;
+        });
+        held
     }
 
     /// The resolver's input for the agent of `node` publishing `vtep`.
@@ -182,11 +188,12 @@ impl InputState {
                 info
             })
             .collect();
+        let mut objects = PerKind::default();
+        for_each_kind!(|K| {
+            *K::of_mut(&mut objects) = K::of_mut(&mut self.committed).select(K::of(&snap.objects));
+        });
         ClusterInput {
-            external_networks: self.external_networks.select(&snap.external_networks),
-            routers: self.routers.select(&snap.routers),
-            floating_ips: self.floating_ips.select(&snap.floating_ips),
-            snat_gateways: self.snat_gateways.select(&snap.snat_gateways),
+            objects,
             pods: snap
                 .pods
                 .iter()
@@ -206,32 +213,27 @@ impl InputState {
 /// As the controller holds: allocations of objects being deleted, and of
 /// objects that do not decode (unless a decodable version is cached).
 fn held(snap: &Snapshot) -> resolve::Held {
-    let mut held = resolve::Held::of(
-        deleting(&snap.routers),
-        deleting(&snap.floating_ips),
-        deleting(&snap.snat_gateways),
-    );
-    let cached = (snap.routers.iter().map(|o| o.meta()))
-        .chain(snap.floating_ips.iter().map(|o| o.meta()))
-        .chain(snap.snat_gateways.iter().map(|o| o.meta()))
-        .filter_map(|m| m.uid.as_deref())
-        .collect();
+    let mut held = resolve::Held::default();
+    let mut cached = std::collections::BTreeSet::new();
+    for_each_kind!(|K| {
+        for o in K::of(&snap.objects) {
+            if o.meta().deletion_timestamp.is_some() {
+                held.add_object(o.as_ref());
+            }
+            cached.extend(o.meta().uid.as_deref());
+        }
+    });
     let raws = (snap.undecodable.iter())
-        .filter(|(kind, _)| resolve::Held::KINDS.contains(&kind.as_str()))
+        .filter(|(kind, _)| resolve::Held::KINDS.iter().any(|k| k.as_str() == kind))
         .map(|(_, raw)| raw);
     held.add_undecodable(raws, &cached);
     held
 }
 
-fn deleting<K: Resource>(objs: &[Arc<K>]) -> impl Iterator<Item = &K> {
-    objs.iter()
-        .filter(|o| o.meta().deletion_timestamp.is_some())
-        .map(|o| o.as_ref())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::DistributedRouter;
     use serde_json::json;
 
     fn mk_router(

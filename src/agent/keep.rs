@@ -38,19 +38,12 @@ use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
 use super::input::{Held, Snapshot};
-use crate::api::{DistributedRouter, FloatingIP, SnatGateway};
+use crate::api::kinds::for_each_kind;
+use crate::api::{DistributedRouter, DvrKind, FloatingIP, Kind, SnatGateway};
 use crate::dataplane::keep::Keep;
 use crate::plan::model::NsRef;
 use crate::plan::names;
 use crate::plan::view::ObjectKey;
-
-/// The kinds whose undecodable objects the agent keeps the state of.
-pub const KINDS: [&str; 4] = [
-    "ExternalNetwork",
-    "DistributedRouter",
-    "FloatingIP",
-    "SnatGateway",
-];
 
 fn key<K: Resource>(o: &K) -> ObjectKey {
     ObjectKey::new(
@@ -231,18 +224,21 @@ impl Served {
 /// What `node`'s agent keeps, given its caches and what its input held back.
 pub fn keep(snap: &Snapshot, held: Held<'_>, node: &str) -> Keep {
     let mut k = Keep::default();
-    let cached: BTreeSet<&str> = (snap.external_networks.iter().map(|o| o.meta()))
-        .chain(snap.routers.iter().map(|o| o.meta()))
-        .chain(snap.floating_ips.iter().map(|o| o.meta()))
-        .chain(snap.snat_gateways.iter().map(|o| o.meta()))
-        .filter_map(|m| m.uid.as_deref())
-        .collect();
+    let mut cached: BTreeSet<&str> = BTreeSet::new();
+    let mut anything_held = false;
+    for_each_kind!(|K| {
+        cached.extend(
+            K::of(&snap.objects)
+                .iter()
+                .filter_map(|o| o.meta().uid.as_deref()),
+        );
+        anything_held |= !K::of(&held).is_empty();
+    });
     let raw = |kind| raws(snap, kind, &cached);
-    if held.external_networks.is_empty()
-        && held.routers.is_empty()
-        && held.floating_ips.is_empty()
-        && held.snat_gateways.is_empty()
-        && KINDS.iter().all(|kind| raw(kind).next().is_none())
+    if !anything_held
+        && Kind::ALL
+            .iter()
+            .all(|kind| raw(kind.as_str()).next().is_none())
     {
         return k;
     }
@@ -360,6 +356,7 @@ fn keep_router(k: &mut Keep, r: &RouterFacts) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::PerKind;
     use serde_json::json;
 
     fn router(gen: i64, observed: i64, ext: Option<&str>) -> Arc<DistributedRouter> {
@@ -402,19 +399,17 @@ mod tests {
     }
 
     fn none() -> Held<'static> {
-        Held {
-            external_networks: &[],
-            routers: &[],
-            floating_ips: &[],
-            snat_gateways: &[],
-        }
+        Held::default()
     }
 
     #[test]
     fn nothing_held_keeps_nothing() {
         let snap = Snapshot {
-            routers: vec![router(1, 1, None)],
-            floating_ips: vec![fip("n1")],
+            objects: PerKind {
+                routers: vec![router(1, 1, None)],
+                floating_ips: vec![fip("n1")],
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert!(keep(&snap, none(), "n1").is_empty());
@@ -425,9 +420,12 @@ mod tests {
         let r = router(2, 1, Some("ext"));
         let held = [r.clone()];
         let snap = Snapshot {
-            routers: vec![r],
-            floating_ips: vec![fip("n1")],
-            snat_gateways: vec![snat("n1")],
+            objects: PerKind {
+                routers: vec![r],
+                floating_ips: vec![fip("n1")],
+                snat_gateways: vec![snat("n1")],
+                ..Default::default()
+            },
             ..Default::default()
         };
         let k = keep(
@@ -464,9 +462,12 @@ mod tests {
     fn dependents_served_elsewhere_keep_nothing_here() {
         let held = [fip("n2")];
         let snap = Snapshot {
-            routers: vec![router(1, 1, None)],
-            floating_ips: held.to_vec(),
-            snat_gateways: vec![snat("n2")],
+            objects: PerKind {
+                routers: vec![router(1, 1, None)],
+                floating_ips: held.to_vec(),
+                snat_gateways: vec![snat("n2")],
+                ..Default::default()
+            },
             ..Default::default()
         };
         let k = keep(
@@ -480,10 +481,8 @@ mod tests {
         assert!(k.is_empty(), "{k:?}");
         // On its own node, a held floating IP keeps its namespaces only.
         let held = [fip("n1")];
-        let snap = Snapshot {
-            floating_ips: held.to_vec(),
-            ..snap
-        };
+        let mut snap = snap;
+        snap.floating_ips = held.to_vec();
         let k = keep(
             &snap,
             Held {
@@ -506,7 +505,10 @@ mod tests {
         // (The input never holds back a deleted object; even if asked to.)
         let held = [r.clone()];
         let snap = Snapshot {
-            routers: vec![r],
+            objects: PerKind {
+                routers: vec![r],
+                ..Default::default()
+            },
             ..Default::default()
         };
         let k = keep(
@@ -547,8 +549,11 @@ mod tests {
         // Its index stays readable; something else does not decode.
         let bad = raw("DistributedRouter", &r, |v| v["status"]["nodes"] = json!(5));
         let snap = Snapshot {
-            floating_ips: vec![fip("n1")],
-            snat_gateways: vec![snat("n1")],
+            objects: PerKind {
+                floating_ips: vec![fip("n1")],
+                snat_gateways: vec![snat("n1")],
+                ..Default::default()
+            },
             undecodable: vec![bad.clone()],
             ..Default::default()
         };
@@ -616,7 +621,10 @@ mod tests {
         // being deleted or never processed is not kept.
         for snap in [
             Snapshot {
-                routers: vec![r.clone()],
+                objects: PerKind {
+                    routers: vec![r.clone()],
+                    ..Default::default()
+                },
                 undecodable: vec![bad.clone()],
                 ..Default::default()
             },
@@ -639,8 +647,9 @@ mod tests {
 
     #[test]
     fn garbage_keeps_nothing_and_does_not_panic() {
-        let undecodable = KINDS
+        let undecodable = Kind::ALL
             .iter()
+            .map(|k| k.as_str())
             .flat_map(|kind| {
                 [
                     json!(null),
@@ -648,7 +657,7 @@ mod tests {
                     json!({"metadata": [], "spec": "x", "status": {}}),
                     // Named (but an external network's name is its
                     // namespace's: unreadable there).
-                    json!({"metadata": {"name": if *kind == "ExternalNetwork" { json!(5) } else { json!("g") }},
+                    json!({"metadata": {"name": if kind == "ExternalNetwork" { json!(5) } else { json!("g") }},
                         "spec": {"router": 1, "subnets": {"vni": 1}, "externalNetwork": 2},
                         "status": {"index": "3", "subnets": [null, 1, {"vni": -7}], "node": 7}}),
                 ]
@@ -678,7 +687,10 @@ mod tests {
             v["spec"]["target"] = json!("10.1.0.5")
         });
         let snap = Snapshot {
-            routers: vec![router(1, 1, Some("ext"))],
+            objects: PerKind {
+                routers: vec![router(1, 1, Some("ext"))],
+                ..Default::default()
+            },
             undecodable: vec![f],
             ..Default::default()
         };
@@ -703,7 +715,10 @@ mod tests {
             v["status"]["candidates"] = json!([{"node": "n1"}, {"node": "n2"}, {"node": 3}]);
         });
         let snap = Snapshot {
-            routers: vec![router(1, 1, None)],
+            objects: PerKind {
+                routers: vec![router(1, 1, None)],
+                ..Default::default()
+            },
             undecodable: vec![g],
             ..Default::default()
         };
@@ -722,8 +737,11 @@ mod tests {
             serde_json::from_value(json!([{"node": "n1"}, {"node": "n2"}])).unwrap();
         let held = [Arc::new(typed)];
         let snap = Snapshot {
-            routers: vec![router(1, 1, None)],
-            snat_gateways: held.to_vec(),
+            objects: PerKind {
+                routers: vec![router(1, 1, None)],
+                snat_gateways: held.to_vec(),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let typed = |node| {
@@ -740,7 +758,10 @@ mod tests {
     #[test]
     fn an_undecodable_external_network_keeps_its_namespace_and_its_routers() {
         let snap = Snapshot {
-            routers: vec![router(1, 1, Some("ext"))],
+            objects: PerKind {
+                routers: vec![router(1, 1, Some("ext"))],
+                ..Default::default()
+            },
             undecodable: vec![ext_net("ext")],
             ..Default::default()
         };
@@ -750,7 +771,10 @@ mod tests {
         assert!(has(&k, &names::qrouter_ns(3)), "{k:?}");
         // Another network's: only its own namespace.
         let snap = Snapshot {
-            routers: vec![router(1, 1, Some("ext"))],
+            objects: PerKind {
+                routers: vec![router(1, 1, Some("ext"))],
+                ..Default::default()
+            },
             undecodable: vec![ext_net("other")],
             ..Default::default()
         };

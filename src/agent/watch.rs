@@ -13,17 +13,15 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 
-use super::{input, keep, Error};
-use crate::api::{DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use super::{input, Error};
+use crate::api::kinds::for_each_kind;
+use crate::api::{Build, DvrKind, Kind, PerKind};
 use crate::cluster;
-use crate::cluster::watch::Undecodable;
+use crate::cluster::watch::{Stores, Undecodable};
 
 /// The caches the agent plans from.
 pub(super) struct Caches {
-    pub(super) external_networks: Store<ExternalNetwork>,
-    pub(super) routers: Store<DistributedRouter>,
-    pub(super) floating_ips: Store<FloatingIP>,
-    pub(super) snat_gateways: Store<SnatGateway>,
+    pub(super) objects: PerKind<Stores>,
     pub(super) pods: Store<Pod>,
     pub(super) nodes: Store<Node>,
     pub(super) uninstall: Store<ConfigMap>,
@@ -44,11 +42,19 @@ impl Caches {
         let uninstall = watcher::Config::default()
             .fields(&format!("metadata.name={}", cluster::UNINSTALL_CONFIGMAP));
         let c = (client, &undecodable);
+        struct Kinds<'a> {
+            tasks: &'a mut JoinSet<()>,
+            c: (&'a Client, &'a Arc<Undecodable>),
+            changed: &'a tokio::sync::watch::Sender<u64>,
+        }
+        impl Build<Stores> for Kinds<'_> {
+            fn build<K: DvrKind>(&mut self) -> Store<K> {
+                reflect(self.tasks, self.c, None, Default::default(), self.changed)
+            }
+        }
+        let objects = PerKind::build(&mut Kinds { tasks, c, changed });
         Caches {
-            external_networks: reflect(tasks, c, None, all(), changed),
-            routers: reflect(tasks, c, None, all(), changed),
-            floating_ips: reflect(tasks, c, None, all(), changed),
-            snat_gateways: reflect(tasks, c, None, all(), changed),
+            objects,
             pods: reflect(tasks, c, None, all(), changed),
             nodes: reflect(tasks, c, None, all(), changed),
             uninstall: reflect(tasks, c, Some(namespace), uninstall, changed),
@@ -57,26 +63,26 @@ impl Caches {
     }
 
     pub(super) fn snapshot(&self) -> input::Snapshot {
+        let mut objects = PerKind::default();
+        for_each_kind!(|K| {
+            *K::of_mut(&mut objects) = K::of(&self.objects).state();
+        });
         input::Snapshot {
-            external_networks: self.external_networks.state(),
-            routers: self.routers.state(),
-            floating_ips: self.floating_ips.state(),
-            snat_gateways: self.snat_gateways.state(),
+            objects,
             pods: self.pods.state(),
             nodes: self.nodes.state(),
             undecodable: (self.undecodable.list().into_iter())
-                .filter(|o| keep::KINDS.contains(&o.kind.as_str()))
+                .filter(|o| Kind::from_name(&o.kind).is_some())
                 .map(|o| (o.kind, o.raw))
                 .collect(),
         }
     }
 
     pub(super) async fn wait_until_ready(&self) -> Result<(), Error> {
+        for_each_kind!(|K| {
+            (K::of(&self.objects).wait_until_ready().await).map_err(|_| Error::WatchEnded)?;
+        });
         let r = tokio::try_join!(
-            self.external_networks.wait_until_ready(),
-            self.routers.wait_until_ready(),
-            self.floating_ips.wait_until_ready(),
-            self.snat_gateways.wait_until_ready(),
             self.pods.wait_until_ready(),
             self.nodes.wait_until_ready(),
             self.uninstall.wait_until_ready(),

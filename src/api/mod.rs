@@ -35,6 +35,7 @@
 pub mod conditions;
 mod external_network;
 mod floating_ip;
+pub mod kinds;
 pub mod reference;
 mod router;
 mod snat_gateway;
@@ -46,6 +47,7 @@ pub use external_network::{
     NodePortStatus,
 };
 pub use floating_ip::{FloatingIP, FloatingIPSpec, FloatingIPStatus, FloatingTarget, PodTarget};
+pub use kinds::{Build, DvrKind, Family, Kind, Objects, PerKind, Shared, Slices};
 pub use router::{
     DistributedRouter, DistributedRouterSpec, DistributedRouterStatus, ExtraRoute, RouterSubnet,
     SubnetStatus,
@@ -59,7 +61,6 @@ pub use snat_gateway::{
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
 
 /// The API group of all kube-dvr resources.
 pub const GROUP: &str = "kubedvr.io";
@@ -73,15 +74,10 @@ pub const CATEGORY: &str = "kubedvr";
 /// (released allocations, kernel state on nodes).
 pub const FINALIZER: &str = "kubedvr.io/cleanup";
 
-/// The CustomResourceDefinitions of all kube-dvr kinds, in a stable order:
-/// ExternalNetwork, DistributedRouter, FloatingIP, SnatGateway.
+/// The CustomResourceDefinitions of all kube-dvr kinds, in the order of
+/// [`Kind::ALL`] (the [`kinds`] registry).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        ExternalNetwork::crd(),
-        DistributedRouter::crd(),
-        FloatingIP::crd(),
-        SnatGateway::crd(),
-    ]
+    Kind::ALL.iter().map(|k| k.crd()).collect()
 }
 
 /// [`crds`] as multi-document YAML: each CRD preceded by `---`, in the

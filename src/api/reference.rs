@@ -379,12 +379,7 @@ mod tests {
     #[test]
     fn reference_covers_every_kind_and_is_stable() {
         let md = crd_reference_markdown();
-        for kind in [
-            "ExternalNetwork",
-            "DistributedRouter",
-            "FloatingIP",
-            "SnatGateway",
-        ] {
+        for kind in crate::api::Kind::ALL {
             assert!(md.contains(&format!("\n## {kind}\n")), "{kind} missing");
         }
         assert_eq!(md, crd_reference_markdown());

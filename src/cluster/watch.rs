@@ -303,6 +303,12 @@ where
 /// object at a time; undecodable ones go to `registry`. The stream drives
 /// the watch; each item means "something changed" (undecodable objects
 /// included, so a pass can report them).
+/// A reflector store per kind ([`PerKind`](crate::api::PerKind)).
+pub struct Stores;
+impl crate::api::Family for Stores {
+    type Of<K: crate::api::DvrKind> = Store<K>;
+}
+
 pub fn cache<K>(
     client: &Client,
     namespace: Option<&str>,

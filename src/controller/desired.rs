@@ -55,12 +55,12 @@ use kube::Resource;
 use serde_json::{Map, Value};
 
 use crate::api::conditions::{self, FALSE, PROGRAMMED, READY, TRUE};
-use crate::api::{self, DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use crate::api::kinds::for_each_kind;
+use crate::api::{self, DvrKind, Objects, PerKind};
 use crate::cluster::errors::AgentError;
 use crate::cluster::{self, AGENT_ERRORS_ANNOTATION};
 use crate::plan::plan_node;
 use crate::plan::resolve::{resolve, ClusterInput, Cursors, Held, PodInfo};
-use crate::plan::view::ObjectKey;
 
 /// Condition reason: the agents have not reported the object's state yet.
 pub const REASON_PENDING: &str = "Pending";
@@ -73,26 +73,7 @@ pub const REASON_AGENT_DOWN: &str = "AgentDown";
 /// Condition reason: programmed on every node concerned.
 pub const REASON_PROGRAMMED: &str = "Programmed";
 
-/// The four kube-dvr kinds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    ExternalNetwork,
-    DistributedRouter,
-    FloatingIP,
-    SnatGateway,
-}
-
-impl Kind {
-    /// The kind's name, also the metrics label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::ExternalNetwork => "ExternalNetwork",
-            Kind::DistributedRouter => "DistributedRouter",
-            Kind::FloatingIP => "FloatingIP",
-            Kind::SnatGateway => "SnatGateway",
-        }
-    }
-}
+pub use crate::api::Kind;
 
 /// An object an action applies to.
 #[derive(Clone, Debug, PartialEq)]
@@ -191,10 +172,9 @@ impl Actions {
 /// What the caches hold at the start of a pass.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    pub external_networks: Vec<ExternalNetwork>,
-    pub routers: Vec<DistributedRouter>,
-    pub floating_ips: Vec<FloatingIP>,
-    pub snat_gateways: Vec<SnatGateway>,
+    /// The kube-dvr objects, per kind (also reached through `Deref`:
+    /// `snapshot.routers`).
+    pub objects: PerKind<Objects>,
     /// Pods via [`cluster::pod_info`].
     pub pods: Vec<PodInfo>,
     pub nodes: Vec<Node>,
@@ -213,6 +193,19 @@ pub struct Snapshot {
     /// because they do not decode ([`cluster::watch`]): nobody else may take
     /// what their status holds.
     pub undecodable: Vec<Value>,
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = PerKind<Objects>;
+    fn deref(&self) -> &PerKind<Objects> {
+        &self.objects
+    }
+}
+
+impl std::ops::DerefMut for Snapshot {
+    fn deref_mut(&mut self) -> &mut PerKind<Objects> {
+        &mut self.objects
+    }
 }
 
 impl Snapshot {
@@ -283,42 +276,18 @@ fn has_finalizer(m: &ObjectMeta) -> bool {
         .is_some_and(|f| f.iter().any(|f| f == api::FINALIZER))
 }
 
-fn key_of(m: &ObjectMeta) -> ObjectKey {
-    ObjectKey::new(
-        m.namespace.clone().unwrap_or_default(),
-        m.name.clone().unwrap_or_default(),
-    )
-}
-
 /// The resolver's input: live objects only (objects being deleted are
 /// planned away), nodes with their agents' liveness.
 pub fn cluster_input(s: &Snapshot) -> ClusterInput {
-    let live = |m: &ObjectMeta| !deleting(m);
+    let mut objects = PerKind::<Objects>::default();
+    for_each_kind!(|K| {
+        *K::of_mut(&mut objects) = (K::of(&s.objects).iter())
+            .filter(|o| !deleting(o.meta()))
+            .cloned()
+            .collect();
+    });
     ClusterInput {
-        external_networks: s
-            .external_networks
-            .iter()
-            .filter(|o| live(&o.metadata))
-            .cloned()
-            .collect(),
-        routers: s
-            .routers
-            .iter()
-            .filter(|o| live(&o.metadata))
-            .cloned()
-            .collect(),
-        floating_ips: s
-            .floating_ips
-            .iter()
-            .filter(|o| live(&o.metadata))
-            .cloned()
-            .collect(),
-        snat_gateways: s
-            .snat_gateways
-            .iter()
-            .filter(|o| live(&o.metadata))
-            .cloned()
-            .collect(),
+        objects,
         pods: s.pods.clone(),
         nodes: s
             .nodes
@@ -342,16 +311,16 @@ pub fn cluster_input(s: &Snapshot) -> ClusterInput {
 /// those that do not decode and have no decodable version in the caches
 /// (one that has is resolved from it, which keeps its allocations).
 fn held(s: &Snapshot) -> Held {
-    let mut held = Held::of(
-        s.routers.iter().filter(|o| deleting(&o.metadata)),
-        s.floating_ips.iter().filter(|o| deleting(&o.metadata)),
-        s.snat_gateways.iter().filter(|o| deleting(&o.metadata)),
-    );
-    let cached = (s.routers.iter().map(|o| &o.metadata))
-        .chain(s.floating_ips.iter().map(|o| &o.metadata))
-        .chain(s.snat_gateways.iter().map(|o| &o.metadata))
-        .filter_map(|m| m.uid.as_deref())
-        .collect();
+    let mut held = Held::default();
+    let mut cached = std::collections::BTreeSet::new();
+    for_each_kind!(|K| {
+        for o in K::of(&s.objects) {
+            if deleting(o.meta()) {
+                held.add_object(o);
+            }
+            cached.extend(o.meta().uid.as_deref());
+        }
+    });
     held.add_undecodable(&s.undecodable, &cached);
     held
 }
@@ -405,85 +374,17 @@ pub fn compute(s: &Snapshot) -> Actions {
         now: s.now,
         progress: &progress,
     };
-    for o in &s.external_networks {
-        let desired = res
-            .external_networks
-            .get(o.metadata.name.as_deref().unwrap_or(""));
-        ctx.object(
-            &mut out,
-            Kind::ExternalNetwork,
-            o,
-            o.status.as_ref(),
-            desired.cloned(),
-            |_| None,
-        );
-    }
-    for o in &s.routers {
-        let desired = res.routers.get(&key_of(&o.metadata)).cloned();
-        ctx.object(
-            &mut out,
-            Kind::DistributedRouter,
-            o,
-            o.status.as_ref(),
-            desired,
-            |st| {
-                Some(ProgrammedParts {
-                    conditions: &mut st.conditions,
-                    nodes: st.nodes.clone(),
-                    programmed_nodes: Some(&mut st.programmed_nodes),
-                })
-            },
-        );
-    }
-    for o in &s.floating_ips {
-        let desired = res.floating_ips.get(&key_of(&o.metadata)).cloned();
-        ctx.object(
-            &mut out,
-            Kind::FloatingIP,
-            o,
-            o.status.as_ref(),
-            desired,
-            |st| {
-                Some(ProgrammedParts {
-                    nodes: st.node.iter().cloned().collect(),
-                    conditions: &mut st.conditions,
-                    programmed_nodes: None,
-                })
-            },
-        );
-    }
-    for o in &s.snat_gateways {
-        let desired = res.snat_gateways.get(&key_of(&o.metadata)).cloned();
-        ctx.object(
-            &mut out,
-            Kind::SnatGateway,
-            o,
-            o.status.as_ref(),
-            desired,
-            |st| {
-                // The active node and every eligible standby: a standby
-                // not programmed is not warm.
-                let mut nodes: Vec<String> = st.active_node.iter().cloned().collect();
-                nodes.extend(
-                    st.candidates
-                        .iter()
-                        .filter(|c| c.ineligible_since.is_none())
-                        .map(|c| c.node.clone())
-                        .filter(|n| st.active_node.as_ref() != Some(n)),
-                );
-                Some(ProgrammedParts {
-                    nodes,
-                    conditions: &mut st.conditions,
-                    programmed_nodes: None,
-                })
-            },
-        );
-    }
+    for_each_kind!(|K| {
+        for o in K::of(&s.objects) {
+            let desired = K::desired(&res, o);
+            ctx.object(&mut out, K::KIND, o, o.status(), desired, K::programmed);
+        }
+    });
 
     // A deleted object's finalizer comes off once every node that held it
     // has programmed a plan without it, or is gone.
     let mut remove = |kind: Kind, o: &dyn ResourceMeta, held_by: Vec<String>| {
-        let m = o.meta();
+        let m = o.object_meta();
         if !(deleting(m) && has_finalizer(m)) {
             return;
         }
@@ -514,42 +415,26 @@ pub fn compute(s: &Snapshot) -> Actions {
         out.remove_finalizer
             .push(FinalizerWrite { target, finalizers });
     };
-    for o in &s.external_networks {
-        let st = o.status.clone().unwrap_or_default();
-        let nodes = st.node_ports.into_iter().map(|p| p.node).collect();
-        remove(Kind::ExternalNetwork, o, nodes);
-    }
-    for o in &s.routers {
-        let st = o.status.clone().unwrap_or_default();
-        remove(
-            Kind::DistributedRouter,
-            o,
-            st.nodes.into_iter().chain(st.programmed_nodes).collect(),
-        );
-    }
-    for o in &s.floating_ips {
-        let st = o.status.clone().unwrap_or_default();
-        remove(Kind::FloatingIP, o, st.node.into_iter().collect());
-    }
-    for o in &s.snat_gateways {
-        let st = o.status.clone().unwrap_or_default();
-        let mut nodes: Vec<String> = st.active_node.into_iter().collect();
-        nodes.extend(st.candidates.into_iter().map(|c| c.node));
-        nodes.sort();
-        nodes.dedup();
-        remove(Kind::SnatGateway, o, nodes);
-    }
+    for_each_kind!(|K| {
+        for o in K::of(&s.objects) {
+            remove(
+                K::KIND,
+                o,
+                K::held_by(o.status().cloned().unwrap_or_default()),
+            );
+        }
+    });
     out
 }
 
 /// What finalizer handling needs of an object of any kind.
 trait ResourceMeta {
-    fn meta(&self) -> &ObjectMeta;
+    fn object_meta(&self) -> &ObjectMeta;
     fn target(&self, kind: Kind) -> Target;
 }
 
 impl<K: Resource<DynamicType = ()>> ResourceMeta for K {
-    fn meta(&self) -> &ObjectMeta {
+    fn object_meta(&self) -> &ObjectMeta {
         Resource::meta(self)
     }
     fn target(&self, kind: Kind) -> Target {
@@ -557,9 +442,14 @@ impl<K: Resource<DynamicType = ()>> ResourceMeta for K {
     }
 }
 
+#[path = "reported.rs"]
+mod reported;
+pub(crate) use reported::Reported;
+
 #[path = "desired_status.rs"]
 mod status;
-use status::{Ctx, ProgrammedParts};
+use status::Ctx;
+pub(crate) use status::ProgrammedParts;
 
 #[cfg(test)]
 #[path = "desired_tests.rs"]

@@ -12,12 +12,12 @@ use serde_json::Value;
 use super::*;
 
 /// The parts of a status `Programmed` is computed from and written to.
-pub(super) struct ProgrammedParts<'a> {
-    pub(super) conditions: &'a mut Vec<Condition>,
+pub(crate) struct ProgrammedParts<'a> {
+    pub(crate) conditions: &'a mut Vec<Condition>,
     /// The nodes the object concerns.
-    pub(super) nodes: Vec<String>,
+    pub(crate) nodes: Vec<String>,
     /// Routers: where to list the done nodes.
-    pub(super) programmed_nodes: Option<&'a mut Vec<String>>,
+    pub(crate) programmed_nodes: Option<&'a mut Vec<String>>,
 }
 
 pub(super) struct Ctx<'a> {

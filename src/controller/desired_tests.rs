@@ -2,6 +2,7 @@
 //! back to the snapshot as the API server would (`apply`), agents simulated
 //! by writing the expected digests on the Nodes (`agents_program`).
 use super::*;
+use crate::api::{DistributedRouter, ExternalNetwork, FloatingIP, PerKind};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 use serde_json::json;
@@ -80,10 +81,12 @@ fn mk_pod(ns: &str, name: &str, node: &str, ip: &str, mac: &str) -> PodInfo {
 /// each node, one floating IP for the workload on n1.
 fn mk_world() -> Snapshot {
     Snapshot {
-        external_networks: vec![mk_extnet("public")],
-        routers: vec![mk_router("tenant-a", "main", "public")],
-        floating_ips: vec![mk_fip("tenant-a", "web", "10.10.1.10", 3)],
-        snat_gateways: vec![],
+        objects: PerKind {
+            external_networks: vec![mk_extnet("public")],
+            routers: vec![mk_router("tenant-a", "main", "public")],
+            floating_ips: vec![mk_fip("tenant-a", "web", "10.10.1.10", 3)],
+            snat_gateways: vec![],
+        },
         pods: vec![
             mk_pod("tenant-a", "w1", "n1", "10.10.1.10", "02:00:00:00:01:0a"),
             mk_pod("tenant-a", "w2", "n2", "10.10.1.11", "02:00:00:00:01:0b"),

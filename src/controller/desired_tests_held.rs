@@ -2,6 +2,7 @@
 //! finalizer is gone, and (through the persisted cursors) their router
 //! index and VNIs for as long as other values are free.
 use super::*;
+use crate::api::FloatingIP;
 
 fn mk_fip_at(ns: &str, name: &str, fixed: &str, address: Option<&str>) -> FloatingIP {
     let mut f = mk_fip(ns, name, fixed, 10);

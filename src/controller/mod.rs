@@ -36,7 +36,7 @@ use futures::stream::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -45,12 +45,13 @@ use serde_json::Value;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use crate::api::kinds::for_each_kind;
+use crate::api::{Build, DvrKind, Kind, PerKind};
 use crate::cluster;
-use crate::cluster::watch::{cache, Undecodable, UndecodableObject};
+use crate::cluster::watch::{cache, Stores, Undecodable, UndecodableObject};
 use crate::plan::resolve::Held;
 use crate::telemetry::Telemetry;
-use desired::{Actions, FinalizerWrite, Kind, Snapshot, StatusWrite, Target};
+use desired::{Actions, FinalizerWrite, Snapshot, StatusWrite, Target};
 use leader::{LeaderElector, LeaseConfig};
 
 /// The Events reporter name.
@@ -124,11 +125,23 @@ impl Error {
 /// Bound on one controller pass before `/healthz` says unhealthy.
 const PASS_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Makes the cache of each kind, collecting their change streams.
+struct KindCaches<'a> {
+    client: &'a Client,
+    undecodable: &'a Arc<Undecodable>,
+    streams: Vec<futures::stream::BoxStream<'static, ()>>,
+}
+
+impl Build<Stores> for KindCaches<'_> {
+    fn build<K: DvrKind>(&mut self) -> Store<K> {
+        let (store, changes) = cache(self.client, None, Default::default(), self.undecodable);
+        self.streams.push(changes);
+        store
+    }
+}
+
 struct Caches {
-    external_networks: Store<ExternalNetwork>,
-    routers: Store<DistributedRouter>,
-    floating_ips: Store<FloatingIP>,
-    snat_gateways: Store<SnatGateway>,
+    objects: PerKind<Stores>,
     pods: Store<Pod>,
     nodes: Store<Node>,
     leases: Store<Lease>,
@@ -150,22 +163,9 @@ where
 impl Caches {
     async fn wait_ready(&self) -> Result<(), Error> {
         let e = |kind| move |_| Error::CacheSync { kind };
-        self.external_networks
-            .wait_until_ready()
-            .await
-            .map_err(e("ExternalNetwork"))?;
-        self.routers
-            .wait_until_ready()
-            .await
-            .map_err(e("DistributedRouter"))?;
-        self.floating_ips
-            .wait_until_ready()
-            .await
-            .map_err(e("FloatingIP"))?;
-        self.snat_gateways
-            .wait_until_ready()
-            .await
-            .map_err(e("SnatGateway"))?;
+        for_each_kind!(|K| {
+            (K::of(&self.objects).wait_until_ready().await).map_err(e(K::KIND.as_str()))?;
+        });
         self.pods.wait_until_ready().await.map_err(e("Pod"))?;
         self.nodes.wait_until_ready().await.map_err(e("Node"))?;
         self.leases.wait_until_ready().await.map_err(e("Lease"))?;
@@ -178,11 +178,12 @@ impl Caches {
 
     fn snapshot(&self, now: Timestamp) -> Snapshot {
         let leases = cloned(&self.leases);
+        let mut objects = PerKind::default();
+        for_each_kind!(|K| {
+            *K::of_mut(&mut objects) = cloned(K::of(&self.objects));
+        });
         Snapshot {
-            external_networks: cloned(&self.external_networks),
-            routers: cloned(&self.routers),
-            floating_ips: cloned(&self.floating_ips),
-            snat_gateways: cloned(&self.snat_gateways),
+            objects,
             pods: self
                 .pods
                 .state()
@@ -200,7 +201,7 @@ impl Caches {
             leases_synced: true,
             now,
             cursors: cursors::read(self.allocator.state().first().map(|c| c.as_ref())),
-            undecodable: self.undecodable.raw_of(&Held::KINDS),
+            undecodable: self.undecodable.raw_of(&Held::KINDS.map(Kind::as_str)),
         }
     }
 }
@@ -234,20 +235,21 @@ pub async fn run(
     let undecodable = Undecodable::new(telemetry.clone());
     let all = || watcher::Config::default();
     let (c, u, ns) = (&client, &undecodable, Some(opts.namespace.as_str()));
-    let (external_networks, s1) = cache(c, None, all(), u);
-    let (routers, s2) = cache(c, None, all(), u);
-    let (floating_ips, s3) = cache(c, None, all(), u);
-    let (snat_gateways, s4) = cache(c, None, all(), u);
+    let mut kinds = KindCaches {
+        client: c,
+        undecodable: u,
+        streams: Vec::new(),
+    };
+    let objects = PerKind::build(&mut kinds);
+    let mut streams = kinds.streams;
     let (pods, s5) = cache(c, None, all(), u);
     let (nodes, s6) = cache(c, None, all(), u);
     let (leases, s7) = cache(c, ns, all(), u);
     let allocator_only = all().fields(&format!("metadata.name={}", cluster::ALLOCATOR_CONFIGMAP));
     let (allocator, s8) = cache(c, ns, allocator_only, u);
+    streams.extend([s5, s6, s7, s8]);
     let caches = Caches {
-        external_networks,
-        routers,
-        floating_ips,
-        snat_gateways,
+        objects,
         pods,
         nodes,
         leases,
@@ -256,7 +258,7 @@ pub async fn run(
         undecodable,
     };
     let changed = Arc::new(Notify::new());
-    let mut all = futures::stream::select_all([s1, s2, s3, s4, s5, s6, s7, s8]);
+    let mut all = futures::stream::select_all(streams);
     let notify = changed.clone();
     let driver = tokio::spawn(async move {
         while all.next().await.is_some() {
@@ -351,12 +353,7 @@ pub async fn run(
 }
 
 fn record_objects(t: &Telemetry, a: &Actions) {
-    for kind in [
-        Kind::ExternalNetwork,
-        Kind::DistributedRouter,
-        Kind::FloatingIP,
-        Kind::SnatGateway,
-    ] {
+    for &kind in Kind::ALL {
         for ready in [true, false] {
             let n = a.objects.get(&(kind, ready)).copied().unwrap_or(0);
             t.set(
@@ -391,12 +388,7 @@ struct Executor {
 }
 
 fn api_of(client: &Client, t: &Target) -> Api<DynamicObject> {
-    let ar = match t.kind {
-        Kind::ExternalNetwork => ApiResource::erase::<ExternalNetwork>(&()),
-        Kind::DistributedRouter => ApiResource::erase::<DistributedRouter>(&()),
-        Kind::FloatingIP => ApiResource::erase::<FloatingIP>(&()),
-        Kind::SnatGateway => ApiResource::erase::<SnatGateway>(&()),
-    };
+    let ar = t.kind.api_resource();
     match &t.namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         None => Api::all_with(client.clone(), &ar),

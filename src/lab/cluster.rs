@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +22,8 @@ use super::infra::LabPaths;
 use super::manifests::Manifests;
 use super::topology::Topology;
 use crate::agent::{self, AgentOptions};
-use crate::api::{self, DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use crate::api::kinds::for_each_kind;
+use crate::api::{self, DvrKind, Kind, PerKind};
 use crate::cluster;
 use crate::controller::{self, desired::Snapshot, ControllerOptions};
 use crate::dataplane::engine::EngineConfig;
@@ -272,16 +272,16 @@ impl LabCluster {
         let client = self.client.clone();
         let applied = self.rt.block_on(async move {
             let mut now: Applied = BTreeSet::new();
-            apply_all(&client, &m.external_networks, |c, _| Api::all(c), &mut now).await?;
-            apply_all(&client, &m.routers, Api::namespaced, &mut now).await?;
-            apply_all(&client, &m.floating_ips, Api::namespaced, &mut now).await?;
-            apply_all(&client, &m.snat_gateways, Api::namespaced, &mut now).await?;
+            for_each_kind!(|K| {
+                apply_all(&client, K::of(&m.objects), &mut now).await?;
+            });
             Ok::<_, ClusterError>(now)
         })?;
         let gone: Vec<_> = self.applied.difference(&applied).cloned().collect();
         let client = self.client.clone();
         self.rt.block_on(async move {
             for (kind, ns, name) in gone {
+                let kind = Kind::from_name(kind).expect("applied kinds are registered");
                 delete(&client, kind, &ns, &name).await?;
             }
             Ok::<_, ClusterError>(())
@@ -356,25 +356,15 @@ pub fn convergence_gaps(s: &Snapshot) -> Vec<String> {
             }
         }
     }
-    check(&mut gaps, &s.external_networks, |o| {
-        o.status
-            .as_ref()
-            .map(|s| (s.observed_generation, &s.conditions[..]))
-    });
-    check(&mut gaps, &s.routers, |o| {
-        o.status
-            .as_ref()
-            .map(|s| (s.observed_generation, &s.conditions[..]))
-    });
-    check(&mut gaps, &s.floating_ips, |o| {
-        o.status
-            .as_ref()
-            .map(|s| (s.observed_generation, &s.conditions[..]))
-    });
-    check(&mut gaps, &s.snat_gateways, |o| {
-        o.status
-            .as_ref()
-            .map(|s| (s.observed_generation, &s.conditions[..]))
+    for_each_kind!(|K| {
+        check(&mut gaps, K::of(&s.objects), |o| {
+            o.status().map(|_| {
+                (
+                    o.observed_generation().flatten(),
+                    o.conditions().unwrap_or(&[]),
+                )
+            })
+        });
     });
     let expected = controller::desired::expected_digests(s);
     let reported = cluster::programmed_digests(&s.nodes);
@@ -404,11 +394,12 @@ where
 
 pub async fn snapshot(client: &Client) -> Result<Snapshot, ClusterError> {
     let pods: Vec<Pod> = list(client).await?;
+    let mut objects = PerKind::default();
+    for_each_kind!(|K| {
+        *K::of_mut(&mut objects) = list::<K>(client).await?;
+    });
     Ok(Snapshot {
-        external_networks: list::<ExternalNetwork>(client).await?,
-        routers: list::<DistributedRouter>(client).await?,
-        floating_ips: list::<FloatingIP>(client).await?,
-        snat_gateways: list::<SnatGateway>(client).await?,
+        objects,
         pods: pods.iter().filter_map(cluster::pod_info).collect(),
         nodes: list::<Node>(client).await?,
         // The lab's agents all heartbeat; take them as alive.
@@ -509,23 +500,23 @@ async fn register(client: &Client, t: &Topology) -> Result<(), ClusterError> {
     Ok(())
 }
 
+/// The dynamic API of `kind` in `ns` (ignored for cluster-scoped kinds).
+fn api_of(client: &Client, kind: Kind, ns: &str) -> Api<DynamicObject> {
+    let ar = kind.api_resource();
+    if kind.namespaced() {
+        Api::namespaced_with(client.clone(), ns, &ar)
+    } else {
+        Api::all_with(client.clone(), &ar)
+    }
+}
+
 /// Server-side apply of each object (status and server fields dropped).
-async fn apply_all<K>(
+async fn apply_all<K: DvrKind>(
     client: &Client,
     objs: &[K],
-    api_for: impl Fn(Client, &str) -> Api<K>,
     applied: &mut Applied,
-) -> Result<(), ClusterError>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-    K::DynamicType: Default,
-{
-    let kind: &'static str = match K::kind(&Default::default()).as_ref() {
-        "ExternalNetwork" => "ExternalNetwork",
-        "DistributedRouter" => "DistributedRouter",
-        "FloatingIP" => "FloatingIP",
-        _ => "SnatGateway",
-    };
+) -> Result<(), ClusterError> {
+    let kind = K::KIND;
     for o in objs {
         let mut v = serde_json::to_value(o).map_err(|e| ClusterError::Other(e.to_string()))?;
         if let Some(m) = v.as_object_mut() {
@@ -545,36 +536,21 @@ where
         }
         let name = o.name_any();
         let ns = o.meta().namespace.clone().unwrap_or_default();
-        let api = api_for(client.clone(), &ns);
+        let api = api_of(client, kind, &ns);
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         api.patch(&name, &pp, &Patch::Apply(&v))
             .await
             .map_err(api_err(format!("apply {kind} {ns}/{name}")))?;
-        applied.insert((kind, ns, name));
+        applied.insert((kind.as_str(), ns, name));
     }
     Ok(())
 }
 
-async fn delete(client: &Client, kind: &str, ns: &str, name: &str) -> Result<(), ClusterError> {
-    let dp = DeleteParams::default();
-    let r = match kind {
-        "ExternalNetwork" => Api::<ExternalNetwork>::all(client.clone())
-            .delete(name, &dp)
-            .await
-            .map(|_| ()),
-        "DistributedRouter" => Api::<DistributedRouter>::namespaced(client.clone(), ns)
-            .delete(name, &dp)
-            .await
-            .map(|_| ()),
-        "FloatingIP" => Api::<FloatingIP>::namespaced(client.clone(), ns)
-            .delete(name, &dp)
-            .await
-            .map(|_| ()),
-        _ => Api::<SnatGateway>::namespaced(client.clone(), ns)
-            .delete(name, &dp)
-            .await
-            .map(|_| ()),
-    };
+async fn delete(client: &Client, kind: Kind, ns: &str, name: &str) -> Result<(), ClusterError> {
+    let r = api_of(client, kind, ns)
+        .delete(name, &DeleteParams::default())
+        .await
+        .map(|_| ());
     match r {
         Ok(()) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),

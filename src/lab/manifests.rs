@@ -4,14 +4,29 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::api::{DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use kube::Resource;
 
+use crate::api::kinds::for_each_kind;
+use crate::api::{DvrKind, Objects, PerKind};
+
+/// The kube-dvr objects of a set of manifests, per kind (also reached
+/// through `Deref`: `manifests.routers`).
 #[derive(Clone, Debug, Default)]
 pub struct Manifests {
-    pub external_networks: Vec<ExternalNetwork>,
-    pub routers: Vec<DistributedRouter>,
-    pub floating_ips: Vec<FloatingIP>,
-    pub snat_gateways: Vec<SnatGateway>,
+    pub objects: PerKind<Objects>,
+}
+
+impl std::ops::Deref for Manifests {
+    type Target = PerKind<Objects>;
+    fn deref(&self) -> &PerKind<Objects> {
+        &self.objects
+    }
+}
+
+impl std::ops::DerefMut for Manifests {
+    fn deref_mut(&mut self) -> &mut PerKind<Objects> {
+        &mut self.objects
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,24 +106,19 @@ impl Manifests {
             fn typed<T: serde::de::DeserializeOwned>(v: serde_yaml::Value) -> Result<T, String> {
                 serde_yaml::from_value(v).map_err(|e| e.to_string())
             }
-            match kind.as_str() {
-                "ExternalNetwork" => self.external_networks.push(typed(value).map_err(perr)?),
-                "DistributedRouter" => {
-                    let mut r: DistributedRouter = typed(value).map_err(perr)?;
-                    default_namespace(&mut r.metadata);
-                    self.routers.push(r)
+            let mut known = false;
+            for_each_kind!(|K| {
+                if kind == K::KIND.as_str() {
+                    let mut o: K = typed(value.clone()).map_err(perr)?;
+                    if K::KIND.namespaced() {
+                        default_namespace(o.meta_mut());
+                    }
+                    K::of_mut(&mut self.objects).push(o);
+                    known = true;
                 }
-                "FloatingIP" => {
-                    let mut f: FloatingIP = typed(value).map_err(perr)?;
-                    default_namespace(&mut f.metadata);
-                    self.floating_ips.push(f)
-                }
-                "SnatGateway" => {
-                    let mut s: SnatGateway = typed(value).map_err(perr)?;
-                    default_namespace(&mut s.metadata);
-                    self.snat_gateways.push(s)
-                }
-                other => return Err(perr(format!("unknown kind {other:?}"))),
+            });
+            if !known {
+                return Err(perr(format!("unknown kind {kind:?}")));
             }
         }
         Ok(())

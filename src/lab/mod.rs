@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::Resource;
+
+use crate::api::kinds::for_each_kind;
+use crate::api::DvrKind;
 use crate::controller::desired::cluster_input;
 use crate::dataplane::engine::{Engine, EngineConfig};
 use crate::plan::resolve::{self, Resolution};
@@ -281,6 +285,59 @@ pub fn demo(opts: &LabOptions, out: &mut dyn std::io::Write) -> Result<bool, Lab
     result
 }
 
+/// A kind's columns in [`print_status`]: one impl per kind.
+trait StatusRow: DvrKind {
+    /// The address it stands for, if any.
+    fn address(&self) -> Option<String>;
+    /// Where it is programmed.
+    fn placement(&self) -> String;
+}
+
+impl StatusRow for crate::api::ExternalNetwork {
+    fn address(&self) -> Option<String> {
+        Some(self.spec.cidr.clone())
+    }
+    fn placement(&self) -> String {
+        let ports = self.status.as_ref().map_or(0, |st| st.node_ports.len());
+        format!("{ports} node ports")
+    }
+}
+
+impl StatusRow for crate::api::DistributedRouter {
+    fn address(&self) -> Option<String> {
+        None
+    }
+    fn placement(&self) -> String {
+        self.status
+            .as_ref()
+            .map(|st| st.nodes.join(","))
+            .unwrap_or_default()
+    }
+}
+
+impl StatusRow for crate::api::FloatingIP {
+    fn address(&self) -> Option<String> {
+        self.status.as_ref()?.address.clone()
+    }
+    fn placement(&self) -> String {
+        self.status
+            .as_ref()
+            .and_then(|st| st.node.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl StatusRow for crate::api::SnatGateway {
+    fn address(&self) -> Option<String> {
+        self.status.as_ref()?.address.clone()
+    }
+    fn placement(&self) -> String {
+        (self.status.as_ref())
+            .and_then(|st| st.active_node.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// What `kubectl get kubedvr -A` would show: every object's Ready, reason,
 /// address and node, as the controller wrote them.
 fn print_status(out: &mut dyn std::io::Write, lab: &Lab) -> Result<(), Box<dyn std::error::Error>> {
@@ -309,46 +366,13 @@ fn print_status(out: &mut dyn std::io::Write, lab: &Lab) -> Result<(), Box<dyn s
             addr.unwrap_or("-"),
         )
     };
-    for o in &s.external_networks {
-        let st = o.status.clone().unwrap_or_default();
-        row(
-            "ExternalNetwork",
-            &o.metadata,
-            &st.conditions,
-            Some(&o.spec.cidr),
-            format!("{} node ports", st.node_ports.len()),
-        )?;
-    }
-    for o in &s.routers {
-        let st = o.status.clone().unwrap_or_default();
-        row(
-            "DistributedRouter",
-            &o.metadata,
-            &st.conditions,
-            None,
-            st.nodes.join(","),
-        )?;
-    }
-    for o in &s.floating_ips {
-        let st = o.status.clone().unwrap_or_default();
-        row(
-            "FloatingIP",
-            &o.metadata,
-            &st.conditions,
-            st.address.as_deref(),
-            st.node.unwrap_or_default(),
-        )?;
-    }
-    for o in &s.snat_gateways {
-        let st = o.status.clone().unwrap_or_default();
-        row(
-            "SnatGateway",
-            &o.metadata,
-            &st.conditions,
-            st.address.as_deref(),
-            st.active_node.unwrap_or_default(),
-        )?;
-    }
+    for_each_kind!(|K| {
+        for o in K::of(&s.objects) {
+            let conds = o.conditions().unwrap_or(&[]);
+            let (addr, node) = (o.address(), o.placement());
+            row(K::KIND.as_str(), o.meta(), conds, addr.as_deref(), node)?;
+        }
+    });
     writeln!(out)?;
     Ok(())
 }

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use kube_dvr::agent::{self, AgentOptions};
-use kube_dvr::api::{DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use kube_dvr::api::{DistributedRouter, ExternalNetwork, FloatingIP, PerKind, SnatGateway};
 use kube_dvr::cluster;
 use kube_dvr::dataplane::engine::EngineConfig;
 use kube_dvr::plan::model::NodeState;
@@ -219,26 +219,28 @@ impl Cluster {
         let pods = Api::<Pod>::all(c.clone()).list(&lp).await.unwrap().items;
         let nodes = self.nodes().list(&lp).await.unwrap().items;
         ClusterInput {
-            external_networks: Api::<ExternalNetwork>::all(c.clone())
-                .list(&lp)
-                .await
-                .unwrap()
-                .items,
-            routers: Api::<DistributedRouter>::all(c.clone())
-                .list(&lp)
-                .await
-                .unwrap()
-                .items,
-            floating_ips: Api::<FloatingIP>::all(c.clone())
-                .list(&lp)
-                .await
-                .unwrap()
-                .items,
-            snat_gateways: Api::<SnatGateway>::all(c.clone())
-                .list(&lp)
-                .await
-                .unwrap()
-                .items,
+            objects: PerKind {
+                external_networks: Api::<ExternalNetwork>::all(c.clone())
+                    .list(&lp)
+                    .await
+                    .unwrap()
+                    .items,
+                routers: Api::<DistributedRouter>::all(c.clone())
+                    .list(&lp)
+                    .await
+                    .unwrap()
+                    .items,
+                floating_ips: Api::<FloatingIP>::all(c.clone())
+                    .list(&lp)
+                    .await
+                    .unwrap()
+                    .items,
+                snat_gateways: Api::<SnatGateway>::all(c.clone())
+                    .list(&lp)
+                    .await
+                    .unwrap()
+                    .items,
+            },
             pods: pods.iter().filter_map(cluster::pod_info).collect(),
             nodes: nodes
                 .iter()

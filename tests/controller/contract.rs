@@ -9,6 +9,7 @@ use kube::Client;
 use serde_json::{json, Value};
 use tower_test::mock::{self, Handle};
 
+use kube_dvr::api::PerKind;
 use kube_dvr::controller::desired::{compute, Kind, Snapshot};
 use kube_dvr::controller::leader::{LeaderElector, LeaseConfig};
 use kube_dvr::controller::{write_finalizers, write_status};
@@ -86,9 +87,12 @@ fn snapshot() -> Snapshot {
     fip.metadata.generation = Some(1);
     fip.metadata.resource_version = Some("41".into());
     Snapshot {
-        external_networks: m.external_networks,
-        routers: m.routers,
-        floating_ips: vec![fip],
+        objects: PerKind {
+            external_networks: m.objects.external_networks,
+            routers: m.objects.routers,
+            floating_ips: vec![fip],
+            ..Default::default()
+        },
         pods: vec![kube_dvr::cluster::pod_info(&mk_pod(
             "tenant-a",
             "a-web",

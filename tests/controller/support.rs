@@ -9,7 +9,9 @@ use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, Post
 use kube::{Api, Client};
 use serde_json::json;
 
-use kube_dvr::api::{self, DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use kube_dvr::api::{
+    self, DistributedRouter, DvrKind, ExternalNetwork, FloatingIP, PerKind, SnatGateway,
+};
 use kube_dvr::cluster;
 use kube_dvr::controller::desired::{expected_digests, Snapshot};
 
@@ -198,11 +200,14 @@ pub async fn apply_examples(client: &Client) {
     }
 }
 
-/// What the agents see: objects whose status the controller has processed
-/// (`observedGeneration == generation`).
-fn processed<K: kube::Resource>(objs: Vec<K>, observed: impl Fn(&K) -> Option<i64>) -> Vec<K> {
-    objs.into_iter()
-        .filter(|o| observed(o) == o.meta().generation)
+/// What the agents see of kind `K`: live objects whose status the
+/// controller has processed (`observedGeneration == generation`).
+async fn agent_view<K: DvrKind>(client: &Client) -> Vec<K> {
+    list_decodable::<K>(client)
+        .await
+        .into_iter()
+        .filter(|o| o.observed_generation().flatten() == o.meta().generation)
+        .filter(|o| o.meta().deletion_timestamp.is_none())
         .collect()
 }
 
@@ -225,30 +230,15 @@ where
 
 /// Read everything as an agent would and compute each node's plan digest.
 pub async fn agent_digests(client: &Client) -> std::collections::BTreeMap<String, String> {
-    let ext = list_decodable::<ExternalNetwork>(client).await;
-    let rt = list_decodable::<DistributedRouter>(client).await;
-    let fip = list_decodable::<FloatingIP>(client).await;
-    let snat = list_decodable::<SnatGateway>(client).await;
     let pods = list_decodable::<Pod>(client).await;
     let nodes = list_decodable::<Node>(client).await;
-    let live = |d: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| d.is_none();
     let s = Snapshot {
-        external_networks: processed(ext, |o| o.status.as_ref()?.observed_generation)
-            .into_iter()
-            .filter(|o| live(&o.metadata.deletion_timestamp))
-            .collect(),
-        routers: processed(rt, |o| o.status.as_ref()?.observed_generation)
-            .into_iter()
-            .filter(|o| live(&o.metadata.deletion_timestamp))
-            .collect(),
-        floating_ips: processed(fip, |o| o.status.as_ref()?.observed_generation)
-            .into_iter()
-            .filter(|o| live(&o.metadata.deletion_timestamp))
-            .collect(),
-        snat_gateways: processed(snat, |o| o.status.as_ref()?.observed_generation)
-            .into_iter()
-            .filter(|o| live(&o.metadata.deletion_timestamp))
-            .collect(),
+        objects: PerKind {
+            external_networks: agent_view(client).await,
+            routers: agent_view(client).await,
+            floating_ips: agent_view(client).await,
+            snat_gateways: agent_view(client).await,
+        },
         pods: pods.iter().filter_map(cluster::pod_info).collect(),
         nodes,
         // Agents do not read Leases: every node counts as alive.

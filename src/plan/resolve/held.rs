@@ -24,7 +24,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{DistributedRouter, FloatingIP, SnatGateway};
+use crate::api::{DvrKind, Kind};
 
 /// Allocations of objects not in the resolver's input that nobody else may
 /// take.
@@ -37,33 +37,20 @@ pub struct Held {
 }
 
 impl Held {
-    /// What objects being deleted hold, from their statuses.
-    pub fn of<'a>(
-        routers: impl IntoIterator<Item = &'a DistributedRouter>,
-        floating_ips: impl IntoIterator<Item = &'a FloatingIP>,
-        snat_gateways: impl IntoIterator<Item = &'a SnatGateway>,
-    ) -> Held {
-        let mut h = Held::default();
-        for r in routers {
-            let Some(st) = &r.status else { continue };
-            h.router_indexes.extend(st.index);
-            h.vnis.extend(st.subnets.iter().map(|s| s.vni));
-        }
-        let addresses = floating_ips
-            .into_iter()
-            .filter_map(|f| f.status.as_ref()?.address.as_deref())
-            .chain(
-                snat_gateways
-                    .into_iter()
-                    .filter_map(|s| s.status.as_ref()?.address.as_deref()),
-            );
-        h.addresses
-            .extend(addresses.filter_map(|a| a.parse::<Ipv4Addr>().ok()));
-        h
-    }
-
     /// The kinds whose objects hold allocations in their status.
-    pub const KINDS: [&'static str; 3] = ["DistributedRouter", "FloatingIP", "SnatGateway"];
+    pub const KINDS: [Kind; 3] = [Kind::DistributedRouter, Kind::FloatingIP, Kind::SnatGateway];
+
+    /// Add what an object left out of resolution (being deleted) holds,
+    /// from its status, read as [`Held::add_raw`] reads an object that does
+    /// not decode: one reading for both.
+    pub fn add_object<K: DvrKind>(&mut self, o: &K) {
+        if !Held::KINDS.contains(&K::KIND) {
+            return;
+        }
+        if let Ok(v) = serde_json::to_value(o) {
+            self.add_raw(&v);
+        }
+    }
 
     /// Add what objects that do not decode hold (their raw JSON, of
     /// [`Held::KINDS`]), except those whose uid is in `cached`: an object

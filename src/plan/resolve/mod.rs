@@ -92,10 +92,9 @@ pub const ENDPOINTS_RESOLVED: &str = "EndpointsResolved";
 /// Everything resolution looks at.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterInput {
-    pub external_networks: Vec<api::ExternalNetwork>,
-    pub routers: Vec<api::DistributedRouter>,
-    pub floating_ips: Vec<api::FloatingIP>,
-    pub snat_gateways: Vec<api::SnatGateway>,
+    /// The kube-dvr objects, per kind (also reached through `Deref`:
+    /// `input.routers`).
+    pub objects: api::PerKind<api::Objects>,
     pub pods: Vec<PodInfo>,
     pub nodes: Vec<NodeInfo>,
     /// The `lastTransitionTime` of conditions that are new or flip (whole
@@ -106,6 +105,19 @@ pub struct ClusterInput {
     /// Where new router indexes and VNIs are searched from (next-fit);
     /// None: just above the highest value in use.
     pub cursors: Option<Cursors>,
+}
+
+impl std::ops::Deref for ClusterInput {
+    type Target = api::PerKind<api::Objects>;
+    fn deref(&self) -> &api::PerKind<api::Objects> {
+        &self.objects
+    }
+}
+
+impl std::ops::DerefMut for ClusterInput {
+    fn deref_mut(&mut self) -> &mut api::PerKind<api::Objects> {
+        &mut self.objects
+    }
 }
 
 /// A pod as far as kube-dvr cares: where it runs and its secondary networks.

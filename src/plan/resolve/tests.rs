@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::api::conditions::{ALLOCATED, FALSE, READY, TRUE, VALID};
-use crate::api::{DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway};
+use crate::api::{DistributedRouter, ExternalNetwork, FloatingIP, PerKind, SnatGateway};
 use crate::plan::model::MacAddr;
 
 pub(super) fn ip(s: &str) -> Ipv4Addr {
@@ -136,13 +136,16 @@ pub(super) fn mk_node(i: u8, ready: bool, labels: &[(&str, &str)]) -> NodeInfo {
 /// router tenant-a/r and three pods: p1 (n1, a), p2 (n2, b), p3 (n2, a).
 pub(super) fn mk_input() -> ClusterInput {
     ClusterInput {
+        objects: PerKind {
+            external_networks: vec![mk_extnet("ext", json!({}))],
+            routers: vec![mk_std_router("tenant-a", 1)],
+            ..Default::default()
+        },
         nodes: vec![
             mk_node(1, true, &[]),
             mk_node(2, true, &[("gw", "yes")]),
             mk_node(3, true, &[("gw", "yes")]),
         ],
-        external_networks: vec![mk_extnet("ext", json!({}))],
-        routers: vec![mk_std_router("tenant-a", 1)],
         pods: vec![
             mk_pod(
                 "tenant-a",
@@ -326,7 +329,8 @@ fn a_deleted_routers_index_and_vnis_are_quarantined_and_others_keep_theirs() {
     // tenant-a's router is being deleted: its values are held (even with
     // the cursors rewound) ...
     let a = input.routers.remove(0);
-    input.held = Held::of([&a], [], []);
+    input.held = Held::default();
+    input.held.add_object(&a);
     input.cursors = Some(Cursors::default());
     input.routers.push(mk_std_router("tenant-c", 3));
     let res = resolve(&input);
