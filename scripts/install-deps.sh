@@ -10,6 +10,8 @@ command -v bridge >/dev/null 2>&1 || need+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
+# The reference CNI plugins: crates/cni/tests compare results with them.
+[ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/static ] || need+=(containernetworking-plugins)
 if ((${#need[@]} == 0)); then
   exit 0
 fi

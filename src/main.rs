@@ -129,6 +129,13 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    // Installed as the CNI plugin `kube-dvr` (one binary for the image's
+    // init container and the lab): the runtime runs it with CNI_COMMAND set
+    // and no arguments.
+    if std::env::var_os("CNI_COMMAND").is_some() && std::env::args_os().len() == 1 {
+        kube_dvr_cni::main();
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match run(cli.cmd) {

@@ -41,7 +41,7 @@ async fn tenant(c: &Cluster) {
         nexthop: "10.10.1.10".into(),
     }];
     c.create(r1).await;
-    c.create(mk_pod(
+    c.create(mk_port(
         "p1",
         "n1",
         "net-a",
@@ -49,7 +49,7 @@ async fn tenant(c: &Cluster) {
         "02:00:00:00:01:0a",
     ))
     .await;
-    c.create(mk_pod(
+    c.create(mk_port(
         "p2",
         "n2",
         "net-a",
@@ -142,7 +142,7 @@ fn agent_programs_reports_follows_restarts_and_repairs() {
 
         // A new endpoint is followed within a second.
         let t0 = Instant::now();
-        c.create(mk_pod("p3", "n2", "net-a", "10.10.1.12", "02:00:00:00:01:0c")).await;
+        c.create(mk_port("p3", "n2", "net-a", "10.10.1.12", "02:00:00:00:01:0c")).await;
         assert!(
             wait_until(SEC, || async { neighbours(qr).contains(&"10.10.1.12".into()) }).await,
             "new endpoint programmed within a second"
@@ -268,7 +268,7 @@ fn agent_uninstall_removes_everything_and_never_rebuilds() {
         );
 
         // Changes and the ConfigMap's removal rebuild nothing.
-        c.create(mk_pod(
+        c.create(mk_port(
             "p3",
             "n1",
             "net-a",

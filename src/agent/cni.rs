@@ -11,11 +11,14 @@
 //! dropped.
 //!
 //! ```json
-//! {"op":"attachment","podNamespace":"t","podName":"p","routerNamespace":"t",
-//!  "router":"r1","subnet":"a","ip":"10.1.0.5"}
+//! {"op":"attachment","podNamespace":"t","podName":"p","podUid":"…",
+//!  "containerId":"…","interface":"net1","routerNamespace":"t",
+//!  "router":"r1","subnet":"a","ip":"10.1.0.5"}          // ip, mac optional
 //! → {"attachment":{"bridge":"dvrbr-100","cidr":"10.1.0.0/24","gateway":"10.1.0.1",
-//!    "mtu":1450,"routes":[{"dst":"10.2.0.0/24","gw":"10.1.0.1"}]}}
+//!    "mtu":1450,"routes":[{"dst":"10.2.0.0/24","gw":"10.1.0.1"}],
+//!    "ip":"10.1.0.5","mac":"0a:58:0a:01:00:05"}}
 //! → {"error":{"reason":"CrossNamespace","message":"…"}}
+//! {"op":"release","podNamespace":"t","containerId":"…","interface":"net1"} → "released"
 //! {"op":"status"} → "ready"
 //! ```
 //!
@@ -23,10 +26,11 @@
 //! A pod attaches only to routers of its own namespace (`podNamespace`
 //! comes from the runtime's CNI_ARGS, the router from the NAD, which the
 //! tenant may have written); the router must be in the view (valid and
-//! processed by the controller) and have the subnet; the address must be a
-//! host address of the subnet other than the gateway and the SNAT
-//! gateway's port. Whether the address is free is IPAM's job (not there
-//! yet).
+//! processed by the controller) and have the subnet; a static address must
+//! be a host address of the subnet other than the gateway and the SNAT
+//! gateway's port. The address is then recorded as a Port
+//! ([`super::ports`]: kube-dvr's IPAM): a static one only when free, else
+//! the next free one. The Port, not the pod, is what the dataplane routes.
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +42,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
+use super::ports::{Claim, PortRecords};
+use crate::plan::model::MacAddr;
 use crate::plan::names;
 use crate::plan::view::{ClusterView, ObjectKey};
 use crate::telemetry::Telemetry;
@@ -64,7 +70,25 @@ pub enum Request {
         router_namespace: String,
         router: String,
         subnet: String,
-        ip: Ipv4Addr,
+        /// A static address; `None`: the next free one.
+        #[serde(default)]
+        ip: Option<Ipv4Addr>,
+        /// A static MAC; `None`: derived from the address.
+        #[serde(default)]
+        mac: Option<MacAddr>,
+        #[serde(default)]
+        pod_uid: String,
+        #[serde(default)]
+        container_id: String,
+        #[serde(default)]
+        interface: String,
+    },
+    /// CNI DEL: forget the Port of a container's interface.
+    #[serde(rename_all = "camelCase")]
+    Release {
+        pod_namespace: String,
+        container_id: String,
+        interface: String,
     },
     Status,
 }
@@ -74,6 +98,7 @@ pub enum Request {
 pub enum Response {
     Attachment(Attachment),
     Ready,
+    Released,
     Error {
         reason: &'static str,
         message: String,
@@ -91,6 +116,12 @@ pub struct Attachment {
     /// Through the gateway: the router's other subnets and the
     /// destinations of its extra routes.
     pub routes: Vec<Route>,
+    /// The interface's address and MAC, as recorded in its Port (absent
+    /// only where the agent keeps no records: [`serve`] without them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -103,13 +134,28 @@ fn refuse(reason: &'static str, message: String) -> Response {
     Response::Error { reason, message }
 }
 
-/// The answer to `req` from `view` (pure).
+/// The answer to `req` from `view` (pure): for an attachment, what the
+/// subnet is and which addresses are reserved; the address is recorded
+/// afterwards ([`handle`]).
 pub fn answer(view: Option<&ClusterView>, req: &Request) -> Response {
+    match check(view, req) {
+        Ok(Some((a, _))) => Response::Attachment(a),
+        Ok(None) => Response::Ready,
+        Err(r) => r,
+    }
+}
+
+/// An attachment's subnet and its reserved addresses, `None` for other
+/// requests.
+fn check(
+    view: Option<&ClusterView>,
+    req: &Request,
+) -> Result<Option<(Attachment, Vec<Ipv4Addr>)>, Response> {
     let Some(view) = view else {
-        return refuse(
+        return Err(refuse(
             "NotReady",
             "the kube-dvr agent on this node has not resolved the cluster yet".into(),
-        );
+        ));
     };
     let Request::Attachment {
         pod_namespace,
@@ -117,65 +163,71 @@ pub fn answer(view: Option<&ClusterView>, req: &Request) -> Response {
         router,
         subnet,
         ip,
+        mac,
         ..
     } = req
     else {
-        return Response::Ready;
+        return Ok(None);
     };
     let key = ObjectKey::new(router_namespace, router);
     if pod_namespace != router_namespace {
-        return refuse(
+        return Err(refuse(
             "CrossNamespace",
             format!(
                 "a pod of namespace {pod_namespace} may attach only to routers of its own \
                  namespace, not to {key}"
             ),
-        );
+        ));
     }
     let Some(r) = view.routers.iter().find(|r| r.key == key) else {
-        return refuse(
+        return Err(refuse(
             "UnknownRouter",
             format!(
                 "router {key} is unknown to the kube-dvr agent on this node: it does not exist, \
                  is not valid, or the controller has not processed it yet"
             ),
-        );
+        ));
     };
     let Some(s) = r.subnets.iter().find(|s| &s.name == subnet) else {
         let names: Vec<&str> = r.subnets.iter().map(|s| s.name.as_str()).collect();
-        return refuse(
+        return Err(refuse(
             "UnknownSubnet",
             format!(
                 "router {key} has no subnet {subnet:?} (it has: {})",
                 names.join(", ")
             ),
-        );
+        ));
     };
     let cidr = s.cidr;
-    let host_range = cidr.prefix_len() >= 31 || (*ip != cidr.network() && *ip != cidr.broadcast());
-    if !cidr.contains(ip) || !host_range {
-        return refuse(
-            "AddressOutsideSubnet",
-            format!("{ip} is not a host address of subnet {subnet} ({cidr}) of router {key}"),
-        );
-    }
-    if *ip == s.gateway {
-        return refuse(
-            "AddressReserved",
-            format!("{ip} is the gateway of subnet {subnet} of router {key}"),
-        );
-    }
-    let snat_port = view
-        .snat_gateways
-        .iter()
-        .filter(|g| g.router == key)
-        .flat_map(|g| &g.ports)
-        .any(|p| &p.subnet == subnet && p.ip == *ip);
-    if snat_port {
-        return refuse(
-            "AddressReserved",
-            format!("{ip} is the SNAT gateway's port on subnet {subnet} of router {key}"),
-        );
+    let mut reserved: Vec<Ipv4Addr> = vec![s.gateway];
+    reserved.extend(
+        (view.snat_gateways.iter())
+            .filter(|g| g.router == key)
+            .flat_map(|g| &g.ports)
+            .filter(|p| &p.subnet == subnet)
+            .map(|p| p.ip),
+    );
+    if let Some(ip) = ip {
+        let host_range =
+            cidr.prefix_len() >= 31 || (*ip != cidr.network() && *ip != cidr.broadcast());
+        if !cidr.contains(ip) || !host_range {
+            return Err(refuse(
+                "AddressOutsideSubnet",
+                format!("{ip} is not a host address of subnet {subnet} ({cidr}) of router {key}"),
+            ));
+        }
+        if *ip == s.gateway {
+            return Err(refuse(
+                "AddressReserved",
+                format!("{ip} is the gateway of subnet {subnet} of router {key}"),
+            ));
+        }
+        if reserved.contains(ip) {
+            return Err(refuse(
+                "AddressReserved",
+                format!("{ip} is the SNAT gateway's port on subnet {subnet} of router {key}"),
+            ));
+        }
     }
     let mut routes: Vec<Route> = Vec::new();
     let others = r
@@ -195,13 +247,16 @@ pub fn answer(view: Option<&ClusterView>, req: &Request) -> Response {
             routes.push(rt);
         }
     }
-    Response::Attachment(Attachment {
+    let a = Attachment {
         bridge: names::bridge(s.vni),
         cidr,
         gateway: s.gateway,
         mtu: names::OVERLAY_MTU,
         routes,
-    })
+        ip: *ip,
+        mac: *mac,
+    };
+    Ok(Some((a, reserved)))
 }
 
 /// Bind the socket at `path`: its directory is created (0700) if absent,
@@ -225,10 +280,11 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Bind `path` and serve it on a task of `tasks` (the agent's background
-/// set: dropping it stops serving).
+/// set: dropping it stops serving), recording Ports in `records`.
 pub(super) fn start(
     path: &Path,
     view: Published,
+    records: Arc<PortRecords>,
     telemetry: &Arc<Telemetry>,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> Result<(), super::Error> {
@@ -237,12 +293,25 @@ pub(super) fn start(
         source,
     })?;
     tracing::info!(path = %path.display(), "serving the CNI plugin");
-    tasks.spawn(serve(l, view, Some(telemetry.clone())));
+    tasks.spawn(serve_with(l, view, Some(records), Some(telemetry.clone())));
     Ok(())
 }
 
-/// Answer connections on `listener` for ever (each on its own task).
+/// Answer connections on `listener` for ever without recording Ports: an
+/// attachment then needs a static address and is answered from the view
+/// alone. Only for tests of the plugin's kernel work without an API
+/// server; the agent always records ([`start`]).
 pub async fn serve(listener: UnixListener, view: Published, telemetry: Option<Arc<Telemetry>>) {
+    serve_with(listener, view, None, telemetry).await
+}
+
+/// Answer connections on `listener` for ever (each on its own task).
+pub async fn serve_with(
+    listener: UnixListener,
+    view: Published,
+    records: Option<Arc<PortRecords>>,
+    telemetry: Option<Arc<Telemetry>>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -253,18 +322,95 @@ pub async fn serve(listener: UnixListener, view: Published, telemetry: Option<Ar
             }
         };
         let view = view.clone();
+        let records = records.clone();
         let telemetry = telemetry.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &view, telemetry.as_deref()).await {
+            if let Err(e) = handle(stream, &view, records.as_deref(), telemetry.as_deref()).await {
                 tracing::debug!(error = %e, "CNI socket: connection dropped");
             }
         });
     }
 }
 
+/// The answer to `req`: checked against the view, then recorded.
+async fn respond(view: &Published, records: Option<&PortRecords>, req: &Request) -> Response {
+    if let Request::Release {
+        pod_namespace,
+        container_id,
+        interface,
+    } = req
+    {
+        return match records {
+            None => Response::Released,
+            Some(r) => match r.release(pod_namespace, container_id, interface).await {
+                Ok(_) => Response::Released,
+                Err(e) => refuse(e.reason, e.message),
+            },
+        };
+    }
+    let checked = check(view.borrow().as_deref(), req);
+    let (mut a, reserved) = match checked {
+        Ok(Some(x)) => x,
+        Ok(None) => return Response::Ready,
+        Err(r) => return r,
+    };
+    let Request::Attachment {
+        pod_namespace,
+        pod_name,
+        pod_uid,
+        container_id,
+        interface,
+        router,
+        subnet,
+        ip,
+        mac,
+        ..
+    } = req
+    else {
+        return Response::Ready;
+    };
+    let Some(records) = records else {
+        if ip.is_none() {
+            return refuse(
+                "NoAddress",
+                "this endpoint keeps no Port records: give the pod a static address".into(),
+            );
+        }
+        return Response::Attachment(a);
+    };
+    if container_id.is_empty() || interface.is_empty() || pod_name.is_empty() {
+        return refuse(
+            "BadRequest",
+            "an attachment needs podName, containerId and interface".into(),
+        );
+    }
+    let claim = Claim {
+        namespace: pod_namespace,
+        router,
+        subnet,
+        cidr: a.cidr,
+        reserved,
+        ip: *ip,
+        mac: *mac,
+        pod: pod_name,
+        pod_uid,
+        container_id,
+        interface,
+    };
+    match records.allocate(&claim).await {
+        Ok(g) => {
+            a.ip = Some(g.ip);
+            a.mac = Some(g.mac);
+            Response::Attachment(a)
+        }
+        Err(e) => refuse(e.reason, e.message),
+    }
+}
+
 async fn handle(
     mut s: UnixStream,
     view: &Published,
+    records: Option<&PortRecords>,
     telemetry: Option<&Telemetry>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
@@ -277,10 +423,11 @@ async fn handle(
     } else {
         match serde_json::from_slice::<Request>(&buf) {
             Ok(req) => {
-                let resp = answer(view.borrow().as_deref(), &req);
+                let resp = respond(view, records, &req).await;
                 log(&req, &resp);
                 let op = match req {
                     Request::Attachment { .. } => "attachment",
+                    Request::Release { .. } => "release",
                     Request::Status => "status",
                 };
                 (op, resp)
@@ -306,26 +453,44 @@ async fn handle(
 }
 
 fn log(req: &Request, resp: &Response) {
-    let Request::Attachment {
-        pod_namespace,
-        pod_name,
-        router,
-        subnet,
-        ip,
-        ..
-    } = req
-    else {
-        return;
-    };
-    match resp {
-        Response::Error { reason, message } => tracing::info!(
-            pod = %format!("{pod_namespace}/{pod_name}"), %router, %subnet, %ip, %reason, %message,
+    match (req, resp) {
+        (
+            Request::Attachment {
+                pod_namespace,
+                pod_name,
+                router,
+                subnet,
+                ..
+            },
+            Response::Error { reason, message },
+        ) => tracing::info!(
+            pod = %format!("{pod_namespace}/{pod_name}"), %router, %subnet, %reason, %message,
             "CNI attachment refused"
         ),
-        _ => tracing::info!(
-            pod = %format!("{pod_namespace}/{pod_name}"), %router, %subnet, %ip,
-            "CNI attachment answered"
+        (
+            Request::Attachment {
+                pod_namespace,
+                pod_name,
+                router,
+                subnet,
+                ..
+            },
+            Response::Attachment(a),
+        ) => tracing::info!(
+            pod = %format!("{pod_namespace}/{pod_name}"), %router, %subnet, ip = ?a.ip,
+            "CNI attachment recorded"
         ),
+        (
+            Request::Release {
+                pod_namespace,
+                container_id,
+                interface,
+            },
+            resp,
+        ) => tracing::info!(
+            namespace = %pod_namespace, %container_id, %interface, ?resp, "CNI release"
+        ),
+        _ => {}
     }
 }
 

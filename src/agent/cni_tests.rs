@@ -54,7 +54,11 @@ fn mk_req(pod_ns: &str, router: &str, subnet: &str, ip: &str) -> Request {
         router_namespace: rns.into(),
         router: r.into(),
         subnet: subnet.into(),
-        ip: ip.parse().unwrap(),
+        ip: Some(ip.parse().unwrap()),
+        mac: None,
+        pod_uid: String::new(),
+        container_id: "c".into(),
+        interface: "net1".into(),
     }
 }
 
@@ -120,7 +124,7 @@ fn not_ready_before_the_first_resolve() {
 #[test]
 fn wire_format() {
     let req: Request = serde_json::from_str(
-        r#"{"op":"attachment","podNamespace":"t","routerNamespace":"t","router":"r1","subnet":"a","ip":"10.1.0.5"}"#,
+        r#"{"op":"attachment","podNamespace":"t","routerNamespace":"t","router":"r1","subnet":"a","ip":"10.1.0.5","containerId":"c","interface":"net1"}"#,
     )
     .unwrap();
     let mut want = mk_req("t", "t/r1", "a", "10.1.0.5");

@@ -15,12 +15,12 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 
 use crate::api::kinds::for_each_kind;
-use crate::api::{Build, DvrKind, Family, PerKind, Shared, Slices};
+use crate::api::{Build, DvrKind, Family, PerKind, Port, Shared, Slices};
 use crate::cluster;
 use crate::plan::resolve::{self, ClusterInput};
 
@@ -30,7 +30,7 @@ pub struct Snapshot {
     /// The kube-dvr objects, per kind (also reached through `Deref`:
     /// `snap.routers`).
     pub objects: PerKind<Shared>,
-    pub pods: Vec<Arc<Pod>>,
+    pub ports: Vec<Arc<Port>>,
     pub nodes: Vec<Arc<Node>>,
     /// Kind and raw JSON of the kube-dvr objects
     /// the caches skipped because they do not decode ([`cluster::watch`]).
@@ -194,11 +194,9 @@ impl InputState {
         });
         ClusterInput {
             objects,
-            pods: snap
-                .pods
-                .iter()
-                .filter_map(|p| cluster::pod_info(p))
-                .collect(),
+            pods: cluster::port_infos(snap.ports.iter().map(|p| &**p)),
+            // NADs are the controller's business.
+            nad_conflicts: Default::default(),
             nodes,
             now,
             // As the controller resolves: allocations of objects being

@@ -2,7 +2,7 @@
 //! node's kernel to its plan and reports.
 //!
 //! # Model
-//! The agent watches the four kube-dvr kinds, Pods and Nodes (reflector
+//! The agent watches the four kube-dvr kinds, kube-dvr's Port records and Nodes (reflector
 //! caches that skip, log and count objects that do not decode,
 //! [`cluster::watch`]) and the uninstall ConfigMap in its namespace. On any change
 //! (at once when idle; within [`AgentOptions::debounce`] of the previous
@@ -58,6 +58,7 @@ pub mod input;
 pub mod keep;
 pub mod kernel;
 mod pass;
+pub mod ports;
 pub mod probe;
 pub mod report;
 mod watch;
@@ -259,7 +260,13 @@ pub async fn run(
     let undecodable = cluster::watch::Undecodable::new(telemetry.clone());
     let caches = watch::Caches::start(&client, &ns, &mut tasks, &changed, undecodable);
     if let Some(path) = &agent.opts.cni_socket {
-        cni::start(path, view, &telemetry, &mut tasks)?;
+        let records = Arc::new(ports::PortRecords::new(
+            client.clone(),
+            &agent.opts.node,
+            caches.ports.clone(),
+            caches.objects.routers.clone(),
+        ));
+        cni::start(path, view, records, &telemetry, &mut tasks)?;
     }
     let heartbeat = report::Heartbeat {
         api: Api::<Lease>::namespaced(client.clone(), &ns),

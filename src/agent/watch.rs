@@ -4,7 +4,7 @@
 //! bumps one counter the main loop waits on; bumps during a pass (or just
 //! after it) coalesce into one pass there.
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use std::sync::Arc;
 
 use kube::runtime::reflector::Store;
@@ -15,14 +15,17 @@ use tokio::task::JoinSet;
 
 use super::{input, Error};
 use crate::api::kinds::for_each_kind;
-use crate::api::{Build, DvrKind, Kind, PerKind};
+use crate::api::{Build, DvrKind, Kind, PerKind, Port};
 use crate::cluster;
 use crate::cluster::watch::{Stores, Undecodable};
 
 /// The caches the agent plans from.
 pub(super) struct Caches {
     pub(super) objects: PerKind<Stores>,
-    pub(super) pods: Store<Pod>,
+    /// kube-dvr's Port records: the endpoints (never Pods: what a
+    /// tenant can write about a pod is not trusted, and a cache of every
+    /// Pod in the cluster is what agents at scale cannot afford).
+    pub(super) ports: Store<Port>,
     pub(super) nodes: Store<Node>,
     pub(super) uninstall: Store<ConfigMap>,
     /// Objects the caches skipped because they do not decode.
@@ -55,7 +58,7 @@ impl Caches {
         let objects = PerKind::build(&mut Kinds { tasks, c, changed });
         Caches {
             objects,
-            pods: reflect(tasks, c, None, all(), changed),
+            ports: reflect(tasks, c, None, all(), changed),
             nodes: reflect(tasks, c, None, all(), changed),
             uninstall: reflect(tasks, c, Some(namespace), uninstall, changed),
             undecodable,
@@ -69,7 +72,7 @@ impl Caches {
         });
         input::Snapshot {
             objects,
-            pods: self.pods.state(),
+            ports: self.ports.state(),
             nodes: self.nodes.state(),
             undecodable: (self.undecodable.list().into_iter())
                 .filter(|o| Kind::from_name(&o.kind).is_some())
@@ -83,7 +86,7 @@ impl Caches {
             (K::of(&self.objects).wait_until_ready().await).map_err(|_| Error::WatchEnded)?;
         });
         let r = tokio::try_join!(
-            self.pods.wait_until_ready(),
+            self.ports.wait_until_ready(),
             self.nodes.wait_until_ready(),
             self.uninstall.wait_until_ready(),
         );

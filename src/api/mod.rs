@@ -7,10 +7,12 @@
 //! | [`DistributedRouter`] | namespaced | `dvr` |
 //! | [`FloatingIP`] | namespaced | `dfip` |
 //! | [`SnatGateway`] | namespaced | `dsnat` |
+//! | [`Port`] | namespaced | `dport` (written by kube-dvr only) |
 //!
-//! All four share the category `kubedvr` (`kubectl get kubedvr`), a status
-//! subresource with `observedGeneration` and `conditions` (see
-//! [`conditions`]), and printer columns ending in `Ready` and `Age`.
+//! All share the category `kubedvr` (`kubectl get kubedvr`). All but Port
+//! (a record kube-dvr writes once) have a status subresource with
+//! `observedGeneration` and `conditions` (see [`conditions`]), and printer
+//! columns ending in `Ready` and `Age`.
 //!
 //! The CRDs are generated from these types ([`crds`], [`crds_yaml`];
 //! `kube-dvr crds` prints them). Everything the API server can check on its
@@ -36,6 +38,8 @@ pub mod conditions;
 mod external_network;
 mod floating_ip;
 pub mod kinds;
+pub mod nad;
+mod port;
 pub mod reference;
 mod router;
 mod snat_gateway;
@@ -48,6 +52,7 @@ pub use external_network::{
 };
 pub use floating_ip::{FloatingIP, FloatingIPSpec, FloatingIPStatus, FloatingTarget, PodTarget};
 pub use kinds::{Build, DvrKind, Family, Kind, Objects, PerKind, Shared, Slices};
+pub use port::{port_name, Port, PortSpec};
 pub use router::{
     DistributedRouter, DistributedRouterSpec, DistributedRouterStatus, ExtraRoute, RouterSubnet,
     SubnetStatus,
@@ -61,6 +66,7 @@ pub use snat_gateway::{
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// The API group of all kube-dvr resources.
 pub const GROUP: &str = "kubedvr.io";
@@ -74,10 +80,13 @@ pub const CATEGORY: &str = "kubedvr";
 /// (released allocations, kernel state on nodes).
 pub const FINALIZER: &str = "kubedvr.io/cleanup";
 
-/// The CustomResourceDefinitions of all kube-dvr kinds, in the order of
-/// [`Kind::ALL`] (the [`kinds`] registry).
+/// The CustomResourceDefinitions of all kube-dvr kinds: the user-facing
+/// ones in the order of [`Kind::ALL`] (the [`kinds`] registry), then
+/// [`Port`] (kube-dvr's own record, no status: not in the registry).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    Kind::ALL.iter().map(|k| k.crd()).collect()
+    (Kind::ALL.iter().map(|k| k.crd()))
+        .chain([Port::crd()])
+        .collect()
 }
 
 /// [`crds`] as multi-document YAML: each CRD preceded by `---`, in the
@@ -106,7 +115,8 @@ mod tests {
                 "ExternalNetwork",
                 "DistributedRouter",
                 "FloatingIP",
-                "SnatGateway"
+                "SnatGateway",
+                "Port"
             ]
         );
         for crd in &crds {
@@ -121,8 +131,9 @@ mod tests {
                 .subresources
                 .as_ref()
                 .and_then(|s| s.status.as_ref());
+            // A Port is a record written once; it has no status.
             assert!(
-                status.is_some(),
+                status.is_some() || crd.spec.names.kind == "Port",
                 "{} lacks the status subresource",
                 crd.spec.names.kind
             );

@@ -23,10 +23,19 @@ pub mod watch;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
+
+use crate::api::Port;
 
 use crate::plan::model::NodeState;
-use crate::plan::resolve::{parse_network_status, NodeInfo, PodInfo, NETWORK_STATUS_ANNOTATION};
+use crate::plan::resolve::{NodeInfo, PodInfo, PodNetwork};
+
+/// The pod annotation Multus writes after attaching a pod's networks. For
+/// users only: kube-dvr never reads it (endpoints come from Ports).
+pub const NETWORK_STATUS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/network-status";
+/// The pod annotation that asks Multus for secondary networks
+/// (`namespace/name` of NADs, comma-separated).
+pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
 
 pub const VTEP_ANNOTATION: &str = "kubedvr.io/vtep";
 pub const DVR_MAC_ANNOTATION: &str = "kubedvr.io/dvr-mac";
@@ -66,36 +75,35 @@ pub const AGENT_LEASE_PREFIX: &str = "kube-dvr-agent-";
 /// no new SNAT gateways and loses the ones it has.
 pub const AGENT_HEARTBEAT_TIMEOUT_SECS: i64 = 30;
 
-/// A pod's addresses on secondary networks, from Multus' network-status.
-/// Pods without the annotation (or with a malformed one) have none.
-pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let ann = pod
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(NETWORK_STATUS_ANNOTATION)?;
-    let networks = parse_network_status(&ns, ann).ok()?;
-    if networks.is_empty() {
-        return None;
+/// The resolver's endpoints, from kube-dvr's own Port records (never from
+/// anything a tenant writes, such as a pod's network-status annotation):
+/// one [`PodInfo`] per pod with the Ports it holds. Ports whose address or
+/// MAC does not parse are skipped (the schema refuses them; a Port is
+/// written only by kube-dvr).
+pub fn port_infos<'a>(ports: impl IntoIterator<Item = &'a Port>) -> Vec<PodInfo> {
+    let mut by_pod: BTreeMap<(String, String), PodInfo> = BTreeMap::new();
+    for port in ports {
+        let ns = port.metadata.namespace.clone().unwrap_or_default();
+        let s = &port.spec;
+        let (Ok(ip), Ok(mac)) = (s.ip.parse::<Ipv4Addr>(), s.mac.parse()) else {
+            continue;
+        };
+        let info = by_pod
+            .entry((ns.clone(), s.pod.clone()))
+            .or_insert_with(|| PodInfo {
+                namespace: ns,
+                name: s.pod.clone(),
+                node: Some(s.node.clone()),
+                networks: Vec::new(),
+            });
+        info.networks.push(PodNetwork {
+            network: s.network.clone(),
+            interface: Some(s.interface.clone()),
+            ip,
+            mac,
+        });
     }
-    // A pod that finished holds no address any more.
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    if matches!(phase, Some("Succeeded") | Some("Failed"))
-        || pod.metadata.deletion_timestamp.is_some()
-    {
-        return None;
-    }
-    Some(PodInfo {
-        namespace: ns,
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-        networks,
-    })
+    by_pod.into_values().collect()
 }
 
 /// The node as the resolver sees it: labels, published VTEP, and whether it
@@ -177,23 +185,29 @@ mod tests {
     }
 
     #[test]
-    fn pod_info_reads_multus_status_and_skips_finished_pods() {
-        let mut pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p", "namespace": "t", "annotations": {
-                NETWORK_STATUS_ANNOTATION: r#"[{"name":"cbr0","ips":["10.244.0.5"],"default":true},
-                    {"name":"t/net-a","interface":"net1","ips":["10.10.1.5"],"mac":"02:00:00:00:00:05"}]"#}},
-            "spec": {"nodeName": "n1", "containers": []}
-        }))
-        .unwrap();
-        let info = pod_info(&pod).unwrap();
-        assert_eq!(info.node.as_deref(), Some("n1"));
-        assert_eq!(info.networks.len(), 1);
-        assert_eq!(info.networks[0].network, "t/net-a");
-        pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
-            phase: Some("Succeeded".into()),
-            ..Default::default()
-        });
-        assert!(pod_info(&pod).is_none());
+    fn port_infos_group_ports_by_pod() {
+        let port = |name: &str, pod: &str, ip: &str| -> Port {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "t"},
+                "spec": {"router": "r", "subnet": "a", "network": "t/net-a", "ip": ip,
+                    "mac": "02:00:00:00:00:05", "node": "n1", "pod": pod,
+                    "containerId": "c", "interface": "net1"}
+            }))
+            .unwrap()
+        };
+        let ports = [
+            port("r.a.10.0.0.5", "p", "10.0.0.5"),
+            port("r.a.10.0.0.6", "p", "10.0.0.6"),
+            port("r.a.10.0.0.7", "q", "10.0.0.7"),
+            port("bad", "q", "not-an-ip"),
+        ];
+        let infos = port_infos(&ports);
+        assert_eq!(infos.len(), 2);
+        assert_eq!(infos[0].name, "p");
+        assert_eq!(infos[0].node.as_deref(), Some("n1"));
+        assert_eq!(infos[0].networks.len(), 2);
+        assert_eq!(infos[0].networks[0].network, "t/net-a");
+        assert_eq!(infos[1].networks.len(), 1);
     }
 
     #[test]

@@ -175,8 +175,10 @@ pub struct Snapshot {
     /// The kube-dvr objects, per kind (also reached through `Deref`:
     /// `snapshot.routers`).
     pub objects: PerKind<Objects>,
-    /// Pods via [`cluster::pod_info`].
+    /// Endpoints: Ports via [`cluster::port_infos`].
     pub pods: Vec<PodInfo>,
+    /// NADs routers name that kube-dvr may not own ([`super::attach`]).
+    pub nad_conflicts: std::collections::BTreeSet<String>,
     pub nodes: Vec<Node>,
     /// Node → whether its agent heartbeats
     /// ([`LeaseClock`](super::liveness::LeaseClock)).
@@ -289,6 +291,7 @@ pub fn cluster_input(s: &Snapshot) -> ClusterInput {
     ClusterInput {
         objects,
         pods: s.pods.clone(),
+        nad_conflicts: s.nad_conflicts.clone(),
         nodes: s
             .nodes
             .iter()

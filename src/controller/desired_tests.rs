@@ -97,6 +97,7 @@ fn mk_world() -> Snapshot {
         now: ts(NOW),
         cursors: None,
         undecodable: Vec::new(),
+        nad_conflicts: Default::default(),
     }
 }
 

@@ -22,13 +22,14 @@
 //!   remembers what it wrote at which resourceVersion.
 //! - `/readyz`: the leader after its caches synced and its first pass was
 //!   written; a standby once its caches synced.
+pub mod attach;
 pub mod cli;
 pub mod cursors;
 pub mod desired;
 pub mod leader;
 pub mod liveness;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,16 +37,18 @@ use futures::stream::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::kinds::for_each_kind;
+use crate::api::nad::NetworkAttachmentDefinition;
+use crate::api::Port;
 use crate::api::{Build, DvrKind, Kind, PerKind};
 use crate::cluster;
 use crate::cluster::watch::{cache, Stores, Undecodable, UndecodableObject};
@@ -142,7 +145,13 @@ impl Build<Stores> for KindCaches<'_> {
 
 struct Caches {
     objects: PerKind<Stores>,
+    /// Pods: only to collect the Ports of pods that are gone.
     pods: Store<Pod>,
+    /// Ports: the endpoints ([`cluster::port_infos`]).
+    ports: Store<Port>,
+    /// NADs; None when the cluster has no NetworkAttachmentDefinition CRD
+    /// (no Multus): then the controller writes none.
+    nads: Option<Store<NetworkAttachmentDefinition>>,
     nodes: Store<Node>,
     leases: Store<Lease>,
     /// The allocation cursors' ConfigMap ([`cursors`]).
@@ -167,6 +176,12 @@ impl Caches {
             (K::of(&self.objects).wait_until_ready().await).map_err(e(K::KIND.as_str()))?;
         });
         self.pods.wait_until_ready().await.map_err(e("Pod"))?;
+        self.ports.wait_until_ready().await.map_err(e("Port"))?;
+        if let Some(nads) = &self.nads {
+            nads.wait_until_ready()
+                .await
+                .map_err(e("NetworkAttachmentDefinition"))?;
+        }
         self.nodes.wait_until_ready().await.map_err(e("Node"))?;
         self.leases.wait_until_ready().await.map_err(e("Lease"))?;
         self.allocator
@@ -176,7 +191,16 @@ impl Caches {
         Ok(())
     }
 
-    fn snapshot(&self, now: Timestamp) -> Snapshot {
+    /// The NADs to write (None without the NAD CRD).
+    fn nad_plan(&self) -> Option<attach::NadPlan> {
+        let nads = self.nads.as_ref()?;
+        Some(attach::plan_nads(
+            &cloned(&self.objects.routers),
+            &cloned(nads),
+        ))
+    }
+
+    fn snapshot(&self, now: Timestamp, nad_conflicts: BTreeSet<String>) -> Snapshot {
         let leases = cloned(&self.leases);
         let mut objects = PerKind::default();
         for_each_kind!(|K| {
@@ -184,12 +208,8 @@ impl Caches {
         });
         Snapshot {
             objects,
-            pods: self
-                .pods
-                .state()
-                .iter()
-                .filter_map(|p| cluster::pod_info(p))
-                .collect(),
+            pods: cluster::port_infos(self.ports.state().iter().map(|p| &**p)),
+            nad_conflicts,
             nodes: cloned(&self.nodes),
             agents: self
                 .lease_clock
@@ -202,6 +222,22 @@ impl Caches {
             now,
             cursors: cursors::read(self.allocator.state().first().map(|c| c.as_ref())),
             undecodable: self.undecodable.raw_of(&Held::KINDS.map(Kind::as_str)),
+        }
+    }
+}
+
+/// Whether the API server serves `k8s.cni.cncf.io/v1`
+/// NetworkAttachmentDefinitions (Multus' CRD is installed).
+async fn nad_crd_installed(client: &Client) -> bool {
+    let api: Api<NetworkAttachmentDefinition> = Api::all(client.clone());
+    loop {
+        match api.list(&kube::api::ListParams::default().limit(1)).await {
+            Ok(_) => return true,
+            Err(kube::Error::Api(s)) if s.code == 404 => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "checking for the NetworkAttachmentDefinition CRD failed; retrying");
+                tokio::time::sleep(crate::backoff::jitter(Duration::from_secs(2))).await;
+            }
         }
     }
 }
@@ -243,14 +279,27 @@ pub async fn run(
     let objects = PerKind::build(&mut kinds);
     let mut streams = kinds.streams;
     let (pods, s5) = cache(c, None, all(), u);
+    let (ports, s9) = cache(c, None, all(), u);
+    let (nads, s10) = if nad_crd_installed(c).await {
+        let (store, stream) = cache(c, None, all(), u);
+        (Some(store), stream)
+    } else {
+        tracing::warn!(
+            "no NetworkAttachmentDefinition CRD (k8s.cni.cncf.io/v1): is Multus installed? \
+             kube-dvr writes no NADs until the controller restarts with it"
+        );
+        (None, futures::stream::empty().boxed())
+    };
     let (nodes, s6) = cache(c, None, all(), u);
     let (leases, s7) = cache(c, ns, all(), u);
     let allocator_only = all().fields(&format!("metadata.name={}", cluster::ALLOCATOR_CONFIGMAP));
     let (allocator, s8) = cache(c, ns, allocator_only, u);
-    streams.extend([s5, s6, s7, s8]);
+    streams.extend([s5, s6, s7, s8, s9, s10]);
     let caches = Caches {
         objects,
         pods,
+        ports,
+        nads,
         nodes,
         leases,
         allocator,
@@ -289,9 +338,17 @@ pub async fn run(
             } else {
                 telemetry.pass_started();
                 let t0 = Instant::now();
-                let actions = desired::compute(&caches.snapshot(Timestamp::now()));
+                let now = Timestamp::now();
+                let nad_plan = caches.nad_plan();
+                let conflicts = nad_plan
+                    .as_ref()
+                    .map(|p| p.conflicts.clone())
+                    .unwrap_or_default();
+                let actions = desired::compute(&caches.snapshot(now, conflicts));
                 record_objects(&telemetry, &actions);
-                let errors = exec.execute(actions, &leader_rx).await;
+                let mut errors = exec.execute(actions, &leader_rx).await;
+                let stale = attach::stale_ports(&cloned(&caches.ports), &cloned(&caches.pods), now);
+                errors += exec.attachments(nad_plan, stale, &leader_rx).await;
                 exec.report_undecodable(&caches.undecodable.list(), &leader_rx)
                     .await;
                 telemetry.pass_finished();
@@ -508,6 +565,96 @@ impl Executor {
             &[("kind", kind)],
             1,
         );
+    }
+
+    /// Write NADs ([`attach::plan_nads`]) and delete the Ports of pods that
+    /// are gone; returns the number of failed writes. A NAD is created
+    /// only where none exists and replaced only while it is kube-dvr's
+    /// (checked on the server's copy, with its resourceVersion), so one
+    /// that someone made meanwhile is never taken over.
+    async fn attachments(
+        &mut self,
+        plan: Option<attach::NadPlan>,
+        stale_ports: Vec<(String, String)>,
+        leader: &watch::Receiver<bool>,
+    ) -> usize {
+        let mut errors = 0;
+        let fail = |op: &'static str, target: String, source: kube::Error| {
+            let e = Error::Api { op, target, source };
+            tracing::warn!(error = %e, kind = e.kind(), "write failed");
+        };
+        for (ns, name) in stale_ports {
+            if !*leader.borrow() {
+                return errors;
+            }
+            self.count("port");
+            let api: Api<Port> = Api::namespaced(self.client.clone(), &ns);
+            match api.delete(&name, &Default::default()).await {
+                Ok(_) => {
+                    tracing::info!(port = %format!("{ns}/{name}"), "deleted the Port of a pod that is gone")
+                }
+                Err(e) if benign(&e) => {}
+                Err(e) => {
+                    errors += 1;
+                    fail("delete", format!("Port/{ns}/{name}"), e);
+                }
+            }
+        }
+        let Some(plan) = plan else { return errors };
+        for nad in plan.put {
+            if !*leader.borrow() {
+                return errors;
+            }
+            let (ns, name) = (nad.namespace().unwrap_or_default(), nad.name_any());
+            let api: Api<NetworkAttachmentDefinition> = Api::namespaced(self.client.clone(), &ns);
+            self.count("nad");
+            let r = match api.create(&PostParams::default(), &nad).await {
+                Err(kube::Error::Api(s)) if s.code == 409 => match api.get(&name).await {
+                    Ok(cur) if attach::is_ours(&cur) => {
+                        let mut next = nad;
+                        next.metadata.resource_version = cur.metadata.resource_version;
+                        api.replace(&name, &PostParams::default(), &next)
+                            .await
+                            .map(|_| ())
+                    }
+                    Ok(_) => Ok(()), // someone else's: the next pass reports it
+                    Err(e) => Err(e),
+                },
+                r => r.map(|_| ()),
+            };
+            match r {
+                Ok(()) => {}
+                Err(e) if benign(&e) => {}
+                Err(e) => {
+                    errors += 1;
+                    fail(
+                        "write",
+                        format!("NetworkAttachmentDefinition/{ns}/{name}"),
+                        e,
+                    );
+                }
+            }
+        }
+        for (ns, name) in plan.delete {
+            if !*leader.borrow() {
+                return errors;
+            }
+            let api: Api<NetworkAttachmentDefinition> = Api::namespaced(self.client.clone(), &ns);
+            self.count("nad");
+            match api.delete(&name, &Default::default()).await {
+                Ok(_) => {}
+                Err(e) if benign(&e) => {}
+                Err(e) => {
+                    errors += 1;
+                    fail(
+                        "delete",
+                        format!("NetworkAttachmentDefinition/{ns}/{name}"),
+                        e,
+                    );
+                }
+            }
+        }
+        errors
     }
 
     /// Apply everything; returns the number of failed writes. Stops as soon

@@ -23,11 +23,11 @@ use super::manifests::Manifests;
 use super::topology::Topology;
 use crate::agent::{self, AgentOptions};
 use crate::api::kinds::for_each_kind;
-use crate::api::{self, DvrKind, Kind, PerKind};
+use crate::api::nad::{self, NetworkAttachmentDefinition};
+use crate::api::{self, DvrKind, Kind, PerKind, Port};
 use crate::cluster;
 use crate::controller::{self, desired::Snapshot, ControllerOptions};
 use crate::dataplane::engine::EngineConfig;
-use crate::plan::resolve::NETWORK_STATUS_ANNOTATION;
 use crate::telemetry::Telemetry;
 
 /// Where the lab's components keep their Leases.
@@ -170,6 +170,7 @@ impl LabCluster {
                 netns_dir: paths.node_netns_dir(&n.name),
             };
             o.resync = Duration::from_secs(30);
+            o.cni_socket = Some(paths.cni_socket(&n.name));
             c.agent_opts.insert(n.name.clone(), o);
         }
         c.start_controller();
@@ -297,6 +298,20 @@ impl LabCluster {
 
     /// Wait until the controller has processed every object and every
     /// node's agent reports the plan the controller expects for it.
+    /// The `spec.config` of NetworkAttachmentDefinition `ns/name`, as
+    /// Multus reads it; `None` while it does not exist.
+    pub fn nad_config(&self, reference: &str) -> Result<Option<String>, ClusterError> {
+        let (ns, name) = reference.split_once('/').unwrap_or(("default", reference));
+        let api: Api<NetworkAttachmentDefinition> = Api::namespaced(self.client.clone(), ns);
+        let nad = self
+            .rt
+            .block_on(api.get_opt(name))
+            .map_err(api_err(format!(
+                "get NetworkAttachmentDefinition {reference}"
+            )))?;
+        Ok(nad.and_then(|n| n.spec.config))
+    }
+
     pub fn wait_converged(&self, timeout: Duration) -> Result<Snapshot, ClusterError> {
         let start = Instant::now();
         loop {
@@ -393,14 +408,15 @@ where
 }
 
 pub async fn snapshot(client: &Client) -> Result<Snapshot, ClusterError> {
-    let pods: Vec<Pod> = list(client).await?;
+    let ports: Vec<Port> = list(client).await?;
     let mut objects = PerKind::default();
     for_each_kind!(|K| {
         *K::of_mut(&mut objects) = list::<K>(client).await?;
     });
     Ok(Snapshot {
         objects,
-        pods: pods.iter().filter_map(cluster::pod_info).collect(),
+        pods: cluster::port_infos(&ports),
+        nad_conflicts: Default::default(),
         nodes: list::<Node>(client).await?,
         // The lab's agents all heartbeat; take them as alive.
         agents: BTreeMap::new(),
@@ -414,13 +430,18 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, ClusterError> {
 /// CRDs, namespaces, Nodes (kubelet's part) and Pods (Multus' part).
 async fn register(client: &Client, t: &Topology) -> Result<(), ClusterError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in api::crds() {
-        crds.create(&PostParams::default(), &crd)
+    // Multus' CRD, as a cluster with Multus has it.
+    let nad_crd: CustomResourceDefinition =
+        serde_json::from_value(nad::nad_crd_json()).expect("valid CRD");
+    let all_crds: Vec<CustomResourceDefinition> =
+        api::crds().into_iter().chain([nad_crd]).collect();
+    for crd in &all_crds {
+        crds.create(&PostParams::default(), crd)
             .await
             .map_err(api_err("create CRD"))?;
     }
     // A real API server serves a CRD's resources only once it is Established.
-    for crd in api::crds() {
+    for crd in &all_crds {
         let name = crd.name_any();
         let established = kube::runtime::wait::await_condition(
             crds.clone(),
@@ -462,18 +483,12 @@ async fn register(client: &Client, t: &Topology) -> Result<(), ClusterError> {
             .map_err(api_err(format!("create node {}", n.name)))?;
     }
     for w in &t.workloads {
-        let status: Vec<serde_json::Value> = w
-            .networks
-            .iter()
-            .enumerate()
-            .map(|(m, net)| {
-                serde_json::json!({"name": net.network, "interface": format!("eth{m}"),
-                    "ips": [net.ip.addr().to_string()], "mac": net.mac.to_string(), "default": false})
-            })
-            .collect();
+        // The pod asks Multus for its networks; kube-dvr's CNI plugin
+        // attaches them (`super::runtime`) and records their Ports.
+        let networks: Vec<&str> = w.networks.iter().map(|n| n.network.as_str()).collect();
         let obj: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": w.name, "namespace": w.namespace,
-                "annotations": {NETWORK_STATUS_ANNOTATION: serde_json::to_string(&status).unwrap()}},
+                "annotations": {cluster::NETWORKS_ANNOTATION: networks.join(",")}},
             "spec": {"nodeName": w.node, "containers": [{"name": "workload", "image": "lab"}]},
             "status": {"phase": "Running"}
         }))

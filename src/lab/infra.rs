@@ -51,6 +51,11 @@ impl LabPaths {
     pub fn state_file(&self) -> PathBuf {
         self.root.join("lab.json")
     }
+    /// The node agent's CNI socket (a real node's is
+    /// `/run/kube-dvr/cni.sock`; the lab's nodes share one file system).
+    pub fn cni_socket(&self, node: &str) -> PathBuf {
+        self.root.join("cni").join(format!("{node}.sock"))
+    }
     pub fn pid_file(&self) -> PathBuf {
         self.root.join("lab.pid")
     }
@@ -107,14 +112,8 @@ fn mk_ns(dir: &Path, name: &str) -> Result<PathBuf, InfraError> {
     Ok(netns::path(dir, name))
 }
 
-/// Node-side name of a workload's interface `m` (workload index `k`).
-pub fn workload_port(k: usize, m: usize) -> String {
-    format!("w{k}n{m}")
-}
-
-/// Build the simulated hardware. Workloads get their addresses now; their
-/// node-side ports are plugged into subnet bridges by [`attach_workload`]
-/// once the node's agent has made them (as a CNI plugin would).
+/// Build the simulated hardware: switch, nodes, external hosts, and an
+/// empty network namespace per workload.
 pub fn build(paths: &LabPaths, t: &Topology) -> Result<(), InfraError> {
     let infra = paths.infra();
     let sw = mk_ns(&infra, "switch")?;
@@ -177,45 +176,10 @@ pub fn build(paths: &LabPaths, t: &Topology) -> Result<(), InfraError> {
         }
     }
 
-    for (k, w) in t.workloads.iter().enumerate() {
-        let wl = mk_ns(&infra, &format!("wl-{}", w.name))?;
-        let node = paths.node(&w.node);
-        let mut node_s = String::new();
-        let mut wl_s = String::new();
-        for (m, net) in w.networks.iter().enumerate() {
-            let port = workload_port(k, m);
-            node_s += &format!(
-                "link add {port} mtu 1450 type veth peer name eth{m} netns {wl} address {mac} mtu 1450\n",
-                wl = wl.display(),
-                mac = net.mac
-            );
-            wl_s += &format!("addr add {} dev eth{m}\nlink set eth{m} up\n", net.ip);
-        }
-        ip_batch(&node, &node_s)?;
-        ip_batch(&wl, &wl_s)?;
-    }
-    Ok(())
-}
-
-/// Plug a workload's node-side port into its subnet's bridge and give the
-/// workload its default route (first network only), as a CNI plugin would.
-pub fn attach_workload(
-    paths: &LabPaths,
-    node: &str,
-    workload: &str,
-    port: &str,
-    bridge: &str,
-    gateway: Option<std::net::Ipv4Addr>,
-) -> Result<(), InfraError> {
-    ip_batch(
-        &paths.node(node),
-        &format!("link set {port} master {bridge} up\n"),
-    )?;
-    if let Some(gw) = gateway {
-        ip_batch(
-            &paths.workload(workload),
-            &format!("route replace default via {gw}\n"),
-        )?;
+    // Workloads are empty sandboxes: kube-dvr's CNI plugin gives them their
+    // interfaces (the lab's runtime, `super::runtime`).
+    for w in &t.workloads {
+        mk_ns(&infra, &format!("wl-{}", w.name))?;
     }
     Ok(())
 }

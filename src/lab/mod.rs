@@ -10,6 +10,7 @@ pub mod infra;
 pub mod manifests;
 pub mod matrix;
 pub mod probe;
+pub mod runtime;
 pub mod topology;
 
 use std::path::{Path, PathBuf};
@@ -23,8 +24,8 @@ use crate::api::kinds::for_each_kind;
 use crate::api::DvrKind;
 use crate::controller::desired::cluster_input;
 use crate::dataplane::engine::{Engine, EngineConfig};
+use crate::plan::plan_node;
 use crate::plan::resolve::{self, Resolution};
-use crate::plan::{names, plan_node};
 
 pub use cluster::{ApiKind, LabCluster};
 pub use infra::LabPaths;
@@ -78,6 +79,9 @@ pub struct Lab {
     pub cluster: Option<LabCluster>,
     api: ApiKind,
     stop: Arc<AtomicBool>,
+    /// Workload interfaces (workload index, network index) the lab's
+    /// runtime has attached through the CNI plugin.
+    attached: std::collections::BTreeSet<(usize, usize)>,
 }
 
 impl Lab {
@@ -118,6 +122,7 @@ impl Lab {
             cluster: None,
             api,
             stop: Arc::new(AtomicBool::new(false)),
+            attached: Default::default(),
         };
         let built = lab.build().and_then(|()| lab.apply());
         if let Err(e) = built {
@@ -172,65 +177,87 @@ impl Lab {
     }
 
     /// Wait for convergence on whatever the API holds (also changes made
-    /// with kubectl), then plug workloads in.
+    /// with kubectl), attach workloads whose networks now exist (the
+    /// runtime's part: the CNI plugin records their Ports), and wait again
+    /// until the nodes have programmed those Ports.
     pub fn converge(&mut self) -> Result<(), LabError> {
-        let snapshot = self.cluster().wait_converged(CONVERGE_TIMEOUT)?;
-        self.resolution = resolve::resolve(&cluster_input(&snapshot));
-        self.attach_workloads()
+        self.converge_within(CONVERGE_TIMEOUT)
     }
 
     /// Like [`Lab::converge`], but give up quietly after `timeout`
     /// (returns whether the cluster had converged).
     pub fn try_converge(&mut self, timeout: Duration) -> Result<bool, LabError> {
-        match self.cluster().wait_converged(timeout) {
-            Ok(snapshot) => {
-                self.resolution = resolve::resolve(&cluster_input(&snapshot));
-                self.attach_workloads()?;
-                Ok(true)
-            }
-            Err(cluster::ClusterError::NotConverged { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
+        match self.converge_within(timeout) {
+            Ok(()) => Ok(true),
+            Err(LabError::Cluster(cluster::ClusterError::NotConverged { .. })) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
-    /// Plug each workload's ports into its subnet's bridge (the CNI's job).
-    fn attach_workloads(&self) -> Result<(), LabError> {
+    fn converge_within(&mut self, timeout: Duration) -> Result<(), LabError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let snapshot = self.cluster().wait_converged(left)?;
+            if self.attach_workloads()? == 0 {
+                self.resolution = resolve::resolve(&cluster_input(&snapshot));
+                return Ok(());
+            }
+        }
+    }
+
+    /// Attach each workload network not attached yet whose
+    /// NetworkAttachmentDefinition exists, through the CNI plugin
+    /// ([`runtime`]), all at once; returns how many were attached. A
+    /// failed ADD is an error (the lab's workloads are all valid).
+    fn attach_workloads(&mut self) -> Result<usize, LabError> {
+        let mut todo = Vec::new();
         for (k, w) in self.topology.workloads.iter().enumerate() {
             for (m, net) in w.networks.iter().enumerate() {
-                let Some((router, subnet)) = self.subnet_of(&w.node, net.mac) else {
+                if self.attached.contains(&(k, m)) {
+                    continue;
+                }
+                let Some(config) = self.cluster().nad_config(&net.network)? else {
                     continue;
                 };
-                let sub = router
-                    .subnets
-                    .iter()
-                    .find(|s| s.name == subnet)
-                    .expect("endpoint's subnet");
-                let gw = (m == 0).then_some(sub.gateway);
-                infra::attach_workload(
-                    &self.paths,
-                    &w.node,
-                    &w.name,
-                    &infra::workload_port(k, m),
-                    &names::bridge(sub.vni),
-                    gw,
-                )?;
+                todo.push((
+                    k,
+                    runtime::Attach {
+                        workload: w,
+                        m,
+                        net,
+                        config,
+                    },
+                ));
             }
         }
-        Ok(())
-    }
-
-    /// The router and subnet an endpoint (by node and MAC) resolved to.
-    fn subnet_of(
-        &self,
-        node: &str,
-        mac: crate::plan::model::MacAddr,
-    ) -> Option<(&crate::plan::view::RouterView, String)> {
-        self.resolution.view.routers.iter().find_map(|r| {
-            r.endpoints
-                .iter()
-                .find(|e| e.node == node && e.mac == mac)
-                .map(|e| (r, e.subnet.clone()))
-        })
+        if todo.is_empty() {
+            return Ok(0);
+        }
+        let plugin = runtime::plugin_path().map_err(LabError::Other)?;
+        let paths = &self.paths;
+        let results: Vec<Result<Option<serde_json::Value>, String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (todo.iter())
+                .map(|(_, a)| s.spawn(|| runtime::run_plugin(paths, &plugin, "ADD", a)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("plugin thread"))
+                .collect()
+        });
+        let mut done = Vec::new();
+        for ((k, a), r) in todo.iter().zip(results) {
+            let result = r.map_err(LabError::Other)?;
+            if a.m == 0 {
+                if let Some(gw) = result.as_ref().and_then(runtime::result_gateway) {
+                    runtime::default_route(paths, &a.workload.name, gw).map_err(LabError::Other)?;
+                }
+            }
+            done.push((*k, a.m));
+        }
+        let n = done.len();
+        self.attached.extend(done);
+        Ok(n)
     }
 
     /// Check the kernel against the plans: a full pass of a fresh engine on

@@ -73,7 +73,7 @@ fn restart_while_the_controller_is_behind_and_the_api_slow_keeps_traffic() {
             ],
         ))
         .await;
-        c.create(mk_pod(
+        c.create(mk_port(
             "p1",
             "n1",
             "net-a",
@@ -81,7 +81,7 @@ fn restart_while_the_controller_is_behind_and_the_api_slow_keeps_traffic() {
             "02:00:00:00:01:0a",
         ))
         .await;
-        c.create(mk_pod(
+        c.create(mk_port(
             "p2",
             "n1",
             "net-b",

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -16,12 +16,14 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use kube_dvr::agent::{self, AgentOptions};
-use kube_dvr::api::{DistributedRouter, ExternalNetwork, FloatingIP, PerKind, SnatGateway};
+use kube_dvr::api::{
+    self, DistributedRouter, ExternalNetwork, FloatingIP, PerKind, Port, PortSpec, SnatGateway,
+};
 use kube_dvr::cluster;
 use kube_dvr::dataplane::engine::EngineConfig;
 use kube_dvr::plan::model::NodeState;
 use kube_dvr::plan::plan_node;
-use kube_dvr::plan::resolve::{resolve, ClusterInput, NETWORK_STATUS_ANNOTATION};
+use kube_dvr::plan::resolve::{resolve, ClusterInput};
 use kube_dvr::telemetry::Telemetry;
 use kube_standin::StandIn;
 
@@ -216,7 +218,7 @@ impl Cluster {
     pub async fn input(&self) -> ClusterInput {
         let lp = ListParams::default();
         let c = &self.client;
-        let pods = Api::<Pod>::all(c.clone()).list(&lp).await.unwrap().items;
+        let ports = Api::<Port>::all(c.clone()).list(&lp).await.unwrap().items;
         let nodes = self.nodes().list(&lp).await.unwrap().items;
         ClusterInput {
             objects: PerKind {
@@ -241,7 +243,7 @@ impl Cluster {
                     .unwrap()
                     .items,
             },
-            pods: pods.iter().filter_map(cluster::pod_info).collect(),
+            pods: cluster::port_infos(&ports),
             nodes: nodes
                 .iter()
                 .map(|n| cluster::node_info(n, Some(true)))
@@ -287,18 +289,26 @@ pub fn mk_node(name: &str, internal_ip: Option<&str>, vtep_annotation: Option<&s
     serde_json::from_value(v).unwrap()
 }
 
-/// A pod on `node` with one secondary network `nad` (in `t`).
-pub fn mk_pod(name: &str, node: &str, nad: &str, ip: &str, mac: &str) -> Pod {
-    let status = json!([
-        {"name": "cbr0", "ips": ["10.244.0.9"], "default": true},
-        {"name": format!("{TENANT}/{nad}"), "interface": "net1", "ips": [ip], "mac": mac}
-    ]);
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": TENANT,
-            "annotations": {NETWORK_STATUS_ANNOTATION: status.to_string()}},
-        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]}
-    }))
-    .unwrap()
+/// The Port kube-dvr's CNI plugin records for a pod on `node` with one
+/// secondary network `nad` (in `t`): what the agents route.
+pub fn mk_port(pod: &str, node: &str, nad: &str, ip: &str, mac: &str) -> Port {
+    let mut p = Port::new(
+        &api::port_name("r", nad, ip.parse().unwrap()),
+        PortSpec {
+            router: "r".into(),
+            subnet: nad.into(),
+            network: format!("{TENANT}/{nad}"),
+            ip: ip.into(),
+            mac: mac.into(),
+            node: node.into(),
+            pod: pod.into(),
+            pod_uid: String::new(),
+            container_id: format!("c-{pod}"),
+            interface: "net1".into(),
+        },
+    );
+    p.metadata.namespace = Some(TENANT.into());
+    p
 }
 
 /// A router in `t` with subnets `(name, cidr, gateway, nad)`.

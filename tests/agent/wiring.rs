@@ -27,7 +27,7 @@ fn agent_with_the_controller_programmed_and_finalized() {
         use kube_dvr::controller::{self, ControllerOptions};
         let c = Cluster::start().await;
         c.create(mk_router("r1", &[("s1", "10.10.1.0/24", "10.10.1.1", "net-a")])).await;
-        c.create(mk_pod("p1", "n1", "net-a", "10.10.1.10", "02:00:00:00:01:0a")).await;
+        c.create(mk_port("p1", "n1", "net-a", "10.10.1.10", "02:00:00:00:01:0a")).await;
         // n2's agent died an hour ago (its Lease says 1 s): deletions wait
         // for it only until the controller has seen no renewal for that long.
         let stale = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(1);

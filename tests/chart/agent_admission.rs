@@ -67,14 +67,20 @@ fn agent_rbac_is_exactly_what_the_agent_calls() {
         "floatingips",
         "snatgateways",
     ];
-    // Reflector caches (list + watch) of the four kinds, Pods and Nodes; a
-    // get of its Node at start, merge patches of its annotations. No status
-    // writes, no Events, no get of anything it caches.
+    // Reflector caches (list + watch) of the four kinds, Ports and Nodes; a
+    // get of its Node at start, merge patches of its annotations; Ports
+    // created, read back (an address taken) and deleted for its CNI plugin.
+    // No Pods, no status writes, no Events.
     assert_eq!(
         rule_set(&one(&docs, "ClusterRole", &full("agent"))["rules"]),
         expect(&[
             ("kubedvr.io", &kinds, &["list", "watch"], &[]),
-            ("", &["pods"], &["list", "watch"], &[]),
+            (
+                "kubedvr.io",
+                &["ports"],
+                &["get", "list", "watch", "create", "delete"],
+                &[]
+            ),
             ("", &["nodes"], &["get", "list", "watch", "patch"], &[]),
         ])
     );

@@ -14,7 +14,7 @@ use kube_dvr::controller::desired::{compute, Kind, Snapshot};
 use kube_dvr::controller::leader::{LeaderElector, LeaseConfig};
 use kube_dvr::controller::{write_finalizers, write_status};
 
-use super::support::{mk_fip, mk_node, mk_pod};
+use super::support::{mk_fip, mk_node, mk_port};
 
 type H = Handle<Request<Body>, Response<Body>>;
 
@@ -93,15 +93,14 @@ fn snapshot() -> Snapshot {
             floating_ips: vec![fip],
             ..Default::default()
         },
-        pods: vec![kube_dvr::cluster::pod_info(&mk_pod(
+        pods: kube_dvr::cluster::port_infos(&[mk_port(
             "tenant-a",
             "a-web",
             "node-1",
             "tenant-a/net-a1",
             "10.10.1.10",
             "02:0a:00:01:00:0a",
-        ))
-        .unwrap()],
+        )]),
         nodes: vec![mk_node("node-1", "198.18.0.11", "compute")],
         now: k8s_openapi::jiff::Timestamp::now(),
         ..Default::default()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use kube_standin::StandIn;
@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use kube_dvr::api::{
-    self, conditions, DistributedRouter, ExternalNetwork, FloatingIP, SnatGateway,
+    self, conditions, DistributedRouter, ExternalNetwork, FloatingIP, Port, SnatGateway,
 };
 use kube_dvr::cluster;
 use kube_dvr::controller::{run, ControllerOptions};
@@ -597,7 +597,7 @@ async fn floating_ips_at_scale_cost_a_constant_number_of_api_writes() {
             .await
             .unwrap();
     }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "tenant-a");
+    let ports: Api<Port> = Api::namespaced(client.clone(), "tenant-a");
     let fips: Api<FloatingIP> = Api::namespaced(client.clone(), "tenant-a");
     for i in 0..n {
         let mac = format!("02:20:00:00:{:02x}:{:02x}", i / 256, i % 256);
@@ -607,12 +607,13 @@ async fn floating_ips_at_scale_cost_a_constant_number_of_api_writes() {
         } else {
             "tenant-a/net-21"
         };
-        pods.create(
-            &pp,
-            &mk_pod("tenant-a", &format!("p{i}"), node, nad, &addr(i), &mac),
-        )
-        .await
-        .unwrap();
+        ports
+            .create(
+                &pp,
+                &mk_port("tenant-a", &format!("p{i}"), node, nad, &addr(i), &mac),
+            )
+            .await
+            .unwrap();
     }
     let w0 = standin.write_count();
     let mut o = opts("controller-0");

@@ -3,14 +3,15 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
 use kube_dvr::api::{
-    self, DistributedRouter, DvrKind, ExternalNetwork, FloatingIP, PerKind, SnatGateway,
+    self, DistributedRouter, DvrKind, ExternalNetwork, FloatingIP, PerKind, Port, PortSpec,
+    SnatGateway,
 };
 use kube_dvr::cluster;
 use kube_dvr::controller::desired::{expected_digests, Snapshot};
@@ -24,17 +25,27 @@ pub fn mk_node(name: &str, vtep: &str, role: &str) -> Node {
     .unwrap()
 }
 
-pub fn mk_pod(ns: &str, name: &str, node: &str, nad: &str, ip: &str, mac: &str) -> Pod {
-    let status = json!([
-        {"name": "cbr0", "ips": ["10.244.0.5"], "default": true},
-        {"name": nad, "interface": "net1", "ips": [ip], "mac": mac}
-    ]);
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": ns, "annotations": {
-            "k8s.v1.cni.cncf.io/network-status": status.to_string()}},
-        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}
-    }))
-    .unwrap()
+/// The Port kube-dvr's CNI plugin records for pod `name` on `node` with
+/// one secondary network `nad` (`namespace/name`): what is routed.
+pub fn mk_port(ns: &str, name: &str, node: &str, nad: &str, ip: &str, mac: &str) -> Port {
+    let subnet = nad.rsplit('/').next().unwrap();
+    let mut p = Port::new(
+        &api::port_name("r", subnet, ip.parse().unwrap()),
+        PortSpec {
+            router: "r".into(),
+            subnet: subnet.into(),
+            network: nad.into(),
+            ip: ip.into(),
+            mac: mac.into(),
+            node: node.into(),
+            pod: name.into(),
+            pod_uid: String::new(),
+            container_id: format!("c-{name}"),
+            interface: "net1".into(),
+        },
+    );
+    p.metadata.namespace = Some(ns.into());
+    p
 }
 
 pub fn mk_fip(
@@ -127,13 +138,14 @@ pub async fn setup_cluster(client: &Client) {
             "02:0b:00:01:00:14",
         ),
     ] {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-        pods.create(
-            &PostParams::default(),
-            &mk_pod(ns, name, node, nad, ip, mac),
-        )
-        .await
-        .unwrap();
+        let ports: Api<Port> = Api::namespaced(client.clone(), ns);
+        ports
+            .create(
+                &PostParams::default(),
+                &mk_port(ns, name, node, nad, ip, mac),
+            )
+            .await
+            .unwrap();
     }
 }
 
@@ -230,7 +242,7 @@ where
 
 /// Read everything as an agent would and compute each node's plan digest.
 pub async fn agent_digests(client: &Client) -> std::collections::BTreeMap<String, String> {
-    let pods = list_decodable::<Pod>(client).await;
+    let ports = list_decodable::<Port>(client).await;
     let nodes = list_decodable::<Node>(client).await;
     let s = Snapshot {
         objects: PerKind {
@@ -239,7 +251,8 @@ pub async fn agent_digests(client: &Client) -> std::collections::BTreeMap<String
             floating_ips: agent_view(client).await,
             snat_gateways: agent_view(client).await,
         },
-        pods: pods.iter().filter_map(cluster::pod_info).collect(),
+        pods: cluster::port_infos(&ports),
+        nad_conflicts: Default::default(),
         nodes,
         // Agents do not read Leases: every node counts as alive.
         agents: Default::default(),

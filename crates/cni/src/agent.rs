@@ -12,8 +12,10 @@ use tokio::net::UnixStream;
 
 use crate::error::{self, CniError, Result};
 
-/// How long the plugin waits for the agent (connect, send, answer).
-const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the plugin waits for the agent (connect, send, answer): an
+/// attachment may take a few API round trips (an address taken by a
+/// concurrent ADD on another node is retried with the next).
+const TIMEOUT: Duration = Duration::from_secs(20);
 /// Far above any answer; a bound on what a confused peer can make us read.
 const MAX_RESPONSE: u64 = 1 << 20;
 
@@ -28,7 +30,22 @@ pub enum Request<'a> {
         router_namespace: &'a str,
         router: &'a str,
         subnet: &'a str,
-        ip: Ipv4Addr,
+        /// A static address; absent: kube-dvr's IPAM picks one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ip: Option<Ipv4Addr>,
+        /// A static MAC; absent: the agent derives one from the address.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
+        pod_uid: &'a str,
+        container_id: &'a str,
+        interface: &'a str,
+    },
+    /// Forget (delete the Port of) a container's interface: CNI DEL.
+    #[serde(rename_all = "camelCase")]
+    Release {
+        pod_namespace: &'a str,
+        container_id: &'a str,
+        interface: &'a str,
     },
     /// Whether the agent can answer attachments (CNI STATUS).
     Status,
@@ -39,6 +56,7 @@ pub enum Request<'a> {
 pub enum Response {
     Attachment(Attachment),
     Ready,
+    Released,
     Error { reason: String, message: String },
 }
 
@@ -51,6 +69,11 @@ pub struct Attachment {
     pub mtu: u32,
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// The address and MAC recorded in the interface's Port.
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +118,12 @@ pub async fn ask(socket: &Path, req: &Request<'_>) -> Result<Response> {
     Ok(resp)
 }
 
+/// Whether `e` says the agent could not be asked at all (as opposed to an
+/// answer from it, whose details start with `agent:`).
+pub fn unreachable(e: &CniError) -> bool {
+    e.code == error::TRY_AGAIN && !e.details.starts_with("agent:")
+}
+
 /// The CNI code of an agent refusal.
 fn code_of(reason: &str) -> u32 {
     match reason {
@@ -104,6 +133,9 @@ fn code_of(reason: &str) -> u32 {
         "AddressOutsideSubnet" => error::ADDRESS_OUTSIDE_SUBNET,
         "AddressReserved" => error::ADDRESS_RESERVED,
         "CrossNamespace" => error::CROSS_NAMESPACE,
+        "AddressTaken" | "InterfaceInUse" => error::ADDRESS_TAKEN,
+        "SubnetExhausted" => error::SUBNET_EXHAUSTED,
+        "ApiUnavailable" | "AllocationContended" => error::TRY_AGAIN,
         _ => error::AGENT_PROTOCOL,
     }
 }

@@ -27,6 +27,8 @@ use crate::error::{self, CniError, Result};
 /// years speaks 1.0.0.
 pub const SUPPORTED_VERSIONS: [&str; 2] = ["1.0.0", "1.1.0"];
 pub const DEFAULT_SOCKET: &str = "/run/kube-dvr/cni.sock";
+/// The environment variable that names the socket when the config does not.
+pub const SOCKET_ENV: &str = "KUBE_DVR_CNI_SOCKET";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -78,9 +80,14 @@ impl NetConf {
         Ok(conf)
     }
 
+    /// The agent's socket: the config's `socket`, else the runtime's
+    /// `KUBE_DVR_CNI_SOCKET` (the lab's simulated nodes share one file
+    /// system, so its runtime names each node's socket), else
+    /// [`DEFAULT_SOCKET`].
     pub fn socket(&self) -> PathBuf {
         self.socket
             .clone()
+            .or_else(|| std::env::var_os(SOCKET_ENV).map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
     }
 

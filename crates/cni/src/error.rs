@@ -36,6 +36,10 @@ pub const CROSS_NAMESPACE: u32 = 105;
 pub const AGENT_PROTOCOL: u32 = 106;
 /// CHECK found the attachment different from what ADD made.
 pub const CHECK_FAILED: u32 = 107;
+/// The static address is held by another interface's Port.
+pub const ADDRESS_TAKEN: u32 = 108;
+/// The subnet has no free address.
+pub const SUBNET_EXHAUSTED: u32 = 109;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CniError {

@@ -62,9 +62,12 @@ pub(crate) fn prune(
             let mut gone = Vec::new();
             for (k, v) in obj.iter_mut() {
                 let p = child(path, k);
-                if let Some(sub) = props.and_then(|p| p.get(k)) {
+                // As kube-apiserver: an object's own apiVersion, kind and
+                // metadata are never pruned by its schema (Multus' NAD CRD
+                // declares `metadata: {type: object}`).
+                if keep_meta && ["apiVersion", "kind", "metadata"].contains(&k.as_str()) {
+                } else if let Some(sub) = props.and_then(|p| p.get(k)) {
                     prune(sub, v, &p, false, out);
-                } else if keep_meta && ["apiVersion", "kind", "metadata"].contains(&k.as_str()) {
                 } else if let Some(sub) = additional.filter(|a| a.is_object()) {
                     prune(sub, v, &p, false, out);
                 } else if additional != Some(&Value::Bool(true)) && !preserves_unknown(schema) {

@@ -10,8 +10,9 @@
 //! 2. **Routers** ([`routers`]): validate subnets (NADs of the router's own
 //!    namespace only), routes, the external network reference and the
 //!    namespace; allocate the router index and one VNI per subnet; resolve
-//!    endpoints from pods' Multus network status (pods on their own
-//!    namespace's NADs only).
+//!    endpoints from kube-dvr's Port records (written by its agents when
+//!    the CNI plugin attaches a pod; pods on their own namespace's NADs
+//!    only).
 //! 3. **Floating IPs and SNAT gateways** ([`floating`], [`snat`]): resolve
 //!    router and external network; allocate external addresses from one
 //!    shared space per network ([`addresses`]); resolve floating targets;
@@ -57,7 +58,6 @@ mod conds;
 mod external;
 mod floating;
 mod held;
-mod netstatus;
 mod pools;
 mod routers;
 mod selector;
@@ -83,11 +83,15 @@ use super::view::{ClusterView, NodeFacts, ObjectKey};
 use crate::api;
 
 pub use held::{Cursors, Held};
-pub use netstatus::{parse_network_status, NETWORK_STATUS_ANNOTATION};
 
 /// Condition type on routers: every workload address resolved to one
 /// endpoint (False, reason `DuplicateEndpointIP`, when two claim one).
 pub const ENDPOINTS_RESOLVED: &str = "EndpointsResolved";
+
+/// Condition type on routers: every subnet's NetworkAttachmentDefinition is
+/// kube-dvr's (False, reason `NetworkAttachmentConflict`, when one of that
+/// name belongs to someone else; it is left alone).
+pub const NETWORK_ATTACHMENTS: &str = "NetworkAttachments";
 
 /// Everything resolution looks at.
 #[derive(Clone, Debug, Default)]
@@ -97,6 +101,10 @@ pub struct ClusterInput {
     pub objects: api::PerKind<api::Objects>,
     pub pods: Vec<PodInfo>,
     pub nodes: Vec<NodeInfo>,
+    /// `namespace/name` of NetworkAttachmentDefinitions a router subnet
+    /// names that kube-dvr may not own (someone else's, or an older
+    /// router's): reported as `NetworkAttachments=False`.
+    pub nad_conflicts: std::collections::BTreeSet<String>,
     /// The `lastTransitionTime` of conditions that are new or flip (whole
     /// seconds: `metav1.Time` is serialized with second precision).
     pub now: Timestamp,
@@ -120,7 +128,8 @@ impl std::ops::DerefMut for ClusterInput {
     }
 }
 
-/// A pod as far as kube-dvr cares: where it runs and its secondary networks.
+/// A pod as far as kube-dvr cares: where it runs and its secondary networks
+/// (from its Ports, see `cluster::port_infos`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodInfo {
@@ -135,8 +144,8 @@ pub struct PodInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodNetwork {
-    /// `namespace/nad-name` as in Multus network-status (a bare name is
-    /// taken to be in the pod's namespace).
+    /// `namespace/nad-name` of the subnet's NAD (a bare name is taken to
+    /// be in the pod's namespace).
     pub network: String,
     pub interface: Option<String>,
     pub ip: Ipv4Addr,
@@ -174,22 +183,6 @@ pub struct Resolution {
     pub external_networks: BTreeMap<String, api::ExternalNetworkStatus>,
     /// The cursors after this resolution's allocations.
     pub cursors: Cursors,
-}
-
-/// Errors of this layer.
-#[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
-    #[error("malformed Multus network-status annotation: {reason}")]
-    NetworkStatus { reason: String },
-}
-
-impl ResolveError {
-    /// A short, stable label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ResolveError::NetworkStatus { .. } => "network_status",
-        }
-    }
 }
 
 /// Nodes and pods, indexed.
@@ -294,8 +287,10 @@ pub fn resolve(input: &ClusterInput) -> Resolution {
             out.view.routers.push(v.clone());
         }
         let snat_nodes = north.snat_nodes_of(&r.key);
-        out.routers
-            .insert(r.key.clone(), r.status(&snat_nodes, input.now));
+        out.routers.insert(
+            r.key.clone(),
+            r.status(&snat_nodes, &input.nad_conflicts, input.now),
+        );
     }
     out.view.routers.sort_by(|a, b| a.key.cmp(&b.key));
     north.finish(&mut out, input.now);

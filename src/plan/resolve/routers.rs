@@ -10,7 +10,7 @@ use super::conds::{fail, order_of, Check, CondSet, Fail, Order};
 use super::external::ExtState;
 use super::held::{next_fit, Cursors, Held};
 use super::pools::{is_host, parse_cidr, parse_ip};
-use super::{nad_namespace, qualify, Cluster, ENDPOINTS_RESOLVED};
+use super::{nad_namespace, qualify, Cluster, ENDPOINTS_RESOLVED, NETWORK_ATTACHMENTS};
 use crate::api::conditions::{ALLOCATED, CROSS_NAMESPACE_ATTACHMENT, VALID};
 use crate::api::{DistributedRouter, DistributedRouterStatus, SubnetStatus};
 use crate::plan::names;
@@ -64,7 +64,12 @@ impl RouterState<'_> {
         self.subnets.iter().find(|s| s.cidr.contains(&ip))
     }
 
-    pub fn status(&self, snat_nodes: &[String], now: Timestamp) -> DistributedRouterStatus {
+    pub fn status(
+        &self,
+        snat_nodes: &[String],
+        nad_conflicts: &BTreeSet<String>,
+        now: Timestamp,
+    ) -> DistributedRouterStatus {
         let old = self.obj.status.clone().unwrap_or_default();
         let generation = self.obj.metadata.generation;
         let mut c = CondSet::new(&old.conditions, generation, now);
@@ -79,6 +84,24 @@ impl RouterState<'_> {
                 Err(fail("DuplicateEndpointIP", list(&self.conflicts)))
             };
             c.put(ENDPOINTS_RESOLVED, &resolved, "Resolved");
+            let taken: Vec<String> = self
+                .subnets
+                .iter()
+                .filter(|s| nad_conflicts.contains(&s.nad))
+                .map(|s| {
+                    format!(
+                        "subnet {:?}: NetworkAttachmentDefinition {} exists and is not kube-dvr's \
+                         (or another router's); it is left alone",
+                        s.name, s.nad
+                    )
+                })
+                .collect();
+            let attach = if taken.is_empty() {
+                Ok(())
+            } else {
+                Err(fail("NetworkAttachmentConflict", list(&taken)))
+            };
+            c.put(NETWORK_ATTACHMENTS, &attach, "Owned");
             nodes.extend(v.endpoints.iter().map(|e| e.node.clone()));
             nodes.extend(snat_nodes.iter().cloned());
         }

@@ -106,43 +106,6 @@ fn external_network_validation_reasons() {
 }
 
 #[test]
-fn network_status_annotation() {
-    let ann = r#"[
-        {"name": "cbr0", "interface": "eth0", "ips": ["10.244.1.5"], "mac": "0a:58:0a:f4:01:05", "default": true},
-        {"name": "tenant-a/net-a", "interface": "net1", "ips": ["10.0.1.10", "fd00::1"], "mac": "02:00:00:00:00:01", "dns": {}},
-        {"name": "net-b", "interface": "net2", "ips": ["10.0.2.10/24"], "mac": "02:00:00:00:00:02"},
-        {"name": "l2only", "interface": "net3", "mac": "02:00:00:00:00:03"}
-    ]"#;
-    let nets = parse_network_status("tenant-a", ann).unwrap();
-    assert_eq!(
-        nets,
-        [
-            PodNetwork {
-                network: "tenant-a/net-a".into(),
-                interface: Some("net1".into()),
-                ip: ip("10.0.1.10"),
-                mac: "02:00:00:00:00:01".parse().unwrap(),
-            },
-            PodNetwork {
-                network: "tenant-a/net-b".into(),
-                interface: Some("net2".into()),
-                ip: ip("10.0.2.10"),
-                mac: "02:00:00:00:00:02".parse().unwrap(),
-            },
-        ]
-    );
-    for bad in [
-        "not json",
-        r#"{"name": "x"}"#,
-        r#"[{"name": "x", "ips": ["10.0.0.300"], "mac": "02:00:00:00:00:01"}]"#,
-        r#"[{"name": "x", "ips": ["10.0.0.3"], "mac": "zz"}]"#,
-    ] {
-        let e = parse_network_status("ns", bad).unwrap_err();
-        assert_eq!(e.kind(), "network_status");
-    }
-}
-
-#[test]
 fn external_networks_whose_names_hash_alike_are_refused_but_the_oldest() {
     // FNV-1a 32 of both names is 68b4e79a: they would share `fip-`/`fg-`.
     assert_eq!(names::fnv32("ext-epwu"), names::fnv32("ext-75fa"));

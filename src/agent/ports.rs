@@ -1,0 +1,439 @@
+//! The agent's side of kube-dvr's IPAM: the Port records of its node.
+//!
+//! A Port is named after its address (`<router>.<subnet>.<ip>`,
+//! [`port_name`]), so allocating an address is creating that name: when
+//! two agents (or two ADDs on one node) pick the same address, the API
+//! server accepts exactly one create and answers 409 to the other, which
+//! tries the next free address. No node-local file, no lock across nodes.
+//!
+//! Free addresses are found from the agent's Port cache (every Port of the
+//! cluster: east-west needs the remote ones anyway); the gateway and the
+//! SNAT gateway's ports are reserved by the caller. The search starts at a
+//! pseudo-random offset, so concurrent ADDs on different nodes rarely
+//! collide. Creates this agent made and its cache has not seen yet are
+//! skipped too.
+//!
+//! An ADD that is retried (same container ID and interface on this node)
+//! gets its Port back. Release (CNI DEL) deletes the node's Ports of a
+//! container ID and interface; Ports whose DEL never reached an agent are
+//! collected by the controller once their pod is gone.
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::Mutex;
+
+use crate::api::{port_name, DistributedRouter, Port, PortSpec};
+use crate::plan::model::MacAddr;
+
+/// Bound on one API call of an allocation or release.
+const API_TIMEOUT: Duration = Duration::from_secs(5);
+/// Creates tried before an allocation gives up as contended.
+const MAX_ATTEMPTS: usize = 64;
+
+/// Why an allocation or release failed: a reason (CamelCase, as in
+/// conditions) and a message for the pod's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn refusal(reason: &'static str, message: String) -> Refusal {
+    Refusal { reason, message }
+}
+
+fn api_down(what: &str, e: impl std::fmt::Display) -> Refusal {
+    refusal(
+        "ApiUnavailable",
+        format!("{what}: the API server did not accept it: {e}"),
+    )
+}
+
+/// One interface to record: where it attaches and whose it is.
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    pub namespace: &'a str,
+    pub router: &'a str,
+    pub subnet: &'a str,
+    pub cidr: Ipv4Net,
+    /// Never handed out: the gateway, the SNAT gateway's ports.
+    pub reserved: Vec<Ipv4Addr>,
+    /// A static address (Multus `ips`), else the next free one.
+    pub ip: Option<Ipv4Addr>,
+    /// A static MAC (Multus `mac`), else one derived from the address.
+    pub mac: Option<MacAddr>,
+    pub pod: &'a str,
+    pub pod_uid: &'a str,
+    pub container_id: &'a str,
+    pub interface: &'a str,
+}
+
+/// The address and MAC a claim got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted {
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+}
+
+/// The MAC of an address without a static one: `0a:58:` and the address,
+/// as ovn-kubernetes does (unique wherever the address is).
+pub fn derived_mac(ip: Ipv4Addr) -> MacAddr {
+    let o = ip.octets();
+    MacAddr([0x0a, 0x58, o[0], o[1], o[2], o[3]])
+}
+
+/// The Port records of one node.
+pub struct PortRecords {
+    client: Client,
+    node: String,
+    ports: Store<Port>,
+    routers: Store<DistributedRouter>,
+    /// Ports this agent created that its cache may not hold yet: name →
+    /// (container ID, interface).
+    pending: Mutex<BTreeMap<(String, String), (String, String)>>,
+}
+
+impl PortRecords {
+    pub fn new(
+        client: Client,
+        node: &str,
+        ports: Store<Port>,
+        routers: Store<DistributedRouter>,
+    ) -> PortRecords {
+        PortRecords {
+            client,
+            node: node.to_string(),
+            ports,
+            routers,
+            pending: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn ours(&self, p: &Port, container_id: &str, interface: &str) -> bool {
+        p.spec.node == self.node
+            && p.spec.container_id == container_id
+            && p.spec.interface == interface
+    }
+
+    /// Record `c`: its Port (an earlier ADD's when retried), or a new one.
+    pub async fn allocate(&self, c: &Claim<'_>) -> Result<Granted, Refusal> {
+        let mut pending = self.pending.lock().await;
+        let cached = self.ports.state();
+        pending.retain(|k, _| {
+            !cached
+                .iter()
+                .any(|p| p.namespace().as_deref() == Some(k.0.as_str()) && p.name_any() == k.1)
+        });
+        // A retried ADD: the Port this container's interface has.
+        if let Some(p) = cached.iter().find(|p| {
+            p.namespace().as_deref() == Some(c.namespace)
+                && self.ours(p, c.container_id, c.interface)
+        }) {
+            return self.reuse(p, c);
+        }
+        let network = self.network(c)?;
+        let mut taken: std::collections::BTreeSet<Ipv4Addr> = cached
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(c.namespace))
+            .filter(|p| p.spec.router == c.router && p.spec.subnet == c.subnet)
+            .filter_map(|p| p.spec.ip.parse().ok())
+            .collect();
+        taken.extend(c.reserved.iter().copied());
+        let prefix = format!("{}.{}.", c.router, c.subnet);
+        for (ns, name) in pending.keys() {
+            if ns == c.namespace && name.starts_with(&prefix) {
+                taken.extend(ip_of(name));
+            }
+        }
+        let api: Api<Port> = Api::namespaced(self.client.clone(), c.namespace);
+        if let Some(ip) = c.ip {
+            let port = self.port(c, &network, ip);
+            return match self.create(&api, &port).await? {
+                true => {
+                    pending.insert(
+                        (c.namespace.into(), port.name_any()),
+                        (c.container_id.into(), c.interface.into()),
+                    );
+                    Ok(granted(&port))
+                }
+                false => {
+                    // Taken: ours from an earlier ADD the cache has not
+                    // seen, or someone else's.
+                    let existing = get(&api, &port.name_any()).await?;
+                    match existing {
+                        Some(p) if self.ours(&p, c.container_id, c.interface) => self.reuse(&p, c),
+                        Some(p) => Err(taken_by(ip, &p)),
+                        None => Err(refusal(
+                            "AddressTaken",
+                            format!("{ip} was taken and released while allocating; try again"),
+                        )),
+                    }
+                }
+            };
+        }
+        let hosts = host_count(c.cidr);
+        let start = seed(c) % hosts.max(1);
+        let mut attempts = 0;
+        for i in 0..hosts {
+            let ip = nth_host(c.cidr, (start + i) % hosts);
+            if taken.contains(&ip) {
+                continue;
+            }
+            attempts += 1;
+            if attempts > MAX_ATTEMPTS {
+                return Err(refusal(
+                    "AllocationContended",
+                    format!(
+                        "{MAX_ATTEMPTS} addresses of subnet {} ({}) were taken by others while \
+                         allocating; try again",
+                        c.subnet, c.cidr
+                    ),
+                ));
+            }
+            let port = self.port(c, &network, ip);
+            if self.create(&api, &port).await? {
+                pending.insert(
+                    (c.namespace.into(), port.name_any()),
+                    (c.container_id.into(), c.interface.into()),
+                );
+                return Ok(granted(&port));
+            }
+        }
+        Err(refusal(
+            "SubnetExhausted",
+            format!(
+                "subnet {} ({}) of router {}/{} has no free address",
+                c.subnet, c.cidr, c.namespace, c.router
+            ),
+        ))
+    }
+
+    /// Delete this node's Ports of `container_id`'s `interface` in
+    /// `namespace` (none is fine: DEL is idempotent).
+    pub async fn release(
+        &self,
+        namespace: &str,
+        container_id: &str,
+        interface: &str,
+    ) -> Result<usize, Refusal> {
+        let mut pending = self.pending.lock().await;
+        let mut names: Vec<String> = (self.ports.state().iter())
+            .filter(|p| p.namespace().as_deref() == Some(namespace))
+            .filter(|p| self.ours(p, container_id, interface))
+            .map(|p| p.name_any())
+            .collect();
+        pending.retain(|(ns, name), (cid, ifname)| {
+            let hit = ns == namespace && cid == container_id && ifname == interface;
+            if hit && !names.contains(name) {
+                names.push(name.clone());
+            }
+            !hit
+        });
+        let api: Api<Port> = Api::namespaced(self.client.clone(), namespace);
+        let dp = DeleteParams::default();
+        for name in &names {
+            let del = tokio::time::timeout(API_TIMEOUT, api.delete(name, &dp));
+            match del.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(kube::Error::Api(s))) if s.code == 404 => {}
+                Ok(Err(e)) => return Err(api_down(&format!("deleting Port {name}"), e)),
+                Err(_) => return Err(api_down(&format!("deleting Port {name}"), "timed out")),
+            }
+        }
+        Ok(names.len())
+    }
+
+    fn reuse(&self, p: &Port, c: &Claim<'_>) -> Result<Granted, Refusal> {
+        let g = granted(p);
+        let same = p.spec.router == c.router
+            && p.spec.subnet == c.subnet
+            && c.ip.is_none_or(|ip| ip == g.ip)
+            && c.mac.is_none_or(|m| m == g.mac);
+        if same {
+            Ok(g)
+        } else {
+            Err(refusal(
+                "InterfaceInUse",
+                format!(
+                    "interface {} of container {} already holds Port {} ({} on {}/{}); DEL it first",
+                    c.interface,
+                    c.container_id,
+                    p.name_any(),
+                    p.spec.ip,
+                    p.spec.router,
+                    p.spec.subnet
+                ),
+            ))
+        }
+    }
+
+    /// The subnet's NetworkAttachmentDefinition as `namespace/name`, from
+    /// the router in the agent's cache.
+    fn network(&self, c: &Claim<'_>) -> Result<String, Refusal> {
+        let routers = self.routers.state();
+        let nad = routers
+            .iter()
+            .find(|r| r.namespace().as_deref() == Some(c.namespace) && r.name_any() == c.router)
+            .and_then(|r| r.spec.subnets.iter().find(|s| s.name == c.subnet))
+            .map(|s| s.network_attachment.clone())
+            .ok_or_else(|| {
+                refusal(
+                    "UnknownSubnet",
+                    format!(
+                        "router {}/{} with subnet {} is not in the agent's cache",
+                        c.namespace, c.router, c.subnet
+                    ),
+                )
+            })?;
+        Ok(match nad.split_once('/') {
+            Some(_) => nad,
+            None => format!("{}/{nad}", c.namespace),
+        })
+    }
+
+    fn port(&self, c: &Claim<'_>, network: &str, ip: Ipv4Addr) -> Port {
+        let mut port = Port::new(
+            &port_name(c.router, c.subnet, ip),
+            PortSpec {
+                router: c.router.into(),
+                subnet: c.subnet.into(),
+                network: network.into(),
+                ip: ip.to_string(),
+                mac: c.mac.unwrap_or_else(|| derived_mac(ip)).to_string(),
+                node: self.node.clone(),
+                pod: c.pod.into(),
+                pod_uid: c.pod_uid.into(),
+                container_id: c.container_id.into(),
+                interface: c.interface.into(),
+            },
+        );
+        port.metadata.namespace = Some(c.namespace.into());
+        port
+    }
+
+    /// Create `port`: `true` when created, `false` when the name (the
+    /// address) is taken.
+    async fn create(&self, api: &Api<Port>, port: &Port) -> Result<bool, Refusal> {
+        let what = format!("creating Port {}", port.name_any());
+        match tokio::time::timeout(API_TIMEOUT, api.create(&PostParams::default(), port)).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(kube::Error::Api(s))) if s.code == 409 => Ok(false),
+            Ok(Err(kube::Error::Api(s))) if s.code == 422 || s.code == 403 => {
+                Err(refusal("PortRefused", format!("{what}: {}", s.message)))
+            }
+            Ok(Err(e)) => Err(api_down(&what, e)),
+            Err(_) => Err(api_down(&what, "timed out")),
+        }
+    }
+}
+
+async fn get(api: &Api<Port>, name: &str) -> Result<Option<Port>, Refusal> {
+    match tokio::time::timeout(API_TIMEOUT, api.get_opt(name)).await {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => Err(api_down(&format!("reading Port {name}"), e)),
+        Err(_) => Err(api_down(&format!("reading Port {name}"), "timed out")),
+    }
+}
+
+fn granted(p: &Port) -> Granted {
+    Granted {
+        ip: p.spec.ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+        mac: p.spec.mac.parse().unwrap_or(MacAddr::ZERO),
+    }
+}
+
+fn taken_by(ip: Ipv4Addr, p: &Port) -> Refusal {
+    refusal(
+        "AddressTaken",
+        format!(
+            "{ip} is held by Port {} (pod {} on node {})",
+            p.name_any(),
+            p.spec.pod,
+            p.spec.node
+        ),
+    )
+}
+
+/// The address a Port name ends in.
+fn ip_of(name: &str) -> Option<Ipv4Addr> {
+    // `<router>.<subnet>.<a>.<b>.<c>.<d>`: the last four labels.
+    let parts: Vec<&str> = name.rsplitn(5, '.').collect();
+    if parts.len() < 5 {
+        return None;
+    }
+    format!("{}.{}.{}.{}", parts[3], parts[2], parts[1], parts[0])
+        .parse()
+        .ok()
+}
+
+/// Host addresses of `cidr` (all of a /31 or /32).
+fn host_count(cidr: Ipv4Net) -> u32 {
+    let size = 1u64 << (32 - cidr.prefix_len() as u32);
+    if cidr.prefix_len() >= 31 {
+        size as u32
+    } else {
+        (size - 2) as u32
+    }
+}
+
+fn nth_host(cidr: Ipv4Net, i: u32) -> Ipv4Addr {
+    let base = u32::from(cidr.network());
+    if cidr.prefix_len() >= 31 {
+        Ipv4Addr::from(base + i)
+    } else {
+        Ipv4Addr::from(base + 1 + i)
+    }
+}
+
+/// Where a claim's search starts: a hash of who claims (differs between
+/// concurrent ADDs, so they rarely race for one address).
+fn seed(c: &Claim<'_>) -> u32 {
+    let mut h: u32 = 0x811c9dc5;
+    for b in (c.container_id.bytes())
+        .chain([0])
+        .chain(c.interface.bytes())
+        .chain(c.pod.bytes())
+    {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_addresses_round_trip() {
+        let ip: Ipv4Addr = "10.1.0.77".parse().unwrap();
+        assert_eq!(ip_of(&port_name("r1", "a", ip)), Some(ip));
+        assert_eq!(ip_of(&port_name("r.x", "a-b", ip)), Some(ip));
+        assert_eq!(ip_of("r.a"), None);
+    }
+
+    #[test]
+    fn hosts_of_a_subnet_exclude_network_and_broadcast() {
+        let c: Ipv4Net = "10.1.0.0/29".parse().unwrap();
+        assert_eq!(host_count(c), 6);
+        let all: Vec<Ipv4Addr> = (0..6).map(|i| nth_host(c, i)).collect();
+        assert_eq!(all.first(), Some(&"10.1.0.1".parse().unwrap()));
+        assert_eq!(all.last(), Some(&"10.1.0.6".parse().unwrap()));
+        let p31: Ipv4Net = "10.1.0.0/31".parse().unwrap();
+        assert_eq!(host_count(p31), 2);
+        assert_eq!(nth_host(p31, 0), "10.1.0.0".parse::<Ipv4Addr>().unwrap());
+    }
+
+    #[test]
+    fn derived_macs_are_local_unicast_and_follow_the_address() {
+        let m = derived_mac("10.1.0.5".parse().unwrap());
+        assert_eq!(m.to_string(), "0a:58:0a:01:00:05");
+        assert_eq!(m.0[0] & 0x03, 0x02, "locally administered unicast");
+        assert_ne!(m, derived_mac("10.1.0.6".parse().unwrap()));
+    }
+}

@@ -1,0 +1,279 @@
+//! Attachment objects the controller owns besides statuses:
+//!
+//! - **NetworkAttachmentDefinitions**: one per router subnet, named by the
+//!   subnet's `networkAttachment` (in the router's namespace), of CNI type
+//!   `kube-dvr` naming the router and the subnet, labelled
+//!   `app.kubernetes.io/managed-by: kube-dvr` and owned by the router.
+//!   Created and updated with the router, deleted with it or its subnet. A
+//!   NAD of that name that is not kube-dvr's (no label) is never touched:
+//!   the router reports the conflict (condition `NetworkAttachments=False`,
+//!   reason `NetworkAttachmentConflict`, and an Event). When two routers of
+//!   a namespace name one NAD, the older router keeps it.
+//! - **Port garbage collection**: a Port whose pod no longer exists (or is
+//!   another pod of the same name: other UID) is deleted once it is older
+//!   than [`PORT_GRACE`] (the pod may not have reached the cache yet). A
+//!   normal CNI DEL deletes the Port itself; this catches DELs that never
+//!   reached an agent (node lost, agent down).
+//!
+//! Pure planning here; the controller applies the result.
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use crate::api::nad::{self, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
+use crate::api::{DistributedRouter, Port};
+
+/// A Port younger than this is never collected.
+pub const PORT_GRACE: SignedDuration = SignedDuration::from_secs(60);
+
+/// What to write for NADs.
+#[derive(Debug, Default)]
+pub struct NadPlan {
+    /// Create or replace (kube-dvr's own, with a differing config).
+    pub put: Vec<NetworkAttachmentDefinition>,
+    /// kube-dvr's NADs no router subnet wants: (namespace, name).
+    pub delete: Vec<(String, String)>,
+    /// `namespace/name` of NADs a router subnet wants that are not
+    /// kube-dvr's (or that an older router of the namespace has).
+    pub conflicts: BTreeSet<String>,
+}
+
+pub fn is_ours(n: &NetworkAttachmentDefinition) -> bool {
+    n.labels().get(nad::MANAGED_BY_LABEL).map(String::as_str) == Some(nad::MANAGED_BY)
+}
+
+/// `ns/name` of a subnet's NAD reference; None when it names another
+/// namespace (the router is invalid then and gets nothing).
+fn own_nad(router_ns: &str, reference: &str) -> Option<String> {
+    match reference.split_once('/') {
+        Some((ns, name)) if ns == router_ns => Some(name.to_string()),
+        Some(_) => None,
+        None => Some(reference.to_string()),
+    }
+}
+
+/// The NADs the routers want against those that exist.
+pub fn plan_nads(
+    routers: &[DistributedRouter],
+    existing: &[NetworkAttachmentDefinition],
+) -> NadPlan {
+    let mut routers: Vec<&DistributedRouter> = routers
+        .iter()
+        .filter(|r| r.metadata.deletion_timestamp.is_none())
+        .collect();
+    routers.sort_by(|a, b| {
+        (a.creation_timestamp(), a.namespace(), a.name_any()).cmp(&(
+            b.creation_timestamp(),
+            b.namespace(),
+            b.name_any(),
+        ))
+    });
+    let existing: BTreeMap<(String, String), &NetworkAttachmentDefinition> = existing
+        .iter()
+        .map(|n| ((n.namespace().unwrap_or_default(), n.name_any()), n))
+        .collect();
+    let mut plan = NadPlan::default();
+    let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
+    for r in routers {
+        let ns = r.namespace().unwrap_or_default();
+        for s in &r.spec.subnets {
+            let Some(name) = own_nad(&ns, &s.network_attachment) else {
+                continue;
+            };
+            let key = (ns.clone(), name.clone());
+            if !wanted.insert(key.clone()) {
+                plan.conflicts.insert(format!("{ns}/{name}"));
+                continue;
+            }
+            let config = nad::nad_config(&name, &r.name_any(), &s.name);
+            match existing.get(&key) {
+                Some(n) if !is_ours(n) => {
+                    plan.conflicts.insert(format!("{ns}/{name}"));
+                }
+                Some(n) if n.spec.config.as_deref() == Some(&config) && owned_by(n, r) => {}
+                _ => plan.put.push(desired_nad(r, &ns, &name, config)),
+            }
+        }
+    }
+    for ((ns, name), n) in &existing {
+        if is_ours(n) && !wanted.contains(&(ns.clone(), name.clone())) {
+            plan.delete.push((ns.clone(), name.clone()));
+        }
+    }
+    plan
+}
+
+fn owned_by(n: &NetworkAttachmentDefinition, r: &DistributedRouter) -> bool {
+    n.owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == r.metadata.uid.as_ref())
+}
+
+fn desired_nad(
+    r: &DistributedRouter,
+    ns: &str,
+    name: &str,
+    config: String,
+) -> NetworkAttachmentDefinition {
+    let owner = r.metadata.uid.as_ref().map(|uid| OwnerReference {
+        api_version: DistributedRouter::api_version(&()).into_owned(),
+        kind: DistributedRouter::kind(&()).into_owned(),
+        name: r.name_any(),
+        uid: uid.clone(),
+        ..Default::default()
+    });
+    NetworkAttachmentDefinition {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            labels: Some(BTreeMap::from([(
+                nad::MANAGED_BY_LABEL.into(),
+                nad::MANAGED_BY.into(),
+            )])),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: NetworkAttachmentDefinitionSpec {
+            config: Some(config),
+        },
+    }
+}
+
+/// Ports whose pod is gone: (namespace, name).
+pub fn stale_ports(ports: &[Port], pods: &[Pod], now: Timestamp) -> Vec<(String, String)> {
+    let pods: BTreeMap<(String, String), Option<&str>> = pods
+        .iter()
+        .map(|p| {
+            (
+                (p.namespace().unwrap_or_default(), p.name_any()),
+                p.metadata.uid.as_deref(),
+            )
+        })
+        .collect();
+    ports
+        .iter()
+        .filter(|p| {
+            let ns = p.namespace().unwrap_or_default();
+            let alive = match pods.get(&(ns, p.spec.pod.clone())) {
+                None => false,
+                Some(uid) => p.spec.pod_uid.is_empty() || *uid == Some(p.spec.pod_uid.as_str()),
+            };
+            let young = p
+                .creation_timestamp()
+                .is_none_or(|t| now.duration_since(t.0) < PORT_GRACE);
+            !alive && !young && p.metadata.deletion_timestamp.is_none()
+        })
+        .map(|p| (p.namespace().unwrap_or_default(), p.name_any()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn router(name: &str, created: &str, subnets: &[(&str, &str)]) -> DistributedRouter {
+        let subnets: Vec<_> = subnets
+            .iter()
+            .enumerate()
+            .map(|(i, (s, nad))| {
+                json!({"name": s, "cidr": format!("10.{i}.0.0/24"), "gateway": format!("10.{i}.0.1"),
+                    "networkAttachment": nad})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "apiVersion": "kubedvr.io/v1alpha1", "kind": "DistributedRouter",
+            "metadata": {"name": name, "namespace": "t", "uid": format!("uid-{name}"),
+                "creationTimestamp": created},
+            "spec": {"subnets": subnets}
+        }))
+        .unwrap()
+    }
+
+    fn nad(name: &str, ours: bool, config: &str) -> NetworkAttachmentDefinition {
+        let labels = if ours {
+            json!({nad::MANAGED_BY_LABEL: nad::MANAGED_BY})
+        } else {
+            json!({})
+        };
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "t", "labels": labels},
+            "spec": {"config": config}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn one_nad_per_subnet_and_foreign_ones_are_conflicts() {
+        let r1 = router(
+            "r1",
+            "2026-01-01T00:00:00Z",
+            &[("a", "net-a"), ("b", "t/net-b"), ("x", "other/net-x")],
+        );
+        let existing = [nad("net-b", false, "{}"), nad("old", true, "{}")];
+        let plan = plan_nads(&[r1], &existing);
+        let names: Vec<_> = plan.put.iter().map(|n| n.name_any()).collect();
+        assert_eq!(
+            names,
+            ["net-a"],
+            "the foreign net-b and another namespace's are not written"
+        );
+        let cfg: serde_json::Value =
+            serde_json::from_str(plan.put[0].spec.config.as_deref().unwrap()).unwrap();
+        assert_eq!(cfg["type"], "kube-dvr");
+        assert_eq!(cfg["router"], "r1");
+        assert_eq!(cfg["subnet"], "a");
+        assert_eq!(plan.put[0].owner_references()[0].uid, "uid-r1");
+        assert_eq!(plan.conflicts, BTreeSet::from(["t/net-b".to_string()]));
+        assert_eq!(plan.delete, [("t".to_string(), "old".to_string())]);
+    }
+
+    #[test]
+    fn an_unchanged_nad_is_not_rewritten_and_the_older_router_keeps_a_shared_name() {
+        let r1 = router("r1", "2026-01-01T00:00:00Z", &[("a", "net-a")]);
+        let r2 = router("r2", "2026-01-02T00:00:00Z", &[("a", "net-a")]);
+        let mut current = plan_nads(std::slice::from_ref(&r1), &[]).put;
+        current[0].metadata.owner_references = plan_nads(std::slice::from_ref(&r1), &[]).put[0]
+            .metadata
+            .owner_references
+            .clone();
+        let plan = plan_nads(&[r2, r1], &current);
+        assert!(plan.put.is_empty(), "{:?}", plan.put);
+        assert!(plan.delete.is_empty());
+        assert_eq!(plan.conflicts, BTreeSet::from(["t/net-a".to_string()]));
+    }
+
+    #[test]
+    fn ports_of_gone_pods_are_collected_after_the_grace() {
+        let port = |name: &str, pod: &str, uid: &str, created: &str| -> Port {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "t", "creationTimestamp": created},
+                "spec": {"router": "r", "subnet": "a", "network": "t/n", "ip": "10.0.0.5",
+                    "mac": "02:00:00:00:00:05", "node": "n1", "pod": pod, "podUid": uid,
+                    "containerId": "c", "interface": "net1"}
+            }))
+            .unwrap()
+        };
+        let pod: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "alive", "namespace": "t", "uid": "u1"}}),
+        )
+        .unwrap();
+        let old = "2026-01-01T00:00:00Z";
+        let ports = [
+            port("p1", "alive", "u1", old),
+            port("p2", "alive", "u0", old),
+            port("p3", "gone", "", old),
+            port("p4", "gone", "", "2026-01-01T00:00:50Z"),
+        ];
+        let now: Timestamp = "2026-01-01T00:01:10Z".parse().unwrap();
+        let stale: Vec<_> = stale_ports(&ports, &[pod], now)
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(stale, ["p2", "p3"]);
+    }
+}

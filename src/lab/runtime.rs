@@ -1,0 +1,155 @@
+//! The lab's container runtime and Multus: the only way a workload is
+//! attached. For each network of a workload it reads the
+//! NetworkAttachmentDefinition the controller made from the API (as Multus
+//! does), adds the workload's static address and MAC as `runtimeConfig`
+//! (Multus' `ips` / `mac` capabilities) when the topology gives one, and
+//! runs kube-dvr's CNI plugin in the node's network namespace with the CNI
+//! environment and the config on stdin, exactly as Multus delegates. Then,
+//! for the workload's first network, it sets the default route through the
+//! result's gateway (Multus' `default-route`).
+//!
+//! The plugin is the `kube-dvr` binary itself (run with `CNI_COMMAND` and
+//! no arguments it is the plugin). The one thing a real node does
+//! differently: each node has its own `/run`, the lab's nodes share one
+//! file system, so the runtime names each node's agent socket in
+//! `KUBE_DVR_CNI_SOCKET`.
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::infra::{ip_batch, LabPaths};
+use super::topology::{WorkloadNetwork, WorkloadSpec};
+
+/// One plugin invocation: which workload interface.
+#[derive(Debug, Clone)]
+pub struct Attach<'a> {
+    pub workload: &'a WorkloadSpec,
+    /// The interface's index: `eth<m>` in the workload.
+    pub m: usize,
+    pub net: &'a WorkloadNetwork,
+    /// The NAD's `spec.config`.
+    pub config: String,
+}
+
+/// The plugin binary: `KUBE_DVR_CNI_PLUGIN`, else this process when it is
+/// `kube-dvr`, else `kube-dvr` beside it or one directory up (a test or
+/// bench binary in `target/*/deps`).
+pub fn plugin_path() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("KUBE_DVR_CNI_PLUGIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    if exe.file_name().is_some_and(|n| n == "kube-dvr") {
+        return Ok(exe);
+    }
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    for cand in [dir.join("kube-dvr"), dir.join("../kube-dvr")] {
+        if cand.is_file() {
+            return Ok(cand);
+        }
+    }
+    Err(format!(
+        "the kube-dvr binary (the CNI plugin) is not beside {}; set KUBE_DVR_CNI_PLUGIN",
+        exe.display()
+    ))
+}
+
+/// The container ID the lab's runtime gives workload `name`'s sandbox.
+pub fn container_id(workload: &str) -> String {
+    format!("lab-{workload}")
+}
+
+/// What the lab's Multus hands the plugin: the NAD's config, with the
+/// static address and MAC as runtime config.
+pub fn delegate_config(a: &Attach<'_>) -> Result<serde_json::Value, String> {
+    let mut conf: serde_json::Value = serde_json::from_str(&a.config)
+        .map_err(|e| format!("NAD config of {}: {e}", a.net.network))?;
+    conf["runtimeConfig"] = serde_json::json!({
+        "ips": [a.net.ip.to_string()],
+        "mac": a.net.mac.to_string(),
+    });
+    Ok(conf)
+}
+
+/// Run the plugin's `command` (ADD or DEL) for `a` on its node; the
+/// parsed result on ADD.
+pub fn run_plugin(
+    paths: &LabPaths,
+    plugin: &Path,
+    command: &str,
+    a: &Attach<'_>,
+) -> Result<Option<serde_json::Value>, String> {
+    let w = a.workload;
+    let conf = delegate_config(a)?;
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net={}", paths.node(&w.node).display()))
+        .arg(plugin)
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container_id(&w.name))
+        .env("CNI_NETNS", paths.workload(&w.name))
+        .env("CNI_IFNAME", format!("eth{}", a.m))
+        .env(
+            "CNI_ARGS",
+            format!(
+                "IgnoreUnknown=true;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
+                w.namespace,
+                w.name,
+                container_id(&w.name)
+            ),
+        )
+        .env("CNI_PATH", plugin.parent().unwrap_or(Path::new("/")))
+        .env("KUBE_DVR_CNI_SOCKET", paths.cni_socket(&w.node))
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running the CNI plugin {}: {e}", plugin.display()))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(conf.to_string().as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "CNI {command} of {}/{} eth{} on {}: {} {}",
+            w.namespace,
+            w.name,
+            a.m,
+            w.node,
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    if stdout.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(&stdout)
+        .map(Some)
+        .map_err(|e| format!("CNI {command} result: {e}: {stdout}"))
+}
+
+/// The gateway of the first address in a CNI result.
+pub fn result_gateway(result: &serde_json::Value) -> Option<Ipv4Addr> {
+    result["ips"][0]["gateway"].as_str()?.parse().ok()
+}
+
+/// The address (without prefix) of the first entry in a CNI result.
+pub fn result_ip(result: &serde_json::Value) -> Option<Ipv4Addr> {
+    let a = result["ips"][0]["address"].as_str()?;
+    a.split('/').next()?.parse().ok()
+}
+
+/// Multus' `default-route`: the workload's default route through `gw`.
+pub fn default_route(paths: &LabPaths, workload: &str, gw: Ipv4Addr) -> Result<(), String> {
+    ip_batch(
+        &paths.workload(workload),
+        &format!("route replace default via {gw}\n"),
+    )
+    .map_err(|e| e.to_string())
+}
