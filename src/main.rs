@@ -245,8 +245,13 @@ fn lab_up(args: &LabArgs) -> anyhow::Result<ExitCode> {
         },
         lab.topology.nodes.len()
     );
-    for w in &lab.topology.workloads {
-        let ips: Vec<String> = w.networks.iter().map(|n| n.ip.to_string()).collect();
+    for (k, w) in lab.topology.workloads.iter().enumerate() {
+        let ips: Vec<String> = (0..w.networks.len())
+            .map(|m| match lab.attachment(k, m) {
+                Some((ip, _)) => ip.to_string(),
+                None => "(not attached)".into(),
+            })
+            .collect();
         println!(
             "  workload {:<10} on {:<8} {}",
             w.name,

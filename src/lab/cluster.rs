@@ -272,6 +272,16 @@ impl LabCluster {
     pub fn sync(&mut self, m: &Manifests) -> Result<(), ClusterError> {
         let client = self.client.clone();
         let applied = self.rt.block_on(async move {
+            // The manifests' namespaces, as a user creates them first.
+            let mut namespaces = BTreeSet::new();
+            for_each_kind!(|K| {
+                namespaces.extend(
+                    K::of(&m.objects)
+                        .iter()
+                        .filter_map(|o| o.meta().namespace.clone()),
+                );
+            });
+            ensure_namespaces(&client, namespaces).await?;
             let mut now: Applied = BTreeSet::new();
             for_each_kind!(|K| {
                 apply_all(&client, K::of(&m.objects), &mut now).await?;
@@ -296,8 +306,6 @@ impl LabCluster {
         self.rt.block_on(snapshot(&self.client))
     }
 
-    /// Wait until the controller has processed every object and every
-    /// node's agent reports the plan the controller expects for it.
     /// The `spec.config` of NetworkAttachmentDefinition `ns/name`, as
     /// Multus reads it; `None` while it does not exist.
     pub fn nad_config(&self, reference: &str) -> Result<Option<String>, ClusterError> {
@@ -312,6 +320,8 @@ impl LabCluster {
         Ok(nad.and_then(|n| n.spec.config))
     }
 
+    /// Wait until the controller has processed every object and every
+    /// node's agent reports the plan the controller expects for it.
     pub fn wait_converged(&self, timeout: Duration) -> Result<Snapshot, ClusterError> {
         let start = Instant::now();
         loop {
@@ -427,6 +437,24 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, ClusterError> {
     })
 }
 
+/// Create each namespace of `names` that does not exist.
+async fn ensure_namespaces(
+    client: &Client,
+    names: impl IntoIterator<Item = String>,
+) -> Result<(), ClusterError> {
+    let ns_api: Api<Namespace> = Api::all(client.clone());
+    for ns in names {
+        let obj: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
+        match ns_api.create(&PostParams::default(), &obj).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(api_err(format!("create namespace {ns}"))(e)),
+        }
+    }
+    Ok(())
+}
+
 /// CRDs, namespaces, Nodes (kubelet's part) and Pods (Multus' part).
 async fn register(client: &Client, t: &Topology) -> Result<(), ClusterError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -457,16 +485,7 @@ async fn register(client: &Client, t: &Topology) -> Result<(), ClusterError> {
         t.workloads.iter().map(|w| w.namespace.clone()).collect();
     namespaces.insert(LAB_NAMESPACE.into());
     namespaces.extend(["tenant-a", "tenant-b"].map(String::from));
-    let ns_api: Api<Namespace> = Api::all(client.clone());
-    for ns in namespaces {
-        let obj: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap();
-        match ns_api.create(&PostParams::default(), &obj).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(api_err(format!("create namespace {ns}"))(e)),
-        }
-    }
+    ensure_namespaces(client, namespaces).await?;
     let nodes: Api<Node> = Api::all(client.clone());
     for n in &t.nodes {
         let obj: Node = serde_json::from_value(serde_json::json!({

@@ -72,12 +72,13 @@ struct Ep {
 pub fn expected(lab: &Lab) -> Vec<Probe> {
     let view = &lab.resolution.view;
     let mut eps = Vec::new();
-    for w in &lab.topology.workloads {
-        let first = w.networks.iter().find_map(|n| {
+    for (k, w) in lab.topology.workloads.iter().enumerate() {
+        let first = (0..w.networks.len()).find_map(|m| {
+            let (_, mac) = lab.attachment(k, m)?;
             view.routers.iter().find_map(|r| {
                 r.endpoints
                     .iter()
-                    .find(|e| e.node == w.node && e.mac == n.mac)
+                    .find(|e| e.node == w.node && e.mac == mac)
                     .map(|e| (r.key.clone(), e.ip))
             })
         });

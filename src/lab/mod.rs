@@ -13,6 +13,7 @@ pub mod probe;
 pub mod runtime;
 pub mod topology;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -80,8 +81,9 @@ pub struct Lab {
     api: ApiKind,
     stop: Arc<AtomicBool>,
     /// Workload interfaces (workload index, network index) the lab's
-    /// runtime has attached through the CNI plugin.
-    attached: std::collections::BTreeSet<(usize, usize)>,
+    /// runtime has attached through the CNI plugin, with the address and
+    /// MAC the plugin's result gave them.
+    attached: BTreeMap<(usize, usize), (std::net::Ipv4Addr, crate::plan::model::MacAddr)>,
 }
 
 impl Lab {
@@ -214,7 +216,7 @@ impl Lab {
         let mut todo = Vec::new();
         for (k, w) in self.topology.workloads.iter().enumerate() {
             for (m, net) in w.networks.iter().enumerate() {
-                if self.attached.contains(&(k, m)) {
+                if self.attached.contains_key(&(k, m)) {
                     continue;
                 }
                 let Some(config) = self.cluster().nad_config(&net.network)? else {
@@ -247,17 +249,43 @@ impl Lab {
         });
         let mut done = Vec::new();
         for ((k, a), r) in todo.iter().zip(results) {
-            let result = r.map_err(LabError::Other)?;
+            let result = r.map_err(LabError::Other)?.unwrap_or_default();
             if a.m == 0 {
-                if let Some(gw) = result.as_ref().and_then(runtime::result_gateway) {
+                if let Some(gw) = runtime::result_gateway(&result) {
                     runtime::default_route(paths, &a.workload.name, gw).map_err(LabError::Other)?;
                 }
             }
-            done.push((*k, a.m));
+            let addr = runtime::result_address(&result).ok_or_else(|| {
+                LabError::Other(format!(
+                    "CNI ADD of {}: no address in {result}",
+                    a.workload.name
+                ))
+            })?;
+            done.push(((*k, a.m), addr));
         }
         let n = done.len();
         self.attached.extend(done);
         Ok(n)
+    }
+
+    /// The address and MAC workload `k`'s network `m` got from the CNI
+    /// plugin (`None` before it is attached).
+    pub fn attachment(
+        &self,
+        k: usize,
+        m: usize,
+    ) -> Option<(std::net::Ipv4Addr, crate::plan::model::MacAddr)> {
+        self.attached.get(&(k, m)).copied()
+    }
+
+    /// The address of workload `name`'s first attached network.
+    pub fn workload_ip(&self, name: &str) -> Option<std::net::Ipv4Addr> {
+        let k = self
+            .topology
+            .workloads
+            .iter()
+            .position(|w| w.name == name)?;
+        self.attachment(k, 0).map(|(ip, _)| ip)
     }
 
     /// Check the kernel against the plans: a full pass of a fresh engine on

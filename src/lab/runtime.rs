@@ -20,6 +20,7 @@ use std::process::{Command, Stdio};
 
 use super::infra::{ip_batch, LabPaths};
 use super::topology::{WorkloadNetwork, WorkloadSpec};
+use crate::plan::model::MacAddr;
 
 /// One plugin invocation: which workload interface.
 #[derive(Debug, Clone)]
@@ -65,10 +66,16 @@ pub fn container_id(workload: &str) -> String {
 pub fn delegate_config(a: &Attach<'_>) -> Result<serde_json::Value, String> {
     let mut conf: serde_json::Value = serde_json::from_str(&a.config)
         .map_err(|e| format!("NAD config of {}: {e}", a.net.network))?;
-    conf["runtimeConfig"] = serde_json::json!({
-        "ips": [a.net.ip.to_string()],
-        "mac": a.net.mac.to_string(),
-    });
+    let mut rc = serde_json::Map::new();
+    if let Some(ip) = a.net.ip {
+        rc.insert("ips".into(), serde_json::json!([ip.to_string()]));
+    }
+    if let Some(mac) = a.net.mac {
+        rc.insert("mac".into(), serde_json::json!(mac.to_string()));
+    }
+    if !rc.is_empty() {
+        conf["runtimeConfig"] = serde_json::Value::Object(rc);
+    }
     Ok(conf)
 }
 
@@ -139,10 +146,14 @@ pub fn result_gateway(result: &serde_json::Value) -> Option<Ipv4Addr> {
     result["ips"][0]["gateway"].as_str()?.parse().ok()
 }
 
-/// The address (without prefix) of the first entry in a CNI result.
-pub fn result_ip(result: &serde_json::Value) -> Option<Ipv4Addr> {
-    let a = result["ips"][0]["address"].as_str()?;
-    a.split('/').next()?.parse().ok()
+/// The address (without prefix) of the first entry in a CNI result, and
+/// the MAC of the interface it is on: what Multus reports in network-status.
+pub fn result_address(result: &serde_json::Value) -> Option<(Ipv4Addr, MacAddr)> {
+    let ip = &result["ips"][0];
+    let addr = ip["address"].as_str()?.split('/').next()?.parse().ok()?;
+    let iface = ip["interface"].as_u64()? as usize;
+    let mac = result["interfaces"][iface]["mac"].as_str()?.parse().ok()?;
+    Some((addr, mac))
 }
 
 /// Multus' `default-route`: the workload's default route through `gw`.

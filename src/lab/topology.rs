@@ -66,11 +66,16 @@ fn default_namespace() -> String {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadNetwork {
-    /// `namespace/nad-name`, as in Multus' network-status.
+    /// `namespace/nad-name`: the NetworkAttachmentDefinition the pod asks
+    /// Multus for (the router subnet's `networkAttachment`).
     pub network: String,
-    /// Address with prefix length, e.g. `10.10.1.10/24`.
-    pub ip: Ipv4Net,
-    pub mac: MacAddr,
+    /// A static address with prefix length (Multus `ips`), e.g.
+    /// `10.10.1.10/24`; absent: kube-dvr's IPAM picks one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Net>,
+    /// A static MAC (Multus `mac`); absent: derived from the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]

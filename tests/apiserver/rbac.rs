@@ -213,6 +213,77 @@ fn agent_may_not_write_another_nodes_annotations_or_lease() {
     });
 }
 
+fn port_on(node: &str, ip: &str) -> kube_dvr::api::Port {
+    let mut p = kube_dvr::api::Port::new(
+        &kube_dvr::api::port_name("r", "a", ip.parse().unwrap()),
+        kube_dvr::api::PortSpec {
+            router: "r".into(),
+            subnet: "a".into(),
+            network: format!("{NS}/net-a"),
+            ip: ip.into(),
+            mac: "0a:58:0a:0a:01:05".into(),
+            node: node.into(),
+            pod: "p".into(),
+            pod_uid: String::new(),
+            container_id: format!("c-{ip}"),
+            interface: "net1".into(),
+        },
+    );
+    p.metadata.namespace = Some(NS.into());
+    p
+}
+
+/// Ports (kube-dvr's IPAM and endpoints): an agent records and deletes
+/// those of its own node only (a Port on another node would pull that
+/// address's traffic there); it may not change one; the controller may
+/// delete any and create none.
+#[test]
+fn agent_may_write_ports_of_its_own_node_only() {
+    let s = setup();
+    assert!(s.policy);
+    block_on(async {
+        let ports: Api<kube_dvr::api::Port> = Api::namespaced(s.agent.clone(), NS);
+        let pp = PostParams::default();
+        let mut r = 0;
+        for _ in 0..40 {
+            r = code(ports.create(&pp, &port_on(OTHER, "10.10.1.6")).await);
+            if r != 201 && r != 200 {
+                break;
+            }
+            let _ = ports
+                .delete(
+                    &port_on(OTHER, "10.10.1.6").metadata.name.unwrap(),
+                    &Default::default(),
+                )
+                .await;
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        assert_eq!(r, 403, "agent of {NODE} records a Port on {OTHER}");
+        let own = port_on(NODE, "10.10.1.5");
+        let name = own.metadata.name.clone().unwrap();
+        assert_eq!(code(ports.create(&pp, &own).await), 200);
+        let taken = ports.create(&pp, &port_on(NODE, "10.10.1.5")).await;
+        assert_eq!(code(taken), 409, "one Port per address");
+        let patch = merge(json!({"spec": {"node": OTHER}}));
+        let moved = ports.patch(&name, &PatchParams::default(), &patch).await;
+        assert_eq!(code(moved), 403, "no update (RBAC)");
+        // The controller may delete another node's Port, not create one.
+        let theirs = port_on(OTHER, "10.10.1.7");
+        let admin: Api<kube_dvr::api::Port> = Api::namespaced(shared().client.clone(), NS);
+        admin.create(&pp, &theirs).await.unwrap();
+        let c: Api<kube_dvr::api::Port> = Api::namespaced(s.controller.clone(), NS);
+        assert_eq!(code(c.create(&pp, &port_on(OTHER, "10.10.1.8")).await), 403);
+        let theirs_name = theirs.metadata.name.clone().unwrap();
+        assert_eq!(
+            code(ports.delete(&theirs_name, &Default::default()).await),
+            403,
+            "agent of {NODE} deletes a Port on {OTHER}"
+        );
+        assert_eq!(code(c.delete(&theirs_name, &Default::default()).await), 200);
+        assert_eq!(code(ports.delete(&name, &Default::default()).await), 200);
+    });
+}
+
 #[test]
 fn controller_may_write_status_and_its_lease_only() {
     let s = setup();

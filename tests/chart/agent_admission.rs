@@ -236,10 +236,10 @@ fn request(
     name: &str,
     sub: Option<&str>,
 ) -> Json {
-    let group = if resource == "leases" {
-        "coordination.k8s.io"
-    } else {
-        ""
+    let (group, kind) = match resource {
+        "leases" => ("coordination.k8s.io", "Lease"),
+        "ports" => ("kubedvr.io", "Port"),
+        _ => ("", "Node"),
     };
     let mut user_info = json!({"username": user, "uid": "u", "groups": ["system:serviceaccounts"]});
     if let Some(n) = node {
@@ -251,7 +251,7 @@ fn request(
     let mut r = json!({
         "operation": op, "name": name, "namespace": namespace, "dryRun": false,
         "resource": {"group": group, "version": "v1", "resource": resource},
-        "kind": {"group": group, "version": "v1", "kind": if resource == "leases" {"Lease"} else {"Node"}},
+        "kind": {"group": group, "version": "v1", "kind": kind},
         "userInfo": user_info,
     });
     if let Some(s) = sub {
@@ -332,6 +332,60 @@ fn write_lease(
     };
     let req = request(&agent_user(), node, op, "leases", ns, name, None);
     admit(policy, req, new, old)
+}
+
+/// A Port on `node` as the API server has it.
+fn port(node: &str) -> Json {
+    json!({
+        "apiVersion": "kubedvr.io/v1alpha1", "kind": "Port",
+        "metadata": {"name": "r.a.10.1.0.5", "namespace": "t"},
+        "spec": {"router": "r", "subnet": "a", "network": "t/net-a", "ip": "10.1.0.5",
+                 "mac": "0a:58:0a:01:00:05", "node": node, "pod": "p",
+                 "containerId": "c", "interface": "net1"},
+    })
+}
+
+/// Admission of the agent of `AGENT_NODE` writing a Port on `node`.
+fn write_port(policy: &Value, op: &str, node: &str) -> Result<(), Vec<String>> {
+    let (new, old) = match op {
+        "CREATE" => (port(node), Json::Null),
+        "DELETE" => (Json::Null, port(node)),
+        _ => (port(node), port(node)),
+    };
+    let req = request(
+        &agent_user(),
+        Some(AGENT_NODE),
+        op,
+        "ports",
+        "t",
+        "r.a.10.1.0.5",
+        None,
+    );
+    admit(policy, req, new, old)
+}
+
+#[test]
+fn agent_admission_policy_allows_ports_of_its_own_node_only() {
+    let Some((policy, _)) = rendered_policy(&[]) else {
+        panic!("the policy is rendered by default");
+    };
+    assert_eq!(write_port(&policy, "CREATE", AGENT_NODE), Ok(()));
+    assert_eq!(write_port(&policy, "DELETE", AGENT_NODE), Ok(()));
+    let other = "Ports of its own node, not";
+    denied(write_port(&policy, "CREATE", "node-2"), other);
+    denied(write_port(&policy, "DELETE", "node-2"), other);
+    denied(write_port(&policy, "UPDATE", AGENT_NODE), other);
+    // The controller (another user) is not limited by this policy.
+    let req = request(
+        "system:serviceaccount:kube-dvr:kube-dvr-controller",
+        None,
+        "DELETE",
+        "ports",
+        "t",
+        "r.a.10.1.0.5",
+        None,
+    );
+    assert_eq!(admit(&policy, req, Json::Null, port("node-2")), Ok(()));
 }
 
 fn denied(r: Result<(), Vec<String>>, needle: &str) {

@@ -135,6 +135,8 @@ fn code_of(reason: &str) -> u32 {
         "CrossNamespace" => error::CROSS_NAMESPACE,
         "AddressTaken" | "InterfaceInUse" => error::ADDRESS_TAKEN,
         "SubnetExhausted" => error::SUBNET_EXHAUSTED,
+        // An endpoint that keeps no records needs a static address.
+        "NoAddress" => error::INVALID_CONFIG,
         "ApiUnavailable" | "AllocationContended" => error::TRY_AGAIN,
         _ => error::AGENT_PROTOCOL,
     }

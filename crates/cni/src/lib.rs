@@ -2,16 +2,20 @@
 //! into the node's CNI bin directory as `kube-dvr` (the NAD's `"type"`) by
 //! the agent DaemonSet's init container; Multus calls it as a delegate.
 //!
-//! ADD asks the node agent, over its unix socket, what the NAD's router
-//! subnet is on this node (bridge, gateway, prefix, MTU, routes: the
-//! agent's cached view, so a slow API server does not fail pod start),
-//! creates a veth with its pod end directly in the pod's namespace, plugs
-//! the host end into the bridge, sets MAC, address and routes, and prints
-//! the CNI result. The address is static for now (Multus `ips` / CNI_ARGS
-//! `IP=`); kube-dvr-owned IPAM is not there yet. DEL removes the veth and
-//! needs nothing else: no agent, no namespace. CHECK verifies what ADD
-//! made against `prevResult`. STATUS asks the agent whether it can answer.
-//! GC keeps nothing node-local to collect (a veth dies with its pod's
+//! ADD asks the node agent, over its unix socket, to attach the pod to the
+//! NAD's router subnet: the agent checks the request against its cached
+//! view (so a slow API server does not fail the check), records the
+//! interface as a Port (kube-dvr's IPAM: a static address from Multus
+//! `ips`, else the next free one) and answers bridge, gateway, prefix, MTU,
+//! routes, address and MAC. ADD waits for the subnet's bridge (the agent
+//! makes it once it sees the Port), creates a veth with its pod end
+//! directly in the pod's namespace, plugs the host end into the bridge,
+//! sets MAC, address and routes, and prints the CNI result; on any failure
+//! it removes what it made and releases the Port. DEL removes the veth and
+//! releases the Port (an unreachable agent is fine: the controller
+//! collects Ports of pods that are gone). CHECK verifies what ADD made
+//! against `prevResult`. STATUS asks the agent whether it can answer. GC
+//! keeps nothing node-local to collect (a veth dies with its pod's
 //! namespace; DEL removes the host end otherwise) and succeeds.
 //!
 //! Errors are CNI error objects on stdout with exit status 1; the codes are
@@ -114,7 +118,7 @@ fn random_mac() -> Result<[u8; 6]> {
 
 /// How long ADD waits for the subnet's bridge: the agent makes it in the
 /// pass after it sees the first Port of the subnet on its node.
-const BRIDGE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+const BRIDGE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn add(env: &Env, conf: &NetConf) -> Result<String> {
     let cid = Env::require(&env.container_id, "CNI_CONTAINERID")?;

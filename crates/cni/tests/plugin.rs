@@ -438,7 +438,8 @@ fn refusals_are_cni_errors_and_leave_nothing() {
             11,
             "dvrbr-101",
         ),
-        (conf(json!({})), "t", 7, "IPAM is not available yet"),
+        // This endpoint keeps no Port records (no API server here): no IPAM.
+        (conf(json!({})), "t", 7, "keeps no Port records"),
         (
             conf(json!({"runtimeConfig": {"ips": ["10.1.0.2/24"], "mac": "01:00:5e:00:00:01"}})),
             "t",

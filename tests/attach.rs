@@ -1,0 +1,362 @@
+//! Attachment end to end (issue 8): kube-dvr's CNI plugin run as Multus
+//! runs it, its IPAM (Port records), controller-owned NADs and trusted
+//! endpoints, in one lab of five nodes (one sandbox, one set-up shared by
+//! every check: a lab of 200 workloads takes a while to build).
+//!
+//! The lab attaches 200 workloads with no static address concurrently (one
+//! plugin process each, spread over five nodes); then, with the plugin run
+//! directly on extra sandboxes: a forged network-status annotation changes
+//! nothing, DEL then ADD never hands out an address in use, a static
+//! address that is taken fails and leaves nothing, a /29 runs out, and an
+//! agent that is down fails ADD but not DEL.
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use kube_dvr::api::nad::NetworkAttachmentDefinition;
+use kube_dvr::api::{DistributedRouter, Port};
+use kube_dvr::dataplane::{netns, sandbox};
+use kube_dvr::lab::probe::{self, Observed};
+use kube_dvr::lab::runtime::{self, Attach};
+use kube_dvr::lab::topology::{WorkloadNetwork, WorkloadSpec};
+use kube_dvr::lab::{Lab, Manifests, Topology};
+
+const STATE: &str = "/run/kube-dvr-lab-attach";
+const NODES: usize = 5;
+const WORKLOADS: usize = 200;
+const NS: &str = "tenant-x";
+
+fn topology() -> Topology {
+    let nodes: Vec<_> = (0..NODES)
+        .map(|i| {
+            json!({"name": format!("n{i}"), "vtep": format!("198.18.0.{}", 31 + i),
+                        "labels": {"kubedvr.io/role": "compute"}})
+        })
+        .collect();
+    // No static address: kube-dvr's IPAM picks each.
+    let workloads: Vec<_> = (0..WORKLOADS)
+        .map(|k| {
+            json!({"name": format!("w{k:03}"), "namespace": NS, "node": format!("n{}", k % NODES),
+                        "networks": [{"network": format!("{NS}/net-big")}]})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "underlay": "198.18.0.0/24", "nodes": nodes, "workloads": workloads,
+        "externalSegments": [],
+    }))
+    .unwrap()
+}
+
+fn manifests(dir: &Path) -> Manifests {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("router.yaml"),
+        format!(
+            "apiVersion: kubedvr.io/v1alpha1
+kind: DistributedRouter
+metadata: {{name: r, namespace: {NS}}}
+spec:
+  subnets:
+    - {{name: big, cidr: 10.40.0.0/24, gateway: 10.40.0.1, networkAttachment: net-big}}
+    - {{name: tiny, cidr: 10.41.0.0/29, gateway: 10.41.0.1, networkAttachment: net-tiny}}
+---
+apiVersion: kubedvr.io/v1alpha1
+kind: DistributedRouter
+metadata: {{name: r, namespace: tenant-y}}
+spec:
+  subnets:
+    - {{name: big, cidr: 10.40.0.0/24, gateway: 10.40.0.1, networkAttachment: net-big}}
+"
+        ),
+    )
+    .unwrap();
+    Manifests::load(dir).unwrap()
+}
+
+/// An extra sandbox `name` on `node` (a pod the lab's topology does not
+/// have), attached by running the plugin directly.
+fn sandbox_on(lab: &Lab, name: &str, node: &str) -> WorkloadSpec {
+    netns::create(&lab.paths.infra(), &format!("wl-{name}")).unwrap();
+    WorkloadSpec {
+        name: name.into(),
+        namespace: NS.into(),
+        node: node.into(),
+        networks: vec![],
+    }
+}
+
+fn cni(
+    lab: &Lab,
+    command: &str,
+    w: &WorkloadSpec,
+    net: &WorkloadNetwork,
+) -> Result<Option<serde_json::Value>, String> {
+    let config = lab.cluster().nad_config(&net.network).unwrap().unwrap();
+    let a = Attach {
+        workload: w,
+        m: 0,
+        net,
+        config,
+    };
+    runtime::run_plugin(&lab.paths, &runtime::plugin_path().unwrap(), command, &a)
+}
+
+fn net(name: &str, ip: Option<&str>) -> WorkloadNetwork {
+    WorkloadNetwork {
+        network: format!("{NS}/{name}"),
+        ip: ip.map(|s| s.parse().unwrap()),
+        mac: None,
+    }
+}
+
+/// The CNI error code in a failed plugin run's output.
+fn code(err: &str) -> u64 {
+    let start = err.find('{').expect("a CNI error object");
+    let v: serde_json::Value = serde_json::Deserializer::from_str(&err[start..])
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    v["code"].as_u64().unwrap()
+}
+
+fn ports(lab: &Lab) -> Vec<Port> {
+    let c = lab.cluster();
+    let api: Api<Port> = Api::namespaced(c.client.clone(), NS);
+    c.rt.block_on(api.list(&ListParams::default()))
+        .unwrap()
+        .items
+}
+
+/// Interfaces in sandbox `name` other than `lo`.
+fn interfaces(lab: &Lab, name: &str) -> Vec<String> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", lab.paths.workload(name).display()))
+        .args(["ip", "-o", "link", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .filter(|n| n != "lo")
+        .collect()
+}
+
+fn ip_of(lab: &Lab, k: usize) -> Ipv4Addr {
+    lab.attachment(k, 0).expect("attached").0
+}
+
+fn answered_by(lab: &Lab, from: &str, dst: Ipv4Addr, who: &str) {
+    let ns = lab.paths.workload(from);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match probe::tcp(&ns, dst, Duration::from_millis(1000)) {
+            Observed::Answered { who: w, .. } if w == who => return,
+            other if Instant::now() > deadline => {
+                panic!("{from} → {dst}: expected an answer from {who}, got {other:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+#[test]
+fn plugin_ipam_and_trusted_ports() {
+    if !sandbox::enter("plugin_ipam_and_trusted_ports") {
+        return;
+    }
+    let m = manifests(&Path::new(STATE).with_extension("manifests"));
+    let started = Instant::now();
+    let mut lab = Lab::up_with(Path::new(STATE), topology(), m).expect("lab up");
+    eprintln!(
+        "{WORKLOADS} workloads on {NODES} nodes attached through the plugin in {:?}",
+        started.elapsed()
+    );
+
+    // 200 concurrent ADDs over 5 nodes: 200 distinct host addresses of the
+    // subnet, never the gateway, each recorded by a Port on its node.
+    let addrs: BTreeMap<Ipv4Addr, usize> = (0..WORKLOADS)
+        .map(|k| (lab.attachment(k, 0).expect("attached").0, k))
+        .collect();
+    assert_eq!(addrs.len(), WORKLOADS, "every address distinct");
+    let cidr: ipnet::Ipv4Net = "10.40.0.0/24".parse().unwrap();
+    assert!(addrs
+        .keys()
+        .all(|a| cidr.contains(a) && *a != cidr.network()));
+    assert!(!addrs.contains_key(&"10.40.0.1".parse().unwrap()));
+    let recorded: BTreeMap<String, (String, String)> = ports(&lab)
+        .into_iter()
+        .map(|p| (p.spec.ip.clone(), (p.spec.pod.clone(), p.spec.node.clone())))
+        .collect();
+    for (ip, k) in &addrs {
+        let w = &lab.topology.workloads[*k];
+        assert_eq!(
+            recorded.get(&ip.to_string()),
+            Some(&(w.name.clone(), w.node.clone())),
+            "the Port of {ip}"
+        );
+    }
+
+    // The controller's NADs: one per subnet, type kube-dvr, naming router
+    // and subnet, never a VNI or bridge.
+    let c = lab.cluster();
+    let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(c.client.clone(), NS);
+    let list = c.rt.block_on(nads.list(&ListParams::default())).unwrap();
+    let names: BTreeSet<String> = list
+        .items
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["net-big".into(), "net-tiny".into()]));
+    for n in &list.items {
+        let conf: serde_json::Value =
+            serde_json::from_str(n.spec.config.as_deref().unwrap()).unwrap();
+        assert_eq!(conf["type"], "kube-dvr");
+        assert_eq!(conf["router"], "r");
+        assert!(!n.spec.config.as_deref().unwrap().contains("dvrbr"));
+    }
+
+    // Real traffic between IPAM-addressed workloads on different nodes.
+    answered_by(&lab, "w000", ip_of(&lab, 1), "w001");
+    answered_by(&lab, "w002", ip_of(&lab, 199), "w199");
+
+    // A forged network-status (tenant-y's network, w000's address and MAC)
+    // changes nothing: no node's plan, no kernel state, no traffic.
+    let view_before = lab.resolution.view.clone();
+    let (ip0, mac0) = lab.attachment(0, 0).unwrap();
+    let forged = json!([
+        {"name": format!("{NS}/net-big"), "interface": "net1", "ips": [ip0.to_string()], "mac": mac0.to_string()},
+        {"name": "tenant-y/net-big", "interface": "net2", "ips": ["10.40.0.77"], "mac": "02:66:66:66:66:66"},
+    ]);
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), NS);
+    let patch = json!({"metadata": {"annotations": {
+        "k8s.v1.cni.cncf.io/network-status": forged.to_string()}}});
+    c.rt.block_on(pods.patch("w003", &PatchParams::default(), &Patch::Merge(&patch)))
+        .unwrap();
+    // Give the agents time to see it (nothing should come of it).
+    std::thread::sleep(Duration::from_millis(500));
+    lab.converge().unwrap();
+    assert_eq!(
+        lab.resolution.view, view_before,
+        "the forged status moved nothing"
+    );
+    assert_eq!(
+        lab.resync().unwrap(),
+        0,
+        "every node still has exactly its plan"
+    );
+    answered_by(&lab, "w002", ip0, "w000");
+
+    // DEL then ADD: the Port goes with DEL; the new address is not one in use.
+    let w4 = lab.topology.workloads[4].clone();
+    let big = net("net-big", None);
+    cni(&lab, "DEL", &w4, &big).expect("DEL");
+    let old4 = ip_of(&lab, 4);
+    assert!(!ports(&lab).iter().any(|p| p.spec.ip == old4.to_string()));
+    assert!(
+        interfaces(&lab, "w004").is_empty(),
+        "DEL removed the interface"
+    );
+    let again = cni(&lab, "ADD", &w4, &big).expect("ADD again").unwrap();
+    let (new4, _) = runtime::result_address(&again).unwrap();
+    let in_use: BTreeSet<Ipv4Addr> = (0..WORKLOADS)
+        .filter(|k| *k != 4)
+        .map(|k| ip_of(&lab, k))
+        .collect();
+    assert!(!in_use.contains(&new4), "{new4} is in use");
+    // DEL is idempotent, also with no ADD before.
+    cni(&lab, "DEL", &w4, &big).expect("DEL");
+    cni(&lab, "DEL", &w4, &big).expect("DEL again");
+    let never = sandbox_on(&lab, "never", "n1");
+    cni(&lab, "DEL", &never, &big).expect("DEL without ADD");
+
+    // A static address that another interface holds: code 108, nothing left.
+    let taken = sandbox_on(&lab, "taken", "n1");
+    let err = cni(
+        &lab,
+        "ADD",
+        &taken,
+        &net("net-big", Some(&format!("{ip0}/24"))),
+    )
+    .expect_err("the address is taken");
+    assert_eq!(code(&err), 108, "{err}");
+    assert!(interfaces(&lab, "taken").is_empty());
+    assert!(!ports(&lab).iter().any(|p| p.spec.pod == "taken"));
+
+    // A /29: five addresses besides the gateway, then code 109.
+    let tiny = net("net-tiny", None);
+    let mut got = BTreeSet::new();
+    for i in 0..5 {
+        let w = sandbox_on(&lab, &format!("t{i}"), &format!("n{}", i % NODES));
+        let r = cni(&lab, "ADD", &w, &tiny)
+            .expect("a free address")
+            .unwrap();
+        got.insert(runtime::result_address(&r).unwrap().0);
+    }
+    assert_eq!(got.len(), 5);
+    assert!(!got.contains(&"10.41.0.1".parse().unwrap()));
+    let full = sandbox_on(&lab, "t5", "n0");
+    let err = cni(&lab, "ADD", &full, &tiny).expect_err("exhausted");
+    assert_eq!(code(&err), 109, "{err}");
+    assert!(interfaces(&lab, "t5").is_empty());
+
+    // The agent down: ADD fails with "try again" and leaves nothing; DEL of
+    // an attached workload still succeeds.
+    lab.cluster_mut().stop_agent("n4");
+    let down = sandbox_on(&lab, "down", "n4");
+    let err = cni(&lab, "ADD", &down, &big).expect_err("no agent");
+    assert_eq!(code(&err), 11, "{err}");
+    assert!(interfaces(&lab, "down").is_empty());
+    let w9 = lab.topology.workloads[9].clone();
+    assert_eq!(w9.node, "n4");
+    cni(&lab, "DEL", &w9, &big).expect("DEL with the agent down");
+    lab.cluster_mut().start_agent("n4");
+
+    // A NAD the user made is never overwritten: the router says so.
+    let c = lab.cluster();
+    let theirs: NetworkAttachmentDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "mine", "namespace": "tenant-y"},
+        "spec": {"config": "{\"cniVersion\":\"1.0.0\",\"type\":\"bridge\"}"}
+    }))
+    .unwrap();
+    let y_nads: Api<NetworkAttachmentDefinition> = Api::namespaced(c.client.clone(), "tenant-y");
+    c.rt.block_on(y_nads.create(&PostParams::default(), &theirs))
+        .unwrap();
+    let routers: Api<DistributedRouter> = Api::namespaced(c.client.clone(), "tenant-y");
+    let add = json!({"spec": {"subnets": [
+        {"name": "big", "cidr": "10.40.0.0/24", "gateway": "10.40.0.1", "networkAttachment": "net-big"},
+        {"name": "s2", "cidr": "10.42.0.0/24", "gateway": "10.42.0.1", "networkAttachment": "mine"}]}});
+    c.rt.block_on(routers.patch("r", &PatchParams::default(), &Patch::Merge(&add)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reason = loop {
+        let r = c.rt.block_on(routers.get("r")).unwrap();
+        let cond = (r.status.iter())
+            .flat_map(|s| &s.conditions)
+            .find(|c| c.type_ == "NetworkAttachments" && c.status == "False")
+            .map(|c| c.reason.clone());
+        if let Some(reason) = cond {
+            break reason;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no NetworkAttachments=False: {:?}",
+            r.status
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(reason, "NetworkAttachmentConflict");
+    let mine = c.rt.block_on(y_nads.get("mine")).unwrap();
+    assert_eq!(mine.spec.config, theirs.spec.config, "left alone");
+
+    let paths = lab.paths.clone();
+    lab.down();
+    let left = kube_dvr::lab::infra::leftovers(&paths);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
