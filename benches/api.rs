@@ -6,14 +6,24 @@
 //! in-process against the API stand-in; the agent programs a real kernel
 //! (the sandbox's network namespace). The world: an ExternalNetwork on
 //! 198.19.0.0/16 (RFC 2544 benchmarking range, inside the underlay range; no
-//! traffic is sent), one router with 4 subnets and 1,000 Pods with Multus
-//! network-status on `n1`. Measured: the time from starting to apply N
+//! traffic is sent), one router with 4 subnets and 1,000 Pods on `n1` with
+//! the Ports kube-dvr's CNI plugin records for them. Measured: the time from starting to apply N
 //! FloatingIPs until all are `Ready=True` (which includes `Programmed`: the
 //! agent reported the digest of a plan with them), the API writes per
 //! FloatingIP (stand-in write count, creates excluded; controller and agent
 //! split out), and the writes during 2 s of idling after convergence.
 //! N = 1,000 against a baseline of N = 10 in the same world, medians over
 //! `BENCH_REPS` runs (default 3), each in its own sandbox.
+//!
+//! Then the agent's cache memory before and after issue 8: agents used to
+//! cache every Pod of the cluster (to read network-status); they now cache
+//! Ports. In a cluster of 10,000 Pods (a realistic Pod object, ~3 KB of
+//! JSON) of which 1,000 have a kube-dvr Port, the resident memory a
+//! reflector cache of the agent's kind adds to a process (`VmRSS` after the
+//! cache synced minus before it started, each mode in its own process,
+//! median of `BENCH_REPS`). The baseline measured in the same run is an
+//! empty cache (a kind with no objects): the cost of the watch machinery
+//! alone.
 use std::collections::HashSet;
 use std::process::Command;
 use std::sync::Arc;
@@ -30,7 +40,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use kube_dvr::agent::{self, AgentOptions};
-use kube_dvr::api::{conditions, DistributedRouter, ExternalNetwork, FloatingIP};
+use kube_dvr::api::{
+    self, conditions, DistributedRouter, ExternalNetwork, FloatingIP, Port, PortSpec,
+};
 use kube_dvr::controller::{self, ControllerOptions};
 use kube_dvr::dataplane::engine::EngineConfig;
 use kube_dvr::dataplane::sandbox;
@@ -87,16 +99,72 @@ fn pod_ip(i: usize) -> String {
 }
 
 fn mk_pod(i: usize) -> Pod {
-    let s = subnet_of(i);
-    let mac = format!("02:00:00:{s:02x}:{:02x}:{:02x}", i / 256, i % 256);
-    let status = json!([
-        {"name": "cbr0", "ips": ["10.244.0.9"], "default": true},
-        {"name": format!("{TENANT}/net-{s}"), "interface": "net1", "ips": [pod_ip(i)], "mac": mac}
-    ]);
     serde_json::from_value(json!({
         "metadata": {"name": format!("p{i}"), "namespace": TENANT,
-            "annotations": {"k8s.v1.cni.cncf.io/network-status": status.to_string()}},
+            "annotations": {"k8s.v1.cni.cncf.io/networks": format!("net-{}", subnet_of(i))}},
         "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "x"}]}
+    }))
+    .unwrap()
+}
+
+/// The Port kube-dvr's CNI plugin records for pod `i`.
+fn mk_port(i: usize) -> Port {
+    let s = subnet_of(i);
+    let ip = pod_ip(i);
+    let mut p = Port::new(
+        &api::port_name("r1", &format!("s{s}"), ip.parse().unwrap()),
+        PortSpec {
+            router: "r1".into(),
+            subnet: format!("s{s}"),
+            network: format!("{TENANT}/net-{s}"),
+            ip,
+            mac: format!("02:00:00:{s:02x}:{:02x}:{:02x}", i / 256, i % 256),
+            node: NODE.into(),
+            pod: format!("p{i}"),
+            pod_uid: String::new(),
+            container_id: format!("c{i}"),
+            interface: "net1".into(),
+        },
+    );
+    p.metadata.namespace = Some(TENANT.into());
+    p
+}
+
+/// A Pod as a cluster has them (labels, two containers with env, ports and
+/// resources, volumes, status with conditions and container statuses):
+/// about 3 KB of JSON.
+fn realistic_pod(i: usize) -> Pod {
+    let container = |name: &str| {
+        let env: Vec<_> = (0..8)
+            .map(|e| json!({"name": format!("SETTING_{e}"), "value": format!("value-{e}-{i}")}))
+            .collect();
+        json!({"name": name, "image": format!("registry.example/team/{name}:1.{i}"),
+            "env": env,
+            "ports": [{"containerPort": 8080, "protocol": "TCP", "name": "http"}],
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+            "volumeMounts": [{"name": "config", "mountPath": "/etc/app"}, {"name": "token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}]})
+    };
+    let status = |name: &str| {
+        json!({"name": name, "ready": true, "restartCount": 0, "image": format!("registry.example/team/{name}:1.{i}"),
+            "imageID": format!("registry.example/team/{name}@sha256:{:064x}", i),
+            "containerID": format!("containerd://{:064x}", i * 7 + 1),
+            "state": {"running": {"startedAt": "2026-12-01T10:00:00Z"}}})
+    };
+    let conditions: Vec<_> = ["Initialized", "Ready", "ContainersReady", "PodScheduled"]
+        .iter()
+        .map(|t| json!({"type": t, "status": "True", "lastTransitionTime": "2026-12-01T10:00:00Z"}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("app-{i}"), "namespace": "apps",
+            "labels": {"app": format!("app-{}", i % 50), "pod-template-hash": format!("{:010x}", i), "tier": "backend"},
+            "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-12-01T10:00:00Z"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("app-{}-{:010x}", i % 50, i), "uid": format!("{:08x}-0000-4000-8000-{:012x}", i, i), "controller": true}]},
+        "spec": {"nodeName": format!("node-{}", i % 100), "containers": [container("app"), container("sidecar")],
+            "volumes": [{"name": "config", "configMap": {"name": "app-config"}}, {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]}}],
+            "serviceAccountName": "default", "restartPolicy": "Always", "dnsPolicy": "ClusterFirst"},
+        "status": {"phase": "Running", "podIP": format!("10.244.{}.{}", i / 250, i % 250 + 2), "hostIP": format!("198.18.{}.{}", i / 250, i % 100 + 1),
+            "conditions": conditions,
+            "containerStatuses": [status("app"), status("sidecar")], "qosClass": "Burstable", "startTime": "2026-12-01T10:00:00Z"}
     }))
     .unwrap()
 }
@@ -165,15 +233,98 @@ async fn setup(client: &Client) {
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), TENANT);
+    let ports: Api<Port> = Api::namespaced(client.clone(), TENANT);
     futures::stream::iter(0..PODS)
         .map(|i| {
-            let pods = pods.clone();
-            async move { pods.create(&PostParams::default(), &mk_pod(i)).await }
+            let (pods, ports) = (pods.clone(), ports.clone());
+            async move {
+                pods.create(&PostParams::default(), &mk_pod(i)).await?;
+                ports.create(&PostParams::default(), &mk_port(i)).await
+            }
         })
         .buffer_unordered(APPLY_CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await
         .unwrap();
+}
+
+/// Pods in the memory world; of which have a Port.
+const MEM_PODS: usize = 10_000;
+const MEM_PORTS: usize = 1_000;
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The memory a synced cache of `mode` (`pods`: every Pod, as agents did;
+/// `ports`: every Port, as now; `none`: an empty kind) adds, in KiB.
+async fn cache_rss(mode: &str) -> u64 {
+    let standin = StandIn::start(0).await.expect("start the stand-in");
+    let client = Client::try_from(standin.kube_config()).unwrap();
+    let pp = PostParams::default();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in kube_dvr::api::crds() {
+        crds.create(&pp, &crd).await.unwrap();
+    }
+    for ns in ["apps", TENANT] {
+        let o: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&pp, &o)
+            .await
+            .unwrap();
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "apps");
+    let ports: Api<Port> = Api::namespaced(client.clone(), TENANT);
+    futures::stream::iter(0..MEM_PODS)
+        .map(|i| {
+            let (pods, ports) = (pods.clone(), ports.clone());
+            async move {
+                pods.create(&PostParams::default(), &realistic_pod(i))
+                    .await?;
+                if i < MEM_PORTS {
+                    ports.create(&PostParams::default(), &mk_port(i)).await?;
+                }
+                Ok::<_, kube::Error>(())
+            }
+        })
+        .buffer_unordered(APPLY_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let undecodable = kube_dvr::cluster::watch::Undecodable::new(Telemetry::new());
+    let cfg = watcher::Config::default();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib();
+    let after = match mode {
+        "pods" => {
+            let (store, mut changes) =
+                kube_dvr::cluster::watch::cache::<Pod>(&client, None, cfg, &undecodable);
+            tokio::spawn(async move { while changes.next().await.is_some() {} });
+            store.wait_until_ready().await.unwrap();
+            assert_eq!(store.state().len(), MEM_PODS);
+            rss_kib()
+        }
+        "ports" => {
+            let (store, mut changes) =
+                kube_dvr::cluster::watch::cache::<Port>(&client, None, cfg, &undecodable);
+            tokio::spawn(async move { while changes.next().await.is_some() {} });
+            store.wait_until_ready().await.unwrap();
+            assert_eq!(store.state().len(), MEM_PORTS);
+            rss_kib()
+        }
+        _ => {
+            let (store, mut changes) =
+                kube_dvr::cluster::watch::cache::<Node>(&client, None, cfg, &undecodable);
+            tokio::spawn(async move { while changes.next().await.is_some() {} });
+            store.wait_until_ready().await.unwrap();
+            rss_kib()
+        }
+    };
+    after.saturating_sub(before)
 }
 
 fn ready(f: &FloatingIP) -> bool {
@@ -349,6 +500,16 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    if args.first().map(String::as_str) == Some("--mem") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let kib = rt.block_on(cache_rss(&args[1]));
+        std::fs::write(&args[2], kib.to_string()).unwrap();
+        return;
+    }
     if args.first().map(String::as_str) == Some("--one") {
         // Inside: one measurement, written to the file named.
         assert!(
@@ -420,4 +581,36 @@ fn main() {
         IDLE.as_secs()
     );
     assert_eq!(idle_ctl, 0, "an idle controller writes nothing");
+
+    // The agent's cache before (every Pod) and after (every Port).
+    let mut mem: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for rep in 0..reps {
+        for mode in ["none", "pods", "ports"] {
+            let out = std::env::temp_dir()
+                .join(format!("kube-dvr-bench-mem-{}-{mode}", std::process::id()));
+            let exe = std::env::current_exe().unwrap();
+            let ok = Command::new(exe)
+                .args(["--mem", mode, &out.display().to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "the memory run ({mode}) failed");
+            let kib: f64 = std::fs::read_to_string(&out).unwrap().parse().unwrap();
+            let _ = std::fs::remove_file(&out);
+            eprintln!("memory run {}/{reps}: {mode} cache +{kib} KiB", rep + 1);
+            mem.entry(mode).or_default().push(kib);
+        }
+    }
+    let m = |mode: &str| median(mem[mode].clone()) / 1024.0;
+    println!(
+        "agent cache memory, {MEM_PODS} Pods of which {MEM_PORTS} attached: before (every Pod)          +{:.1} MiB, after (every Port) +{:.1} MiB, ratio {:.1}; empty cache +{:.1} MiB          (VmRSS delta, median of {reps})",
+        m("pods"),
+        m("ports"),
+        m("pods") / m("ports").max(0.1),
+        m("none"),
+    );
+    assert!(
+        m("ports") < m("pods"),
+        "caching Ports costs less than caching Pods"
+    );
 }

@@ -116,13 +116,7 @@ fn net(name: &str, ip: Option<&str>) -> WorkloadNetwork {
 
 /// The CNI error code in a failed plugin run's output.
 fn code(err: &str) -> u64 {
-    let start = err.find('{').expect("a CNI error object");
-    let v: serde_json::Value = serde_json::Deserializer::from_str(&err[start..])
-        .into_iter()
-        .next()
-        .unwrap()
-        .unwrap();
-    v["code"].as_u64().unwrap()
+    runtime::error_code(err).expect("a CNI error object")
 }
 
 fn ports(lab: &Lab) -> Vec<Port> {

@@ -25,13 +25,13 @@ use ipnet::Ipv4Net;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::api::{port_name, DistributedRouter, Port, PortSpec};
 use crate::plan::model::MacAddr;
 
 /// Bound on one API call of an allocation or release.
-const API_TIMEOUT: Duration = Duration::from_secs(5);
+const API_TIMEOUT: Duration = Duration::from_secs(8);
 /// Creates tried before an allocation gives up as contended.
 const MAX_ATTEMPTS: usize = 64;
 
@@ -93,8 +93,8 @@ pub struct PortRecords {
     node: String,
     ports: Store<Port>,
     routers: Store<DistributedRouter>,
-    /// Ports this agent created that its cache may not hold yet: name →
-    /// (container ID, interface).
+    /// Ports this agent is creating or created that its cache may not hold
+    /// yet: (namespace, name) → (container ID, interface).
     pending: Mutex<BTreeMap<(String, String), (String, String)>>,
 }
 
@@ -121,14 +121,11 @@ impl PortRecords {
     }
 
     /// Record `c`: its Port (an earlier ADD's when retried), or a new one.
+    /// Concurrent ADDs on this node run their API calls in parallel: each
+    /// reserves its candidate name in `pending` first (under a lock held
+    /// only to pick), so two never try the same address.
     pub async fn allocate(&self, c: &Claim<'_>) -> Result<Granted, Refusal> {
-        let mut pending = self.pending.lock().await;
         let cached = self.ports.state();
-        pending.retain(|k, _| {
-            !cached
-                .iter()
-                .any(|p| p.namespace().as_deref() == Some(k.0.as_str()) && p.name_any() == k.1)
-        });
         // A retried ADD: the Port this container's interface has.
         if let Some(p) = cached.iter().find(|p| {
             p.namespace().as_deref() == Some(c.namespace)
@@ -144,23 +141,22 @@ impl PortRecords {
             .filter_map(|p| p.spec.ip.parse().ok())
             .collect();
         taken.extend(c.reserved.iter().copied());
-        let prefix = format!("{}.{}.", c.router, c.subnet);
-        for (ns, name) in pending.keys() {
-            if ns == c.namespace && name.starts_with(&prefix) {
-                taken.extend(ip_of(name));
-            }
-        }
         let api: Api<Port> = Api::namespaced(self.client.clone(), c.namespace);
         if let Some(ip) = c.ip {
             let port = self.port(c, &network, ip);
-            return match self.create(&api, &port).await? {
-                true => {
-                    pending.insert(
-                        (c.namespace.into(), port.name_any()),
-                        (c.container_id.into(), c.interface.into()),
-                    );
-                    Ok(granted(&port))
-                }
+            let key = (c.namespace.to_string(), port.name_any());
+            if !self.reserve(&key, c, &cached) {
+                return Err(refusal(
+                    "AddressTaken",
+                    format!("{ip} is being allocated by another ADD on this node"),
+                ));
+            }
+            let created = self.create(&api, &port).await;
+            if !matches!(created, Ok(true)) {
+                self.unreserve(&key);
+            }
+            return match created? {
+                true => Ok(granted(&port)),
                 false => {
                     // Taken: ours from an earlier ADD the cache has not
                     // seen, or someone else's.
@@ -178,39 +174,73 @@ impl PortRecords {
         }
         let hosts = host_count(c.cidr);
         let start = seed(c) % hosts.max(1);
-        let mut attempts = 0;
-        for i in 0..hosts {
-            let ip = nth_host(c.cidr, (start + i) % hosts);
-            if taken.contains(&ip) {
-                continue;
-            }
-            attempts += 1;
-            if attempts > MAX_ATTEMPTS {
+        let mut next = 0;
+        for _ in 0..MAX_ATTEMPTS {
+            // The next candidate no one holds or is creating, reserved.
+            let picked = loop {
+                if next >= hosts {
+                    break None;
+                }
+                let ip = nth_host(c.cidr, (start + next) % hosts);
+                next += 1;
+                if taken.contains(&ip) {
+                    continue;
+                }
+                let key = (c.namespace.to_string(), port_name(c.router, c.subnet, ip));
+                if self.reserve(&key, c, &cached) {
+                    break Some((ip, key));
+                }
+            };
+            let Some((ip, key)) = picked else {
                 return Err(refusal(
-                    "AllocationContended",
+                    "SubnetExhausted",
                     format!(
-                        "{MAX_ATTEMPTS} addresses of subnet {} ({}) were taken by others while \
-                         allocating; try again",
-                        c.subnet, c.cidr
+                        "subnet {} ({}) of router {}/{} has no free address",
+                        c.subnet, c.cidr, c.namespace, c.router
                     ),
                 ));
-            }
+            };
             let port = self.port(c, &network, ip);
-            if self.create(&api, &port).await? {
-                pending.insert(
-                    (c.namespace.into(), port.name_any()),
-                    (c.container_id.into(), c.interface.into()),
-                );
+            let created = self.create(&api, &port).await;
+            if !matches!(created, Ok(true)) {
+                self.unreserve(&key);
+            }
+            if created? {
                 return Ok(granted(&port));
             }
+            taken.insert(ip);
         }
         Err(refusal(
-            "SubnetExhausted",
+            "AllocationContended",
             format!(
-                "subnet {} ({}) of router {}/{} has no free address",
-                c.subnet, c.cidr, c.namespace, c.router
+                "{MAX_ATTEMPTS} addresses of subnet {} ({}) were taken by others while \
+                 allocating; try again",
+                c.subnet, c.cidr
             ),
         ))
+    }
+
+    /// Reserve Port name `key` for `c` unless a concurrent ADD on this node
+    /// has (entries the cache now holds are dropped first).
+    fn reserve(&self, key: &(String, String), c: &Claim<'_>, cached: &[Arc<Port>]) -> bool {
+        let mut pending = self.pending.lock().expect("not poisoned");
+        pending.retain(|k, _| {
+            !cached
+                .iter()
+                .any(|p| p.namespace().as_deref() == Some(k.0.as_str()) && p.name_any() == k.1)
+        });
+        if pending.contains_key(key) {
+            return false;
+        }
+        pending.insert(
+            key.clone(),
+            (c.container_id.to_string(), c.interface.to_string()),
+        );
+        true
+    }
+
+    fn unreserve(&self, key: &(String, String)) {
+        self.pending.lock().expect("not poisoned").remove(key);
     }
 
     /// Delete this node's Ports of `container_id`'s `interface` in
@@ -221,19 +251,21 @@ impl PortRecords {
         container_id: &str,
         interface: &str,
     ) -> Result<usize, Refusal> {
-        let mut pending = self.pending.lock().await;
         let mut names: Vec<String> = (self.ports.state().iter())
             .filter(|p| p.namespace().as_deref() == Some(namespace))
             .filter(|p| self.ours(p, container_id, interface))
             .map(|p| p.name_any())
             .collect();
-        pending.retain(|(ns, name), (cid, ifname)| {
-            let hit = ns == namespace && cid == container_id && ifname == interface;
-            if hit && !names.contains(name) {
-                names.push(name.clone());
-            }
-            !hit
-        });
+        self.pending
+            .lock()
+            .expect("not poisoned")
+            .retain(|(ns, name), (cid, ifname)| {
+                let hit = ns == namespace && cid == container_id && ifname == interface;
+                if hit && !names.contains(name) {
+                    names.push(name.clone());
+                }
+                !hit
+            });
         let api: Api<Port> = Api::namespaced(self.client.clone(), namespace);
         let dp = DeleteParams::default();
         for name in &names {
@@ -359,18 +391,6 @@ fn taken_by(ip: Ipv4Addr, p: &Port) -> Refusal {
     )
 }
 
-/// The address a Port name ends in.
-fn ip_of(name: &str) -> Option<Ipv4Addr> {
-    // `<router>.<subnet>.<a>.<b>.<c>.<d>`: the last four labels.
-    let parts: Vec<&str> = name.rsplitn(5, '.').collect();
-    if parts.len() < 5 {
-        return None;
-    }
-    format!("{}.{}.{}.{}", parts[3], parts[2], parts[1], parts[0])
-        .parse()
-        .ok()
-}
-
 /// Host addresses of `cidr` (all of a /31 or /32).
 fn host_count(cidr: Ipv4Net) -> u32 {
     let size = 1u64 << (32 - cidr.prefix_len() as u32);
@@ -408,14 +428,6 @@ fn seed(c: &Claim<'_>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_and_addresses_round_trip() {
-        let ip: Ipv4Addr = "10.1.0.77".parse().unwrap();
-        assert_eq!(ip_of(&port_name("r1", "a", ip)), Some(ip));
-        assert_eq!(ip_of(&port_name("r.x", "a-b", ip)), Some(ip));
-        assert_eq!(ip_of("r.a"), None);
-    }
 
     #[test]
     fn hosts_of_a_subnet_exclude_network_and_broadcast() {

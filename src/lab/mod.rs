@@ -240,7 +240,7 @@ impl Lab {
         let paths = &self.paths;
         let results: Vec<Result<Option<serde_json::Value>, String>> = std::thread::scope(|s| {
             let handles: Vec<_> = (todo.iter())
-                .map(|(_, a)| s.spawn(|| runtime::run_plugin(paths, &plugin, "ADD", a)))
+                .map(|(_, a)| s.spawn(|| runtime::add_with_retries(paths, &plugin, a, 3)))
                 .collect();
             handles
                 .into_iter()

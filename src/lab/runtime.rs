@@ -141,6 +141,41 @@ pub fn run_plugin(
         .map_err(|e| format!("CNI {command} result: {e}: {stdout}"))
 }
 
+/// The CNI error code in a failed [`run_plugin`]'s message (the error
+/// object the plugin printed).
+pub fn error_code(err: &str) -> Option<u64> {
+    let start = err.find('{')?;
+    let v: serde_json::Value = serde_json::Deserializer::from_str(&err[start..])
+        .into_iter()
+        .next()?
+        .ok()?;
+    v["code"].as_u64()
+}
+
+/// ADD as kubelet does it: on "try again later" (code 11) DEL, wait and
+/// ADD again, up to `tries` times.
+pub fn add_with_retries(
+    paths: &LabPaths,
+    plugin: &Path,
+    a: &Attach<'_>,
+    tries: usize,
+) -> Result<Option<serde_json::Value>, String> {
+    let mut last = String::new();
+    for attempt in 0..tries.max(1) {
+        match run_plugin(paths, plugin, "ADD", a) {
+            Ok(r) => return Ok(r),
+            Err(e) if error_code(&e) == Some(11) => {
+                tracing::info!(attempt, error = %e, "CNI ADD: try again later");
+                let _ = run_plugin(paths, plugin, "DEL", a);
+                std::thread::sleep(std::time::Duration::from_millis(500 << attempt));
+                last = e;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
 /// The gateway of the first address in a CNI result.
 pub fn result_gateway(result: &serde_json::Value) -> Option<Ipv4Addr> {
     result["ips"][0]["gateway"].as_str()?.parse().ok()
