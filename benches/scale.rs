@@ -1,6 +1,7 @@
 //! Scale and latency (issue 11), measured in the lab: `cargo bench --bench
 //! scale` (no root needed: it re-runs itself inside a private user + mount +
-//! network namespace). `BENCH_RUNS` runs (default 30).
+//! network namespace). `BENCH_RUNS` runs (default 30), after one warm-up
+//! run that is shown but not counted.
 //!
 //! **Apply → first packet through a new FloatingIP.** The example lab; a
 //! UDP echo in the pod a-cache (node-1, tenant-a, whose router already has
@@ -51,6 +52,8 @@ const TARGET_NODE: &str = "node-1";
 /// An existing floating IP (the example's `web`, to a-web on node-1).
 const EXISTING: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
 const PROBE_EVERY: Duration = Duration::from_millis(1);
+/// How often the probe loop looks for the echo.
+const POLL: Duration = Duration::from_micros(100);
 /// A run without an answer by then counts as this long (and is reported).
 const GIVE_UP: Duration = Duration::from_secs(5);
 /// After the answer, how long to keep sampling for the agent's report.
@@ -134,46 +137,48 @@ struct Seen {
 }
 
 /// Send a probe to `dst` every millisecond from `sock` until one is
-/// echoed (or [`GIVE_UP`]), sampling `w`'s counters between probes.
+/// echoed (or [`GIVE_UP`]), looking for the echo every [`POLL`] and
+/// sampling `w`'s counters every millisecond. (No socket timeouts: the
+/// kernel rounds those up to a jiffy, 4 ms at HZ=250.)
 fn probe(sock: UdpSocket, dst: SocketAddr, w: Watched, go: std::sync::mpsc::Sender<()>) -> Seen {
+    sock.set_nonblocking(true).unwrap();
     let base = w.read();
     let mut seen = Seen::default();
     let start = Instant::now();
-    let mut next = start;
+    let (mut next, mut sample) = (start, start);
     let mut seq: u32 = 0;
     let mut buf = [0u8; 64];
-    let mut signalled = false;
     loop {
         let now = Instant::now();
         if seen.answer.is_none() && now >= next {
             let _ = sock.send_to(&seq.to_be_bytes(), dst);
             seq += 1;
-            next += PROBE_EVERY;
-            if !signalled && seq >= 20 {
+            next = (next + PROBE_EVERY).max(now);
+            if seq == 20 {
                 // 20 probes out unanswered: the external host is asking
                 // for the address, as real traffic would be. Go.
                 let _ = go.send(());
-                signalled = true;
             }
         }
-        let wait = next.saturating_duration_since(Instant::now());
-        let _ = sock.set_read_timeout(Some(wait.max(Duration::from_micros(100))));
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+        while let Ok((n, _)) = sock.recv_from(&mut buf) {
             if n == 4 && seen.answer.is_none() {
                 seen.answer = Some(Instant::now());
             }
         }
-        let c = w.read();
         let now = Instant::now();
-        let mark = |t: &mut Option<Instant>, changed: bool| {
-            if changed && t.is_none() {
-                *t = Some(now);
-            }
-        };
-        mark(&mut seen.finalizer, c.finalizer != base.finalizer);
-        mark(&mut seen.status, c.status != base.status);
-        mark(&mut seen.kernel, c.kernel != base.kernel);
-        mark(&mut seen.reported, c.reported != base.reported);
+        if now >= sample {
+            sample = (sample + PROBE_EVERY).max(now);
+            let c = w.read();
+            let mark = |t: &mut Option<Instant>, changed: bool| {
+                if changed && t.is_none() {
+                    *t = Some(now);
+                }
+            };
+            mark(&mut seen.finalizer, c.finalizer != base.finalizer);
+            mark(&mut seen.status, c.status != base.status);
+            mark(&mut seen.kernel, c.kernel != base.kernel);
+            mark(&mut seen.reported, c.reported != base.reported);
+        }
         let done = match seen.answer {
             Some(a) => seen.reported.is_some() || now > a + AFTER_ANSWER,
             None => now > start + GIVE_UP,
@@ -181,6 +186,7 @@ fn probe(sock: UdpSocket, dst: SocketAddr, w: Watched, go: std::sync::mpsc::Send
         if done {
             return seen;
         }
+        std::thread::sleep(POLL);
     }
 }
 
@@ -196,6 +202,14 @@ struct Run {
     /// passes.
     pass: f64,
     passes: f64,
+}
+
+impl Run {
+    /// When node-1's programming started: its end less its duration (a
+    /// single pass; `None` when there were several or none).
+    fn pass_start(&self) -> Option<f64> {
+        (self.passes == 1.0).then(|| self.kernel.map(|k| k - self.pass))?
+    }
 }
 
 fn fip(name: &str, addr: Ipv4Addr) -> FloatingIP {
@@ -328,27 +342,39 @@ fn main() {
         PROBE_EVERY.as_millis()
     );
     println!(
-        "{:>4} {:>7} {:>9} {:>7} {:>8} {:>13} {:>7} {:>8}   (ms from just before the API write)",
-        "run", "write", "finalizer", "status", "kernel", "(pass, count)", "answer", "reported"
+        "{:>4} {:>7} {:>9} {:>7} {:>10} {:>8} {:>13} {:>7} {:>8}   (ms from just before the API write)",
+        "run", "write", "finalizer", "status", "pass start", "kernel", "(pass, count)", "answer", "reported"
     );
     let mut all = Vec::new();
     let mut rtts = Vec::new();
-    for run in 0..runs {
+    // Run 0 warms up (the first floating-IP change after the lab came
+    // up): shown, not counted.
+    for run in 0..=runs {
         idle(&lab);
-        rtts.extend(rtt(&lab, 5));
+        if run > 0 {
+            rtts.extend(rtt(&lab, 5));
+        }
         let r = run_once(&lab, run);
+        let label = if run == 0 {
+            "warm".to_string()
+        } else {
+            run.to_string()
+        };
         println!(
-            "{run:>4} {:>7.1} {:>9} {:>7} {:>8} {:>6.1} {:>6} {:>7} {:>8}",
+            "{label:>4} {:>7.1} {:>9} {:>7} {:>10} {:>8} {:>6.1} {:>6} {:>7} {:>8}",
             r.write,
             opt(r.finalizer),
             opt(r.status),
+            opt(r.pass_start()),
             opt(r.kernel),
             r.pass,
             r.passes,
             opt(r.answer),
             opt(r.reported),
         );
-        all.push(r);
+        if run > 0 {
+            all.push(r);
+        }
     }
     let unanswered = all.iter().filter(|r| r.answer.is_none()).count();
     let apply: Vec<f64> = all
@@ -386,10 +412,11 @@ fn main() {
     };
     let pass: Vec<f64> = all.iter().map(|r| r.pass).collect();
     println!(
-        "profile (p50, ms since the write): write returned {}  controller finalizer {}  controller status {}  {TARGET_NODE} kernel programmed {} (programming {:.1} ms)  first answer {}  {TARGET_NODE} reported {}",
+        "profile (p50, ms since the write): write returned {}  controller finalizer {}  controller status {}  {TARGET_NODE} programming started {}  ended {} (took {:.1} ms)  first answer {}  {TARGET_NODE} reported {}",
         step(|r| Some(r.write)),
         step(|r| r.finalizer),
         step(|r| r.status),
+        step(|r| r.pass_start()),
         step(|r| r.kernel),
         pct(&pass, 50.0),
         step(|r| r.answer),
