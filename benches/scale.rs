@@ -14,8 +14,9 @@
 //! system go idle (past every debounce window) before the next run.
 //!
 //! Baselines from the same run: the API write alone (the create request's
-//! round trip) and the same probe's round trip through an existing
-//! floating IP (203.0.113.100 → a-web).
+//! round trip), the same probe's round trip through an existing floating
+//! IP (203.0.113.100 → a-web), and one `nft` process in node-1 (what each
+//! nftables batch of the change path costs beyond its kernel work).
 //!
 //! Profile: the probe loop also samples, every millisecond, the counters
 //! the controller and node-1's agent keep anyway: the controller's
@@ -23,12 +24,15 @@
 //! kernel writes (counted when its pass's programming returned, so that
 //! is the programming's end; its start is that minus the pass's duration
 //! from `kube_dvr_reconcile_duration_seconds`) and node-1's Node
-//! annotation write (the report after the pass).
+//! annotation write (the report after the pass); and node-1's kernel
+//! writes by kind in the median run.
 //!
 //! Ends with the issue's summary line, with the fields measured here:
 //! `scale: apply_p50_ms=… apply_p99_ms=…`.
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,6 +92,18 @@ fn total(t: &Telemetry, name: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// node-1's kernel writes so far, by kind.
+fn writes_by_kind(t: &Telemetry) -> BTreeMap<String, f64> {
+    let p = "kube_dvr_kernel_writes_total{kind=\"";
+    t.render()
+        .lines()
+        .filter_map(|l| {
+            let (kind, v) = l.strip_prefix(p)?.split_once("\"} ")?;
+            Some((kind.to_string(), v.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The counters the probe loop watches.
@@ -202,6 +218,8 @@ struct Run {
     /// passes.
     pass: f64,
     passes: f64,
+    /// node-1's kernel writes during the run, by kind.
+    writes: BTreeMap<String, f64>,
 }
 
 impl Run {
@@ -255,6 +273,24 @@ fn rtt(lab: &Lab, n: usize) -> Vec<f64> {
         .collect()
 }
 
+/// How long one `nft` process takes in node-1 (`nft list tables`): what
+/// each nftables batch of the change path costs beyond its kernel work.
+fn nft_process(lab: &Lab, n: usize) -> Vec<f64> {
+    let ns = lab.paths.node(TARGET_NODE);
+    (0..n)
+        .map(|_| {
+            let t0 = Instant::now();
+            let out = netns::run_in(&ns, || {
+                Command::new("nft").args(["list", "tables"]).output()
+            })
+            .unwrap()
+            .unwrap();
+            assert!(out.status.success(), "nft list tables failed");
+            ms(t0.elapsed())
+        })
+        .collect()
+}
+
 /// Wait until nothing is pending, then past every debounce window.
 fn idle(lab: &Lab) {
     lab.cluster()
@@ -270,6 +306,7 @@ fn run_once(lab: &Lab, run: u32) -> Run {
         agent: c.agent_telemetry(TARGET_NODE).unwrap(),
     };
     let (pass0, count0) = w.passes();
+    let writes0 = writes_by_kind(&w.agent);
     let addr = address(run);
     let name = format!("bench-{run}");
     let api: Api<FloatingIP> = Api::namespaced(c.client.clone(), NAMESPACE);
@@ -288,6 +325,14 @@ fn run_once(lab: &Lab, run: u32) -> Run {
         agent: c.agent_telemetry(TARGET_NODE).unwrap(),
     };
     let (pass1, count1) = w.passes();
+    let writes = writes_by_kind(&w.agent)
+        .into_iter()
+        .map(|(k, v)| {
+            let d = v - writes0.get(&k).copied().unwrap_or(0.0);
+            (k, d)
+        })
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
     let since = |t: Option<Instant>| t.map(|t| ms(t.saturating_duration_since(t0)));
     let r = Run {
         write,
@@ -298,6 +343,7 @@ fn run_once(lab: &Lab, run: u32) -> Run {
         reported: since(seen.reported),
         pass: (pass1 - pass0) * 1000.0,
         passes: count1 - count0,
+        writes,
     };
     // Delete it and wait until it is gone (its finalizer released).
     c.rt.block_on(async {
@@ -347,12 +393,14 @@ fn main() {
     );
     let mut all = Vec::new();
     let mut rtts = Vec::new();
+    let mut nfts = Vec::new();
     // Run 0 warms up (the first floating-IP change after the lab came
     // up): shown, not counted.
     for run in 0..=runs {
         idle(&lab);
         if run > 0 {
             rtts.extend(rtt(&lab, 5));
+            nfts.extend(nft_process(&lab, 1));
         }
         let r = run_once(&lab, run);
         let label = if run == 0 {
@@ -400,6 +448,11 @@ fn main() {
         rtts.len(),
         a50 / r50
     );
+    println!(
+        "baseline: one nft process in {TARGET_NODE} (nft list tables)  p50 {:.1} ms  p99 {:.1} ms",
+        pct(&nfts, 50.0),
+        pct(&nfts, 99.0)
+    );
     // Where the time goes: the median of each step's time since the write,
     // over the runs where it was seen.
     let step = |f: fn(&Run) -> Option<f64>| {
@@ -422,6 +475,20 @@ fn main() {
         step(|r| r.answer),
         step(|r| r.reported),
     );
+    // What node-1's pass wrote (the median run's writes, by kind).
+    let mut by_apply: Vec<&Run> = all.iter().collect();
+    by_apply.sort_by(|a, b| {
+        a.answer
+            .unwrap_or(f64::MAX)
+            .total_cmp(&b.answer.unwrap_or(f64::MAX))
+    });
+    if let Some(mid) = by_apply.get(by_apply.len().saturating_sub(1) / 2) {
+        let w: Vec<String> = mid.writes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!(
+            "{TARGET_NODE}'s kernel writes in the median run: {}",
+            w.join(", ")
+        );
+    }
     lab.down();
     println!("scale: apply_p50_ms={a50:.1} apply_p99_ms={a99:.1}");
 }
