@@ -3,28 +3,31 @@
 //! network namespace). `BENCH_RUNS` runs (default 30), after one warm-up
 //! run that is shown but not counted.
 //!
-//! **Apply → first packet through a new FloatingIP.** The example lab; a
-//! UDP echo in the pod a-cache (node-1, tenant-a, whose router already has
-//! a floating IP on node-1). Per run, the external host sends a UDP probe
-//! to a fresh floating address every millisecond; the bench creates a
-//! FloatingIP for that address targeting a-cache through the kube client
-//! (one API write, no kubectl) and takes the time from just before the
-//! write until the first echo comes back. Then it deletes the FloatingIP,
-//! waits until it is gone and the cluster has converged, and lets the
-//! system go idle (past every debounce window) before the next run.
+//! **Apply → first packet through a new FloatingIP.** The example lab,
+//! with a UDP echo in the target pods. Per run, the external host sends a
+//! UDP probe to a fresh floating address every millisecond; the bench
+//! creates a FloatingIP for that address targeting an existing pod through
+//! the kube client (one API write, no kubectl) and takes the time from
+//! just before the write until the first echo comes back. Then it deletes
+//! the FloatingIP, waits until it is gone and the cluster has converged,
+//! and lets the system go idle (past every debounce window) before the
+//! next run. Two scenarios ([`SCENARIOS`]): the pod a-cache on node-1,
+//! where tenant-a's router already has a floating IP (the summary line's
+//! figures), and a-app on node-2, the router's first floating IP there.
 //!
 //! Baselines from the same run: the API write alone (the create request's
 //! round trip), the same probe's round trip through an existing floating
-//! IP (203.0.113.100 → a-web), and one `nft` process in node-1 (what each
-//! nftables batch of the change path costs beyond its kernel work).
+//! IP (203.0.113.100 → a-web), and one `nft` process on the pod's node
+//! (what each nftables batch of the change path costs beyond its kernel
+//! work).
 //!
 //! Profile: the probe loop also samples, every millisecond, the counters
-//! the controller and node-1's agent keep anyway: the controller's
-//! finalizer and status writes (counted when the write returned), node-1's
-//! kernel writes (counted when its pass's programming returned, so that
-//! is the programming's end; its start is that minus the pass's duration
-//! from `kube_dvr_reconcile_duration_seconds`) and node-1's Node
-//! annotation write (the report after the pass); and node-1's kernel
+//! the controller and the node's agent keep anyway: the controller's
+//! finalizer and status writes (counted when the write returned), the
+//! node's kernel writes (counted when its pass's programming returned, so
+//! that is the programming's end; its start is that minus the pass's
+//! duration from `kube_dvr_reconcile_duration_seconds`) and its Node
+//! annotation write (the report after the pass); and the node's kernel
 //! writes by kind in the median run.
 //!
 //! Ends with the issue's summary line, with the fields measured here:
@@ -50,9 +53,35 @@ const STATE: &str = "/run/kube-dvr-lab-scale-bench";
 const UDP_PORT: u16 = 7779;
 const NAMESPACE: &str = "tenant-a";
 const ROUTER: &str = "main";
-/// The pod the new floating IPs target, and its node.
-const TARGET: &str = "a-cache";
-const TARGET_NODE: &str = "node-1";
+
+/// Where the new floating IPs point.
+#[derive(Clone, Copy)]
+struct Scenario {
+    /// The pod (in [`NAMESPACE`]) and its node.
+    pod: &'static str,
+    node: &'static str,
+    what: &'static str,
+    /// Its fresh floating addresses start at 203.0.113.`first`.
+    first: u8,
+}
+
+/// The first one's figures make the summary line.
+const SCENARIOS: [Scenario; 2] = [
+    Scenario {
+        pod: "a-cache",
+        node: "node-1",
+        what: "the router already has a floating IP on the node",
+        first: 110,
+    },
+    Scenario {
+        pod: "a-app",
+        node: "node-2",
+        what: "the router's first floating IP on the node",
+        first: 155,
+    },
+];
+/// Fresh addresses per scenario (then they are reused).
+const ADDRESSES: u32 = 45;
 /// An existing floating IP (the example's `web`, to a-web on node-1).
 const EXISTING: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
 const PROBE_EVERY: Duration = Duration::from_millis(1);
@@ -64,9 +93,9 @@ const GIVE_UP: Duration = Duration::from_secs(5);
 const AFTER_ANSWER: Duration = Duration::from_millis(500);
 
 /// Fresh floating addresses, inside the example's floating pool
-/// (203.0.113.100-199) and clear of what the manifests take.
-fn address(run: u32) -> Ipv4Addr {
-    Ipv4Addr::new(203, 0, 113, 150 + (run % 40) as u8)
+/// (203.0.113.100-199) and clear of what the manifests take (.100, .101).
+fn address(sc: &Scenario, run: u32) -> Ipv4Addr {
+    Ipv4Addr::new(203, 0, 113, sc.first + (run % ADDRESSES) as u8)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -94,7 +123,7 @@ fn total(t: &Telemetry, name: &str) -> f64 {
         .sum()
 }
 
-/// node-1's kernel writes so far, by kind.
+/// An agent's kernel writes so far, by kind.
 fn writes_by_kind(t: &Telemetry) -> BTreeMap<String, f64> {
     let p = "kube_dvr_kernel_writes_total{kind=\"";
     t.render()
@@ -132,7 +161,7 @@ impl Watched {
         }
     }
 
-    /// Duration (s) and number of node-1's kernel-programming passes.
+    /// Duration (s) and number of the agent's kernel-programming passes.
     fn passes(&self) -> (f64, f64) {
         let h = "kube_dvr_reconcile_duration_seconds";
         (
@@ -214,23 +243,23 @@ struct Run {
     status: Option<f64>,
     kernel: Option<f64>,
     reported: Option<f64>,
-    /// node-1's kernel programming during the run (ms), and in how many
+    /// The node's kernel programming during the run (ms), and in how many
     /// passes.
     pass: f64,
     passes: f64,
-    /// node-1's kernel writes during the run, by kind.
+    /// The node's kernel writes during the run, by kind.
     writes: BTreeMap<String, f64>,
 }
 
 impl Run {
-    /// When node-1's programming started: its end less its duration (a
+    /// When the node's programming started: its end less its duration (a
     /// single pass; `None` when there were several or none).
     fn pass_start(&self) -> Option<f64> {
         (self.passes == 1.0).then(|| self.kernel.map(|k| k - self.pass))?
     }
 }
 
-fn fip(name: &str, addr: Ipv4Addr) -> FloatingIP {
+fn fip(name: &str, addr: Ipv4Addr, pod: &str) -> FloatingIP {
     let mut f = FloatingIP::new(
         name,
         FloatingIPSpec {
@@ -240,7 +269,7 @@ fn fip(name: &str, addr: Ipv4Addr) -> FloatingIP {
             target: FloatingTarget {
                 fixed_ip: None,
                 pod: Some(PodTarget {
-                    name: TARGET.into(),
+                    name: pod.into(),
                     network: None,
                 }),
             },
@@ -273,10 +302,10 @@ fn rtt(lab: &Lab, n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// How long one `nft` process takes in node-1 (`nft list tables`): what
+/// How long one `nft` process takes on `node` (`nft list tables`): what
 /// each nftables batch of the change path costs beyond its kernel work.
-fn nft_process(lab: &Lab, n: usize) -> Vec<f64> {
-    let ns = lab.paths.node(TARGET_NODE);
+fn nft_process(lab: &Lab, node: &str, n: usize) -> Vec<f64> {
+    let ns = lab.paths.node(node);
     (0..n)
         .map(|_| {
             let t0 = Instant::now();
@@ -299,16 +328,16 @@ fn idle(lab: &Lab) {
     std::thread::sleep(Duration::from_millis(300));
 }
 
-fn run_once(lab: &Lab, run: u32) -> Run {
+fn run_once(lab: &Lab, sc: &Scenario, run: u32) -> Run {
     let c = lab.cluster();
     let w = Watched {
         controller: c.controller_telemetry().unwrap(),
-        agent: c.agent_telemetry(TARGET_NODE).unwrap(),
+        agent: c.agent_telemetry(sc.node).unwrap(),
     };
     let (pass0, count0) = w.passes();
     let writes0 = writes_by_kind(&w.agent);
-    let addr = address(run);
-    let name = format!("bench-{run}");
+    let addr = address(sc, run);
+    let name = format!("bench-{}-{run}", sc.pod);
     let api: Api<FloatingIP> = Api::namespaced(c.client.clone(), NAMESPACE);
     let sock = socket(lab);
     let dst = SocketAddr::from((addr, UDP_PORT));
@@ -316,13 +345,13 @@ fn run_once(lab: &Lab, run: u32) -> Run {
     let prober = std::thread::spawn(move || probe(sock, dst, w, go_tx));
     go.recv().unwrap();
     let t0 = Instant::now();
-    c.rt.block_on(api.create(&PostParams::default(), &fip(&name, addr)))
+    c.rt.block_on(api.create(&PostParams::default(), &fip(&name, addr, sc.pod)))
         .expect("create FloatingIP");
     let write = ms(t0.elapsed());
     let seen = prober.join().unwrap();
     let w = Watched {
         controller: c.controller_telemetry().unwrap(),
-        agent: c.agent_telemetry(TARGET_NODE).unwrap(),
+        agent: c.agent_telemetry(sc.node).unwrap(),
     };
     let (pass1, count1) = w.passes();
     let writes = writes_by_kind(&w.agent)
@@ -363,28 +392,15 @@ fn opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.1}"))
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    if let Some(ok) = sandbox::rerun_self(&args) {
-        std::process::exit(if ok { 0 } else { 1 });
-    }
-    let runs: u32 = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab");
-    let t = Topology::load(&root.join("topology.yaml")).unwrap();
-    let m = Manifests::load(&root.join("manifests")).unwrap();
-    let lab = Lab::up_with(Path::new(STATE), t, m).expect("lab up");
-    udp_echo_server(&lab.paths.workload(TARGET), UDP_PORT);
-    udp_echo_server(&lab.paths.workload("a-web"), UDP_PORT);
-
+/// Measure `sc`: one warm-up run (shown, not counted), then `runs`.
+/// Returns the apply p50 and p99.
+fn scenario(lab: &Lab, sc: &Scenario, runs: u32) -> (f64, f64) {
+    let node = sc.node;
     println!(
-        "apply -> first packet through a new FloatingIP ({NAMESPACE}/{TARGET} on {TARGET_NODE}), \
+        "apply -> first packet through a new FloatingIP: {NAMESPACE}/{} on {node} ({}), \
          {runs} runs, UDP probe from ext-host every {} ms",
+        sc.pod,
+        sc.what,
         PROBE_EVERY.as_millis()
     );
     println!(
@@ -394,15 +410,13 @@ fn main() {
     let mut all = Vec::new();
     let mut rtts = Vec::new();
     let mut nfts = Vec::new();
-    // Run 0 warms up (the first floating-IP change after the lab came
-    // up): shown, not counted.
     for run in 0..=runs {
-        idle(&lab);
+        idle(lab);
         if run > 0 {
-            rtts.extend(rtt(&lab, 5));
-            nfts.extend(nft_process(&lab, 1));
+            rtts.extend(rtt(lab, 5));
+            nfts.extend(nft_process(lab, node, 1));
         }
-        let r = run_once(&lab, run);
+        let r = run_once(lab, sc, run);
         let label = if run == 0 {
             "warm".to_string()
         } else {
@@ -449,7 +463,7 @@ fn main() {
         a50 / r50
     );
     println!(
-        "baseline: one nft process in {TARGET_NODE} (nft list tables)  p50 {:.1} ms  p99 {:.1} ms",
+        "baseline: one nft process on {node} (nft list tables)  p50 {:.1} ms  p99 {:.1} ms",
         pct(&nfts, 50.0),
         pct(&nfts, 99.0)
     );
@@ -465,7 +479,7 @@ fn main() {
     };
     let pass: Vec<f64> = all.iter().map(|r| r.pass).collect();
     println!(
-        "profile (p50, ms since the write): write returned {}  controller finalizer {}  controller status {}  {TARGET_NODE} programming started {}  ended {} (took {:.1} ms)  first answer {}  {TARGET_NODE} reported {}",
+        "profile (p50, ms since the write): write returned {}  controller finalizer {}  controller status {}  {node} programming started {}  ended {} (took {:.1} ms)  first answer {}  {node} reported {}",
         step(|r| Some(r.write)),
         step(|r| r.finalizer),
         step(|r| r.status),
@@ -475,20 +489,45 @@ fn main() {
         step(|r| r.answer),
         step(|r| r.reported),
     );
-    // What node-1's pass wrote (the median run's writes, by kind).
+    // What the node's pass wrote (the median run's writes, by kind).
     let mut by_apply: Vec<&Run> = all.iter().collect();
     by_apply.sort_by(|a, b| {
-        a.answer
-            .unwrap_or(f64::MAX)
-            .total_cmp(&b.answer.unwrap_or(f64::MAX))
+        let key = |r: &Run| r.answer.unwrap_or(f64::MAX);
+        key(a).total_cmp(&key(b))
     });
     if let Some(mid) = by_apply.get(by_apply.len().saturating_sub(1) / 2) {
         let w: Vec<String> = mid.writes.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!(
-            "{TARGET_NODE}'s kernel writes in the median run: {}",
-            w.join(", ")
-        );
+        println!("{node}'s kernel writes in the median run: {}", w.join(", "));
     }
+    println!();
+    (a50, a99)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if let Some(ok) = sandbox::rerun_self(&args) {
+        std::process::exit(if ok { 0 } else { 1 });
+    }
+    let runs: u32 = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab");
+    let t = Topology::load(&root.join("topology.yaml")).unwrap();
+    let m = Manifests::load(&root.join("manifests")).unwrap();
+    let lab = Lab::up_with(Path::new(STATE), t, m).expect("lab up");
+    udp_echo_server(&lab.paths.workload("a-web"), UDP_PORT);
+    for sc in &SCENARIOS {
+        udp_echo_server(&lab.paths.workload(sc.pod), UDP_PORT);
+    }
+    let figures: Vec<(f64, f64)> = SCENARIOS
+        .iter()
+        .map(|sc| scenario(&lab, sc, runs))
+        .collect();
     lab.down();
+    let (a50, a99) = figures[0];
     println!("scale: apply_p50_ms={a50:.1} apply_p99_ms={a99:.1}");
 }
