@@ -410,20 +410,32 @@ fn scenario(lab: &Lab, sc: &Scenario, runs: u32) -> (f64, f64) {
     let mut all = Vec::new();
     let mut rtts = Vec::new();
     let mut nfts = Vec::new();
+    let agent = lab.cluster().agent_telemetry(node).unwrap();
+    let full = || {
+        total(
+            &agent,
+            "kube_dvr_reconcile_duration_seconds_count{pass=\"full\"}",
+        )
+    };
+    let mut near_resync = Vec::new();
     for run in 0..=runs {
+        let full0 = full();
         idle(lab);
         if run > 0 {
             rtts.extend(rtt(lab, 5));
             nfts.extend(nft_process(lab, node, 1));
         }
         let r = run_once(lab, sc, run);
+        // The node's periodic full pass (resync) ran while the system was
+        // idling before the run, or during it.
+        let resync = full() != full0;
         let label = if run == 0 {
             "warm".to_string()
         } else {
             run.to_string()
         };
         println!(
-            "{label:>4} {:>7.1} {:>9} {:>7} {:>10} {:>8} {:>6.1} {:>6} {:>7} {:>8}",
+            "{label:>4} {:>7.1} {:>9} {:>7} {:>10} {:>8} {:>6.1} {:>6} {:>7} {:>8}{}",
             r.write,
             opt(r.finalizer),
             opt(r.status),
@@ -433,8 +445,12 @@ fn scenario(lab: &Lab, sc: &Scenario, runs: u32) -> (f64, f64) {
             r.passes,
             opt(r.answer),
             opt(r.reported),
+            if resync { "  (resync)" } else { "" },
         );
         if run > 0 {
+            if resync {
+                near_resync.push(opt(r.answer));
+            }
             all.push(r);
         }
     }
@@ -499,6 +515,11 @@ fn scenario(lab: &Lab, sc: &Scenario, runs: u32) -> (f64, f64) {
         let w: Vec<String> = mid.writes.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!("{node}'s kernel writes in the median run: {}", w.join(", "));
     }
+    println!(
+        "runs next to {node}'s periodic full pass (resync): {} (first answer at {} ms)",
+        near_resync.len(),
+        near_resync.join(", ")
+    );
     println!();
     (a50, a99)
 }
