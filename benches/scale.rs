@@ -30,6 +30,10 @@
 //! annotation write (the report after the pass); and the node's kernel
 //! writes by kind in the median run.
 //!
+//! `BENCH_LOG` (a tracing filter, e.g. `kube_dvr::dataplane::engine=debug`)
+//! logs the components to stderr: with that one, every kernel op a pass
+//! applies, timestamped.
+//!
 //! Ends with the summary line, with the fields measured here:
 //! `scale: apply_p50_ms=… apply_p99_ms=…`.
 use std::collections::BTreeMap;
@@ -531,6 +535,14 @@ fn main() {
         .collect();
     if let Some(ok) = sandbox::rerun_self(&args) {
         std::process::exit(if ok { 0 } else { 1 });
+    }
+    // `BENCH_LOG=kube_dvr::dataplane::engine=debug`: every kernel op the
+    // engine applies, timestamped, on stderr (where a pass's time goes).
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
     }
     let runs: u32 = std::env::var("BENCH_RUNS")
         .ok()
