@@ -519,11 +519,15 @@ fn scenario(lab: &Lab, sc: &Scenario, runs: u32) -> (f64, f64) {
         let w: Vec<String> = mid.writes.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!("{node}'s kernel writes in the median run: {}", w.join(", "));
     }
-    println!(
-        "runs next to {node}'s periodic full pass (resync): {} (first answer at {} ms)",
-        near_resync.len(),
-        near_resync.join(", ")
-    );
+    if near_resync.is_empty() {
+        println!("runs next to {node}'s periodic full pass (resync): 0");
+    } else {
+        println!(
+            "runs next to {node}'s periodic full pass (resync): {} (first answer at {} ms)",
+            near_resync.len(),
+            near_resync.join(", ")
+        );
+    }
     println!();
     (a50, a99)
 }
