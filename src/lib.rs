@@ -24,6 +24,7 @@ pub mod controller;
 pub mod dataplane;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod pacing;
 pub mod plan;
 pub mod telemetry;
 pub mod uninstall;

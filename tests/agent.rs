@@ -555,3 +555,54 @@ fn agent_restart_during_an_unprocessed_edit_keeps_the_state() {
         a2.stop().await;
     });
 }
+
+/// Coalesce only under load (`kube_dvr::pacing`): a change right after a
+/// cheap pass waits a few times that pass, not the debounce. A new router
+/// makes the agent pass at once (a no-op: the controller has not processed
+/// it yet); the controller's status write follows 100 ms later, well inside
+/// a 5 s debounce, and is programmed within a second all the same.
+#[test]
+fn agent_change_right_after_a_cheap_pass_does_not_wait_out_the_debounce() {
+    if !sandbox::enter("agent_change_right_after_a_cheap_pass_does_not_wait_out_the_debounce") {
+        return;
+    }
+    runtime().block_on(async {
+        let c = Cluster::start().await;
+        tenant(&c).await;
+        c.create(mk_port(
+            "p3",
+            "n1",
+            "net-b",
+            "10.30.1.10",
+            "02:00:00:00:03:0a",
+        ))
+        .await;
+        c.controller_pass().await;
+        let mut o = agent_options("n1");
+        o.debounce = 5 * SEC;
+        let a = start_agent(&c.client, o);
+        assert!(wait_programmed(&c, 10 * SEC).await, "r1 programmed");
+        assert_eq!(netns_list(), vec!["qrouter-0".to_string()]);
+        // Idle: well past the window of the agent's last (cheap) pass.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        c.create(mk_router(
+            "r2",
+            &[("s1", "10.30.1.0/24", "10.30.1.1", "net-b")],
+        ))
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t0 = std::time::Instant::now();
+        c.controller_pass().await;
+        assert!(
+            wait_programmed(&c, SEC).await,
+            "r2 programmed within 1 s of its status, not after the 5 s debounce"
+        );
+        assert_eq!(
+            netns_list(),
+            vec!["qrouter-0".to_string(), "qrouter-1".to_string()]
+        );
+        eprintln!("r2 programmed {:?} after its status write", t0.elapsed());
+        a.stop().await;
+    });
+}

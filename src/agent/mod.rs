@@ -5,8 +5,9 @@
 //! The agent watches the four kube-dvr kinds, kube-dvr's Port records and Nodes (reflector
 //! caches that skip, log and count objects that do not decode,
 //! [`cluster::watch`]) and the uninstall ConfigMap in its namespace. On any change
-//! (at once when idle; within [`AgentOptions::debounce`] of the previous
-//! pass's end it waits out that window, so bursts coalesce under load), and on a periodic resync it
+//! (at once when idle; after a pass it waits out a quiet window of a few
+//! times that pass's duration, at most [`AgentOptions::debounce`], so
+//! bursts coalesce under load, see [`crate::pacing`]), and on a periodic resync it
 //! runs the same pure pipeline as the controller: the caches as a
 //! [`ClusterInput`](crate::plan::resolve::ClusterInput) ([`input`]) →
 //! [`resolve`](crate::plan::resolve::resolve) →
@@ -94,9 +95,10 @@ pub struct AgentOptions {
     pub engine: EngineConfig,
     /// Period of the full resync (kernel pass even when nothing changed).
     pub resync: Duration,
-    /// Minimum spacing between the end of a pass and the start of the next
-    /// one that a change triggers: an idle agent does not wait; changes
-    /// arriving during a pass or within this window after it coalesce.
+    /// The longest spacing between the end of a pass and the start of the
+    /// next one that a change triggers: an idle agent does not wait; after
+    /// a pass a change waits [`crate::pacing::window`] (a few times that
+    /// pass's duration, at most this), so changes coalesce under load.
     pub debounce: Duration,
     /// Heartbeat Lease renewal period.
     pub heartbeat: Duration,
@@ -319,15 +321,18 @@ pub async fn run(
     let mut next_resync = Instant::now() + agent.opts.resync;
     let mut retry_at: Option<Instant> = None;
     let mut first = true;
+    let mut pass_start = Instant::now();
     loop {
         if !first {
             let deadline = retry_at.map_or(next_resync, |r| r.min(next_resync));
             let idle_since = Instant::now();
+            // Coalesce only under load (see `pacing`).
+            let quiet = crate::pacing::window(idle_since - pass_start, agent.opts.debounce);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = changes.changed() => {
                     telemetry.work_pending();
-                    tokio::time::sleep_until(idle_since + agent.opts.debounce).await
+                    tokio::time::sleep_until(idle_since + quiet).await
                 }
                 // A probe session changed: decide now, no debounce.
                 _ = probe_changes.changed() => {}
@@ -345,6 +350,7 @@ pub async fn run(
         }
         retry_at = None;
 
+        pass_start = Instant::now();
         telemetry.pass_started();
         if !caches.uninstall.is_empty() {
             let (e, res) = agent.uninstall(engine, &caches).await?;

@@ -4,9 +4,10 @@
 //! Model:
 //! - Reflector caches of the four kube-dvr kinds, Pods, Nodes and the Leases
 //!   of the release namespace (agent heartbeats). Any change wakes the pass
-//!   loop. An idle loop runs the pass at once; a change arriving within
-//!   [`ControllerOptions::debounce`] of the previous pass's end waits out the
-//!   rest of that window, so changes coalesce only under load. A pass also runs every [`ControllerOptions::resync`]
+//!   loop. An idle loop runs the pass at once; after a pass a change waits
+//!   out a quiet window of a few times that pass's duration, at most
+//!   [`ControllerOptions::debounce`] ([`crate::pacing`]), so changes
+//!   coalesce only under load. A pass also runs every [`ControllerOptions::resync`]
 //!   (heartbeats go stale with time, not with events).
 //! - The caches decode one object at a time ([`cluster::watch`]): an object
 //!   that does not decode is skipped, never stalls the others, and is
@@ -76,9 +77,10 @@ pub struct ControllerOptions {
     pub lease_duration: Duration,
     pub renew_interval: Duration,
     pub retry_interval: Duration,
-    /// Minimum spacing between the end of a pass and the start of the next
-    /// one that a change triggers: an idle loop does not wait; changes
-    /// arriving during a pass or within this window after it coalesce.
+    /// The longest spacing between the end of a pass and the start of the
+    /// next one that a change triggers: an idle loop does not wait; after a
+    /// pass a change waits [`crate::pacing::window`] (a few times that
+    /// pass's duration, at most this), so changes coalesce under load.
     pub debounce: Duration,
     /// A pass runs at least this often.
     pub resync: Duration,
@@ -327,6 +329,7 @@ pub async fn run(
         let mut failures = 0u32;
         let mut was_leader = false;
         loop {
+            let pass_start = tokio::time::Instant::now();
             let leader = *leader_rx.borrow_and_update();
             if leader && !was_leader {
                 // A new term: nothing written by an earlier one is trusted.
@@ -393,11 +396,13 @@ pub async fn run(
                 _ = resync.tick() => {}
                 _ = retry => {}
             }
-            // Coalesce only under load: a wake-up long after the previous
-            // pass runs at once; one right after it waits out the window.
+            // Coalesce only under load (see `pacing`): a wake-up long after
+            // the previous pass runs at once; one right after it waits out
+            // a window of a few times that pass's duration.
+            let quiet = crate::pacing::window(idle_since - pass_start, opts.debounce);
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep_until(idle_since + opts.debounce) => {}
+                _ = tokio::time::sleep_until(idle_since + quiet) => {}
             }
         }
     }
