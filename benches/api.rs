@@ -23,7 +23,7 @@
 //! cache synced minus before it started, each mode in its own process,
 //! median of `BENCH_REPS`). The baseline measured in the same run is an
 //! empty cache (a kind with no objects): the cost of the watch machinery
-//! alone.
+//! alone. `BENCH_PART=fips` or `BENCH_PART=memory` runs one part.
 use std::collections::HashSet;
 use std::process::Command;
 use std::sync::Arc;
@@ -260,11 +260,10 @@ fn rss_kib() -> u64 {
         .unwrap()
 }
 
-/// The memory a synced cache of `mode` (`pods`: every Pod, as agents did;
-/// `ports`: every Port, as now; `none`: an empty kind) adds, in KiB.
-async fn cache_rss(mode: &str) -> u64 {
-    let standin = StandIn::start(0).await.expect("start the stand-in");
-    let client = Client::try_from(standin.kube_config()).unwrap();
+/// The memory world: CRDs, 10,000 Pods, 1,000 Ports (in the stand-in of
+/// the bench's own process, so that the caches measured in other
+/// processes do not pay for the server).
+async fn populate(client: &Client) {
     let pp = PostParams::default();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in kube_dvr::api::crds() {
@@ -295,34 +294,34 @@ async fn cache_rss(mode: &str) -> u64 {
         .try_collect::<Vec<_>>()
         .await
         .unwrap();
+}
+
+/// In a process of its own: the memory a synced cache of `mode` (`pods`:
+/// every Pod, as agents did; `ports`: every Port, as now; `none`: an
+/// empty kind) adds, in KiB, against the API server at `url`.
+async fn cache_rss(url: &str, mode: &str) -> u64 {
+    let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
     let undecodable = kube_dvr::cluster::watch::Undecodable::new(Telemetry::new());
     let cfg = watcher::Config::default();
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib();
+    macro_rules! synced {
+        ($k:ty, $n:expr) => {{
+            let (store, mut changes) =
+                kube_dvr::cluster::watch::cache::<$k>(&client, None, cfg, &undecodable);
+            tokio::spawn(async move { while changes.next().await.is_some() {} });
+            store.wait_until_ready().await.unwrap();
+            if let Some(n) = $n {
+                assert_eq!(store.state().len(), n);
+            }
+            // Let the list's transient buffers go.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            rss_kib()
+        }};
+    }
     let after = match mode {
-        "pods" => {
-            let (store, mut changes) =
-                kube_dvr::cluster::watch::cache::<Pod>(&client, None, cfg, &undecodable);
-            tokio::spawn(async move { while changes.next().await.is_some() {} });
-            store.wait_until_ready().await.unwrap();
-            assert_eq!(store.state().len(), MEM_PODS);
-            rss_kib()
-        }
-        "ports" => {
-            let (store, mut changes) =
-                kube_dvr::cluster::watch::cache::<Port>(&client, None, cfg, &undecodable);
-            tokio::spawn(async move { while changes.next().await.is_some() {} });
-            store.wait_until_ready().await.unwrap();
-            assert_eq!(store.state().len(), MEM_PORTS);
-            rss_kib()
-        }
-        _ => {
-            let (store, mut changes) =
-                kube_dvr::cluster::watch::cache::<Node>(&client, None, cfg, &undecodable);
-            tokio::spawn(async move { while changes.next().await.is_some() {} });
-            store.wait_until_ready().await.unwrap();
-            rss_kib()
-        }
+        "pods" => synced!(Pod, Some(MEM_PODS)),
+        "ports" => synced!(Port, Some(MEM_PORTS)),
+        _ => synced!(Node, None::<usize>),
     };
     after.saturating_sub(before)
 }
@@ -506,8 +505,8 @@ fn main() {
             .enable_all()
             .build()
             .unwrap();
-        let kib = rt.block_on(cache_rss(&args[1]));
-        std::fs::write(&args[2], kib.to_string()).unwrap();
+        let kib = rt.block_on(cache_rss(&args[1], &args[2]));
+        std::fs::write(&args[3], kib.to_string()).unwrap();
         return;
     }
     if args.first().map(String::as_str) == Some("--one") {
@@ -531,6 +530,12 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(3)
         .max(1);
+    // BENCH_PART=fips or memory runs one part.
+    let part = std::env::var("BENCH_PART").unwrap_or_default();
+    if part == "memory" {
+        memory(reps);
+        return;
+    }
     let mut big = Vec::new();
     let mut base = Vec::new();
     for rep in 0..reps {
@@ -582,7 +587,24 @@ fn main() {
     );
     assert_eq!(idle_ctl, 0, "an idle controller writes nothing");
 
-    // The agent's cache before (every Pod) and after (every Port).
+    if part != "fips" {
+        memory(reps);
+    }
+}
+
+/// The agent's cache before (every Pod) and after (every Port).
+fn memory(reps: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let standin = rt.block_on(async {
+        let standin = StandIn::start(0).await.expect("start the stand-in");
+        populate(&Client::try_from(standin.kube_config()).unwrap()).await;
+        standin
+    });
+    let url = standin.url();
     let mut mem: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     for rep in 0..reps {
         for mode in ["none", "pods", "ports"] {
@@ -590,7 +612,7 @@ fn main() {
                 .join(format!("kube-dvr-bench-mem-{}-{mode}", std::process::id()));
             let exe = std::env::current_exe().unwrap();
             let ok = Command::new(exe)
-                .args(["--mem", mode, &out.display().to_string()])
+                .args(["--mem", &url, mode, &out.display().to_string()])
                 .status()
                 .unwrap()
                 .success();
@@ -603,7 +625,9 @@ fn main() {
     }
     let m = |mode: &str| median(mem[mode].clone()) / 1024.0;
     println!(
-        "agent cache memory, {MEM_PODS} Pods of which {MEM_PORTS} attached: before (every Pod)          +{:.1} MiB, after (every Port) +{:.1} MiB, ratio {:.1}; empty cache +{:.1} MiB          (VmRSS delta, median of {reps})",
+        "agent cache memory, {MEM_PODS} Pods of which {MEM_PORTS} attached: before (every Pod) \
+         +{:.1} MiB, after (every Port) +{:.1} MiB, ratio {:.1}; empty cache +{:.1} MiB \
+         (VmRSS delta of a process holding the cache, median of {reps})",
         m("pods"),
         m("ports"),
         m("pods") / m("ports").max(0.1),
@@ -613,4 +637,5 @@ fn main() {
         m("ports") < m("pods"),
         "caching Ports costs less than caching Pods"
     );
+    rt.block_on(standin.shutdown());
 }
