@@ -97,11 +97,13 @@ fn cni(
     net: &WorkloadNetwork,
 ) -> Result<Option<serde_json::Value>, String> {
     let config = lab.cluster().nad_config(&net.network).unwrap().unwrap();
+    let pod_uid = lab.cluster().pod_uid(&w.namespace, &w.name).unwrap();
     let a = Attach {
         workload: w,
         m: 0,
         net,
         config,
+        pod_uid,
     };
     runtime::run_plugin(&lab.paths, &runtime::plugin_path().unwrap(), command, &a)
 }
@@ -184,7 +186,12 @@ fn plugin_ipam_and_trusted_ports() {
         .keys()
         .all(|a| cidr.contains(a) && *a != cidr.network()));
     assert!(!addrs.contains_key(&"10.40.0.1".parse().unwrap()));
-    let recorded: BTreeMap<String, (String, String)> = ports(&lab)
+    let all = ports(&lab);
+    assert!(
+        all.iter().all(|p| !p.spec.pod_uid.is_empty()),
+        "the runtime's K8S_POD_UID is recorded (the controller's GC tells a re-created pod apart)"
+    );
+    let recorded: BTreeMap<String, (String, String)> = all
         .into_iter()
         .map(|p| (p.spec.ip.clone(), (p.spec.pod.clone(), p.spec.node.clone())))
         .collect();
@@ -311,6 +318,26 @@ fn plugin_ipam_and_trusted_ports() {
     assert_eq!(w9.node, "n4");
     cni(&lab, "DEL", &w9, &big).expect("DEL with the agent down");
     lab.cluster_mut().start_agent("n4");
+
+    // A Terminating pod keeps its Port and its traffic until its DEL (its
+    // connections can drain): the controller collects only Ports of pods
+    // that are gone.
+    let c = lab.cluster();
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), NS);
+    let hold = json!({"metadata": {"finalizers": ["kubedvr.io/test-hold"]}});
+    c.rt.block_on(pods.patch("w010", &PatchParams::default(), &Patch::Merge(&hold)))
+        .unwrap();
+    c.rt.block_on(pods.delete("w010", &Default::default()))
+        .unwrap();
+    let terminating = c.rt.block_on(pods.get("w010")).unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    let w10 = ip_of(&lab, 10);
+    assert!(ports(&lab).iter().any(|p| p.spec.ip == w10.to_string()));
+    answered_by(&lab, "w011", w10, "w010");
+    let c = lab.cluster();
+    let release = json!({"metadata": {"finalizers": null}});
+    c.rt.block_on(pods.patch("w010", &PatchParams::default(), &Patch::Merge(&release)))
+        .unwrap();
 
     // A NAD the user made is never overwritten: the router says so.
     let c = lab.cluster();

@@ -320,6 +320,17 @@ impl LabCluster {
         Ok(nad.and_then(|n| n.spec.config))
     }
 
+    /// The UID of pod `ns/name`, as the runtime knows it (`None` when the
+    /// pod does not exist).
+    pub fn pod_uid(&self, ns: &str, name: &str) -> Result<Option<String>, ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let pod = self
+            .rt
+            .block_on(api.get_opt(name))
+            .map_err(api_err(format!("get pod {ns}/{name}")))?;
+        Ok(pod.and_then(|p| p.metadata.uid))
+    }
+
     /// Wait until the controller has processed every object and every
     /// node's agent reports the plan the controller expects for it.
     pub fn wait_converged(&self, timeout: Duration) -> Result<Snapshot, ClusterError> {

@@ -222,6 +222,7 @@ impl Lab {
                 let Some(config) = self.cluster().nad_config(&net.network)? else {
                     continue;
                 };
+                let pod_uid = self.cluster().pod_uid(&w.namespace, &w.name)?;
                 todo.push((
                     k,
                     runtime::Attach {
@@ -229,6 +230,7 @@ impl Lab {
                         m,
                         net,
                         config,
+                        pod_uid,
                     },
                 ));
             }

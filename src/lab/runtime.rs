@@ -31,6 +31,8 @@ pub struct Attach<'a> {
     pub net: &'a WorkloadNetwork,
     /// The NAD's `spec.config`.
     pub config: String,
+    /// The pod's UID (Multus passes it as `K8S_POD_UID`), if known.
+    pub pod_uid: Option<String>,
 }
 
 /// The plugin binary: `KUBE_DVR_CNI_PLUGIN`, else this process when it is
@@ -100,10 +102,14 @@ pub fn run_plugin(
         .env(
             "CNI_ARGS",
             format!(
-                "IgnoreUnknown=true;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
+                "IgnoreUnknown=true;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}{}",
                 w.namespace,
                 w.name,
-                container_id(&w.name)
+                container_id(&w.name),
+                a.pod_uid
+                    .as_deref()
+                    .map(|u| format!(";K8S_POD_UID={u}"))
+                    .unwrap_or_default()
             ),
         )
         .env("CNI_PATH", plugin.parent().unwrap_or(Path::new("/")))
