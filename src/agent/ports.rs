@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::api::{port_name, DistributedRouter, Port, PortSpec};
 use crate::plan::model::MacAddr;
+use crate::plan::names;
 
 /// Bound on one API call of an allocation or release.
 const API_TIMEOUT: Duration = Duration::from_secs(8);
@@ -413,16 +414,7 @@ fn nth_host(cidr: Ipv4Net, i: u32) -> Ipv4Addr {
 /// Where a claim's search starts: a hash of who claims (differs between
 /// concurrent ADDs, so they rarely race for one address).
 fn seed(c: &Claim<'_>) -> u32 {
-    let mut h: u32 = 0x811c9dc5;
-    for b in (c.container_id.bytes())
-        .chain([0])
-        .chain(c.interface.bytes())
-        .chain(c.pod.bytes())
-    {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x01000193);
-    }
-    h
+    names::fnv32(&format!("{}\0{}\0{}", c.container_id, c.interface, c.pod))
 }
 
 #[cfg(test)]
