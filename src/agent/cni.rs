@@ -122,6 +122,10 @@ pub struct Attachment {
     pub ip: Option<Ipv4Addr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
+    /// Whether this request created the Port (not a retried ADD's): only
+    /// then does a failed ADD release it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub created: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -255,7 +259,18 @@ fn check(
         routes,
         ip: *ip,
         mac: *mac,
+        created: false,
     };
+    if ip.is_none() {
+        // Next hops of the router's routes on this subnet (appliances,
+        // which attach with them as static addresses): a pod handed one
+        // dynamically would receive the route's traffic.
+        reserved.extend(
+            (r.routes.iter())
+                .map(|(_, via)| *via)
+                .filter(|via| cidr.contains(via)),
+        );
+    }
     Ok(Some((a, reserved)))
 }
 
@@ -401,6 +416,7 @@ async fn respond(view: &Published, records: Option<&PortRecords>, req: &Request)
         Ok(g) => {
             a.ip = Some(g.ip);
             a.mac = Some(g.mac);
+            a.created = g.created;
             Response::Attachment(a)
         }
         Err(e) => refuse(e.reason, e.message),

@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,9 @@ use crate::plan::names;
 const API_TIMEOUT: Duration = Duration::from_secs(8);
 /// Creates tried before an allocation gives up as contended.
 const MAX_ATTEMPTS: usize = 64;
+/// An allocation gives up after this (well inside the plugin's 20 s wait
+/// for the agent, so the plugin never gives up on a create that lands).
+const ALLOCATE_BUDGET: Duration = Duration::from_secs(12);
 
 /// Why an allocation or release failed: a reason (CamelCase, as in
 /// conditions) and a message for the pod's events.
@@ -79,6 +82,19 @@ pub struct Claim<'a> {
 pub struct Granted {
     pub ip: Ipv4Addr,
     pub mac: MacAddr,
+    /// Whether this claim created the Port (a retried ADD gets an earlier
+    /// one back: a failure after it must not release it).
+    pub created: bool,
+}
+
+/// A Port this agent is creating, or created and its cache has not shown
+/// yet.
+#[derive(Debug, Clone)]
+struct Pending {
+    container_id: String,
+    interface: String,
+    /// Set once created: what it holds and its UID.
+    made: Option<(Granted, Option<String>)>,
 }
 
 /// The MAC of an address without a static one: `0a:58:` and the address,
@@ -95,8 +111,8 @@ pub struct PortRecords {
     ports: Store<Port>,
     routers: Store<DistributedRouter>,
     /// Ports this agent is creating or created that its cache may not hold
-    /// yet: (namespace, name) → (container ID, interface).
-    pending: Mutex<BTreeMap<(String, String), (String, String)>>,
+    /// yet, by (namespace, name).
+    pending: Mutex<BTreeMap<(String, String), Pending>>,
 }
 
 impl PortRecords {
@@ -134,6 +150,9 @@ impl PortRecords {
         }) {
             return self.reuse(p, c);
         }
+        if let Some(done) = self.pending_of(c)? {
+            return Ok(done);
+        }
         let network = self.network(c)?;
         let mut taken: std::collections::BTreeSet<Ipv4Addr> = cached
             .iter()
@@ -153,11 +172,12 @@ impl PortRecords {
                 ));
             }
             let created = self.create(&api, &port).await;
-            if !matches!(created, Ok(true)) {
-                self.unreserve(&key);
-            }
-            return match created? {
-                true => Ok(granted(&port)),
+            self.settle(&key, &created);
+            return match created?.is_some() {
+                true => Ok(Granted {
+                    created: true,
+                    ..granted(&port)
+                }),
                 false => {
                     // Taken: ours from an earlier ADD the cache has not
                     // seen, or someone else's.
@@ -176,7 +196,11 @@ impl PortRecords {
         let hosts = host_count(c.cidr);
         let start = seed(c) % hosts.max(1);
         let mut next = 0;
+        let deadline = tokio::time::Instant::now() + ALLOCATE_BUDGET;
         for _ in 0..MAX_ATTEMPTS {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
             // The next candidate no one holds or is creating, reserved.
             let picked = loop {
                 if next >= hosts {
@@ -203,18 +227,19 @@ impl PortRecords {
             };
             let port = self.port(c, &network, ip);
             let created = self.create(&api, &port).await;
-            if !matches!(created, Ok(true)) {
-                self.unreserve(&key);
-            }
-            if created? {
-                return Ok(granted(&port));
+            self.settle(&key, &created);
+            if created?.is_some() {
+                return Ok(Granted {
+                    created: true,
+                    ..granted(&port)
+                });
             }
             taken.insert(ip);
         }
         Err(refusal(
             "AllocationContended",
             format!(
-                "{MAX_ATTEMPTS} addresses of subnet {} ({}) were taken by others while \
+                "the addresses of subnet {} ({}) tried were taken by others while \
                  allocating; try again",
                 c.subnet, c.cidr
             ),
@@ -235,13 +260,54 @@ impl PortRecords {
         }
         pending.insert(
             key.clone(),
-            (c.container_id.to_string(), c.interface.to_string()),
+            Pending {
+                container_id: c.container_id.to_string(),
+                interface: c.interface.to_string(),
+                made: None,
+            },
         );
         true
     }
 
-    fn unreserve(&self, key: &(String, String)) {
-        self.pending.lock().expect("not poisoned").remove(key);
+    /// After a create of `key`: keep the reservation with what was made,
+    /// or drop it (taken, or failed).
+    fn settle(&self, key: &(String, String), created: &Result<Option<Port>, Refusal>) {
+        let mut pending = self.pending.lock().expect("not poisoned");
+        match created {
+            Ok(Some(p)) => {
+                if let Some(e) = pending.get_mut(key) {
+                    e.made = Some((granted(p), p.metadata.uid.clone()));
+                }
+            }
+            _ => {
+                pending.remove(key);
+            }
+        }
+    }
+
+    /// A retried ADD whose Port this agent made and its cache does not
+    /// show yet; an ADD of the same interface still in flight is refused.
+    fn pending_of(&self, c: &Claim<'_>) -> Result<Option<Granted>, Refusal> {
+        let pending = self.pending.lock().expect("not poisoned");
+        let hit = pending.iter().find(|((ns, _), e)| {
+            ns == c.namespace && e.container_id == c.container_id && e.interface == c.interface
+        });
+        match hit {
+            None => Ok(None),
+            Some((
+                _,
+                Pending {
+                    made: Some((g, _)), ..
+                },
+            )) => Ok(Some(*g)),
+            Some(_) => Err(refusal(
+                "AllocationInProgress",
+                format!(
+                    "an ADD of interface {} of container {} is still allocating; try again",
+                    c.interface, c.container_id
+                ),
+            )),
+        }
     }
 
     /// Delete this node's Ports of `container_id`'s `interface` in
@@ -252,28 +318,39 @@ impl PortRecords {
         container_id: &str,
         interface: &str,
     ) -> Result<usize, Refusal> {
-        let mut names: Vec<String> = (self.ports.state().iter())
+        // Each with the UID it was seen with: the name is the address, and
+        // a Port someone else made of it since must not go instead.
+        let mut names: Vec<(String, Option<String>)> = (self.ports.state().iter())
             .filter(|p| p.namespace().as_deref() == Some(namespace))
             .filter(|p| self.ours(p, container_id, interface))
-            .map(|p| p.name_any())
+            .map(|p| (p.name_any(), p.metadata.uid.clone()))
             .collect();
         self.pending
             .lock()
             .expect("not poisoned")
-            .retain(|(ns, name), (cid, ifname)| {
-                let hit = ns == namespace && cid == container_id && ifname == interface;
-                if hit && !names.contains(name) {
-                    names.push(name.clone());
+            .retain(|(ns, name), e| {
+                let hit =
+                    ns == namespace && e.container_id == container_id && e.interface == interface;
+                if let (true, Some((_, uid))) = (hit, &e.made) {
+                    if !names.iter().any(|(n, _)| n == name) {
+                        names.push((name.clone(), uid.clone()));
+                    }
                 }
                 !hit
             });
         let api: Api<Port> = Api::namespaced(self.client.clone(), namespace);
-        let dp = DeleteParams::default();
-        for name in &names {
+        for (name, uid) in &names {
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: uid.clone(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
             let del = tokio::time::timeout(API_TIMEOUT, api.delete(name, &dp));
             match del.await {
                 Ok(Ok(_)) => {}
-                Ok(Err(kube::Error::Api(s))) if s.code == 404 => {}
+                Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => {}
                 Ok(Err(e)) => return Err(api_down(&format!("deleting Port {name}"), e)),
                 Err(_) => return Err(api_down(&format!("deleting Port {name}"), "timed out")),
             }
@@ -349,13 +426,13 @@ impl PortRecords {
         port
     }
 
-    /// Create `port`: `true` when created, `false` when the name (the
-    /// address) is taken.
-    async fn create(&self, api: &Api<Port>, port: &Port) -> Result<bool, Refusal> {
+    /// Create `port`: the Port created, `None` when the name (the address)
+    /// is taken.
+    async fn create(&self, api: &Api<Port>, port: &Port) -> Result<Option<Port>, Refusal> {
         let what = format!("creating Port {}", port.name_any());
         match tokio::time::timeout(API_TIMEOUT, api.create(&PostParams::default(), port)).await {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(kube::Error::Api(s))) if s.code == 409 => Ok(false),
+            Ok(Ok(p)) => Ok(Some(p)),
+            Ok(Err(kube::Error::Api(s))) if s.code == 409 => Ok(None),
             Ok(Err(kube::Error::Api(s))) if s.code == 422 || s.code == 403 => {
                 Err(refusal("PortRefused", format!("{what}: {}", s.message)))
             }
@@ -377,6 +454,7 @@ fn granted(p: &Port) -> Granted {
     Granted {
         ip: p.spec.ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
         mac: p.spec.mac.parse().unwrap_or(MacAddr::ZERO),
+        created: false,
     }
 }
 

@@ -143,10 +143,19 @@ fn desired_nad(
     }
 }
 
-/// Ports whose pod is gone: (namespace, name).
-pub fn stale_ports(ports: &[Port], pods: &[Pod], now: Timestamp) -> Vec<(String, String)> {
+/// A Port to collect: namespace, name, and the UID it had when seen (the
+/// delete is conditional on it: the name is the address, and a new pod's
+/// Port of that address must not go in its place).
+pub type StalePort = (String, String, Option<String>);
+
+/// Ports whose pod is gone (or finished: Succeeded or Failed).
+pub fn stale_ports(ports: &[Port], pods: &[Pod], now: Timestamp) -> Vec<StalePort> {
     let pods: BTreeMap<(String, String), Option<&str>> = pods
         .iter()
+        .filter(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            !matches!(phase, Some("Succeeded") | Some("Failed"))
+        })
         .map(|p| {
             (
                 (p.namespace().unwrap_or_default(), p.name_any()),
@@ -167,7 +176,13 @@ pub fn stale_ports(ports: &[Port], pods: &[Pod], now: Timestamp) -> Vec<(String,
                 .is_none_or(|t| now.duration_since(t.0) < PORT_GRACE);
             !alive && !young && p.metadata.deletion_timestamp.is_none()
         })
-        .map(|p| (p.namespace().unwrap_or_default(), p.name_any()))
+        .map(|p| {
+            (
+                p.namespace().unwrap_or_default(),
+                p.name_any(),
+                p.metadata.uid.clone(),
+            )
+        })
         .collect()
 }
 
@@ -262,18 +277,24 @@ mod tests {
             json!({"metadata": {"name": "alive", "namespace": "t", "uid": "u1"}}),
         )
         .unwrap();
+        let done: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "done", "namespace": "t", "uid": "u2"},
+                   "status": {"phase": "Succeeded"}}),
+        )
+        .unwrap();
         let old = "2026-01-01T00:00:00Z";
         let ports = [
             port("p1", "alive", "u1", old),
             port("p2", "alive", "u0", old),
             port("p3", "gone", "", old),
             port("p4", "gone", "", "2026-01-01T00:00:50Z"),
+            port("p5", "done", "u2", old),
         ];
         let now: Timestamp = "2026-01-01T00:01:10Z".parse().unwrap();
-        let stale: Vec<_> = stale_ports(&ports, &[pod], now)
+        let stale: Vec<_> = stale_ports(&ports, &[pod, done], now)
             .into_iter()
-            .map(|(_, n)| n)
+            .map(|(_, n, _)| n)
             .collect();
-        assert_eq!(stale, ["p2", "p3"]);
+        assert_eq!(stale, ["p2", "p3", "p5"]);
     }
 }

@@ -580,7 +580,7 @@ impl Executor {
     async fn attachments(
         &mut self,
         plan: Option<attach::NadPlan>,
-        stale_ports: Vec<(String, String)>,
+        stale_ports: Vec<attach::StalePort>,
         leader: &watch::Receiver<bool>,
     ) -> usize {
         let mut errors = 0;
@@ -588,13 +588,22 @@ impl Executor {
             let e = Error::Api { op, target, source };
             tracing::warn!(error = %e, kind = e.kind(), "write failed");
         };
-        for (ns, name) in stale_ports {
+        for (ns, name, uid) in stale_ports {
             if !*leader.borrow() {
                 return errors;
             }
             self.count("port");
             let api: Api<Port> = Api::namespaced(self.client.clone(), &ns);
-            match api.delete(&name, &Default::default()).await {
+            // Only the Port seen: a 409 means the address went to someone
+            // else meanwhile (benign).
+            let dp = kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid,
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match api.delete(&name, &dp).await {
                 Ok(_) => {
                     tracing::info!(port = %format!("{ns}/{name}"), "deleted the Port of a pod that is gone")
                 }

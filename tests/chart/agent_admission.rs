@@ -375,6 +375,19 @@ fn agent_admission_policy_allows_ports_of_its_own_node_only() {
     denied(write_port(&policy, "CREATE", "node-2"), other);
     denied(write_port(&policy, "DELETE", "node-2"), other);
     denied(write_port(&policy, "UPDATE", AGENT_NODE), other);
+    // A second Port of an address under another name.
+    let mut renamed = port(AGENT_NODE);
+    renamed["metadata"]["name"] = json!("zzz");
+    let req = request(
+        &agent_user(),
+        Some(AGENT_NODE),
+        "CREATE",
+        "ports",
+        "t",
+        "zzz",
+        None,
+    );
+    denied(admit(&policy, req, renamed, Json::Null), other);
     // The controller (another user) is not limited by this policy.
     let req = request(
         "system:serviceaccount:kube-dvr:kube-dvr-controller",

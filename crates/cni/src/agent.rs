@@ -74,6 +74,9 @@ pub struct Attachment {
     pub ip: Option<Ipv4Addr>,
     #[serde(default)]
     pub mac: Option<String>,
+    /// Whether this ADD created the Port (a failure then releases it).
+    #[serde(default)]
+    pub created: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +100,16 @@ pub async fn ask(socket: &Path, req: &Request<'_>) -> Result<Response> {
     };
     let io = async {
         let mut s = UnixStream::connect(socket).await?;
+        // Only an agent running as this plugin's user (root on a node) is
+        // believed: its answer decides which bridge a pod joins.
+        let me = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?);
+        let peer = s.peer_cred()?.uid();
+        if peer != me {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("the socket's server runs as uid {peer}, not {me}"),
+            ));
+        }
         s.write_all(&serde_json::to_vec(req).expect("serializable"))
             .await?;
         s.shutdown().await?;
@@ -116,6 +129,24 @@ pub async fn ask(socket: &Path, req: &Request<'_>) -> Result<Response> {
         return Err(CniError::new(code_of(&reason), message).details(format!("agent: {reason}")));
     }
     Ok(resp)
+}
+
+/// Check an attachment the agent answered before acting on it as root:
+/// a kube-dvr subnet bridge, an address inside the subnet.
+pub fn sane(a: &Attachment) -> Result<()> {
+    let bridge_ok = a
+        .bridge
+        .strip_prefix("dvrbr-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let ip_ok = a.ip.is_some_and(|ip| a.cidr.contains(&ip));
+    if bridge_ok && ip_ok && a.cidr.contains(&a.gateway) {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            error::AGENT_PROTOCOL,
+            format!("the agent's answer is not a kube-dvr attachment: {a:?}"),
+        ))
+    }
 }
 
 /// Whether `e` says the agent could not be asked at all (as opposed to an
@@ -139,5 +170,40 @@ fn code_of(reason: &str) -> u32 {
         "NoAddress" => error::INVALID_CONFIG,
         "ApiUnavailable" | "AllocationContended" => error::TRY_AGAIN,
         _ => error::AGENT_PROTOCOL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn att(bridge: &str, ip: &str) -> Attachment {
+        Attachment {
+            bridge: bridge.into(),
+            cidr: "10.1.0.0/24".parse().unwrap(),
+            gateway: "10.1.0.1".parse().unwrap(),
+            mtu: 1450,
+            routes: vec![],
+            ip: Some(ip.parse().unwrap()),
+            mac: None,
+            created: true,
+        }
+    }
+
+    /// Whatever answers on the socket, the plugin plugs a pod only into a
+    /// kube-dvr subnet bridge and with an address of that subnet.
+    #[test]
+    fn only_a_subnet_bridge_and_an_address_inside_it_are_accepted() {
+        assert!(sane(&att("dvrbr-100", "10.1.0.5")).is_ok());
+        for (bridge, ip) in [
+            ("br-public", "10.1.0.5"),
+            ("underlay", "10.1.0.5"),
+            ("dvrbr-", "10.1.0.5"),
+            ("dvrbr-1x", "10.1.0.5"),
+            ("dvrbr-100", "10.2.0.5"),
+        ] {
+            let e = sane(&att(bridge, ip)).unwrap_err();
+            assert_eq!(e.code, error::AGENT_PROTOCOL, "{bridge} {ip}");
+        }
     }
 }

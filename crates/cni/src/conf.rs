@@ -6,12 +6,13 @@
 //! {"cniVersion": "1.1.0", "name": "net-a1", "type": "kube-dvr",
 //!  "router": "r1",            // or "<namespace>/r1"; bare = the pod's namespace
 //!  "subnet": "a1",
-//!  "socket": "/run/kube-dvr/cni.sock",   // optional, this is the default
 //!  "defaultRoute": false,                 // optional: default route via the gateway
 //!  "runtimeConfig": {"ips": ["10.1.0.5/24"], "mac": "02:00:00:00:00:05"}}
 //! ```
 //! Users never name VNIs or bridges: the node agent maps router and subnet
-//! to them.
+//! to them. The config is tenant input (a NAD): it cannot name the agent's
+//! socket (the plugin, root on the node, would trust whatever answers
+//! there); only the runtime's environment can.
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ use crate::error::{self, CniError, Result};
 /// years speaks 1.0.0.
 pub const SUPPORTED_VERSIONS: [&str; 2] = ["1.0.0", "1.1.0"];
 pub const DEFAULT_SOCKET: &str = "/run/kube-dvr/cni.sock";
-/// The environment variable that names the socket when the config does not.
+/// The environment variable (the runtime's) that names the agent's socket.
 pub const SOCKET_ENV: &str = "KUBE_DVR_CNI_SOCKET";
 
 #[derive(Debug, Clone, Deserialize)]
@@ -38,8 +39,6 @@ pub struct NetConf {
     pub router: Option<String>,
     #[serde(default)]
     pub subnet: Option<String>,
-    #[serde(default)]
-    pub socket: Option<PathBuf>,
     #[serde(default)]
     pub default_route: bool,
     #[serde(default)]
@@ -80,14 +79,13 @@ impl NetConf {
         Ok(conf)
     }
 
-    /// The agent's socket: the config's `socket`, else the runtime's
-    /// `KUBE_DVR_CNI_SOCKET` (the lab's simulated nodes share one file
-    /// system, so its runtime names each node's socket), else
-    /// [`DEFAULT_SOCKET`].
+    /// The agent's socket: the runtime's `KUBE_DVR_CNI_SOCKET` (the lab's
+    /// simulated nodes share one file system, so its runtime names each
+    /// node's socket), else [`DEFAULT_SOCKET`]. Never the config's: a NAD
+    /// is tenant input.
     pub fn socket(&self) -> PathBuf {
-        self.socket
-            .clone()
-            .or_else(|| std::env::var_os(SOCKET_ENV).map(PathBuf::from))
+        std::env::var_os(SOCKET_ENV)
+            .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
     }
 

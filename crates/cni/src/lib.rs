@@ -159,10 +159,11 @@ async fn add(env: &Env, conf: &NetConf) -> Result<String> {
             ))
         }
     };
-    // From here on a Port may be recorded: a failure releases it, so a
-    // failed ADD leaves nothing behind.
+    // The Port is recorded: a failure releases it if this ADD made it (a
+    // retried ADD's Port is the earlier ADD's), so a failed ADD leaves
+    // nothing behind.
     let made = attach(env, conf, &ns, cid, ifname, prefix, &att).await;
-    if made.is_err() {
+    if made.is_err() && att.created {
         let _ = release(&socket, pod_ns, cid, ifname).await;
     }
     made
@@ -178,6 +179,7 @@ async fn attach(
     att: &agent::Attachment,
 ) -> Result<String> {
     let netns = env.netns()?;
+    agent::sane(att)?;
     let ip = att.ip.ok_or_else(|| {
         CniError::new(
             error::AGENT_PROTOCOL,
