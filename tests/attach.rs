@@ -317,7 +317,28 @@ fn plugin_ipam_and_trusted_ports() {
     let w9 = lab.topology.workloads[9].clone();
     assert_eq!(w9.node, "n4");
     cni(&lab, "DEL", &w9, &big).expect("DEL with the agent down");
+    // The Port stayed (no agent to release it); the restarted agent finds
+    // its interface gone and deletes it after the grace (2 s here, 60 s by
+    // default), and only it.
+    let w9_ip = ip_of(&lab, 9).to_string();
+    assert!(ports(&lab).iter().any(|p| p.spec.ip == w9_ip));
+    let on_n4 = |lab: &Lab| ports(lab).iter().filter(|p| p.spec.node == "n4").count();
+    let before = on_n4(&lab);
+    lab.cluster_mut()
+        .agent_options_mut("n4")
+        .unwrap()
+        .orphan_grace = Duration::from_secs(2);
     lab.cluster_mut().start_agent("n4");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ports(&lab).iter().any(|p| p.spec.ip == w9_ip) {
+        assert!(
+            Instant::now() < deadline,
+            "the orphaned Port of w009 stayed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(on_n4(&lab), before - 1, "only w009's Port went");
 
     // A Terminating pod keeps its Port and its traffic until its DEL (its
     // connections can drain): the controller collects only Ports of pods

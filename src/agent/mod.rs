@@ -112,6 +112,10 @@ pub struct AgentOptions {
     pub pass_timeout: Duration,
     /// Where the CNI plugin's socket is served ([`cni`]); `None`: not served.
     pub cni_socket: Option<std::path::PathBuf>,
+    /// A Port of this node whose interface (the plugin's host veth) has
+    /// been gone this long is deleted ([`ports::PortRecords::collect_orphans`];
+    /// only while the CNI socket is served).
+    pub orphan_grace: Duration,
     /// UDP port of the gateway probes on the VTEP ([`probe`]); 0 turns
     /// probing off (every node then follows the plan).
     pub probe_port: u16,
@@ -133,6 +137,7 @@ impl AgentOptions {
             hold_back: Duration::from_secs(10),
             pass_timeout: Duration::from_secs(120),
             cni_socket: None,
+            orphan_grace: ports::ORPHAN_GRACE,
             probe_port: probe::DEFAULT_PORT,
         }
     }
@@ -268,7 +273,13 @@ pub async fn run(
             caches.ports.clone(),
             caches.objects.routers.clone(),
         ));
-        cni::start(path, view, records, &telemetry, &mut tasks)?;
+        cni::start(path, view, records.clone(), &telemetry, &mut tasks)?;
+        let root = agent.opts.engine.root_netns.clone();
+        tasks.spawn(ports::collect_orphans_every(
+            records,
+            root,
+            agent.opts.orphan_grace,
+        ));
     }
     let heartbeat = report::Heartbeat {
         api: Api::<Lease>::namespaced(client.clone(), &ns),

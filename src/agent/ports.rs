@@ -31,6 +31,9 @@ use crate::api::{port_name, DistributedRouter, Port, PortSpec};
 use crate::plan::model::MacAddr;
 use crate::plan::names;
 
+/// Default of [`super::AgentOptions::orphan_grace`].
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(60);
+
 /// Bound on one API call of an allocation or release.
 const API_TIMEOUT: Duration = Duration::from_secs(8);
 /// Creates tried before an allocation gives up as contended.
@@ -310,6 +313,69 @@ impl PortRecords {
         }
     }
 
+    /// Delete this node's Ports whose interface is not among `links` (the
+    /// host veth `dvrp<hash>` the plugin makes: a DEL that found the agent
+    /// down removed it and left the Port, which would keep the address and
+    /// route to nothing while the pod lives on with a new sandbox). Only
+    /// Ports missing in `missing` since at least `grace` go (an ADD in
+    /// progress has its Port before its veth); UID-conditional. Returns
+    /// how many were deleted.
+    pub async fn collect_orphans(
+        &self,
+        links: &std::collections::HashSet<String>,
+        missing: &mut BTreeMap<String, tokio::time::Instant>,
+        grace: Duration,
+    ) -> usize {
+        let now = tokio::time::Instant::now();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut gone = Vec::new();
+        for p in self
+            .ports
+            .state()
+            .iter()
+            .filter(|p| p.spec.node == self.node)
+        {
+            let host = kube_dvr_cni::host_name(&p.spec.container_id, &p.spec.interface);
+            if links.contains(&host) {
+                continue;
+            }
+            let Some(uid) = p.metadata.uid.clone() else {
+                continue;
+            };
+            seen.insert(uid.clone());
+            let since = *missing.entry(uid.clone()).or_insert(now);
+            if now.duration_since(since) >= grace {
+                gone.push((p.namespace().unwrap_or_default(), p.name_any(), uid));
+            }
+        }
+        missing.retain(|uid, _| seen.contains(uid));
+        let mut n = 0;
+        for (ns, name, uid) in gone {
+            let api: Api<Port> = Api::namespaced(self.client.clone(), &ns);
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match tokio::time::timeout(API_TIMEOUT, api.delete(&name, &dp)).await {
+                Ok(Ok(_)) => {
+                    n += 1;
+                    tracing::info!(port = %format!("{ns}/{name}"), "deleted a Port whose interface is gone");
+                }
+                Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(port = %format!("{ns}/{name}"), error = %e, "deleting an orphaned Port")
+                }
+                Err(_) => {
+                    tracing::warn!(port = %format!("{ns}/{name}"), "deleting an orphaned Port timed out")
+                }
+            }
+        }
+        n
+    }
+
     /// Delete this node's Ports of `container_id`'s `interface` in
     /// `namespace` (none is fine: DEL is idempotent).
     pub async fn release(
@@ -493,6 +559,34 @@ fn nth_host(cidr: Ipv4Net, i: u32) -> Ipv4Addr {
 /// concurrent ADDs, so they rarely race for one address).
 fn seed(c: &Claim<'_>) -> u32 {
     names::fnv32(&format!("{}\0{}\0{}", c.container_id, c.interface, c.pod))
+}
+
+/// Every `grace / 2` (at least 1 s), the links of the node's root namespace
+/// `root` against its Ports ([`PortRecords::collect_orphans`]).
+pub async fn collect_orphans_every(
+    records: Arc<PortRecords>,
+    root: std::path::PathBuf,
+    grace: Duration,
+) {
+    let period = (grace / 2).max(Duration::from_secs(1));
+    let mut missing = BTreeMap::new();
+    loop {
+        tokio::time::sleep(period).await;
+        let root = root.clone();
+        let links = tokio::task::spawn_blocking(move || {
+            let mut nl = crate::dataplane::netlink::Netlink::open_in(&root)?;
+            nl.links()
+        })
+        .await;
+        match links {
+            Ok(Ok(links)) => {
+                let names = links.into_iter().map(|l| l.name).collect();
+                records.collect_orphans(&names, &mut missing, grace).await;
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "listing links for orphaned Ports"),
+            Err(e) => tracing::warn!(error = %e, "listing links for orphaned Ports"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -216,6 +216,12 @@ impl LabCluster {
         }
     }
 
+    /// The options `node`'s agent starts with (the next
+    /// [`LabCluster::start_agent`] takes changes).
+    pub fn agent_options_mut(&mut self, node: &str) -> Option<&mut AgentOptions> {
+        self.agent_opts.get_mut(node)
+    }
+
     pub fn start_agent(&mut self, node: &str) {
         let token = CancellationToken::new();
         let telemetry = Telemetry::new();

@@ -96,8 +96,9 @@ async fn run(stdin: &[u8]) -> Result<Option<String>> {
 }
 
 /// The host end of the veth: derived from container ID and interface name,
-/// so DEL finds it with nothing but the environment.
-fn host_name(container_id: &str, ifname: &str) -> String {
+/// so DEL finds it with nothing but the environment (and the node agent
+/// finds the interface of a Port).
+pub fn host_name(container_id: &str, ifname: &str) -> String {
     let mut h: u32 = 0x811c9dc5;
     for b in container_id.bytes().chain([0]).chain(ifname.bytes()) {
         h ^= b as u32;
