@@ -168,7 +168,9 @@ fn code_of(reason: &str) -> u32 {
         "SubnetExhausted" => error::SUBNET_EXHAUSTED,
         // An endpoint that keeps no records needs a static address.
         "NoAddress" => error::INVALID_CONFIG,
-        "ApiUnavailable" | "AllocationContended" => error::TRY_AGAIN,
+        "ApiUnavailable" | "AllocationContended" | "AllocationInProgress" => error::TRY_AGAIN,
+        "PortRefused" => error::PORT_REFUSED,
+        "BadRequest" => error::INVALID_CONFIG,
         _ => error::AGENT_PROTOCOL,
     }
 }
@@ -187,6 +189,21 @@ mod tests {
             ip: Some(ip.parse().unwrap()),
             mac: None,
             created: true,
+        }
+    }
+
+    #[test]
+    fn agent_refusals_map_to_their_codes() {
+        for (reason, code) in [
+            ("AddressTaken", error::ADDRESS_TAKEN),
+            ("SubnetExhausted", error::SUBNET_EXHAUSTED),
+            ("AllocationInProgress", error::TRY_AGAIN),
+            ("ApiUnavailable", error::TRY_AGAIN),
+            ("PortRefused", error::PORT_REFUSED),
+            ("NoAddress", error::INVALID_CONFIG),
+            ("SomethingNew", error::AGENT_PROTOCOL),
+        ] {
+            assert_eq!(code_of(reason), code, "{reason}");
         }
     }
 

@@ -40,6 +40,8 @@ pub const CHECK_FAILED: u32 = 107;
 pub const ADDRESS_TAKEN: u32 = 108;
 /// The subnet has no free address.
 pub const SUBNET_EXHAUSTED: u32 = 109;
+/// The API server refused the Port (validation or admission).
+pub const PORT_REFUSED: u32 = 110;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CniError {
