@@ -540,13 +540,7 @@ fn bench_conntrack(reps: u32) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    if let Some(ok) = sandbox::rerun_self(&args) {
-        std::process::exit(if ok { 0 } else { 1 });
-    }
+    let args = sandbox::enter_bench();
     let reps: u32 = std::env::var("BENCH_REPS")
         .ok()
         .and_then(|r| r.parse().ok())

@@ -245,13 +245,7 @@ fn lossy_underlay(lab: &Lab, index: u32, secs: u32) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    if let Some(ok) = sandbox::rerun_self(&args) {
-        std::process::exit(if ok { 0 } else { 1 });
-    }
+    sandbox::enter_bench();
     let env = |k: &str, d: u32| {
         std::env::var(k)
             .ok()

@@ -533,13 +533,7 @@ fn scenario(lab: &Lab, sc: &Scenario, runs: u32) -> (f64, f64) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    if let Some(ok) = sandbox::rerun_self(&args) {
-        std::process::exit(if ok { 0 } else { 1 });
-    }
+    sandbox::enter_bench();
     // `BENCH_LOG=kube_dvr::dataplane::engine=debug`: every kernel op the
     // engine applies, timestamped, on stderr (where a pass's time goes).
     if let Ok(filter) = std::env::var("BENCH_LOG") {

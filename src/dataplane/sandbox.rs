@@ -37,6 +37,20 @@ pub fn enter(test: &str) -> bool {
     false
 }
 
+/// A benchmark's `main` starts here: its arguments (cargo's `--bench`
+/// dropped) inside the sandbox; outside, it re-runs itself there and exits
+/// with the child's status.
+pub fn enter_bench() -> Vec<String> {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if let Some(ok) = rerun_self(&args) {
+        std::process::exit(if ok { 0 } else { 1 });
+    }
+    args
+}
+
 /// Re-run a whole program (a benchmark, say) in the sandbox with `args`.
 /// Returns `None` when already inside, else the child's success.
 pub fn rerun_self(args: &[String]) -> Option<bool> {
