@@ -16,9 +16,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use kube_dvr::agent::{self, AgentOptions};
-use kube_dvr::api::{
-    self, DistributedRouter, ExternalNetwork, FloatingIP, PerKind, Port, PortSpec, SnatGateway,
-};
+use kube_dvr::api::{self, DistributedRouter, PerKind, Port, PortSpec};
 use kube_dvr::cluster;
 use kube_dvr::dataplane::engine::EngineConfig;
 use kube_dvr::plan::model::NodeState;
@@ -214,34 +212,25 @@ impl Cluster {
         cluster::annotation(&n.metadata, key).map(str::to_string)
     }
 
+    /// Every stored object of `K`, across namespaces.
+    async fn list_all<K>(&self) -> Vec<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        api.list(&ListParams::default()).await.unwrap().items
+    }
+
     /// Everything as stored, as the controller would see it (all agents live).
     pub async fn input(&self) -> ClusterInput {
-        let lp = ListParams::default();
-        let c = &self.client;
-        let ports = Api::<Port>::all(c.clone()).list(&lp).await.unwrap().items;
-        let nodes = self.nodes().list(&lp).await.unwrap().items;
+        let ports: Vec<Port> = self.list_all().await;
+        let nodes: Vec<Node> = self.list_all().await;
         ClusterInput {
             objects: PerKind {
-                external_networks: Api::<ExternalNetwork>::all(c.clone())
-                    .list(&lp)
-                    .await
-                    .unwrap()
-                    .items,
-                routers: Api::<DistributedRouter>::all(c.clone())
-                    .list(&lp)
-                    .await
-                    .unwrap()
-                    .items,
-                floating_ips: Api::<FloatingIP>::all(c.clone())
-                    .list(&lp)
-                    .await
-                    .unwrap()
-                    .items,
-                snat_gateways: Api::<SnatGateway>::all(c.clone())
-                    .list(&lp)
-                    .await
-                    .unwrap()
-                    .items,
+                external_networks: self.list_all().await,
+                routers: self.list_all().await,
+                floating_ips: self.list_all().await,
+                snat_gateways: self.list_all().await,
             },
             pods: cluster::port_infos(&ports),
             nodes: nodes
