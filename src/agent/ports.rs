@@ -22,12 +22,12 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use kube::api::{DeleteParams, PostParams, Preconditions};
-use kube::runtime::reflector::Store;
+use kube::api::PostParams;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use std::sync::{Arc, Mutex};
 
-use crate::api::{port_name, DistributedRouter, Port, PortSpec};
+use crate::api::{delete_only, port_name, DistributedRouter, Port, PortSpec};
 use crate::plan::model::MacAddr;
 use crate::plan::names;
 
@@ -148,7 +148,7 @@ impl PortRecords {
         let cached = self.ports.state();
         // A retried ADD: the Port this container's interface has.
         if let Some(p) = cached.iter().find(|p| {
-            p.namespace().as_deref() == Some(c.namespace)
+            p.metadata.namespace.as_deref() == Some(c.namespace)
                 && self.ours(p, c.container_id, c.interface)
         }) {
             return self.reuse(p, c);
@@ -159,7 +159,7 @@ impl PortRecords {
         let network = self.network(c)?;
         let mut taken: std::collections::BTreeSet<Ipv4Addr> = cached
             .iter()
-            .filter(|p| p.namespace().as_deref() == Some(c.namespace))
+            .filter(|p| p.metadata.namespace.as_deref() == Some(c.namespace))
             .filter(|p| p.spec.router == c.router && p.spec.subnet == c.subnet)
             .filter_map(|p| p.spec.ip.parse().ok())
             .collect();
@@ -168,7 +168,7 @@ impl PortRecords {
         if let Some(ip) = c.ip {
             let port = self.port(c, &network, ip);
             let key = (c.namespace.to_string(), port.name_any());
-            if !self.reserve(&key, c, &cached) {
+            if !self.reserve(&key, c) {
                 return Err(refusal(
                     "AddressTaken",
                     format!("{ip} is being allocated by another ADD on this node"),
@@ -215,7 +215,7 @@ impl PortRecords {
                     continue;
                 }
                 let key = (c.namespace.to_string(), port_name(c.router, c.subnet, ip));
-                if self.reserve(&key, c, &cached) {
+                if self.reserve(&key, c) {
                     break Some((ip, key));
                 }
             };
@@ -251,13 +251,10 @@ impl PortRecords {
 
     /// Reserve Port name `key` for `c` unless a concurrent ADD on this node
     /// has (entries the cache now holds are dropped first).
-    fn reserve(&self, key: &(String, String), c: &Claim<'_>, cached: &[Arc<Port>]) -> bool {
+    fn reserve(&self, key: &(String, String), c: &Claim<'_>) -> bool {
         let mut pending = self.pending.lock().expect("not poisoned");
-        pending.retain(|k, _| {
-            !cached
-                .iter()
-                .any(|p| p.namespace().as_deref() == Some(k.0.as_str()) && p.name_any() == k.1)
-        });
+        pending
+            .retain(|(ns, name), _| (self.ports).get(&ObjectRef::new(name).within(ns)).is_none());
         if pending.contains_key(key) {
             return false;
         }
@@ -351,29 +348,37 @@ impl PortRecords {
         missing.retain(|uid, _| seen.contains(uid));
         let mut n = 0;
         for (ns, name, uid) in gone {
-            let api: Api<Port> = Api::namespaced(self.client.clone(), &ns);
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(uid),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match tokio::time::timeout(API_TIMEOUT, api.delete(&name, &dp)).await {
-                Ok(Ok(_)) => {
+            match self.delete_seen(&ns, &name, Some(uid)).await {
+                Ok(true) => {
                     n += 1;
                     tracing::info!(port = %format!("{ns}/{name}"), "deleted a Port whose interface is gone");
                 }
-                Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(port = %format!("{ns}/{name}"), error = %e, "deleting an orphaned Port")
-                }
-                Err(_) => {
-                    tracing::warn!(port = %format!("{ns}/{name}"), "deleting an orphaned Port timed out")
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(port = %format!("{ns}/{name}"), error = %e.message, "deleting an orphaned Port")
                 }
             }
         }
         n
+    }
+
+    /// Delete Port `ns/name` only while it has `uid` ([`delete_only`]):
+    /// `Ok(false)` when it is gone or is another Port of that address now.
+    async fn delete_seen(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: Option<String>,
+    ) -> Result<bool, Refusal> {
+        let api: Api<Port> = Api::namespaced(self.client.clone(), ns);
+        let dp = delete_only(uid);
+        let what = format!("deleting Port {ns}/{name}");
+        match tokio::time::timeout(API_TIMEOUT, api.delete(name, &dp)).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => Ok(false),
+            Ok(Err(e)) => Err(api_down(&what, e)),
+            Err(_) => Err(api_down(&what, "timed out")),
+        }
     }
 
     /// Delete this node's Ports of `container_id`'s `interface` in
@@ -387,7 +392,7 @@ impl PortRecords {
         // Each with the UID it was seen with: the name is the address, and
         // a Port someone else made of it since must not go instead.
         let mut names: Vec<(String, Option<String>)> = (self.ports.state().iter())
-            .filter(|p| p.namespace().as_deref() == Some(namespace))
+            .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
             .filter(|p| self.ours(p, container_id, interface))
             .map(|p| (p.name_any(), p.metadata.uid.clone()))
             .collect();
@@ -404,22 +409,8 @@ impl PortRecords {
                 }
                 !hit
             });
-        let api: Api<Port> = Api::namespaced(self.client.clone(), namespace);
         for (name, uid) in &names {
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: uid.clone(),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            let del = tokio::time::timeout(API_TIMEOUT, api.delete(name, &dp));
-            match del.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => {}
-                Ok(Err(e)) => return Err(api_down(&format!("deleting Port {name}"), e)),
-                Err(_) => return Err(api_down(&format!("deleting Port {name}"), "timed out")),
-            }
+            self.delete_seen(namespace, name, uid.clone()).await?;
         }
         Ok(names.len())
     }

@@ -52,7 +52,7 @@ pub use external_network::{
 };
 pub use floating_ip::{FloatingIP, FloatingIPSpec, FloatingIPStatus, FloatingTarget, PodTarget};
 pub use kinds::{Build, DvrKind, Family, Kind, Objects, PerKind, Shared, Slices};
-pub use port::{port_name, Port, PortSpec};
+pub use port::{delete_only, port_name, Port, PortSpec};
 pub use router::{
     DistributedRouter, DistributedRouterSpec, DistributedRouterStatus, ExtraRoute, RouterSubnet,
     SubnetStatus,

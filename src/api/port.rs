@@ -85,3 +85,16 @@ pub struct PortSpec {
 pub fn port_name(router: &str, subnet: &str, ip: std::net::Ipv4Addr) -> String {
     format!("{router}.{subnet}.{ip}")
 }
+
+/// Delete parameters that delete a Port only while it still has `uid`:
+/// the name is the address, so a Port someone made of the same address
+/// since it was seen must stay (the API server answers 409 instead).
+pub fn delete_only(uid: Option<String>) -> kube::api::DeleteParams {
+    kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..Default::default()
+    }
+}

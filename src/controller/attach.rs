@@ -16,6 +16,7 @@
 //!   reached an agent (node lost, agent down).
 //!
 //! Pure planning here; the controller applies the result.
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -57,12 +58,14 @@ fn own_nad(router_ns: &str, reference: &str) -> Option<String> {
 }
 
 /// The NADs the routers want against those that exist.
+/// (Slices of objects or of the caches' `Arc`s alike: no copy per pass.)
 pub fn plan_nads(
-    routers: &[DistributedRouter],
-    existing: &[NetworkAttachmentDefinition],
+    routers: &[impl Borrow<DistributedRouter>],
+    existing: &[impl Borrow<NetworkAttachmentDefinition>],
 ) -> NadPlan {
     let mut routers: Vec<&DistributedRouter> = routers
         .iter()
+        .map(Borrow::borrow)
         .filter(|r| r.metadata.deletion_timestamp.is_none())
         .collect();
     routers.sort_by(|a, b| {
@@ -74,6 +77,7 @@ pub fn plan_nads(
     });
     let existing: BTreeMap<(String, String), &NetworkAttachmentDefinition> = existing
         .iter()
+        .map(Borrow::borrow)
         .map(|n| ((n.namespace().unwrap_or_default(), n.name_any()), n))
         .collect();
     let mut plan = NadPlan::default();
@@ -149,9 +153,14 @@ fn desired_nad(
 pub type StalePort = (String, String, Option<String>);
 
 /// Ports whose pod is gone (or finished: Succeeded or Failed).
-pub fn stale_ports(ports: &[Port], pods: &[Pod], now: Timestamp) -> Vec<StalePort> {
+pub fn stale_ports(
+    ports: &[impl Borrow<Port>],
+    pods: &[impl Borrow<Pod>],
+    now: Timestamp,
+) -> Vec<StalePort> {
     let pods: BTreeMap<(String, String), Option<&str>> = pods
         .iter()
+        .map(Borrow::borrow)
         .filter(|p| {
             let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
             !matches!(phase, Some("Succeeded") | Some("Failed"))
@@ -165,6 +174,7 @@ pub fn stale_ports(ports: &[Port], pods: &[Pod], now: Timestamp) -> Vec<StalePor
         .collect();
     ports
         .iter()
+        .map(Borrow::borrow)
         .filter(|p| {
             let ns = p.namespace().unwrap_or_default();
             let alive = match pods.get(&(ns, p.spec.pod.clone())) {
@@ -251,11 +261,8 @@ mod tests {
     fn an_unchanged_nad_is_not_rewritten_and_the_older_router_keeps_a_shared_name() {
         let r1 = router("r1", "2026-01-01T00:00:00Z", &[("a", "net-a")]);
         let r2 = router("r2", "2026-01-02T00:00:00Z", &[("a", "net-a")]);
-        let mut current = plan_nads(std::slice::from_ref(&r1), &[]).put;
-        current[0].metadata.owner_references = plan_nads(std::slice::from_ref(&r1), &[]).put[0]
-            .metadata
-            .owner_references
-            .clone();
+        let none: &[NetworkAttachmentDefinition] = &[];
+        let current = plan_nads(std::slice::from_ref(&r1), none).put;
         let plan = plan_nads(&[r2, r1], &current);
         assert!(plan.put.is_empty(), "{:?}", plan.put);
         assert!(plan.delete.is_empty());

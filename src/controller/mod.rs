@@ -197,8 +197,8 @@ impl Caches {
     fn nad_plan(&self) -> Option<attach::NadPlan> {
         let nads = self.nads.as_ref()?;
         Some(attach::plan_nads(
-            &cloned(&self.objects.routers),
-            &cloned(nads),
+            &self.objects.routers.state(),
+            &nads.state(),
         ))
     }
 
@@ -350,7 +350,7 @@ pub async fn run(
                 let actions = desired::compute(&caches.snapshot(now, conflicts));
                 record_objects(&telemetry, &actions);
                 let mut errors = exec.execute(actions, &leader_rx).await;
-                let stale = attach::stale_ports(&cloned(&caches.ports), &cloned(&caches.pods), now);
+                let stale = attach::stale_ports(&caches.ports.state(), &caches.pods.state(), now);
                 errors += exec.attachments(nad_plan, stale, &leader_rx).await;
                 exec.report_undecodable(&caches.undecodable.list(), &leader_rx)
                     .await;
@@ -596,14 +596,7 @@ impl Executor {
             let api: Api<Port> = Api::namespaced(self.client.clone(), &ns);
             // Only the Port seen: a 409 means the address went to someone
             // else meanwhile (benign).
-            let dp = kube::api::DeleteParams {
-                preconditions: Some(kube::api::Preconditions {
-                    uid,
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match api.delete(&name, &dp).await {
+            match api.delete(&name, &crate::api::delete_only(uid)).await {
                 Ok(_) => {
                     tracing::info!(port = %format!("{ns}/{name}"), "deleted the Port of a pod that is gone")
                 }
