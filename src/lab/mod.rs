@@ -280,16 +280,6 @@ impl Lab {
         self.attached.get(&(k, m)).copied()
     }
 
-    /// The address of workload `name`'s first attached network.
-    pub fn workload_ip(&self, name: &str) -> Option<std::net::Ipv4Addr> {
-        let k = self
-            .topology
-            .workloads
-            .iter()
-            .position(|w| w.name == name)?;
-        self.attachment(k, 0).map(|(ip, _)| ip)
-    }
-
     /// Check the kernel against the plans: a full pass of a fresh engine on
     /// every node (as an agent makes after a restart). Returns the kernel
     /// writes it had to make: 0 when every agent has programmed exactly its
