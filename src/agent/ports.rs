@@ -477,6 +477,7 @@ impl PortRecords {
                 pod_uid: c.pod_uid.into(),
                 container_id: c.container_id.into(),
                 interface: c.interface.into(),
+                vm: String::new(),
             },
         );
         port.metadata.namespace = Some(c.namespace.into());

@@ -38,6 +38,7 @@ pub mod conditions;
 mod external_network;
 mod floating_ip;
 pub mod kinds;
+pub mod kubevirt;
 pub mod nad;
 mod port;
 pub mod reference;
@@ -52,7 +53,7 @@ pub use external_network::{
 };
 pub use floating_ip::{FloatingIP, FloatingIPSpec, FloatingIPStatus, FloatingTarget, PodTarget};
 pub use kinds::{Build, DvrKind, Family, Kind, Objects, PerKind, Shared, Slices};
-pub use port::{delete_only, port_name, Port, PortSpec};
+pub use port::{delete_only, port_name, Port, PortBinding, PortSpec, PortStatus};
 pub use router::{
     DistributedRouter, DistributedRouterSpec, DistributedRouterStatus, ExtraRoute, RouterSubnet,
     SubnetStatus,
@@ -82,7 +83,8 @@ pub const FINALIZER: &str = "kubedvr.io/cleanup";
 
 /// The CustomResourceDefinitions of all kube-dvr kinds: the user-facing
 /// ones in the order of [`Kind::ALL`] (the [`kinds`] registry), then
-/// [`Port`] (kube-dvr's own record, no status: not in the registry).
+/// [`Port`] (kube-dvr's own record, written by its agents: not in the
+/// registry of user-facing kinds).
 pub fn crds() -> Vec<CustomResourceDefinition> {
     (Kind::ALL.iter().map(|k| k.crd()))
         .chain([Port::crd()])
@@ -131,9 +133,8 @@ mod tests {
                 .subresources
                 .as_ref()
                 .and_then(|s| s.status.as_ref());
-            // A Port is a record written once; it has no status.
             assert!(
-                status.is_some() || crd.spec.names.kind == "Port",
+                status.is_some(),
                 "{} lacks the status subresource",
                 crd.spec.names.kind
             );

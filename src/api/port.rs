@@ -9,6 +9,15 @@
 //! and deletes the Ports of its own node (the chart's admission policy
 //! enforces `spec.node`), the controller deletes the Ports of pods that no
 //! longer exist. Tenants may read them.
+//!
+//! A KubeVirt VM's Port belongs to the VM, not to a pod (`spec.vm`): it
+//! keeps the address and MAC across the VM's restarts and live migrations.
+//! Each pod that carries the interface is a binding in `status.bindings`,
+//! added and removed by the agent of that pod's node (only its own node's
+//! entries, the admission policy checks); during a migration there are
+//! two, and traffic goes to one: the binding on `status.activeNode` (the
+//! VirtualMachineInstance's node, written by the controller), else the
+//! first.
 
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -31,12 +40,15 @@ use super::validation::{
     shortname = "dport",
     category = "kubedvr",
     derive = "PartialEq",
+    status = "PortStatus",
     printcolumn(name = "Router", type_ = "string", json_path = ".spec.router"),
     printcolumn(name = "Subnet", type_ = "string", json_path = ".spec.subnet"),
     printcolumn(name = "IP", type_ = "string", json_path = ".spec.ip"),
     printcolumn(name = "MAC", type_ = "string", json_path = ".spec.mac"),
     printcolumn(name = "Node", type_ = "string", json_path = ".spec.node"),
     printcolumn(name = "Pod", type_ = "string", json_path = ".spec.pod"),
+    printcolumn(name = "VM", type_ = "string", json_path = ".spec.vm"),
+    printcolumn(name = "Active", type_ = "string", json_path = ".status.activeNode"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -44,6 +56,9 @@ use super::validation::{
     )
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("a Port is immutable"))]
+#[x_kube(validation = Rule::new(
+    "has(self.vm) ? !has(self.node) && !has(self.pod) && !has(self.podUid) && !has(self.containerId) && !has(self.interface) : has(self.node) && has(self.pod) && has(self.containerId) && has(self.interface)"
+).message("a Port names either a vm (its pods are status.bindings) or its node, pod, containerId and interface"))]
 #[serde(rename_all = "camelCase")]
 pub struct PortSpec {
     /// The DistributedRouter (in the same namespace).
@@ -61,22 +76,103 @@ pub struct PortSpec {
     /// The interface's MAC (static, or derived from the address).
     #[schemars(length(min = 17, max = MAC_MAX), pattern(MAC_PATTERN))]
     pub mac: String,
-    /// The node the interface is on.
+    /// The node the interface is on (a pod's Port; a VM's has its nodes in
+    /// `status.bindings`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = DNS1123_SUBDOMAIN_MAX), pattern(DNS1123_SUBDOMAIN_PATTERN))]
     pub node: String,
-    /// The pod (same namespace) the interface belongs to.
+    /// The pod (same namespace) the interface belongs to (a pod's Port).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = DNS1123_SUBDOMAIN_MAX), pattern(DNS1123_SUBDOMAIN_PATTERN))]
     pub pod: String,
     /// The pod's UID (`K8S_POD_UID`), when the runtime gave one.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(max = 64))]
     pub pod_uid: String,
-    /// CNI_CONTAINERID of the attachment.
+    /// CNI_CONTAINERID of the attachment (a pod's Port).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = 256))]
     pub container_id: String,
-    /// CNI_IFNAME: the interface's name in the pod.
+    /// CNI_IFNAME: the interface's name in the pod (a pod's Port).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = IFNAME_MAX), pattern(IFNAME_PATTERN))]
     pub interface: String,
+    /// The KubeVirt VirtualMachine (same namespace) the address belongs
+    /// to: the Port outlives its pods (restarts, live migration), which
+    /// are its `status.bindings`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(min = 1, max = DNS1123_SUBDOMAIN_MAX), pattern(DNS1123_SUBDOMAIN_PATTERN))]
+    pub vm: String,
+}
+
+/// Where a VM's Port is attached (a pod's Port has none: its spec says).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PortStatus {
+    /// The pods carrying the VM's interface, oldest first: one, or two
+    /// during a live migration. Each is added and removed by the agent of
+    /// its node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub bindings: Vec<PortBinding>,
+    /// The node traffic goes to: the VirtualMachineInstance's node
+    /// (written by the controller). Absent, or no binding there: the
+    /// first binding's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = DNS1123_SUBDOMAIN_MAX), pattern(DNS1123_SUBDOMAIN_PATTERN))]
+    pub active_node: Option<String>,
+}
+
+/// One pod carrying a Port's interface.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PortBinding {
+    #[schemars(length(min = 1, max = DNS1123_SUBDOMAIN_MAX), pattern(DNS1123_SUBDOMAIN_PATTERN))]
+    pub node: String,
+    #[schemars(length(min = 1, max = DNS1123_SUBDOMAIN_MAX), pattern(DNS1123_SUBDOMAIN_PATTERN))]
+    pub pod: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 64))]
+    pub pod_uid: String,
+    #[schemars(length(min = 1, max = 256))]
+    pub container_id: String,
+    #[schemars(length(min = 1, max = IFNAME_MAX), pattern(IFNAME_PATTERN))]
+    pub interface: String,
+}
+
+impl Port {
+    /// Whether the Port belongs to a VM (its pods are bindings).
+    pub fn is_vm(&self) -> bool {
+        !self.spec.vm.is_empty()
+    }
+
+    /// The pods carrying the interface: a pod's Port its one; a VM's its
+    /// status bindings.
+    pub fn bindings(&self) -> Vec<PortBinding> {
+        if self.is_vm() {
+            return self.status.iter().flat_map(|s| s.bindings.clone()).collect();
+        }
+        let s = &self.spec;
+        vec![PortBinding {
+            node: s.node.clone(),
+            pod: s.pod.clone(),
+            pod_uid: s.pod_uid.clone(),
+            container_id: s.container_id.clone(),
+            interface: s.interface.clone(),
+        }]
+    }
+
+    /// The binding traffic goes to ([`PortStatus::active_node`]); None
+    /// for a VM's Port no pod carries.
+    pub fn active_binding(&self) -> Option<PortBinding> {
+        let mut all = self.bindings();
+        let active = self.status.as_ref().and_then(|s| s.active_node.as_deref());
+        let at = all
+            .iter()
+            .position(|b| Some(b.node.as_str()) == active)
+            .unwrap_or(0);
+        (at < all.len()).then(|| all.swap_remove(at))
+    }
 }
 
 /// The name of the Port that holds `ip` on `router`'s `subnet`: one name
