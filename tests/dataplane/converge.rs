@@ -305,3 +305,56 @@ fn change_path_applies_only_the_change() {
     assert!(!link_names(None).iter().any(|l| l.contains("20")));
     assert_converged(&mut e, &only_a);
 }
+
+#[test]
+fn a_mac_moving_to_another_node_keeps_one_remote() {
+    if !sandbox::enter("converge::a_mac_moving_to_another_node_keeps_one_remote") {
+        return;
+    }
+    // An endpoint's MAC moves from VTEP .3 to .4 in one change (a VM's
+    // active binding, an address taken again on another node): add the new
+    // remote, delete the old, as the diff orders it.
+    let mut desired = desired_ab();
+    let entry = |dst: &str| FdbEntry {
+        link: "dvrvx-100".into(),
+        mac: mac("02:00:01:00:00:77"),
+        dst: dst.parse().unwrap(),
+    };
+    desired.root.fdb.insert(entry("198.18.0.3"));
+    let mut e = engine();
+    reconcile_ok(&mut e, &desired);
+    desired.root.fdb.remove(&entry("198.18.0.3"));
+    desired.root.fdb.insert(entry("198.18.0.4"));
+    for pass in ["change", "full"] {
+        let r = match pass {
+            "change" => e.reconcile_changes(&desired).expect("change"),
+            _ => reconcile_ok(&mut e, &desired),
+        };
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let fdb = sh(&["bridge", "fdb", "show", "dev", "dvrvx-100"]);
+        let remotes: Vec<&str> = fdb
+            .lines()
+            .filter(|l| l.starts_with("02:00:01:00:00:77") && l.contains(" dst "))
+            .collect();
+        assert_eq!(remotes.len(), 1, "after the {pass} pass: {fdb}");
+        assert!(remotes[0].contains("dst 198.18.0.4"), "{fdb}");
+    }
+    // Moving back, and the flood entries still append (several remotes).
+    desired.root.fdb.remove(&entry("198.18.0.4"));
+    desired.root.fdb.insert(entry("198.18.0.3"));
+    e.reconcile_changes(&desired).expect("back");
+    let fdb = sh(&["bridge", "fdb", "show", "dev", "dvrvx-100"]);
+    assert!(fdb.contains("02:00:01:00:00:77 dst 198.18.0.3"), "{fdb}");
+    let flood = fdb
+        .lines()
+        .filter(|l| l.starts_with("00:00:00:00:00:00"))
+        .count();
+    let want = desired
+        .root
+        .fdb
+        .iter()
+        .filter(|f| f.mac.0 == [0; 6] && f.link == "dvrvx-100")
+        .count();
+    assert_eq!(flood, want, "{fdb}");
+    assert!(want >= 2, "the fixture floods to several nodes");
+}

@@ -360,11 +360,20 @@ impl Netlink {
         m
     }
 
-    /// `bridge fdb append <mac> dev <index> dst <dst> self permanent`.
+    /// `bridge fdb append <mac> dev <index> dst <dst> self permanent` for
+    /// the flood entry (all-zero MAC; multicast too): one more remote.
+    /// `bridge fdb replace …` for a unicast MAC: the vxlan driver appends
+    /// only to flood entries and leaves an existing unicast entry as it is,
+    /// so a MAC moving to another node (a VM's active binding, an address
+    /// taken again elsewhere) must replace its remote; the diff's delete of
+    /// the old remote that follows then finds nothing (before: it removed
+    /// the entry, and the MAC had no remote at all).
     pub fn add_fdb(&mut self, index: u32, mac: MacAddr, dst: Ipv4Addr) -> io::Result<()> {
+        let flood = mac.0 == [0; 6] || mac.0[0] & 1 == 1;
+        let how = if flood { NLM_F_APPEND } else { NLM_F_REPLACE };
         ok_if_exists(self.request(
             RouteNetlinkMessage::NewNeighbour(Self::fdb_message(index, mac, dst)),
-            NLM_F_CREATE | NLM_F_APPEND,
+            NLM_F_CREATE | how,
         ))
     }
 
