@@ -45,6 +45,7 @@ fn east_west(routers: u32, subnets: u32, endpoints: u32, nodes: u32) -> ClusterV
             subnets: vec![],
             routes: vec![],
             endpoints: vec![],
+            standby: vec![],
         };
         for s in 0..subnets {
             let vni = 4096 + r * 16 + s;

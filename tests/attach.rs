@@ -7,8 +7,10 @@
 //! plugin process each, spread over five nodes); then, with the plugin run
 //! directly on extra sandboxes: a forged network-status annotation changes
 //! nothing, DEL then ADD never hands out an address in use, a static
-//! address that is taken fails and leaves nothing, a /29 runs out, and an
-//! agent that is down fails ADD but not DEL.
+//! address that is taken fails and leaves nothing, a /29 runs out, an
+//! agent that is down fails ADD but not DEL, and a KubeVirt VM keeps its
+//! address and MAC across a live migration (one active binding) and a
+//! restart on another node.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -18,6 +20,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use kube_dvr::api::kubevirt::{VirtualMachine, VirtualMachineInstance};
 use kube_dvr::api::nad::NetworkAttachmentDefinition;
 use kube_dvr::api::{DistributedRouter, Port};
 use kube_dvr::dataplane::{netns, sandbox};
@@ -64,6 +67,7 @@ spec:
   subnets:
     - {{name: big, cidr: 10.40.0.0/24, gateway: 10.40.0.1, networkAttachment: net-big}}
     - {{name: tiny, cidr: 10.41.0.0/29, gateway: 10.41.0.1, networkAttachment: net-tiny}}
+    - {{name: vms, cidr: 10.43.0.0/24, gateway: 10.43.0.1, networkAttachment: net-vms}}
 ---
 apiVersion: kubedvr.io/v1alpha1
 kind: DistributedRouter
@@ -214,7 +218,10 @@ fn plugin_ipam_and_trusted_ports() {
         .iter()
         .filter_map(|n| n.metadata.name.clone())
         .collect();
-    assert_eq!(names, BTreeSet::from(["net-big".into(), "net-tiny".into()]));
+    assert_eq!(
+        names,
+        BTreeSet::from(["net-big".into(), "net-tiny".into(), "net-vms".into()])
+    );
     for n in &list.items {
         let conf: serde_json::Value =
             serde_json::from_str(n.spec.config.as_deref().unwrap()).unwrap();
@@ -397,8 +404,184 @@ fn plugin_ipam_and_trusted_ports() {
     let mine = c.rt.block_on(y_nads.get("mine")).unwrap();
     assert_eq!(mine.spec.config, theirs.spec.config, "left alone");
 
+    kubevirt_vm(&mut lab);
+
     let paths = lab.paths.clone();
     lab.down();
     let left = kube_dvr::lab::infra::leftovers(&paths);
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+const VM: &str = "vm1";
+
+/// A virt-launcher pod of [`VM`] on `node` (its controlling owner the
+/// VirtualMachineInstance, as KubeVirt makes it), with a sandbox serving
+/// the lab's who-are-you service under the pod's name.
+fn launcher(lab: &Lab, name: &str, node: &str, vmi_uid: &str) -> WorkloadSpec {
+    let c = lab.cluster();
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), NS);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": NS, "labels": {"vm.kubevirt.io/name": VM},
+            "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                "name": VM, "uid": vmi_uid, "controller": true}]},
+        "spec": {"nodeName": node, "containers": [{"name": "compute", "image": "lab"}]}
+    }))
+    .unwrap();
+    c.rt.block_on(pods.create(&PostParams::default(), &pod))
+        .unwrap();
+    let w = sandbox_on(lab, name, node);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    probe::serve(&lab.paths.workload(name), name, stop).unwrap();
+    w
+}
+
+/// The VM's Port (there must be exactly one).
+fn vm_port(lab: &Lab) -> Port {
+    let mine: Vec<Port> = ports(lab).into_iter().filter(|p| p.spec.vm == VM).collect();
+    assert_eq!(mine.len(), 1, "one Port for the VM: {mine:?}");
+    mine.into_iter().next().unwrap()
+}
+
+fn bound_pods(p: &Port) -> Vec<String> {
+    p.bindings().into_iter().map(|b| b.pod).collect()
+}
+
+/// Set the VirtualMachineInstance's node, as KubeVirt does when the VM
+/// starts there or a migration to it completes.
+fn vmi_on(lab: &Lab, node: &str) {
+    let c = lab.cluster();
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(c.client.clone(), NS);
+    let patch = json!({"status": {"nodeName": node}});
+    c.rt.block_on(vmis.patch_status(VM, &PatchParams::default(), &Patch::Merge(&patch)))
+        .unwrap();
+}
+
+/// A KubeVirt VM (the tests play KubeVirt: VirtualMachine and instance
+/// objects, virt-launcher pods; the plugin and the dataplane are real).
+fn kubevirt_vm(lab: &mut Lab) {
+    let c = lab.cluster();
+    let vms: Api<VirtualMachine> = Api::namespaced(c.client.clone(), NS);
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(c.client.clone(), NS);
+    c.rt.block_on(vms.create(
+        &PostParams::default(),
+        &VirtualMachine::new(VM, Default::default()),
+    ))
+    .unwrap();
+    let vmi =
+        c.rt.block_on(vmis.create(
+            &PostParams::default(),
+            &VirtualMachineInstance::new(VM, Default::default()),
+        ))
+        .unwrap();
+    let vmi_uid = vmi.metadata.uid.unwrap();
+    vmi_on(lab, "n0");
+    // The VM's interface MAC, which KubeVirt passes in the network
+    // selection (Multus `mac`) for every pod of the VM.
+    let mac: kube_dvr::plan::model::MacAddr = "02:5e:00:00:00:01".parse().unwrap();
+    // A subnet no other workload is on: each node the VM is carried on
+    // hosts the router for it (the migration target too, where it is not
+    // yet the endpoint). Probed from w002 on net-big: routed.
+    let vm_net = WorkloadNetwork {
+        mac: Some(mac),
+        ..net("net-vms", None)
+    };
+
+    // Started on n0: an address from IPAM, a Port owned by the VM with the
+    // pod as its binding.
+    let src = launcher(lab, "virt-launcher-vm1-a", "n0", &vmi_uid);
+    let r = cni(lab, "ADD", &src, &vm_net).expect("ADD on the source");
+    let (ip, got_mac) = runtime::result_address(&r.unwrap()).unwrap();
+    assert_eq!(got_mac, mac);
+    let port = vm_port(lab);
+    assert_eq!(port.spec.ip, ip.to_string());
+    assert!(port.spec.node.is_empty() && port.spec.pod.is_empty());
+    assert_eq!(bound_pods(&port), ["virt-launcher-vm1-a"]);
+    answered_by(lab, "w002", ip, "virt-launcher-vm1-a");
+
+    // Live migration to n1: the target pod gets the same address and MAC
+    // (no 108), both pods carry it, traffic still goes to the source.
+    let dst = launcher(lab, "virt-launcher-vm1-b", "n1", &vmi_uid);
+    let r = cni(lab, "ADD", &dst, &vm_net).expect("ADD on the target");
+    assert_eq!(runtime::result_address(&r.unwrap()).unwrap(), (ip, mac));
+    let port = vm_port(lab);
+    assert_eq!(
+        bound_pods(&port),
+        ["virt-launcher-vm1-a", "virt-launcher-vm1-b"]
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..5 {
+        answered_by(lab, "w002", ip, "virt-launcher-vm1-a");
+    }
+    // A pod of the VM asking for another address: refused (108), nothing
+    // left, the Port untouched.
+    let other = launcher(lab, "virt-launcher-vm1-x", "n3", &vmi_uid);
+    let err = cni(lab, "ADD", &other, &net("net-vms", Some("10.43.0.250/24")))
+        .expect_err("the VM's address is another");
+    assert_eq!(code(&err), 108, "{err}");
+    assert!(interfaces(lab, "virt-launcher-vm1-x").is_empty());
+    assert_eq!(
+        bound_pods(&vm_port(lab)),
+        ["virt-launcher-vm1-a", "virt-launcher-vm1-b"]
+    );
+
+    // Migration completes: KubeVirt moves the instance; the controller
+    // makes n1 the Port's active node; the VM announces itself from the
+    // target (QEMU sends RARP/GARP after a migration: a ping here) and
+    // traffic goes to the target.
+    let flipped = Instant::now();
+    vmi_on(lab, "n1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while vm_port(lab).status.and_then(|s| s.active_node).as_deref() != Some("n1") {
+        assert!(Instant::now() < deadline, "activeNode did not follow");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "activeNode followed the instance in {:?}",
+        flipped.elapsed()
+    );
+    let _ = probe::ping(
+        &lab.paths.workload("virt-launcher-vm1-b"),
+        "10.43.0.1".parse().unwrap(),
+    );
+    answered_by(lab, "w002", ip, "virt-launcher-vm1-b");
+    eprintln!(
+        "traffic at the target {:?} after the instance moved",
+        flipped.elapsed()
+    );
+    for _ in 0..5 {
+        answered_by(lab, "w002", ip, "virt-launcher-vm1-b");
+    }
+
+    // The source pod's DEL removes its binding, not the VM's Port.
+    cni(lab, "DEL", &src, &vm_net).expect("DEL on the source");
+    assert_eq!(bound_pods(&vm_port(lab)), ["virt-launcher-vm1-b"]);
+    assert!(interfaces(lab, "virt-launcher-vm1-a").is_empty());
+    answered_by(lab, "w002", ip, "virt-launcher-vm1-b");
+    // Every node has exactly its plan: the other nodes' vxlan FDB sends the
+    // MAC to n1 alone (a unicast entry moving nodes is replaced, not
+    // appended to and then deleted).
+    lab.converge().unwrap();
+    assert_eq!(lab.resync().unwrap(), 0, "every node has exactly its plan");
+
+    // A restart: the pod goes (the Port stays, unbound, no endpoint), the
+    // VM starts again on n2 without a static address or MAC and gets both
+    // back.
+    cni(lab, "DEL", &dst, &vm_net).expect("DEL on the target");
+    let port = vm_port(lab);
+    assert!(bound_pods(&port).is_empty());
+    assert_eq!(port.spec.ip, ip.to_string(), "the address stays the VM's");
+    let c = lab.cluster();
+    c.rt.block_on(vmis.delete(VM, &Default::default())).unwrap();
+    let vmi =
+        c.rt.block_on(vmis.create(
+            &PostParams::default(),
+            &VirtualMachineInstance::new(VM, Default::default()),
+        ))
+        .unwrap();
+    vmi_on(lab, "n2");
+    let again = launcher(lab, "virt-launcher-vm1-c", "n2", &vmi.metadata.uid.unwrap());
+    let r = cni(lab, "ADD", &again, &net("net-vms", None)).expect("ADD after the restart");
+    assert_eq!(runtime::result_address(&r.unwrap()).unwrap(), (ip, mac));
+    assert_eq!(bound_pods(&vm_port(lab)), ["virt-launcher-vm1-c"]);
+    answered_by(lab, "w001", ip, "virt-launcher-vm1-c");
 }

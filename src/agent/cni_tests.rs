@@ -26,6 +26,7 @@ fn mk_view() -> ClusterView {
             ("0.0.0.0/0".parse().unwrap(), "10.2.0.9".parse().unwrap()),
         ],
         endpoints: vec![],
+        standby: vec![],
     };
     ClusterView {
         routers: vec![r],

@@ -17,17 +17,28 @@
 //! gets its Port back. Release (CNI DEL) deletes the node's Ports of a
 //! container ID and interface; Ports whose DEL never reached an agent are
 //! collected by the controller once their pod is gone.
+//!
+//! A KubeVirt virt-launcher pod (its controlling owner is a
+//! VirtualMachineInstance) gets its VM's Port (`spec.vm`): the one the VM
+//! already has on that subnet, whatever node it was made on, else a new
+//! one. The pod is then a binding in the Port's status (added by ADD,
+//! removed by DEL, never the Port itself: the address stays the VM's across
+//! restarts and migrations; the controller deletes the Port once the VM is
+//! gone).
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use std::sync::{Arc, Mutex};
 
-use crate::api::{delete_only, port_name, DistributedRouter, Port, PortSpec};
+use crate::api::{
+    delete_only, kubevirt, port_name, DistributedRouter, Port, PortBinding, PortSpec,
+};
 use crate::plan::model::MacAddr;
 use crate::plan::names;
 
@@ -36,6 +47,9 @@ pub const ORPHAN_GRACE: Duration = Duration::from_secs(60);
 
 /// Bound on one API call of an allocation or release.
 const API_TIMEOUT: Duration = Duration::from_secs(8);
+/// Read-modify-write attempts on a VM Port's bindings (others' agents
+/// write theirs concurrently).
+const BIND_ATTEMPTS: usize = 8;
 /// Creates tried before an allocation gives up as contended.
 const MAX_ATTEMPTS: usize = 64;
 /// An allocation gives up after this (well inside the plugin's 20 s wait
@@ -96,6 +110,8 @@ pub struct Granted {
 struct Pending {
     container_id: String,
     interface: String,
+    /// A VM's Port: released by unbinding, never deleted.
+    vm: bool,
     /// Set once created: what it holds and its UID.
     made: Option<(Granted, Option<String>)>,
 }
@@ -135,9 +151,23 @@ impl PortRecords {
     }
 
     fn ours(&self, p: &Port, container_id: &str, interface: &str) -> bool {
-        p.spec.node == self.node
-            && p.spec.container_id == container_id
-            && p.spec.interface == interface
+        p.binds(&self.node, container_id, interface)
+    }
+
+    /// The VM pod `c` carries (its controlling VirtualMachineInstance
+    /// owner), from the API: None for any other pod, or one the API does
+    /// not know (a sandbox without a pod object).
+    async fn vm_of(&self, c: &Claim<'_>) -> Result<Option<String>, Refusal> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), c.namespace);
+        let what = format!("reading pod {}/{}", c.namespace, c.pod);
+        let pod = match tokio::time::timeout(API_TIMEOUT, pods.get_opt(c.pod)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Err(api_down(&what, e)),
+            Err(_) => return Err(api_down(&what, "timed out")),
+        };
+        Ok(pod
+            .filter(|p| c.pod_uid.is_empty() || p.metadata.uid.as_deref() == Some(c.pod_uid))
+            .and_then(|p| kubevirt::vm_of(p.owner_references())))
     }
 
     /// Record `c`: its Port (an earlier ADD's when retried), or a new one.
@@ -157,6 +187,40 @@ impl PortRecords {
             return Ok(done);
         }
         let network = self.network(c)?;
+        let vm = self.vm_of(c).await?;
+        if let Some(vm) = &vm {
+            // The VM's address, wherever it was allocated.
+            let held = cached.iter().find(|p| {
+                p.metadata.namespace.as_deref() == Some(c.namespace)
+                    && p.spec.vm == *vm
+                    && p.spec.router == c.router
+                    && p.spec.subnet == c.subnet
+            });
+            if let Some(p) = held {
+                let g = granted(p);
+                if c.ip.is_some_and(|ip| ip != g.ip) || c.mac.is_some_and(|m| m != g.mac) {
+                    return Err(refusal(
+                        "AddressTaken",
+                        format!(
+                            "VM {vm} has {} ({}) on {}/{} subnet {} (Port {}): its pods get \
+                             that address and MAC, not another",
+                            g.ip,
+                            g.mac,
+                            c.namespace,
+                            c.router,
+                            c.subnet,
+                            p.name_any()
+                        ),
+                    ));
+                }
+                let added = self.bind(c, &p.name_any()).await?;
+                return Ok(Granted {
+                    created: added,
+                    ..g
+                });
+            }
+        }
+        let vm = vm.as_deref();
         let mut taken: std::collections::BTreeSet<Ipv4Addr> = cached
             .iter()
             .filter(|p| p.metadata.namespace.as_deref() == Some(c.namespace))
@@ -166,9 +230,9 @@ impl PortRecords {
         taken.extend(c.reserved.iter().copied());
         let api: Api<Port> = Api::namespaced(self.client.clone(), c.namespace);
         if let Some(ip) = c.ip {
-            let port = self.port(c, &network, ip);
+            let port = self.port(c, &network, ip, vm);
             let key = (c.namespace.to_string(), port.name_any());
-            if !self.reserve(&key, c) {
+            if !self.reserve(&key, c, vm.is_some()) {
                 return Err(refusal(
                     "AddressTaken",
                     format!("{ip} is being allocated by another ADD on this node"),
@@ -177,10 +241,7 @@ impl PortRecords {
             let created = self.create(&api, &port).await;
             self.settle(&key, &created);
             return match created?.is_some() {
-                true => Ok(Granted {
-                    created: true,
-                    ..granted(&port)
-                }),
+                true => self.made(c, &port).await,
                 false => {
                     // Taken: ours from an earlier ADD the cache has not
                     // seen, or someone else's.
@@ -215,7 +276,7 @@ impl PortRecords {
                     continue;
                 }
                 let key = (c.namespace.to_string(), port_name(c.router, c.subnet, ip));
-                if self.reserve(&key, c) {
+                if self.reserve(&key, c, vm.is_some()) {
                     break Some((ip, key));
                 }
             };
@@ -228,14 +289,11 @@ impl PortRecords {
                     ),
                 ));
             };
-            let port = self.port(c, &network, ip);
+            let port = self.port(c, &network, ip, vm);
             let created = self.create(&api, &port).await;
             self.settle(&key, &created);
             if created?.is_some() {
-                return Ok(Granted {
-                    created: true,
-                    ..granted(&port)
-                });
+                return self.made(c, &port).await;
             }
             taken.insert(ip);
         }
@@ -251,7 +309,7 @@ impl PortRecords {
 
     /// Reserve Port name `key` for `c` unless a concurrent ADD on this node
     /// has (entries the cache now holds are dropped first).
-    fn reserve(&self, key: &(String, String), c: &Claim<'_>) -> bool {
+    fn reserve(&self, key: &(String, String), c: &Claim<'_>, vm: bool) -> bool {
         let mut pending = self.pending.lock().expect("not poisoned");
         pending
             .retain(|(ns, name), _| (self.ports).get(&ObjectRef::new(name).within(ns)).is_none());
@@ -263,6 +321,7 @@ impl PortRecords {
             Pending {
                 container_id: c.container_id.to_string(),
                 interface: c.interface.to_string(),
+                vm,
                 made: None,
             },
         );
@@ -326,32 +385,42 @@ impl PortRecords {
         let now = tokio::time::Instant::now();
         let mut seen = std::collections::BTreeSet::new();
         let mut gone = Vec::new();
-        for p in self
-            .ports
-            .state()
-            .iter()
-            .filter(|p| p.spec.node == self.node)
-        {
-            let host = kube_dvr_cni::host_name(&p.spec.container_id, &p.spec.interface);
-            if links.contains(&host) {
-                continue;
-            }
-            let Some(uid) = p.metadata.uid.clone() else {
-                continue;
-            };
-            seen.insert(uid.clone());
-            let since = *missing.entry(uid.clone()).or_insert(now);
-            if now.duration_since(since) >= grace {
-                gone.push((p.namespace().unwrap_or_default(), p.name_any(), uid));
+        for p in self.ports.state().iter() {
+            for b in p.bindings_on(&self.node) {
+                let host = kube_dvr_cni::host_name(&b.container_id, &b.interface);
+                if links.contains(&host) {
+                    continue;
+                }
+                let Some(uid) = p.metadata.uid.clone() else {
+                    continue;
+                };
+                // A VM's Port loses only the binding.
+                let key = match p.is_vm() {
+                    true => format!("{uid}/{}/{}", b.container_id, b.interface),
+                    false => uid.clone(),
+                };
+                seen.insert(key.clone());
+                let since = *missing.entry(key).or_insert(now);
+                if now.duration_since(since) >= grace {
+                    let vm = p.is_vm().then_some(b);
+                    gone.push((p.namespace().unwrap_or_default(), p.name_any(), uid, vm));
+                }
             }
         }
-        missing.retain(|uid, _| seen.contains(uid));
+        missing.retain(|key, _| seen.contains(key));
         let mut n = 0;
-        for (ns, name, uid) in gone {
-            match self.delete_seen(&ns, &name, Some(uid)).await {
+        for (ns, name, uid, vm) in gone {
+            let done = match &vm {
+                Some(b) => {
+                    self.unbind(&ns, &name, &b.node, &b.container_id, &b.interface)
+                        .await
+                }
+                None => self.delete_seen(&ns, &name, Some(uid)).await,
+            };
+            match done {
                 Ok(true) => {
                     n += 1;
-                    tracing::info!(port = %format!("{ns}/{name}"), "deleted a Port whose interface is gone");
+                    tracing::info!(port = %format!("{ns}/{name}"), vm = vm.is_some(), "released a Port (a VM's: its binding) whose interface is gone");
                 }
                 Ok(false) => {}
                 Err(e) => {
@@ -390,11 +459,12 @@ impl PortRecords {
         interface: &str,
     ) -> Result<usize, Refusal> {
         // Each with the UID it was seen with: the name is the address, and
-        // a Port someone else made of it since must not go instead.
-        let mut names: Vec<(String, Option<String>)> = (self.ports.state().iter())
+        // a Port someone else made of it since must not go instead. A VM's
+        // Port stays: only this pod's binding goes.
+        let mut names: Vec<(String, Option<String>, bool)> = (self.ports.state().iter())
             .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
             .filter(|p| self.ours(p, container_id, interface))
-            .map(|p| (p.name_any(), p.metadata.uid.clone()))
+            .map(|p| (p.name_any(), p.metadata.uid.clone(), p.is_vm()))
             .collect();
         self.pending
             .lock()
@@ -403,16 +473,43 @@ impl PortRecords {
                 let hit =
                     ns == namespace && e.container_id == container_id && e.interface == interface;
                 if let (true, Some((_, uid))) = (hit, &e.made) {
-                    if !names.iter().any(|(n, _)| n == name) {
-                        names.push((name.clone(), uid.clone()));
+                    if !names.iter().any(|(n, _, _)| n == name) {
+                        names.push((name.clone(), uid.clone(), e.vm));
                     }
                 }
                 !hit
             });
-        for (name, uid) in &names {
-            self.delete_seen(namespace, name, uid.clone()).await?;
+        for (name, uid, vm) in &names {
+            match vm {
+                true => {
+                    self.unbind(namespace, name, &self.node, container_id, interface)
+                        .await?
+                }
+                false => self.delete_seen(namespace, name, uid.clone()).await?,
+            };
         }
         Ok(names.len())
+    }
+
+    /// Remove `node`'s binding of `container_id`'s `interface` from VM
+    /// Port `ns/name`.
+    async fn unbind(
+        &self,
+        ns: &str,
+        name: &str,
+        node: &str,
+        container_id: &str,
+        interface: &str,
+    ) -> Result<bool, Refusal> {
+        self.edit_bindings(ns, name, |all| {
+            let before = all.len();
+            all.retain(|b| {
+                !(b.node == node && b.container_id == container_id && b.interface == interface)
+            });
+            all.len() != before
+        })
+        .await
+        .map(|changed| changed.unwrap_or(false))
     }
 
     fn reuse(&self, p: &Port, c: &Claim<'_>) -> Result<Granted, Refusal> {
@@ -463,25 +560,95 @@ impl PortRecords {
         })
     }
 
-    fn port(&self, c: &Claim<'_>, network: &str, ip: Ipv4Addr) -> Port {
-        let mut port = Port::new(
-            &port_name(c.router, c.subnet, ip),
-            PortSpec {
-                router: c.router.into(),
-                subnet: c.subnet.into(),
-                network: network.into(),
-                ip: ip.to_string(),
-                mac: c.mac.unwrap_or_else(|| derived_mac(ip)).to_string(),
-                node: self.node.clone(),
-                pod: c.pod.into(),
-                pod_uid: c.pod_uid.into(),
-                container_id: c.container_id.into(),
-                interface: c.interface.into(),
-                vm: String::new(),
-            },
-        );
+    /// The Port of `ip` for `c`: the pod's, or VM `vm`'s (no binding in
+    /// its spec: [`Self::bind`] adds the pod).
+    fn port(&self, c: &Claim<'_>, network: &str, ip: Ipv4Addr, vm: Option<&str>) -> Port {
+        let mut spec = PortSpec {
+            router: c.router.into(),
+            subnet: c.subnet.into(),
+            network: network.into(),
+            ip: ip.to_string(),
+            mac: c.mac.unwrap_or_else(|| derived_mac(ip)).to_string(),
+            ..Default::default()
+        };
+        match vm {
+            Some(vm) => spec.vm = vm.into(),
+            None => {
+                let b = binding(&self.node, c);
+                (spec.node, spec.pod, spec.pod_uid) = (b.node, b.pod, b.pod_uid);
+                (spec.container_id, spec.interface) = (b.container_id, b.interface);
+            }
+        }
+        let mut port = Port::new(&port_name(c.router, c.subnet, ip), spec);
         port.metadata.namespace = Some(c.namespace.into());
         port
+    }
+
+    /// After creating `port` for `c`: a VM's is bound to the pod.
+    async fn made(&self, c: &Claim<'_>, port: &Port) -> Result<Granted, Refusal> {
+        if port.is_vm() {
+            self.bind(c, &port.name_any()).await?;
+        }
+        Ok(Granted {
+            created: true,
+            ..granted(port)
+        })
+    }
+
+    /// Add `c`'s pod to VM Port `name`'s bindings; whether it was not
+    /// there yet.
+    async fn bind(&self, c: &Claim<'_>, name: &str) -> Result<bool, Refusal> {
+        let b = binding(&self.node, c);
+        let edited = self.edit_bindings(c.namespace, name, |all| {
+            let known = all.iter().any(|x| {
+                x.node == b.node && x.container_id == b.container_id && x.interface == b.interface
+            });
+            if !known {
+                all.push(b.clone());
+            }
+            !known
+        });
+        edited.await?.ok_or_else(|| {
+            refusal(
+                "AllocationInProgress",
+                format!("Port {name} went while binding the VM's pod to it; try again"),
+            )
+        })
+    }
+
+    /// Read-modify-write VM Port `ns/name`'s `status.bindings` with `edit`
+    /// (which says whether it changed anything), retried when another
+    /// writer came between. `Ok(None)`: the Port is gone.
+    async fn edit_bindings(
+        &self,
+        ns: &str,
+        name: &str,
+        edit: impl Fn(&mut Vec<PortBinding>) -> bool,
+    ) -> Result<Option<bool>, Refusal> {
+        let api: Api<Port> = Api::namespaced(self.client.clone(), ns);
+        let what = format!("updating the bindings of Port {ns}/{name}");
+        for _ in 0..BIND_ATTEMPTS {
+            let Some(mut port) = get(&api, name).await? else {
+                return Ok(None);
+            };
+            let status = port.status.get_or_insert_with(Default::default);
+            if !edit(&mut status.bindings) {
+                return Ok(Some(false));
+            }
+            let pp = PostParams::default();
+            let put = api.replace_status(name, &pp, &port);
+            match tokio::time::timeout(API_TIMEOUT, put).await {
+                Ok(Ok(_)) => return Ok(Some(true)),
+                Ok(Err(kube::Error::Api(s))) if s.code == 409 => continue,
+                Ok(Err(kube::Error::Api(s))) if s.code == 404 => return Ok(None),
+                Ok(Err(kube::Error::Api(s))) if s.code == 422 || s.code == 403 => {
+                    return Err(refusal("PortRefused", format!("{what}: {}", s.message)))
+                }
+                Ok(Err(e)) => return Err(api_down(&what, e)),
+                Err(_) => return Err(api_down(&what, "timed out")),
+            }
+        }
+        Err(api_down(&what, "kept conflicting with other writers"))
     }
 
     /// Create `port`: the Port created, `None` when the name (the address)
@@ -508,6 +675,17 @@ async fn get(api: &Api<Port>, name: &str) -> Result<Option<Port>, Refusal> {
     }
 }
 
+/// Claim `c`'s pod as a binding on `node`.
+fn binding(node: &str, c: &Claim<'_>) -> PortBinding {
+    PortBinding {
+        node: node.into(),
+        pod: c.pod.into(),
+        pod_uid: c.pod_uid.into(),
+        container_id: c.container_id.into(),
+        interface: c.interface.into(),
+    }
+}
+
 fn granted(p: &Port) -> Granted {
     Granted {
         ip: p.spec.ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
@@ -517,14 +695,13 @@ fn granted(p: &Port) -> Granted {
 }
 
 fn taken_by(ip: Ipv4Addr, p: &Port) -> Refusal {
+    let holder = match p.is_vm() {
+        true => format!("VM {}", p.spec.vm),
+        false => format!("pod {} on node {}", p.spec.pod, p.spec.node),
+    };
     refusal(
         "AddressTaken",
-        format!(
-            "{ip} is held by Port {} (pod {} on node {})",
-            p.name_any(),
-            p.spec.pod,
-            p.spec.node
-        ),
+        format!("{ip} is held by Port {} ({holder})", p.name_any()),
     )
 }
 

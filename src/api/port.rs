@@ -127,15 +127,20 @@ pub struct PortStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PortBinding {
+    /// The node the pod runs on.
     #[schemars(length(min = 1, max = DNS1123_SUBDOMAIN_MAX), pattern(DNS1123_SUBDOMAIN_PATTERN))]
     pub node: String,
+    /// The pod (a virt-launcher pod of the VM, same namespace).
     #[schemars(length(min = 1, max = DNS1123_SUBDOMAIN_MAX), pattern(DNS1123_SUBDOMAIN_PATTERN))]
     pub pod: String,
+    /// The pod's UID (`K8S_POD_UID`), when the runtime gave one.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(max = 64))]
     pub pod_uid: String,
+    /// CNI_CONTAINERID of the attachment.
     #[schemars(length(min = 1, max = 256))]
     pub container_id: String,
+    /// CNI_IFNAME: the interface's name in the pod.
     #[schemars(length(min = 1, max = IFNAME_MAX), pattern(IFNAME_PATTERN))]
     pub interface: String,
 }
@@ -150,7 +155,11 @@ impl Port {
     /// status bindings.
     pub fn bindings(&self) -> Vec<PortBinding> {
         if self.is_vm() {
-            return self.status.iter().flat_map(|s| s.bindings.clone()).collect();
+            return self
+                .status
+                .iter()
+                .flat_map(|s| s.bindings.clone())
+                .collect();
         }
         let s = &self.spec;
         vec![PortBinding {
@@ -162,16 +171,41 @@ impl Port {
         }]
     }
 
+    /// The bindings on `node` (allocates nothing when there are none).
+    pub fn bindings_on(&self, node: &str) -> Vec<PortBinding> {
+        match self.is_vm() {
+            true => (self.status.iter())
+                .flat_map(|s| &s.bindings)
+                .filter(|b| b.node == node)
+                .cloned()
+                .collect(),
+            false if self.spec.node == node => self.bindings(),
+            false => Vec::new(),
+        }
+    }
+
+    /// Whether `container_id`'s `interface` on `node` carries the Port.
+    pub fn binds(&self, node: &str, container_id: &str, interface: &str) -> bool {
+        (self.bindings_on(node).iter())
+            .any(|b| b.container_id == container_id && b.interface == interface)
+    }
+
     /// The binding traffic goes to ([`PortStatus::active_node`]); None
     /// for a VM's Port no pod carries.
     pub fn active_binding(&self) -> Option<PortBinding> {
         let mut all = self.bindings();
+        let at = self.active_index(&all)?;
+        Some(all.swap_remove(at))
+    }
+
+    /// Which of `bindings` (this Port's [`Port::bindings`]) is the active
+    /// one: on `status.activeNode`, else the first.
+    pub fn active_index(&self, bindings: &[PortBinding]) -> Option<usize> {
         let active = self.status.as_ref().and_then(|s| s.active_node.as_deref());
-        let at = all
+        let on_active = bindings
             .iter()
-            .position(|b| Some(b.node.as_str()) == active)
-            .unwrap_or(0);
-        (at < all.len()).then(|| all.swap_remove(at))
+            .position(|b| Some(b.node.as_str()) == active);
+        on_active.or((!bindings.is_empty()).then_some(0))
     }
 }
 

@@ -13,6 +13,7 @@ fn view() -> ClusterView {
         }],
         routes: vec![],
         endpoints: vec![],
+        standby: vec![],
     };
     let mut v = ClusterView {
         routers: vec![router("tenant-a", 0, 5), router("tenant-b", 1, 51)],

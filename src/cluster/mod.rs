@@ -79,7 +79,9 @@ pub const AGENT_HEARTBEAT_TIMEOUT_SECS: i64 = 30;
 /// anything a tenant writes, such as a pod's network-status annotation):
 /// one [`PodInfo`] per pod with the Ports it holds. Ports whose address or
 /// MAC does not parse are skipped (the schema refuses them; a Port is
-/// written only by kube-dvr).
+/// written only by kube-dvr). A VM's Port is an endpoint of its active
+/// binding's pod and node only ([`Port::active_binding`]): during a live
+/// migration two pods carry its MAC, and traffic goes to one.
 pub fn port_infos<'a>(ports: impl IntoIterator<Item = &'a Port>) -> Vec<PodInfo> {
     let mut by_pod: BTreeMap<(String, String), PodInfo> = BTreeMap::new();
     for port in ports {
@@ -88,20 +90,30 @@ pub fn port_infos<'a>(ports: impl IntoIterator<Item = &'a Port>) -> Vec<PodInfo>
         let (Ok(ip), Ok(mac)) = (s.ip.parse::<Ipv4Addr>(), s.mac.parse()) else {
             continue;
         };
-        let info = by_pod
-            .entry((ns.clone(), s.pod.clone()))
-            .or_insert_with(|| PodInfo {
-                namespace: ns,
-                name: s.pod.clone(),
-                node: Some(s.node.clone()),
-                networks: Vec::new(),
+        // A VM's Port is where its active binding is (unbound, nowhere);
+        // its other bindings are standby.
+        let bindings = port.bindings();
+        let Some(active) = port.active_index(&bindings) else {
+            continue;
+        };
+        for (i, b) in bindings.into_iter().enumerate() {
+            let standby = i != active;
+            let info = by_pod
+                .entry((ns.clone(), b.pod.clone()))
+                .or_insert_with(|| PodInfo {
+                    namespace: ns.clone(),
+                    name: b.pod,
+                    node: Some(b.node),
+                    networks: Vec::new(),
+                });
+            info.networks.push(PodNetwork {
+                network: s.network.clone(),
+                interface: Some(b.interface),
+                ip,
+                mac,
+                standby,
             });
-        info.networks.push(PodNetwork {
-            network: s.network.clone(),
-            interface: Some(s.interface.clone()),
-            ip,
-            mac,
-        });
+        }
     }
     by_pod.into_values().collect()
 }
@@ -208,6 +220,50 @@ mod tests {
         assert_eq!(infos[0].networks.len(), 2);
         assert_eq!(infos[0].networks[0].network, "t/net-a");
         assert_eq!(infos[1].networks.len(), 1);
+    }
+
+    #[test]
+    fn a_vm_port_is_where_its_active_binding_is() {
+        let vm_port = |bindings: &[(&str, &str)], active: Option<&str>| -> Port {
+            let bindings: Vec<_> = bindings
+                .iter()
+                .map(|(node, pod)| {
+                    serde_json::json!({"node": node, "pod": pod,
+                    "containerId": format!("c-{pod}"), "interface": "net1"})
+                })
+                .collect();
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "r.a.10.0.0.9", "namespace": "t"},
+                "spec": {"router": "r", "subnet": "a", "network": "t/net-a", "ip": "10.0.0.9",
+                    "mac": "02:00:00:00:00:09", "vm": "vm1"},
+                "status": {"bindings": bindings, "activeNode": active}
+            }))
+            .unwrap()
+        };
+        // The active binding; every other one is standby.
+        let at = |p: &Port| {
+            let infos = port_infos([p]);
+            let (active, standby): (Vec<_>, Vec<_>) =
+                infos.iter().partition(|i| !i.networks[0].standby);
+            assert!(active.len() <= 1, "{infos:?}");
+            assert_eq!(active.len() + standby.len(), p.bindings().len());
+            active
+                .first()
+                .map(|i| (i.name.clone(), i.node.clone().unwrap()))
+        };
+        let pair = |pod: &str, node: &str| Some((pod.to_string(), node.to_string()));
+        let migrating = [("n1", "launcher-a"), ("n2", "launcher-b")];
+        assert_eq!(at(&vm_port(&migrating, None)), pair("launcher-a", "n1"));
+        assert_eq!(
+            at(&vm_port(&migrating, Some("n2"))),
+            pair("launcher-b", "n2")
+        );
+        assert_eq!(
+            at(&vm_port(&migrating, Some("n3"))),
+            pair("launcher-a", "n1"),
+            "an active node without a binding: the first"
+        );
+        assert_eq!(at(&vm_port(&[], Some("n1"))), None, "unbound: no endpoint");
     }
 
     #[test]

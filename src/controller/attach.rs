@@ -14,6 +14,13 @@
 //!   than [`PORT_GRACE`] (the pod may not have reached the cache yet). A
 //!   normal CNI DEL deletes the Port itself; this catches DELs that never
 //!   reached an agent (node lost, agent down).
+//! - **VM Ports** (KubeVirt, `spec.vm`): a binding whose pod has been gone
+//!   for [`PORT_GRACE`] is removed; `status.activeNode` follows the
+//!   VirtualMachineInstance's `status.nodeName` (KubeVirt moves it when a
+//!   live migration completes) once that node has a binding; a Port no pod
+//!   carries is deleted once neither the VirtualMachine nor its instance
+//!   has existed for [`PORT_GRACE`] (with KubeVirt not installed: once
+//!   unbound for that long). The address survives the VM's restarts.
 //!
 //! Pure planning here; the controller applies the result.
 use std::borrow::Borrow;
@@ -152,35 +159,53 @@ fn desired_nad(
 /// Port of that address must not go in its place).
 pub type StalePort = (String, String, Option<String>);
 
-/// Ports whose pod is gone (or finished: Succeeded or Failed).
+/// The pods that run (not Succeeded or Failed), by (namespace, name), with
+/// their UIDs.
+struct Running<'a>(BTreeMap<(String, String), Option<&'a str>>);
+
+impl<'a> Running<'a> {
+    fn of(pods: &'a [impl Borrow<Pod>]) -> Running<'a> {
+        Running(
+            pods.iter()
+                .map(Borrow::borrow)
+                .filter(|p| {
+                    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                    !matches!(phase, Some("Succeeded") | Some("Failed"))
+                })
+                .map(|p| {
+                    (
+                        (p.namespace().unwrap_or_default(), p.name_any()),
+                        p.metadata.uid.as_deref(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Pod `ns/name` runs (and is the one of `uid`, when known).
+    fn has(&self, ns: &str, name: &str, uid: &str) -> bool {
+        match self.0.get(&(ns.to_string(), name.to_string())) {
+            None => false,
+            Some(u) => uid.is_empty() || *u == Some(uid),
+        }
+    }
+}
+
+/// Ports of pods (not VMs) whose pod is gone (or finished: Succeeded or
+/// Failed).
 pub fn stale_ports(
     ports: &[impl Borrow<Port>],
     pods: &[impl Borrow<Pod>],
     now: Timestamp,
 ) -> Vec<StalePort> {
-    let pods: BTreeMap<(String, String), Option<&str>> = pods
-        .iter()
-        .map(Borrow::borrow)
-        .filter(|p| {
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-            !matches!(phase, Some("Succeeded") | Some("Failed"))
-        })
-        .map(|p| {
-            (
-                (p.namespace().unwrap_or_default(), p.name_any()),
-                p.metadata.uid.as_deref(),
-            )
-        })
-        .collect();
+    let pods = Running::of(pods);
     ports
         .iter()
         .map(Borrow::borrow)
+        .filter(|p| !p.is_vm())
         .filter(|p| {
             let ns = p.namespace().unwrap_or_default();
-            let alive = match pods.get(&(ns, p.spec.pod.clone())) {
-                None => false,
-                Some(uid) => p.spec.pod_uid.is_empty() || *uid == Some(p.spec.pod_uid.as_str()),
-            };
+            let alive = pods.has(&ns, &p.spec.pod, &p.spec.pod_uid);
             let young = p
                 .creation_timestamp()
                 .is_none_or(|t| now.duration_since(t.0) < PORT_GRACE);
@@ -194,6 +219,79 @@ pub fn stale_ports(
             )
         })
         .collect()
+}
+
+/// KubeVirt's objects as the controller sees them.
+#[derive(Debug, Default)]
+pub struct Vms {
+    /// (namespace, name) of every VirtualMachine and VirtualMachineInstance.
+    pub exist: BTreeSet<(String, String)>,
+    /// Each VirtualMachineInstance's `status.nodeName`.
+    pub node: BTreeMap<(String, String), String>,
+}
+
+/// What to write on VM Ports.
+#[derive(Debug, Default, PartialEq)]
+pub struct VmPortPlan {
+    /// Ports with a new status (with the resourceVersion it replaces).
+    pub status: Vec<Port>,
+    /// Unbound Ports of VMs that are gone.
+    pub delete: Vec<StalePort>,
+}
+
+/// The VM Ports' writes (see the module doc). `vms` is None without
+/// KubeVirt. `since` remembers, across passes, when each binding's pod or
+/// Port's VM was first seen gone (the grace runs from there).
+pub fn plan_vm_ports(
+    ports: &[impl Borrow<Port>],
+    pods: &[impl Borrow<Pod>],
+    vms: Option<&Vms>,
+    since: &mut BTreeMap<String, Timestamp>,
+    now: Timestamp,
+) -> VmPortPlan {
+    let pods = Running::of(pods);
+    let mut plan = VmPortPlan::default();
+    let mut seen = BTreeSet::new();
+    let mut expired = |key: String| {
+        let first = *since.entry(key.clone()).or_insert(now);
+        seen.insert(key);
+        now.duration_since(first) >= PORT_GRACE
+    };
+    for p in ports.iter().map(Borrow::borrow).filter(|p| p.is_vm()) {
+        if p.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let (ns, name, uid) = (
+            p.namespace().unwrap_or_default(),
+            p.name_any(),
+            p.metadata.uid.clone().unwrap_or_default(),
+        );
+        let old = p.status.clone().unwrap_or_default();
+        let mut next = old.clone();
+        next.bindings.retain(|b| {
+            pods.has(&ns, &b.pod, &b.pod_uid)
+                || !expired(format!(
+                    "{uid}/{}/{}/{}",
+                    b.node, b.container_id, b.interface
+                ))
+        });
+        let key = (ns.clone(), p.spec.vm.clone());
+        let runs_on = vms.and_then(|v| v.node.get(&key));
+        if let Some(node) = runs_on.filter(|n| next.bindings.iter().any(|b| &&b.node == n)) {
+            next.active_node = Some(node.clone());
+        }
+        if next != old {
+            let mut port = p.clone();
+            port.status = Some(next.clone());
+            plan.status.push(port);
+        }
+        let vm_exists = vms.is_some_and(|v| v.exist.contains(&key));
+        if next.bindings.is_empty() && !vm_exists && expired(uid.clone()) {
+            plan.delete.push((ns, name, p.metadata.uid.clone()));
+        }
+    }
+    since.retain(|k, _| seen.contains(k));
+    plan
 }
 
 #[cfg(test)]
@@ -303,5 +401,105 @@ mod tests {
             .map(|(_, n, _)| n)
             .collect();
         assert_eq!(stale, ["p2", "p3", "p5"]);
+    }
+
+    fn vm_port(name: &str, vm: &str, bindings: &[(&str, &str)], active: Option<&str>) -> Port {
+        let bindings: Vec<_> = bindings
+            .iter()
+            .map(|(node, pod)| {
+                json!({"node": node, "pod": pod, "containerId": format!("c-{pod}"),
+                "interface": "net1"})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "t", "uid": format!("uid-{name}"),
+                "resourceVersion": "7", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"router": "r", "subnet": "a", "network": "t/n", "ip": "10.0.0.9",
+                "mac": "02:00:00:00:00:09", "vm": vm},
+            "status": {"bindings": bindings, "activeNode": active}
+        }))
+        .unwrap()
+    }
+
+    fn pod(name: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "t", "uid": name}}))
+            .unwrap()
+    }
+
+    fn plan1(
+        port: &Port,
+        pods: &[Pod],
+        vms: Option<&Vms>,
+        since: &mut BTreeMap<String, Timestamp>,
+        now: Timestamp,
+    ) -> VmPortPlan {
+        plan_vm_ports(std::slice::from_ref(port), pods, vms, since, now)
+    }
+
+    #[test]
+    fn a_vm_port_follows_its_instance_and_outlives_its_pods() {
+        let t0: Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
+        let later = t0 + SignedDuration::from_secs(61);
+        let key = |vm: &str| ("t".to_string(), vm.to_string());
+        let migrating = vm_port("p1", "vm1", &[("n1", "src"), ("n2", "dst")], Some("n1"));
+        let mut vms = Vms::default();
+        vms.exist.insert(key("vm1"));
+        vms.node.insert(key("vm1"), "n1".into());
+        let mut since = BTreeMap::new();
+        let pods = [pod("src"), pod("dst")];
+        // The instance still on the source: nothing to write, not even
+        // kept ports of pods that run.
+        let none = plan1(&migrating, &pods, Some(&vms), &mut since, t0);
+        assert_eq!(none, VmPortPlan::default());
+        // Migration completed: the active node follows.
+        vms.node.insert(key("vm1"), "n2".into());
+        let plan = plan1(&migrating, &pods, Some(&vms), &mut since, t0);
+        assert_eq!(plan.status.len(), 1);
+        let p = &plan.status[0];
+        assert_eq!(
+            (p.name_any(), p.resource_version()),
+            ("p1".into(), Some("7".into()))
+        );
+        let st = p.status.as_ref().unwrap();
+        assert_eq!(st.active_node.as_deref(), Some("n2"));
+        assert_eq!(st.bindings.len(), 2, "both pods still run");
+        // An instance on a node without a binding moves nothing.
+        vms.node.insert(key("vm1"), "n3".into());
+        let none = plan1(&migrating, &pods, Some(&vms), &mut since, t0);
+        assert!(none.status.is_empty());
+        // The source pod gone: its binding goes after the grace, not before.
+        let only_dst = [pod("dst")];
+        let plan = plan1(&migrating, &only_dst, Some(&vms), &mut since, t0);
+        assert!(plan.status.is_empty(), "within the grace");
+        let plan = plan1(&migrating, &only_dst, Some(&vms), &mut since, later);
+        let kept: Vec<_> = plan.status[0]
+            .status
+            .as_ref()
+            .unwrap()
+            .bindings
+            .iter()
+            .map(|b| b.pod.as_str())
+            .collect();
+        assert_eq!(kept, ["dst"]);
+        // Unbound while the VM exists (stopped, restarting): kept.
+        let unbound = vm_port("p2", "vm1", &[], Some("n2"));
+        let mut since = BTreeMap::new();
+        for t in [t0, later] {
+            let plan = plan1(&unbound, &only_dst, Some(&vms), &mut since, t);
+            assert!(plan.delete.is_empty(), "the VM's address stays");
+        }
+        // The VM gone: deleted after the grace (UID-conditional).
+        let gone = Vms::default();
+        let mut since = BTreeMap::new();
+        let plan = plan1(&unbound, &only_dst, Some(&gone), &mut since, t0);
+        assert!(plan.delete.is_empty());
+        let plan = plan1(&unbound, &only_dst, Some(&gone), &mut since, later);
+        assert_eq!(
+            plan.delete,
+            [("t".into(), "p2".into(), Some("uid-p2".to_string()))]
+        );
+        // Pod Ports are not VM Ports' business, nor VM Ports stale_ports'.
+        let stale = stale_ports(&[unbound], &only_dst, later);
+        assert!(stale.is_empty(), "{stale:?}");
     }
 }

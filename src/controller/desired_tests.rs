@@ -73,6 +73,7 @@ fn mk_pod(ns: &str, name: &str, node: &str, ip: &str, mac: &str) -> PodInfo {
             interface: Some("net1".into()),
             ip: ip.parse().unwrap(),
             mac: mac.parse().unwrap(),
+            standby: false,
         }],
     }
 }

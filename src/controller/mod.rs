@@ -48,6 +48,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::kinds::for_each_kind;
+use crate::api::kubevirt::{VirtualMachine, VirtualMachineInstance};
 use crate::api::nad::NetworkAttachmentDefinition;
 use crate::api::Port;
 use crate::api::{Build, DvrKind, Kind, PerKind};
@@ -154,6 +155,9 @@ struct Caches {
     /// NADs; None when the cluster has no NetworkAttachmentDefinition CRD
     /// (no Multus): then the controller writes none.
     nads: Option<Store<NetworkAttachmentDefinition>>,
+    /// KubeVirt's VMs and instances (the VM Ports' owners); None when the
+    /// cluster has no KubeVirt.
+    vms: Option<(Store<VirtualMachine>, Store<VirtualMachineInstance>)>,
     nodes: Store<Node>,
     leases: Store<Lease>,
     /// The allocation cursors' ConfigMap ([`cursors`]).
@@ -184,6 +188,12 @@ impl Caches {
                 .await
                 .map_err(e("NetworkAttachmentDefinition"))?;
         }
+        if let Some((vms, vmis)) = &self.vms {
+            vms.wait_until_ready().await.map_err(e("VirtualMachine"))?;
+            vmis.wait_until_ready()
+                .await
+                .map_err(e("VirtualMachineInstance"))?;
+        }
         self.nodes.wait_until_ready().await.map_err(e("Node"))?;
         self.leases.wait_until_ready().await.map_err(e("Lease"))?;
         self.allocator
@@ -200,6 +210,22 @@ impl Caches {
             &self.objects.routers.state(),
             &nads.state(),
         ))
+    }
+
+    /// KubeVirt's objects for [`attach::plan_vm_ports`] (None without it).
+    fn vms(&self) -> Option<attach::Vms> {
+        let (vms, vmis) = self.vms.as_ref()?;
+        let mut out = attach::Vms::default();
+        for vm in vms.state() {
+            out.exist.insert(key(&*vm));
+        }
+        for vmi in vmis.state() {
+            out.exist.insert(key(&*vmi));
+            if let Some(node) = vmi.status.as_ref().and_then(|s| s.node_name.clone()) {
+                out.node.insert(key(&*vmi), node);
+            }
+        }
+        Some(out)
     }
 
     fn snapshot(&self, now: Timestamp, nad_conflicts: BTreeSet<String>) -> Snapshot {
@@ -228,16 +254,28 @@ impl Caches {
     }
 }
 
-/// Whether the API server serves `k8s.cni.cncf.io/v1`
-/// NetworkAttachmentDefinitions (Multus' CRD is installed).
-async fn nad_crd_installed(client: &Client) -> bool {
-    let api: Api<NetworkAttachmentDefinition> = Api::all(client.clone());
+/// (namespace, name) of an object.
+fn key(o: &impl Resource) -> (String, String) {
+    (o.namespace().unwrap_or_default(), o.name_any())
+}
+
+/// Whether the API server serves `K` (its CRD is installed: Multus' NADs,
+/// KubeVirt's VMs).
+async fn served<K>(client: &Client) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
     loop {
         match api.list(&kube::api::ListParams::default().limit(1)).await {
             Ok(_) => return true,
             Err(kube::Error::Api(s)) if s.code == 404 => return false,
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                tracing::warn!(kind = %K::kind(&()), error = %s.message, "not allowed to list a kind: treating it as not installed (the chart's RBAC grants it)");
+                return false;
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "checking for the NetworkAttachmentDefinition CRD failed; retrying");
+                tracing::warn!(error = %e, kind = %K::kind(&()), "checking whether the API serves a kind failed; retrying");
                 tokio::time::sleep(crate::backoff::jitter(Duration::from_secs(2))).await;
             }
         }
@@ -282,7 +320,7 @@ pub async fn run(
     let mut streams = kinds.streams;
     let (pods, s5) = cache(c, None, all(), u);
     let (ports, s9) = cache(c, None, all(), u);
-    let (nads, s10) = if nad_crd_installed(c).await {
+    let (nads, s10) = if served::<NetworkAttachmentDefinition>(c).await {
         let (store, stream) = cache(c, None, all(), u);
         (Some(store), stream)
     } else {
@@ -292,16 +330,29 @@ pub async fn run(
         );
         (None, futures::stream::empty().boxed())
     };
+    let (vms, s11, s12) = if served::<VirtualMachineInstance>(c).await {
+        let (vms, s11) = cache(c, None, all(), u);
+        let (vmis, s12) = cache(c, None, all(), u);
+        (Some((vms, vmis)), s11, s12)
+    } else {
+        tracing::info!(
+            "no KubeVirt (kubevirt.io/v1 VirtualMachineInstances): a VM's Port is kept only \
+             while a pod carries it, until the controller restarts with KubeVirt"
+        );
+        let none = || futures::stream::empty().boxed();
+        (None, none(), none())
+    };
     let (nodes, s6) = cache(c, None, all(), u);
     let (leases, s7) = cache(c, ns, all(), u);
     let allocator_only = all().fields(&format!("metadata.name={}", cluster::ALLOCATOR_CONFIGMAP));
     let (allocator, s8) = cache(c, ns, allocator_only, u);
-    streams.extend([s5, s6, s7, s8, s9, s10]);
+    streams.extend([s5, s6, s7, s8, s9, s10, s11, s12]);
     let caches = Caches {
         objects,
         pods,
         ports,
         nads,
+        vms,
         nodes,
         leases,
         allocator,
@@ -328,6 +379,8 @@ pub async fn run(
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut failures = 0u32;
         let mut was_leader = false;
+        // When VM Ports' pods and VMs were first seen gone.
+        let mut vm_gone_since = Default::default();
         loop {
             let pass_start = tokio::time::Instant::now();
             let leader = *leader_rx.borrow_and_update();
@@ -350,8 +403,14 @@ pub async fn run(
                 let actions = desired::compute(&caches.snapshot(now, conflicts));
                 record_objects(&telemetry, &actions);
                 let mut errors = exec.execute(actions, &leader_rx).await;
-                let stale = attach::stale_ports(&caches.ports.state(), &caches.pods.state(), now);
-                errors += exec.attachments(nad_plan, stale, &leader_rx).await;
+                let (ports, pods) = (caches.ports.state(), caches.pods.state());
+                let stale = attach::stale_ports(&ports, &pods, now);
+                let vms = caches.vms();
+                let vm_ports =
+                    attach::plan_vm_ports(&ports, &pods, vms.as_ref(), &mut vm_gone_since, now);
+                errors += exec
+                    .attachments(nad_plan, stale, vm_ports, &leader_rx)
+                    .await;
                 exec.report_undecodable(&caches.undecodable.list(), &leader_rx)
                     .await;
                 telemetry.pass_finished();
@@ -580,7 +639,8 @@ impl Executor {
     async fn attachments(
         &mut self,
         plan: Option<attach::NadPlan>,
-        stale_ports: Vec<attach::StalePort>,
+        mut stale_ports: Vec<attach::StalePort>,
+        vm_ports: attach::VmPortPlan,
         leader: &watch::Receiver<bool>,
     ) -> usize {
         let mut errors = 0;
@@ -588,6 +648,26 @@ impl Executor {
             let e = Error::Api { op, target, source };
             tracing::warn!(error = %e, kind = e.kind(), "write failed");
         };
+        for port in vm_ports.status {
+            if !*leader.borrow() {
+                return errors;
+            }
+            self.count("port");
+            let (ns, name) = key(&port);
+            let api: Api<Port> = Api::namespaced(self.client.clone(), &ns);
+            // As seen: a 409 means an agent changed the bindings meanwhile
+            // (the next pass plans again).
+            let pp = PostParams::default();
+            match api.replace_status(&name, &pp, &port).await {
+                Ok(_) => {}
+                Err(e) if benign(&e) => {}
+                Err(e) => {
+                    errors += 1;
+                    fail("update status", format!("Port/{ns}/{name}"), e);
+                }
+            }
+        }
+        stale_ports.extend(vm_ports.delete);
         for (ns, name, uid) in stale_ports {
             if !*leader.borrow() {
                 return errors;

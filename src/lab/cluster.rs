@@ -23,6 +23,7 @@ use super::manifests::Manifests;
 use super::topology::Topology;
 use crate::agent::{self, AgentOptions};
 use crate::api::kinds::for_each_kind;
+use crate::api::kubevirt;
 use crate::api::nad::{self, NetworkAttachmentDefinition};
 use crate::api::{self, DvrKind, Kind, PerKind, Port};
 use crate::cluster;
@@ -472,14 +473,21 @@ async fn ensure_namespaces(
     Ok(())
 }
 
-/// CRDs, namespaces, Nodes (kubelet's part) and Pods (Multus' part).
+/// CRDs (kube-dvr's, Multus', KubeVirt's), namespaces, Nodes (kubelet's
+/// part) and Pods (Multus' part).
 async fn register(client: &Client, t: &Topology) -> Result<(), ClusterError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     // Multus' CRD, as a cluster with Multus has it.
     let nad_crd: CustomResourceDefinition =
         serde_json::from_value(nad::nad_crd_json()).expect("valid CRD");
-    let all_crds: Vec<CustomResourceDefinition> =
-        api::crds().into_iter().chain([nad_crd]).collect();
+    // KubeVirt's VM and instance kinds (stand-ins: KubeVirt cannot run
+    // here; tests play its controller by writing them).
+    let kubevirt_crds = kubevirt::crds_json()
+        .map(|c| serde_json::from_value::<CustomResourceDefinition>(c).expect("valid CRD"));
+    let all_crds: Vec<CustomResourceDefinition> = (api::crds().into_iter())
+        .chain([nad_crd])
+        .chain(kubevirt_crds)
+        .collect();
     for crd in &all_crds {
         crds.create(&PostParams::default(), crd)
             .await

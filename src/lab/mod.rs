@@ -302,6 +302,9 @@ impl Lab {
                     node: n.name.clone(),
                     source,
                 })?;
+            if report.writes.total() > 0 {
+                tracing::warn!(node = %n.name, writes = ?report.writes, "resync: the kernel differed from the plan");
+            }
             total += report.writes.total();
         }
         Ok(total)

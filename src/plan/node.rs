@@ -67,14 +67,16 @@ pub fn plan_node_serving(view: &ClusterView, node: &str, serving: &Serving) -> N
     for router in &view.routers {
         let snat = snat_by_router.get(&router.key).copied();
         let candidates: &[String] = snat.map_or(&[], |s| &s.candidates);
-        let hosted = router.endpoints.iter().any(|e| e.node == node);
+        let mut carried = router.endpoints.iter().chain(&router.standby);
+        let hosted = carried.any(|e| e.node == node);
         if !hosted && !candidates.iter().any(|c| c == node) {
             continue;
         }
-        // Nodes that carry the router's subnets: its endpoints' and its
-        // SNAT candidates.
-        let mut carriers: BTreeSet<&str> =
-            router.endpoints.iter().map(|e| e.node.as_str()).collect();
+        // Nodes that carry the router's subnets: its endpoints' (standby
+        // ones too) and its SNAT candidates.
+        let mut carriers: BTreeSet<&str> = (router.endpoints.iter().chain(&router.standby))
+            .map(|e| e.node.as_str())
+            .collect();
         carriers.extend(candidates.iter().map(String::as_str));
         let snat_node = snat.and_then(|s| serving_node(s, serving));
         for subnet in &router.subnets {

@@ -47,6 +47,7 @@ fn mk_router(ns: &str, index: u32, vni0: u32, endpoints: Vec<EndpointView>) -> R
         ],
         routes: vec![("192.0.2.0/24".parse().unwrap(), ip("10.0.1.254"))],
         endpoints,
+        standby: vec![],
     }
 }
 
@@ -457,4 +458,39 @@ fn all_link_names_fit_the_kernel() {
             }
         }
     }
+}
+
+#[test]
+fn a_standby_binding_hosts_the_router_but_traffic_goes_to_the_endpoint() {
+    // A VM migrating from n1 to n3: its address is an endpoint on n1 and
+    // standby on n3 (which has nothing else of the router).
+    let mut v = mk_view();
+    let vm = mk_ep("a", "10.0.1.50", "n1", 0x50);
+    v.routers[0].endpoints.push(vm.clone());
+    v.routers[0].standby.push(EndpointView {
+        node: "n3".into(),
+        ..vm.clone()
+    });
+    let n3 = plan_node(&v, "n3");
+    assert!(n3.namespaces.contains_key(&qr_a()), "n3 hosts the router");
+    let br = names::bridge(4096);
+    assert!(n3.root.links.contains_key(&br), "and the subnet's bridge");
+    let vx = names::vxlan(4096);
+    let to = |st: &NodeState, mac: MacAddr| -> Vec<Ipv4Addr> {
+        (st.root.fdb.iter())
+            .filter(|f| f.link == vx && f.mac == mac)
+            .map(|f| f.dst)
+            .collect()
+    };
+    let vtep = |i: u8| mk_node(i).vtep;
+    assert_eq!(to(&n3, vm.mac), [vtep(1)], "n3 sends the VM's MAC to n1");
+    assert_eq!(to(&plan_node(&v, "n2"), vm.mac), [vtep(1)]);
+    assert!(
+        to(&n3, MacAddr::ZERO).contains(&vtep(1)),
+        "n3 floods to the router's nodes"
+    );
+    assert!(
+        to(&plan_node(&v, "n1"), MacAddr::ZERO).contains(&vtep(3)),
+        "and they to n3"
+    );
 }

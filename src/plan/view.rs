@@ -61,6 +61,11 @@ pub struct RouterView {
     pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
     /// Workloads on the router's subnets.
     pub endpoints: Vec<EndpointView>,
+    /// Interfaces a node carries whose traffic goes to another (a live
+    /// migration's target: the VM's active endpoint is still the source).
+    /// Their nodes host the router's subnets, nothing routes to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standby: Vec<EndpointView>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -227,6 +227,7 @@ fn port_on(node: &str, ip: &str) -> kube_dvr::api::Port {
             pod_uid: String::new(),
             container_id: format!("c-{ip}"),
             interface: "net1".into(),
+            vm: String::new(),
         },
     );
     p.metadata.namespace = Some(NS.into());

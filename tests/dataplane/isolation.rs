@@ -73,6 +73,7 @@ fn router(ns: &str, index: u32, vni: u32, gateway: Ipv4Addr, eps: Vec<EndpointVi
         }],
         routes: vec![],
         endpoints: eps,
+        standby: vec![],
     }
 }
 

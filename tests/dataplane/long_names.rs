@@ -84,6 +84,7 @@ fn maximum_length_names_are_programmed_and_carry_traffic() {
                 endpoint(&long_name(63, 's'), w1, m1, "n1"),
                 endpoint(&long_name(63, 's'), w2, m2, "n1"),
             ],
+            standby: vec![],
         }],
         external_networks: [(
             ext_name.clone(),

@@ -51,6 +51,7 @@ fn view(fips: u32) -> ClusterView {
         subnets: vec![],
         routes: vec![],
         endpoints: vec![],
+        standby: vec![],
     };
     for s in 0..4u8 {
         r.subnets.push(SubnetView {

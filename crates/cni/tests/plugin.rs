@@ -77,6 +77,7 @@ fn mk_view() -> ClusterView {
                 ],
                 routes: vec![],
                 endpoints: vec![],
+                standby: vec![],
             },
             RouterView {
                 key: ObjectKey::new("other", "r1"),
@@ -84,6 +85,7 @@ fn mk_view() -> ClusterView {
                 subnets: vec![subnet("a", "10.1.0.0/24", "10.1.0.1", 200)],
                 routes: vec![],
                 endpoints: vec![],
+                standby: vec![],
             },
         ],
         ..Default::default()

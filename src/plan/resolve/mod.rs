@@ -150,6 +150,10 @@ pub struct PodNetwork {
     pub interface: Option<String>,
     pub ip: Ipv4Addr,
     pub mac: MacAddr,
+    /// Carried here, but the traffic goes to another node's copy (a VM's
+    /// binding that is not the active one: a live migration's target).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standby: bool,
 }
 
 /// A node as far as kube-dvr cares.

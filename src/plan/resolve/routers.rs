@@ -406,9 +406,19 @@ fn resolve_endpoints(cluster: &Cluster, st: &mut RouterState) {
         owner.insert((s.name.as_str(), s.gateway), "the router's gateway".into());
     }
     let mut conflicts = Vec::new();
+    let mut standby = Vec::new();
     for s in &st.subnets {
         for (pod, node, net) in cluster.by_nad.get(&s.nad).into_iter().flatten() {
             if !is_host(s.cidr, net.ip) {
+                continue;
+            }
+            if net.standby {
+                standby.push(EndpointView {
+                    subnet: s.name.clone(),
+                    ip: net.ip,
+                    mac: net.mac,
+                    node: node.to_string(),
+                });
                 continue;
             }
             let who = format!("pod {}/{}", pod.namespace, pod.name);
@@ -429,6 +439,7 @@ fn resolve_endpoints(cluster: &Cluster, st: &mut RouterState) {
         }
     }
     endpoints.sort();
+    standby.sort();
     st.conflicts = conflicts;
     st.view = Some(RouterView {
         key: st.key.clone(),
@@ -445,5 +456,6 @@ fn resolve_endpoints(cluster: &Cluster, st: &mut RouterState) {
             .collect(),
         routes: st.routes.clone(),
         endpoints,
+        standby,
     });
 }

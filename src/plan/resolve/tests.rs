@@ -113,6 +113,7 @@ pub(super) fn mk_pod(
                 interface: Some("net1".into()),
                 ip: ip(a),
                 mac: MacAddr([0x02, 0, 0, 0, 0, *m]),
+                standby: false,
             })
             .collect(),
     }
