@@ -124,6 +124,7 @@ fn mk_port(i: usize) -> Port {
             pod_uid: String::new(),
             container_id: format!("c{i}"),
             interface: "net1".into(),
+            vm: String::new(),
         },
     );
     p.metadata.namespace = Some(TENANT.into());

@@ -294,6 +294,7 @@ pub fn mk_port(pod: &str, node: &str, nad: &str, ip: &str, mac: &str) -> Port {
             pod_uid: String::new(),
             container_id: format!("c-{pod}"),
             interface: "net1".into(),
+            vm: String::new(),
         },
     );
     p.metadata.namespace = Some(TENANT.into());

@@ -42,6 +42,7 @@ pub fn mk_port(ns: &str, name: &str, node: &str, nad: &str, ip: &str, mac: &str)
             pod_uid: String::new(),
             container_id: format!("c-{name}"),
             interface: "net1".into(),
+            vm: String::new(),
         },
     );
     p.metadata.namespace = Some(ns.into());
