@@ -85,6 +85,7 @@ async fn wait_crds(client: &Client) {
         "distributedrouters",
         "floatingips",
         "snatgateways",
+        "ports",
     ] {
         let name = format!("{plural}.kubedvr.io");
         tokio::time::timeout(

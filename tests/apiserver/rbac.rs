@@ -9,15 +9,18 @@
 use std::sync::OnceLock;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{conditions, wait::await_condition};
 use kube::Client;
-use kube_dvr::api::DistributedRouter;
+use kube_dvr::api::kubevirt::{VirtualMachine, VirtualMachineInstance};
+use kube_dvr::api::{DistributedRouter, Port, PortBinding, PortSpec, PortStatus};
 use kube_dvr::cluster::{AGENT_LEASE_PREFIX, CONTROLLER_LEASE, VTEP_ANNOTATION};
 use kube_dvr::lab::identities::{apply, is_hook, render_chart, service_account, IDENTITY_KINDS};
 use serde_json::{json, Value};
 
-use super::common::{block_on, namespace, shared};
+use super::common::{block_on, eventually, namespace, shared};
 
 const NS: &str = "rbac";
 const NODE: &str = "rbac-node-a";
@@ -45,6 +48,24 @@ fn setup() -> &'static Setup {
             .any(|d| d["kind"] == "ValidatingAdmissionPolicy");
         block_on(async {
             apply(&s.client, &docs, "rbac-test").await.unwrap();
+            // KubeVirt's CRDs (stand-ins), for the controller to read.
+            let crds: Api<CustomResourceDefinition> = Api::all(s.client.clone());
+            for crd in kube_dvr::api::kubevirt::crds_json() {
+                let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
+                let name = crd.metadata.name.clone().unwrap();
+                match crds.create(&PostParams::default(), &crd).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => panic!("create CRD {name}: {e}"),
+                }
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(30),
+                    await_condition(crds.clone(), &name, conditions::is_crd_established()),
+                )
+                .await
+                .unwrap_or_else(|_| panic!("{name} not established"))
+                .unwrap();
+            }
             let nodes: Api<Node> = Api::all(s.client.clone());
             for n in [NODE, OTHER] {
                 let node: Node = serde_json::from_value(json!({"metadata": {"name": n}})).unwrap();
@@ -321,5 +342,183 @@ fn controller_may_write_status_and_its_lease_only() {
         );
         let secrets: Api<Secret> = Api::namespaced(s.controller.clone(), NS);
         assert_eq!(code(secrets.list(&ListParams::default()).await), 403);
+    });
+}
+
+/// kube-apiserver loads a new policy through an informer: wait until it
+/// refuses the agent a Port on another node (a dry run, so nothing is
+/// written while it does not yet).
+async fn policy_loaded(agent: &Client) {
+    let ports: Api<Port> = Api::namespaced(agent.clone(), NS);
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    for _ in 0..40 {
+        if code(ports.create(&pp, &port_on(OTHER, "10.10.1.99")).await) == 403 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("the agent's admission policy is not in force");
+}
+
+/// A KubeVirt VM's Port (no node: its pods are status.bindings).
+fn vm_port(ip: &str) -> Port {
+    let mut p = port_on("", ip);
+    p.spec = PortSpec {
+        node: String::new(),
+        pod: String::new(),
+        container_id: String::new(),
+        interface: String::new(),
+        vm: "vm1".into(),
+        ..p.spec
+    };
+    p
+}
+
+fn binding(node: &str) -> PortBinding {
+    PortBinding {
+        node: node.into(),
+        pod: format!("virt-launcher-vm1-{node}"),
+        pod_uid: String::new(),
+        container_id: format!("c-{node}"),
+        interface: "net1".into(),
+    }
+}
+
+/// Replace Port `name`'s status (as read by `api`) with `edit` applied.
+async fn edit_status(
+    api: &Api<Port>,
+    name: &str,
+    edit: impl FnOnce(&mut PortStatus),
+) -> Result<Port, kube::Error> {
+    let mut p = api.get(name).await?;
+    edit(p.status.get_or_insert_with(Default::default));
+    api.replace_status(name, &PostParams::default(), &p).await
+}
+
+/// The nodes of Port `name`'s bindings and its activeNode, as stored.
+async fn stored(name: &str) -> (Vec<String>, Option<String>) {
+    let p = Api::<Port>::namespaced(shared().client.clone(), NS)
+        .get(name)
+        .await
+        .unwrap();
+    let nodes = p.bindings().into_iter().map(|b| b.node).collect();
+    (nodes, p.status.and_then(|s| s.active_node))
+}
+
+/// A VM's Port: the agent creates it (whatever node the VM's pod is on),
+/// adds and removes its own node's binding and nothing else of its status,
+/// and may not delete it; the controller writes its activeNode.
+#[test]
+fn agent_may_write_its_own_bindings_of_a_vms_port_only() {
+    let s = setup();
+    assert!(s.policy);
+    block_on(async {
+        policy_loaded(&s.agent).await;
+        let ports: Api<Port> = Api::namespaced(s.agent.clone(), NS);
+        let vm = vm_port("10.10.1.20");
+        let name = vm.metadata.name.clone().unwrap();
+        assert_eq!(code(ports.create(&PostParams::default(), &vm).await), 200);
+
+        let own = edit_status(&ports, &name, |st| st.bindings.push(binding(NODE))).await;
+        assert_eq!(code(own), 200, "agent of {NODE} adds its binding");
+        assert_eq!(stored(&name).await, (vec![NODE.to_string()], None));
+        let theirs = edit_status(&ports, &name, |st| st.bindings.push(binding(OTHER))).await;
+        assert_eq!(
+            code(theirs),
+            403,
+            "agent of {NODE} adds a binding on {OTHER}"
+        );
+
+        // A migration's target on OTHER, recorded by that node's agent
+        // (the admin here).
+        let admin: Api<Port> = Api::namespaced(shared().client.clone(), NS);
+        edit_status(&admin, &name, |st| st.bindings.push(binding(OTHER)))
+            .await
+            .unwrap();
+        let removed =
+            edit_status(&ports, &name, |st| st.bindings.retain(|b| b.node != OTHER)).await;
+        assert_eq!(
+            code(removed),
+            403,
+            "agent of {NODE} removes {OTHER}'s binding"
+        );
+        let altered = edit_status(&ports, &name, |st| st.bindings[1].pod = "evil".into()).await;
+        assert_eq!(
+            code(altered),
+            403,
+            "agent of {NODE} changes {OTHER}'s binding"
+        );
+        let active = edit_status(&ports, &name, |st| st.active_node = Some(NODE.into())).await;
+        assert_eq!(code(active), 403, "agent of {NODE} sets status.activeNode");
+        assert_eq!(
+            stored(&name).await,
+            (vec![NODE.to_string(), OTHER.to_string()], None)
+        );
+
+        // The controller points traffic at the instance's node.
+        let c: Api<Port> = Api::namespaced(s.controller.clone(), NS);
+        let set = edit_status(&c, &name, |st| st.active_node = Some(OTHER.into())).await;
+        assert_eq!(code(set), 200, "controller sets status.activeNode");
+        // The source pod is gone: its agent removes its binding.
+        let gone = edit_status(&ports, &name, |st| st.bindings.retain(|b| b.node != NODE)).await;
+        assert_eq!(code(gone), 200, "agent of {NODE} removes its binding");
+        assert_eq!(
+            stored(&name).await,
+            (vec![OTHER.to_string()], Some(OTHER.to_string()))
+        );
+
+        assert_eq!(
+            code(ports.delete(&name, &Default::default()).await),
+            403,
+            "agent of {NODE} deletes a VM's Port"
+        );
+        assert_eq!(code(c.delete(&name, &Default::default()).await), 200);
+    });
+}
+
+/// The agent reads a pod (is it a VM's virt-launcher?) by name, and lists
+/// none; the controller reads KubeVirt's VMs and instances and writes none.
+#[test]
+fn agent_gets_pods_and_controller_reads_kubevirt() {
+    let s = setup();
+    // A Pod needs its namespace's `default` ServiceAccount, which
+    // kube-controller-manager creates.
+    let sas: Api<ServiceAccount> = Api::namespaced(shared().client.clone(), NS);
+    eventually(std::time::Duration::from_secs(30), || {
+        block_on(sas.get_opt("default")).unwrap()
+    })
+    .expect("kube-controller-manager creates the default ServiceAccount");
+    block_on(async {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "virt-launcher-vm1-x", "namespace": NS},
+            "spec": {"containers": [{"name": "c", "image": "example.invalid/c"}]}
+        }))
+        .unwrap();
+        let _ = Api::<Pod>::namespaced(shared().client.clone(), NS)
+            .create(&PostParams::default(), &pod)
+            .await;
+        let pods: Api<Pod> = Api::namespaced(s.agent.clone(), NS);
+        assert_eq!(code(pods.get("virt-launcher-vm1-x").await), 200);
+        assert_eq!(code(pods.list(&ListParams::default()).await), 403);
+
+        let vmis: Api<VirtualMachineInstance> = Api::namespaced(s.controller.clone(), NS);
+        assert_eq!(code(vmis.list(&ListParams::default()).await), 200);
+        let vms: Api<VirtualMachine> = Api::all(s.controller.clone());
+        assert_eq!(code(vms.list(&ListParams::default()).await), 200);
+        let vmi: VirtualMachineInstance = serde_json::from_value(json!({
+            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+            "metadata": {"name": "vm1", "namespace": NS}, "spec": {}
+        }))
+        .unwrap();
+        assert_eq!(
+            code(vmis.create(&PostParams::default(), &vmi).await),
+            403,
+            "the controller writes no VMI"
+        );
+        let agent_vmis: Api<VirtualMachineInstance> = Api::namespaced(s.agent.clone(), NS);
+        assert_eq!(code(agent_vmis.list(&ListParams::default()).await), 403);
     });
 }

@@ -69,8 +69,9 @@ fn agent_rbac_is_exactly_what_the_agent_calls() {
     ];
     // Reflector caches (list + watch) of the four kinds, Ports and Nodes; a
     // get of its Node at start, merge patches of its annotations; Ports
-    // created, read back (an address taken) and deleted for its CNI plugin.
-    // No Pods, no status writes, no Events.
+    // created, read back (an address taken) and deleted for its CNI plugin,
+    // a VM's Port's status.bindings updated; a get of a Pod (is it a VM's?).
+    // No list or watch of Pods, no other status writes, no Events.
     assert_eq!(
         rule_set(&one(&docs, "ClusterRole", &full("agent"))["rules"]),
         expect(&[
@@ -81,7 +82,9 @@ fn agent_rbac_is_exactly_what_the_agent_calls() {
                 &["get", "list", "watch", "create", "delete"],
                 &[]
             ),
+            ("kubedvr.io", &["ports/status"], &["update"], &[]),
             ("", &["nodes"], &["get", "list", "watch", "patch"], &[]),
+            ("", &["pods"], &["get"], &[]),
         ])
     );
     // In its namespace: its heartbeat Lease (get, create, replace) and the
@@ -371,7 +374,7 @@ fn agent_admission_policy_allows_ports_of_its_own_node_only() {
     };
     assert_eq!(write_port(&policy, "CREATE", AGENT_NODE), Ok(()));
     assert_eq!(write_port(&policy, "DELETE", AGENT_NODE), Ok(()));
-    let other = "Ports of its own node, not";
+    let other = "delete Ports of its own node and update a Port's status, not";
     denied(write_port(&policy, "CREATE", "node-2"), other);
     denied(write_port(&policy, "DELETE", "node-2"), other);
     denied(write_port(&policy, "UPDATE", AGENT_NODE), other);
@@ -399,6 +402,168 @@ fn agent_admission_policy_allows_ports_of_its_own_node_only() {
         None,
     );
     assert_eq!(admit(&policy, req, Json::Null, port("node-2")), Ok(()));
+}
+
+/// A KubeVirt VM's Port as the API server has it: pods carrying it on
+/// `nodes` (status.bindings), `active` its status.activeNode.
+fn vm_port(nodes: &[&str], active: Option<&str>) -> Json {
+    let mut p = json!({
+        "apiVersion": "kubedvr.io/v1alpha1", "kind": "Port",
+        "metadata": {"name": "r.a.10.1.0.5", "namespace": "t"},
+        "spec": {"router": "r", "subnet": "a", "network": "t/net-a", "ip": "10.1.0.5",
+                 "mac": "0a:58:0a:01:00:05", "vm": "vm1"},
+    });
+    if !nodes.is_empty() || active.is_some() {
+        p["status"] = json!({});
+    }
+    if !nodes.is_empty() {
+        p["status"]["bindings"] = nodes.iter().map(|n| binding(n)).collect();
+    }
+    if let Some(a) = active {
+        p["status"]["activeNode"] = json!(a);
+    }
+    p
+}
+
+fn binding(node: &str) -> Json {
+    json!({"node": node, "pod": format!("virt-launcher-vm1-{node}"),
+           "containerId": format!("c-{node}"), "interface": "net1"})
+}
+
+/// Admission of the agent of `AGENT_NODE` writing Port `r.a.10.1.0.5`
+/// (`sub`resource) from `old` to `new`.
+fn write_vm_port(
+    policy: &Value,
+    op: &str,
+    sub: Option<&str>,
+    new: Json,
+    old: Json,
+) -> Result<(), Vec<String>> {
+    let req = request(
+        &agent_user(),
+        Some(AGENT_NODE),
+        op,
+        "ports",
+        "t",
+        new["metadata"]["name"]
+            .as_str()
+            .or(old["metadata"]["name"].as_str())
+            .unwrap(),
+        sub,
+    );
+    admit(policy, req, new, old)
+}
+
+/// A VM's Port: any agent may create it (the VM's pod may start on any
+/// node), none may delete it; its status.bindings each agent changes for
+/// its own node only, and status.activeNode (the controller's) not at all.
+#[test]
+fn agent_admission_policy_allows_its_own_bindings_of_a_vms_port_only() {
+    let (policy, _) = rendered_policy(&[]).unwrap();
+    let status = |old: Json, new: Json| write_vm_port(&policy, "UPDATE", Some("status"), new, old);
+    let other = "node-2";
+    let ports = "delete Ports of its own node and update a Port's status, not";
+
+    assert_eq!(
+        write_vm_port(&policy, "CREATE", None, vm_port(&[], None), Json::Null),
+        Ok(())
+    );
+    let mut renamed = vm_port(&[], None);
+    renamed["metadata"]["name"] = json!("zzz");
+    denied(
+        write_vm_port(&policy, "CREATE", None, renamed, Json::Null),
+        &format!("{ports} CREATE Port t/zzz of VM vm1"),
+    );
+    denied(
+        write_vm_port(
+            &policy,
+            "DELETE",
+            None,
+            Json::Null,
+            vm_port(&[AGENT_NODE], None),
+        ),
+        &format!("{ports} DELETE Port t/r.a.10.1.0.5 of VM vm1"),
+    );
+    denied(
+        write_vm_port(
+            &policy,
+            "UPDATE",
+            None,
+            vm_port(&[AGENT_NODE], None),
+            vm_port(&[], None),
+        ),
+        &format!("{ports} UPDATE Port t/r.a.10.1.0.5"),
+    );
+    denied(
+        write_vm_port(
+            &policy,
+            "UPDATE",
+            Some("scale"),
+            vm_port(&[], None),
+            vm_port(&[], None),
+        ),
+        &format!("{ports} UPDATE Port t/r.a.10.1.0.5/scale"),
+    );
+
+    // Its own binding added (first, or beside another node's during a
+    // migration) and removed, whatever the controller's activeNode.
+    for (old, new) in [
+        (vm_port(&[], None), vm_port(&[AGENT_NODE], None)),
+        (
+            vm_port(&[other], Some(other)),
+            vm_port(&[other, AGENT_NODE], Some(other)),
+        ),
+        (
+            vm_port(&[AGENT_NODE, other], Some(AGENT_NODE)),
+            vm_port(&[other], Some(AGENT_NODE)),
+        ),
+        (vm_port(&[AGENT_NODE], None), vm_port(&[], None)),
+    ] {
+        assert_eq!(status(old.clone(), new.clone()), Ok(()), "{old} -> {new}");
+    }
+
+    // Another node's binding added, removed or changed.
+    let theirs = "not other nodes' bindings of Port t/r.a.10.1.0.5";
+    denied(status(vm_port(&[], None), vm_port(&[other], None)), theirs);
+    denied(
+        status(vm_port(&[other], None), vm_port(&[AGENT_NODE], None)),
+        theirs,
+    );
+    let mut changed = vm_port(&[other], None);
+    changed["status"]["bindings"][0]["pod"] = json!("virt-launcher-vm1-x");
+    denied(status(vm_port(&[other], None), changed), theirs);
+    // status.activeNode set, moved or cleared.
+    let active = "not status.activeNode of Port t/r.a.10.1.0.5";
+    for (old, new) in [
+        (None, Some(AGENT_NODE)),
+        (Some(other), Some(AGENT_NODE)),
+        (Some(other), None),
+    ] {
+        denied(
+            status(vm_port(&[AGENT_NODE], old), vm_port(&[AGENT_NODE], new)),
+            active,
+        );
+    }
+
+    // The controller (another user) is not limited by this policy.
+    let req = request(
+        "system:serviceaccount:kube-dvr:kube-dvr-controller",
+        None,
+        "UPDATE",
+        "ports",
+        "t",
+        "r.a.10.1.0.5",
+        Some("status"),
+    );
+    assert_eq!(
+        admit(
+            &policy,
+            req,
+            vm_port(&[other], Some(other)),
+            vm_port(&[AGENT_NODE, other], None)
+        ),
+        Ok(())
+    );
 }
 
 fn denied(r: Result<(), Vec<String>>, needle: &str) {

@@ -4,7 +4,8 @@
 use kube::CustomResourceExt;
 use kube_dvr::api::{
     condition, conditions, DistributedRouterSpec, ExternalAttachment, ExternalNetworkSpec,
-    ExternalPools, FloatingIP, FloatingIPStatus, FloatingTarget, PodTarget,
+    ExternalPools, FloatingIP, FloatingIPStatus, FloatingTarget, PodTarget, Port, PortBinding,
+    PortSpec, PortStatus,
 };
 use serde_json::json;
 
@@ -327,6 +328,63 @@ fn snat_gateway_admission() {
     let mut bad = ok.clone();
     bad.spec.router = String::new();
     assert_rejected(&bad, None, "should be at least 1 chars long");
+}
+
+/// A pod's Port (`spec.node`, `pod`, `containerId`, `interface`) or a
+/// VM's (`spec.vm`, its pods in `status.bindings`), never both.
+#[test]
+fn port_admission() {
+    let pod = Port::new(
+        "r1.front.10.0.1.5",
+        PortSpec {
+            router: "r1".into(),
+            subnet: "front".into(),
+            network: "tenant-a/net-front".into(),
+            ip: "10.0.1.5".into(),
+            mac: "0a:58:0a:00:01:05".into(),
+            node: "node-1".into(),
+            pod: "web-0".into(),
+            container_id: "c1".into(),
+            interface: "net1".into(),
+            ..Default::default()
+        },
+    );
+    assert_admitted(&pod, None);
+    let mut vm = pod.clone();
+    vm.spec = PortSpec {
+        vm: "vm1".into(),
+        node: String::new(),
+        pod: String::new(),
+        container_id: String::new(),
+        interface: String::new(),
+        ..pod.spec.clone()
+    };
+    vm.status = Some(PortStatus {
+        bindings: vec![PortBinding {
+            node: "node-1".into(),
+            pod: "virt-launcher-vm1-abcde".into(),
+            pod_uid: String::new(),
+            container_id: "c1".into(),
+            interface: "net1".into(),
+        }],
+        active_node: Some("node-1".into()),
+    });
+    assert_admitted(&vm, None);
+
+    let either = "a Port names either a vm";
+    let mut both = vm.clone();
+    both.spec.node = "node-1".into();
+    assert_rejected(&both, None, either);
+    let mut with_pod = vm.clone();
+    with_pod.spec.pod = "web-0".into();
+    assert_rejected(&with_pod, None, either);
+    let mut neither = pod.clone();
+    neither.spec.node = String::new();
+    assert_rejected(&neither, None, either);
+
+    let mut moved = pod.clone();
+    moved.spec.node = "node-2".into();
+    assert_rejected(&moved, Some(&pod), "a Port is immutable");
 }
 
 #[test]
