@@ -532,6 +532,19 @@ fn agent_admission_policy_allows_its_own_bindings_of_a_vms_port_only() {
     let mut changed = vm_port(&[other], None);
     changed["status"]["bindings"][0]["pod"] = json!("virt-launcher-vm1-x");
     denied(status(vm_port(&[other], None), changed), theirs);
+    // Its own binding put before another node's first (without activeNode
+    // the first is where traffic goes).
+    denied(
+        status(vm_port(&[other], None), vm_port(&[AGENT_NODE, other], None)),
+        "may not put a binding before another node's first on Port t/r.a.10.1.0.5",
+    );
+    // A pod's Port has no bindings to write.
+    let mut bound = port(AGENT_NODE);
+    bound["status"] = json!({"bindings": [binding(AGENT_NODE)]});
+    denied(
+        write_vm_port(&policy, "UPDATE", Some("status"), bound, port(AGENT_NODE)),
+        "may update the status only of a VM's Port",
+    );
     // status.activeNode set, moved or cleared.
     let active = "not status.activeNode of Port t/r.a.10.1.0.5";
     for (old, new) in [
