@@ -277,6 +277,8 @@ fn reconcile_ok(e: &mut Engine, desired: &NodeState) -> kube_dvr::dataplane::eng
 mod conntrack;
 #[path = "dataplane/converge.rs"]
 mod converge;
+#[path = "dataplane/fence.rs"]
+mod fence;
 #[path = "dataplane/isolation.rs"]
 mod isolation;
 #[path = "dataplane/long_names.rs"]

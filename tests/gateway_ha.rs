@@ -7,7 +7,7 @@
 //! in a sandbox (private user, mount and network namespaces).
 use std::time::{Duration, Instant};
 
-use kube_dvr::dataplane::sandbox;
+use kube_dvr::dataplane::{fence, sandbox};
 use kube_dvr::lab::Lab;
 use kube_dvr::plan::names;
 use kube_dvr::plan::view::ObjectKey;
@@ -17,7 +17,7 @@ mod nsenter;
 use nsenter::sh_in;
 #[path = "support/gwlab.rs"]
 mod gwlab;
-use gwlab::{attached, ping, up};
+use gwlab::{attached, attached_in, node_paths, ping, up};
 
 const STATE: &str = "/run/kube-dvr-lab-gwha";
 
@@ -94,6 +94,11 @@ fn snat_fails_over_in_under_a_second_without_the_api() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // The serving node's agent dies, its dataplane working: the peers take
+    // over (they cannot tell it from a dead node), and its fence closes its
+    // port before (never two gateways passing frames).
+    gaps.push(agent_dies(&mut lab, index));
+
     // No API from here on: three times the serving node's underlay.
     lab.cluster_mut().stop_controller();
     lab.cluster_mut().stop_api();
@@ -141,4 +146,63 @@ fn cut_link(lab: &Lab, index: u32, run: u32, link: &str) -> (&'static str, &'sta
         "run {run}: {lost}/{sent} lost after {cut} came back"
     );
     (cut, now[0], longest * 10)
+}
+
+/// Stop the serving node's agent (no more renewals, kernel state as it
+/// was) while a-db pings at 100 Hz; watch, every few ms, whether its fence
+/// still lets its port pass and whether another node attached. Then start
+/// it again: it stays standby. Returns the gap in ms.
+fn agent_dies(lab: &mut Lab, index: u32) -> u32 {
+    let serving = attached(lab, index);
+    assert_eq!(serving.len(), 1, "serving {serving:?}");
+    let dead = serving[0];
+    let pinger = ping(lab, 300);
+    std::thread::sleep(Duration::from_millis(1000));
+    let others: Vec<_> = node_paths(lab)
+        .into_iter()
+        .filter(|(n, _)| *n != dead)
+        .collect();
+    let dead_ns = lab.paths.node(dead);
+    assert!(
+        !fence::live_ports(&dead_ns).unwrap().is_empty(),
+        "the serving node renews its lease"
+    );
+    lab.cluster_mut().stop_agent(dead);
+    let t0 = Instant::now();
+    let (mut last_open, mut first_other) = (None, None);
+    while t0.elapsed() < Duration::from_millis(1500) {
+        let t = t0.elapsed();
+        if !fence::live_ports(&dead_ns).unwrap().is_empty() {
+            last_open = Some(t);
+        }
+        if first_other.is_none() && !attached_in(&others, index).is_empty() {
+            first_other = Some(t);
+        }
+    }
+    let gwlab::Pinged { lost, longest, .. } = pinger.join().unwrap();
+    eprintln!(
+        "{dead}'s agent stopped: its port open until {last_open:?}, another attached at {first_other:?}, {lost} lost, longest gap {} ms",
+        longest * 10
+    );
+    let first_other = first_other.expect("a peer took over");
+    assert!(
+        last_open.is_none_or(|t| t < first_other),
+        "two gateways passed frames at once"
+    );
+    assert!(longest * 10 <= 1000, "gap {} ms", longest * 10);
+    // Its qgb is still attached (the kernel as the agent left it), fenced.
+    assert_eq!(attached(lab, index).len(), 2);
+
+    // Back: its gateway's lease had run out, so it does not keep it; it
+    // learns who serves, detaches, and stays standby (the plan still names
+    // it first: the controller replaces a dead agent's node only after its
+    // heartbeat timeout).
+    lab.cluster_mut().start_agent(dead);
+    std::thread::sleep(Duration::from_millis(3000));
+    let now = attached(lab, index);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0], dead, "{dead} preempted");
+    let gwlab::Pinged { sent, lost, .. } = ping(lab, 100).join().unwrap();
+    assert!(lost <= 1, "{lost}/{sent} lost after {dead} came back");
+    longest * 10
 }

@@ -66,6 +66,14 @@ pub fn prepare_netns_dir(dir: &Path) -> io::Result<()> {
 /// this node (namespaces, links, routes, rules, nftables tables). Needs no
 /// API. Blocking.
 pub fn cleanup(cfg: EngineConfig) -> Result<Report, Error> {
+    let root = cfg.root_netns.clone();
     let mut engine = Engine::new(cfg).map_err(|source| Error::Engine { source })?;
-    engine.cleanup().map_err(|source| Error::Engine { source })
+    let report = engine
+        .cleanup()
+        .map_err(|source| Error::Engine { source })?;
+    // The gateway fence (not the engine's: the probe task renews it).
+    if let Err(e) = crate::dataplane::fence::remove_table(&root) {
+        tracing::warn!(error = %e, "removing the gateway fence table");
+    }
+    Ok(report)
 }

@@ -168,6 +168,9 @@ impl Agent {
             };
             let t0 = std::time::Instant::now();
             self.kept = keep.clone();
+            // Gateways this pass attaches pass the fence before their
+            // gratuitous ARPs go out.
+            self.probes.arm(self.claims(&view, &overrides));
             let (e, res) = kernel::program(engine, plan, keep, kind).await?;
             engine = e;
             let pass = match kind {
@@ -331,10 +334,18 @@ impl Agent {
                 && st
                     .visible_since
                     .is_some_and(|t| now.duration_since(t) >= hold || t == st.started);
-            let own = |index: u32| gateway::Me {
-                stay,
-                activate,
-                ready: st.upstream_up(index),
+            // A gateway fenced when this agent started (its predecessor died
+            // a while ago): not kept, taken only after the hold-down.
+            let held = st
+                .visible_since
+                .is_some_and(|t| now.duration_since(t) >= hold);
+            let own = |index: u32| {
+                let fenced = st.fenced_at_start.contains(&index);
+                gateway::Me {
+                    stay: stay && !fenced,
+                    activate: if fenced { st.ready && held } else { activate },
+                    ready: st.upstream_up(index),
+                }
             };
             gateway::decide_all(view, me, &self.serving, seen, own)
         };
@@ -374,16 +385,22 @@ impl Agent {
         overrides
     }
 
-    /// Tell peers (in probe replies) which gateways this node serves now
-    /// that the kernel has them.
-    fn announce_claims(&self, view: &ClusterView) {
+    /// The router indexes of the gateways this node serves under
+    /// `overrides`.
+    fn claims(&self, view: &ClusterView, overrides: &Serving) -> std::collections::BTreeSet<u32> {
         let me = self.opts.node.as_str();
-        let claims = gateway::relevant(view, me)
-            .filter(|s| crate::plan::serving_node(s, &self.overrides) == Some(me))
+        gateway::relevant(view, me)
+            .filter(|s| crate::plan::serving_node(s, overrides) == Some(me))
             .filter_map(|s| view.routers.iter().find(|r| r.key == s.router))
             .map(|r| r.index)
-            .collect();
-        self.probes.set_serving(true, claims);
+            .collect()
+    }
+
+    /// Tell peers (in probe replies) which gateways this node serves now
+    /// that the kernel has them (and the fence: only these stay open).
+    fn announce_claims(&self, view: &ClusterView) {
+        self.probes
+            .set_serving(true, self.claims(view, &self.overrides));
     }
 
     /// The SnatGateways this node serves as programmed, for
@@ -449,6 +466,11 @@ impl Agent {
         }
         self.last_ok = None;
         self.set_programmed(&ClusterView::default());
+        // Nothing served: the fence closes and goes.
+        self.probes.set_serving(true, Default::default());
+        if let Err(e) = crate::dataplane::fence::remove_table(&self.opts.engine.root_netns) {
+            tracing::warn!(error = %e, "removing the gateway fence table");
+        }
         let Some(node) = self.own_node(caches) else {
             return Ok((engine, Err(Error::NodeNotCached)));
         };

@@ -27,6 +27,15 @@
 //! The task only uses its sockets and a shared state: it needs neither the
 //! API server nor the agent's pass loop, and wakes the agent (a watch
 //! channel) whenever what a decision depends on changes.
+//!
+//! **Fence** ([`crate::dataplane::fence`]): on every tick the task also
+//! renews, for [`crate::dataplane::fence::LEASE`] (200 ms, less than the
+//! peers' 300 ms detection), the external ports of the gateways this node
+//! claims or is about to attach ([`Probes::arm`]). An agent that dies
+//! stops renewing, and its gateways fall silent before a peer takes them
+//! over: never two attached. At start the task first renews the gateways
+//! whose lease still runs, so an agent restarted at once keeps serving (one
+//! whose lease ran out stays fenced: a peer may serve it by now).
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
@@ -34,6 +43,42 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
+
+use crate::dataplane::fence::Fence;
+
+/// Router indexes whose gateway the kernel has attached in `netns` (the
+/// `qgb-<index>` ports with a master).
+fn attached_gateways(netns: &Path) -> BTreeSet<u32> {
+    let links = crate::dataplane::netlink::Netlink::open_in(netns).and_then(|mut nl| nl.links());
+    match links {
+        Ok(links) => links
+            .iter()
+            .filter(|l| l.master.is_some())
+            .filter_map(|l| l.name.strip_prefix("qgb-")?.parse().ok())
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "listing attached gateways");
+            BTreeSet::new()
+        }
+    }
+}
+
+/// Router indexes whose gateway port's lease still runs in `netns`: a
+/// restarted agent's predecessor renewed it less than a lease ago, so no
+/// peer has taken it over (one whose lease ran out stays fenced until a
+/// pass decides).
+fn leased_gateways(netns: &Path) -> BTreeSet<u32> {
+    match crate::dataplane::fence::live_ports(netns) {
+        Ok(ports) => ports
+            .iter()
+            .filter_map(|p| p.strip_prefix("qgb-")?.parse().ok())
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the gateway fence");
+            BTreeSet::new()
+        }
+    }
+}
 
 /// UDP port of the probes (next to VXLAN's 4789).
 pub const DEFAULT_PORT: u16 = 4790;
@@ -187,6 +232,15 @@ pub struct State {
     pub visible_since: Option<Instant>,
     /// Upstream checks.
     pub upstreams: BTreeMap<Upstream, Check>,
+    /// Router indexes whose gateway the fence keeps open besides
+    /// `claims`: about to be attached ([`Probes::arm`]), or attached in
+    /// the kernel when the task started.
+    pub arming: BTreeSet<u32>,
+    /// Router indexes whose gateway the kernel had attached when the task
+    /// started but whose lease had run out: the predecessor died a while
+    /// ago and a peer may serve it now. This node does not keep it and
+    /// takes it only after the hold-down, like a node coming back.
+    pub fenced_at_start: BTreeSet<u32>,
 }
 
 impl State {
@@ -223,6 +277,9 @@ impl State {
 pub struct Probes {
     pub state: Arc<Mutex<State>>,
     wake: tokio::sync::watch::Sender<u64>,
+    /// The fence, once the task runs (none without probes: nothing renews,
+    /// so nothing may be fenced).
+    fence: Arc<Mutex<Option<Fence>>>,
 }
 
 impl Probes {
@@ -239,8 +296,11 @@ impl Probes {
                 started: now,
                 visible_since: Some(now),
                 upstreams: BTreeMap::new(),
+                arming: BTreeSet::new(),
+                fenced_at_start: BTreeSet::new(),
             })),
             wake,
+            fence: Arc::new(Mutex::new(None)),
         };
         (p, rx)
     }
@@ -272,11 +332,49 @@ impl Probes {
         }
     }
 
-    /// What this node answers from now on.
+    /// What this node answers from now on (and the fence keeps open:
+    /// only these).
     pub fn set_serving(&self, ready: bool, claims: BTreeSet<u32>) {
-        let mut st = self.state.lock().unwrap();
-        st.ready = ready;
-        st.claims = claims;
+        {
+            let mut st = self.state.lock().unwrap();
+            st.ready = ready;
+            st.claims = claims;
+            st.arming.clear();
+        }
+        self.renew_fence();
+    }
+
+    /// Open the fence for these gateways too, now: the kernel is about to
+    /// attach them (and send their gratuitous ARPs).
+    pub fn arm(&self, indexes: BTreeSet<u32>) {
+        let more = {
+            let mut st = self.state.lock().unwrap();
+            let more = indexes
+                .iter()
+                .any(|i| !st.claims.contains(i) && !st.arming.contains(i));
+            st.arming.extend(indexes);
+            more
+        };
+        if more {
+            self.renew_fence();
+        }
+    }
+
+    /// Renew the fence for the claimed and arming gateways.
+    fn renew_fence(&self) {
+        let ports: Vec<String> = {
+            let st = self.state.lock().unwrap();
+            st.claims
+                .union(&st.arming)
+                .map(|i| crate::plan::names::qg_bridge(*i))
+                .collect()
+        };
+        let mut fence = self.fence.lock().unwrap();
+        if let Some(f) = fence.as_mut() {
+            if let Err(e) = f.renew(&ports) {
+                tracing::warn!(error = %e, "renewing the gateway fence failed");
+            }
+        }
     }
 
     fn wake(&self) {
@@ -309,6 +407,26 @@ impl Probes {
             }
         };
         let sock = Arc::new(UdpSocket::from_std(std_sock)?);
+        match Fence::open(netns) {
+            Ok(f) => {
+                // Keep serving what the predecessor served until the
+                // agent's first pass says otherwise.
+                let leased = leased_gateways(netns);
+                let fenced = attached_gateways(netns)
+                    .difference(&leased)
+                    .copied()
+                    .collect();
+                let mut st = self.state.lock().unwrap();
+                st.arming.extend(leased);
+                st.fenced_at_start = fenced;
+                drop(st);
+                *self.fence.lock().unwrap() = Some(f);
+                self.renew_fence();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "no gateway fence: a gateway of this node stays attached if its agent dies")
+            }
+        }
         {
             let mut st = self.state.lock().unwrap();
             st.running = true;
@@ -347,6 +465,7 @@ impl Probes {
                         .await;
                 }
                 arp.send(&targets);
+                self.renew_fence();
                 if changed {
                     self.wake();
                 }
@@ -393,6 +512,14 @@ impl Probes {
                 changed = true;
             }
             _ => {}
+        }
+        // Past the hold-down a gateway fenced at start is like any other
+        // (this node has learnt who serves it).
+        let held =
+            (st.visible_since).is_some_and(|t| now.duration_since(t) >= INTERVAL * HOLD_DOWN);
+        if held && !st.fenced_at_start.is_empty() {
+            st.fenced_at_start.clear();
+            changed = true;
         }
         st.probed_by
             .retain(|_, t| now.duration_since(*t) <= FRESH * 4);

@@ -6,6 +6,7 @@ pub mod conntrack;
 pub mod diff;
 pub mod engine;
 pub mod error;
+pub mod fence;
 pub mod garp;
 pub mod keep;
 pub mod netlink;

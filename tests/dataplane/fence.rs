@@ -1,0 +1,89 @@
+//! The SNAT gateway's dead-man switch (`dataplane::fence`) against the
+//! kernel: a gateway port on a bridge passes frames (ARP included) only
+//! while renewed, and falls silent within the lease once renewals stop.
+use super::*;
+use kube_dvr::dataplane::fence::{self, Fence, LEASE};
+use kube_dvr::dataplane::sandbox;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// One ping from `gw` to the upstream (its neighbour flushed first, so the
+/// ARP exchange crosses the bridge too): answered?
+fn answers() -> bool {
+    in_ns(Some("gw"), &["ip", "neigh", "flush", "all"]);
+    Command::new("nsenter")
+        .args(["--net=/run/netns/gw", "ping", "-c1", "-W1", "203.0.113.1"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn a_gateway_port_passes_only_while_renewed() {
+    if !sandbox::enter("fence::a_gateway_port_passes_only_while_renewed") {
+        return;
+    }
+    // br-public with the gateway's port qgb-7 (peer in "gw") and the
+    // upstream's up0 (peer in "up").
+    for ns in ["gw", "up"] {
+        sh(&["ip", "netns", "add", ns]);
+    }
+    sh(&["ip", "link", "add", "br-public", "type", "bridge"]);
+    sh(&["ip", "link", "set", "br-public", "up"]);
+    for (port, peer, ns, addr) in [
+        ("qgb-7", "qg-7", "gw", "203.0.113.50/24"),
+        ("up0", "eth0", "up", "203.0.113.1/24"),
+    ] {
+        sh(&[
+            "ip", "link", "add", port, "type", "veth", "peer", "name", peer, "netns", ns,
+        ]);
+        sh(&["ip", "link", "set", port, "master", "br-public", "up"]);
+        in_ns(Some(ns), &["ip", "addr", "add", addr, "dev", peer]);
+        in_ns(Some(ns), &["ip", "link", "set", peer, "up"]);
+        in_ns(Some(ns), &["ip", "link", "set", "lo", "up"]);
+    }
+    assert!(answers(), "no fence yet: the bridge forwards");
+
+    let root = Path::new("/proc/self/ns/net");
+    let mut f = Fence::open(root).unwrap();
+    f.renew(&[]).unwrap();
+    assert!(
+        !sh(&["nft", "list", "tables"]).contains(fence::TABLE),
+        "nothing served: no table"
+    );
+    f.renew(&["qgb-7".into()]).unwrap();
+    assert!(sh(&["nft", "list", "tables"]).contains(fence::TABLE));
+    // Renewed every 50 ms for a second: every ping answered.
+    let t0 = Instant::now();
+    let mut pings = 0;
+    while t0.elapsed() < Duration::from_secs(1) {
+        f.renew(&["qgb-7".into()]).unwrap();
+        assert!(answers(), "renewed port fenced");
+        pings += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(pings >= 5);
+    // Renewals stop: within the lease the port is silent (the upstream
+    // gets no ARP answer, no echo).
+    std::thread::sleep(LEASE + Duration::from_millis(20));
+    assert!(!answers(), "the lease ran out but frames pass");
+    // Renewed again: open at once.
+    f.renew(&["qgb-7".into()]).unwrap();
+    assert!(answers());
+    // Renewing another port closes this one at once.
+    f.renew(&["qgb-8".into()]).unwrap();
+    assert!(!answers());
+    // Another port of the bridge is never fenced.
+    let up_to_up = sh(&["bridge", "link", "show"]);
+    assert!(up_to_up.contains("up0"));
+
+    // Made again when someone deleted it; removed by cleanup.
+    fence::remove_table(root).unwrap();
+    assert!(f.renew(&["qgb-7".into()]).is_err(), "the table is gone");
+    f.renew(&["qgb-7".into()]).unwrap();
+    assert!(answers());
+    fence::remove_table(root).unwrap();
+    assert!(!sh(&["nft", "list", "tables"]).contains(fence::TABLE));
+    assert!(answers(), "no table: nothing fenced");
+}
