@@ -508,6 +508,17 @@ fn kubevirt_vm(lab: &mut Lab) {
         bound_pods(&port),
         ["virt-launcher-vm1-a", "virt-launcher-vm1-b"]
     );
+    // The target's interface sends nothing by itself (IPv6 off: no DAD or
+    // router solicitation with the VM's MAC to mislead the bridges).
+    let v6 = std::process::Command::new("nsenter")
+        .arg(format!(
+            "--net={}",
+            lab.paths.workload("virt-launcher-vm1-b").display()
+        ))
+        .args(["ip", "-6", "-o", "addr", "show", "dev", "eth0"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&v6.stdout).trim().is_empty());
     std::thread::sleep(Duration::from_millis(500));
     for _ in 0..5 {
         answered_by(lab, "w002", ip, "virt-launcher-vm1-a");

@@ -251,6 +251,7 @@ pub async fn add(host: &Nl, ns: &File, w: &Want) -> Result<Made> {
         .await
         .map_err(|e| CniError::kernel(format!("creating veth {}/{}", w.host, w.ifname), e))?;
 
+    ipv4_only(ns, &w.ifname);
     match plug(host, &pod, bridge.header.index, w).await {
         Ok(host_mac) => Ok(Made {
             bridge_mac: mac_of(&bridge),
@@ -267,6 +268,24 @@ pub async fn add(host: &Nl, ns: &File, w: &Want) -> Result<Made> {
             Err(e)
         }
     }
+}
+
+/// Turn IPv6 off on the pod's interface before it comes up (kube-dvr's
+/// subnets are IPv4): its stack then sends nothing on its own (no DAD,
+/// router or MLD solicitations). A live migration's target pod carries the
+/// VM's MAC without being its endpoint; a frame from it would teach the
+/// subnet's bridges that the MAC lives there and pull the VM's traffic
+/// away from the source. Best effort: a kernel without IPv6 has no such
+/// setting.
+fn ipv4_only(ns: &File, ifname: &str) {
+    let key = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).is_ok() {
+                let _ = std::fs::write(&key, "1");
+            }
+        });
+    });
 }
 
 async fn plug(host: &Nl, pod: &Nl, bridge: u32, w: &Want) -> Result<Vec<u8>> {
