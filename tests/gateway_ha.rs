@@ -1,13 +1,19 @@
 //! SNAT gateway failover without the API server, with real traffic: the
 //! example lab with its SnatGateway open to all three nodes (candidates
 //! gw-1, node-1, node-2), a-db (node-2) pinging the external host through
-//! SNAT at 100 Hz: the serving node's external link cut (the controller
+//! SNAT at 100 Hz. Every agent (a process of its own) SIGKILLed and
+//! restarted under traffic; the active gateway node's agent SIGKILLed
+//! (issue 9 (c)); the serving node's external link cut (the controller
 //! then records the node that serves), then with the API stand-in and the
 //! controller stopped, the serving node's underlay cut three times. Runs
 //! in a sandbox (private user, mount and network namespaces).
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube_dvr::dataplane::sandbox;
+use kube_dvr::dataplane::{netns, sandbox};
 use kube_dvr::lab::Lab;
 use kube_dvr::plan::names;
 use kube_dvr::plan::view::ObjectKey;
@@ -20,6 +26,82 @@ mod gwlab;
 use gwlab::{attached, ping, up};
 
 const STATE: &str = "/run/kube-dvr-lab-gwha";
+
+/// 100 Hz ping from a namespace until stopped.
+struct Flow {
+    what: String,
+    child: std::process::Child,
+}
+
+impl Flow {
+    fn start(ns: &std::path::Path, dst: &str) -> Flow {
+        let child = netns::run_in(ns, || {
+            Command::new("ping")
+                .args(["-n", "-i", "0.01", "-W", "1", dst])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .unwrap();
+        let what = format!("{} -> {dst}", ns.file_name().unwrap().to_string_lossy());
+        Flow { what, child }
+    }
+
+    /// Stop (SIGINT); returns what, sent and lost (the last probe, maybe
+    /// in flight at the stop, not counted).
+    fn stop(self) -> (String, u32, u32) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let seqs: BTreeSet<u32> = text
+            .lines()
+            .filter_map(|l| l.split("icmp_seq=").nth(1)?.split(' ').next()?.parse().ok())
+            .collect();
+        let sent: u32 = text
+            .lines()
+            .find_map(|l| l.split(" packets transmitted").next()?.trim().parse().ok())
+            .unwrap_or(0);
+        let lost = (1..sent).filter(|s| !seqs.contains(s)).count() as u32;
+        (self.what, sent, lost)
+    }
+}
+
+/// Samples every 20 ms how many nodes have the gateway attached.
+struct Overlap {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(u32, usize)>,
+}
+
+impl Overlap {
+    fn start(nodes: Vec<(&'static str, std::path::PathBuf)>, index: u32) -> Overlap {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut overlap, mut max) = (Duration::ZERO, 0);
+            let mut last = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                let n = gwlab::attached_in(&nodes, index).len();
+                let now = Instant::now();
+                if n > 1 {
+                    overlap += now - last;
+                }
+                max = max.max(n);
+                last = now;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (overlap.as_millis() as u32, max)
+        });
+        Overlap { stop, thread }
+    }
+
+    /// Time (ms) with more than one attached, and the most at once.
+    fn stop(self) -> (u32, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
 
 fn kernel_writes(lab: &Lab, node: &str) -> f64 {
     let metrics = lab.cluster().agent_telemetry(node).unwrap().render();
@@ -53,22 +135,77 @@ fn snat_fails_over_in_under_a_second_without_the_api() {
         );
     }
 
-    // An agent restart moves nothing and writes nothing (the active one
-    // and a standby).
-    for n in ["gw-1", "node-1"] {
-        lab.cluster_mut().stop_agent(n);
+    // Every agent SIGKILLed and started again, one after another, under
+    // 100 Hz east-west (a-web on node-1 -> a-db on node-2), floating-IP
+    // (ext-host -> a-web's 203.0.113.100) and SNAT (a-db -> ext-host)
+    // traffic: nothing lost, the restarted agent writes nothing, the
+    // gateway stays where it is.
+    let flows = [
+        Flow::start(&lab.paths.workload("a-web"), "10.10.2.10"),
+        Flow::start(&lab.paths.host("ext-host"), "203.0.113.100"),
+        Flow::start(&lab.paths.workload("a-db"), gwlab::EXTERNAL_HOST),
+    ];
+    std::thread::sleep(Duration::from_millis(500));
+    for n in gwlab::NODES {
+        let t0 = Instant::now();
+        lab.cluster_mut().kill_agent(n);
         lab.cluster_mut().start_agent(n);
         let tel = lab.cluster().agent_telemetry(n).unwrap();
-        let t0 = Instant::now();
         while !tel.is_ready() {
             assert!(t0.elapsed() < Duration::from_secs(20), "{n} never ready");
             std::thread::sleep(Duration::from_millis(20));
         }
+        let ready = t0.elapsed();
         // Past the probes' first decisions.
         std::thread::sleep(Duration::from_millis(1500));
+        eprintln!("SIGKILL of agent/{n}: ready again after {ready:?}");
         assert_eq!(kernel_writes(&lab, n), 0.0, "restart of {n} wrote");
-        assert_eq!(attached(&lab, index), ["gw-1"]);
+        assert_eq!(attached(&lab, index), ["gw-1"], "after the restart of {n}");
     }
+    for f in flows {
+        let (what, sent, lost) = f.stop();
+        eprintln!("across the SIGKILLs: {what}: {lost}/{sent} lost");
+        assert!(sent > 200, "{what}: only {sent} probes");
+        assert_eq!(lost, 0, "{what}: {lost}/{sent} lost across agent SIGKILLs");
+    }
+
+    // Issue 9 (c): the active gateway node's agent is SIGKILLed, its
+    // dataplane keeps working. Its probe responder dies with it, so the
+    // others see it down and the next candidate activates; the dead
+    // agent's node keeps its gateway attached until the agent comes back
+    // and detaches (it lost rank). Recorded: the gap, whether two were
+    // attached at once and for how long.
+    let sampler = Overlap::start(gwlab::node_paths(&lab), index);
+    let pinger = ping(&lab, 300);
+    std::thread::sleep(Duration::from_millis(1000));
+    lab.cluster_mut().kill_agent("gw-1");
+    let p = pinger.join().unwrap();
+    let during = attached(&lab, index);
+    lab.cluster_mut().start_agent("gw-1");
+    let tel = lab.cluster().agent_telemetry("gw-1").unwrap();
+    let t0 = Instant::now();
+    while !tel.is_ready() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "gw-1 never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = attached(&lab, index);
+    let (overlap_ms, max_attached) = sampler.stop();
+    eprintln!(
+        "(c) SIGKILL of agent/gw-1 (active): {}/{} lost, longest gap {} ms ({} ms between answers); \
+         attached while it was dead {during:?}, after its restart {after:?}; \
+         two attached at once for ~{overlap_ms} ms (at most {max_attached})",
+        p.lost,
+        p.sent,
+        p.longest * 10,
+        p.wall
+    );
+    assert!(p.longest * 10 <= 1000, "(c): gap {} ms", p.longest * 10);
+    assert_eq!(
+        after.len(),
+        1,
+        "(c): one serves once gw-1 is back: {after:?}"
+    );
 
     // With the API up: the serving node's external link fails (its
     // upstream stops answering ARP, it answers "not ready"); the controller

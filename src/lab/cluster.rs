@@ -186,10 +186,15 @@ impl LabCluster {
             o.cni_socket = Some(paths.cni_socket(&n.name));
             c.agent_opts.insert(n.name.clone(), o);
         }
-        c.start_controller();
+        // Agents first: the controller's first plan then sees every node's
+        // heartbeat (SNAT gateway candidates are healthy nodes), as when
+        // all started together in one process.
         for n in &topology.nodes {
             c.start_agent(&n.name);
         }
+        let nodes: Vec<String> = topology.nodes.iter().map(|n| n.name.clone()).collect();
+        c.rt.block_on(wait_heartbeats(&c.client, &nodes, Duration::from_secs(20)))?;
+        c.start_controller();
         Ok(c)
     }
 
@@ -492,6 +497,41 @@ impl LabCluster {
             None => {}
         }
         self.rt.shutdown_timeout(Duration::from_secs(5));
+    }
+}
+
+/// Wait until every node's agent has its heartbeat Lease.
+async fn wait_heartbeats(
+    client: &Client,
+    nodes: &[String],
+    timeout: Duration,
+) -> Result<(), ClusterError> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LAB_NAMESPACE);
+    let start = Instant::now();
+    loop {
+        let have: BTreeSet<String> = leases
+            .list(&ListParams::default())
+            .await
+            .map_err(api_err("list Leases"))?
+            .items
+            .into_iter()
+            .map(|l| l.name_any())
+            .collect();
+        let missing: Vec<&String> = nodes
+            .iter()
+            .filter(|n| !have.contains(&format!("{}{n}", cluster::AGENT_LEASE_PREFIX)))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(ClusterError::NotConverged {
+                secs: timeout.as_secs(),
+                detail: format!("no heartbeat from the agents of {missing:?}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
