@@ -237,6 +237,11 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "lab")]
         Cmd::Lab(LabCmd::Start(a)) => {
             let paths = lab::LabPaths::new(&a.state.state_dir);
+            anyhow::ensure!(
+                a.component != lab::Component::Api,
+                "lab start api: the API server runs inside `lab up` and its state \
+                 went with it; start a new lab (`lab down`, `lab up`)"
+            );
             let pid = lab::procs::start_detached(&paths, &a.component)
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("lab start {}", a.component))?;

@@ -235,7 +235,10 @@ impl LabCluster {
             ),
             Component::Agent(node) => {
                 let o = self.agent_opts.get(node)?;
-                let ms = |d: Duration| format!("{}ms", d.as_millis());
+                let ms = |d: Duration| match d.as_millis() {
+                    m if m % 1000 == 0 => format!("{}s", m / 1000),
+                    m => format!("{m}ms"),
+                };
                 let mut argv = vec![
                     exe,
                     "agent".into(),

@@ -203,10 +203,12 @@ pub fn set_node_link(
 ) -> Result<Vec<String>, InfraError> {
     let ns = paths.node(node);
     if !ns.exists() {
-        return Err(InfraError::Ip {
-            ns: ns.display().to_string(),
-            message: format!("no lab node {node:?}"),
-            script: String::new(),
+        return Err(InfraError::Netns {
+            name: format!("node-{node}"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("not found under {}", paths.root.display()),
+            ),
         });
     }
     let names: Vec<String> = match link {
