@@ -428,3 +428,23 @@ pub fn exe() -> Result<PathBuf, String> {
 pub fn arg(path: &Path) -> String {
     path.display().to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_names() {
+        for s in ["api", "controller", "agent/node-1"] {
+            let c: Component = s.parse().unwrap();
+            assert_eq!(c.to_string(), s);
+        }
+        assert_eq!(
+            "agent/gw-1".parse::<Component>(),
+            Ok(Component::Agent("gw-1".into()))
+        );
+        for bad in ["agent", "agent/", "agent/a/b", "node-1", ""] {
+            assert!(bad.parse::<Component>().is_err(), "{bad}");
+        }
+    }
+}
