@@ -1,14 +1,22 @@
 //! The lab's cluster: an API server (the in-memory stand-in, or a real
 //! kube-apiserver with etcd, see [`super::apiserver`]), the real controller
 //! and one real agent per simulated node, each a `kube-dvr` process of its
-//! own ([`super::procs`]), on the same code paths as a cluster. The lab plays kubelet and Multus: it registers Nodes
-//! (Ready, InternalIP = VTEP) and Pods (with `k8s.v1.cni.cncf.io/network-status`),
-//! and applies user manifests through the API like `kubectl apply`.
+//! own ([`super::procs`]), on the same code paths as a cluster. The lab
+//! plays kubelet and Multus: it registers Nodes (Ready, InternalIP = VTEP)
+//! and Pods (with `k8s.v1.cni.cncf.io/network-status`), and applies user
+//! manifests through the API like `kubectl apply`.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use super::infra::LabPaths;
 use super::manifests::Manifests;
@@ -22,12 +30,6 @@ use crate::api::{self, DvrKind, Kind, PerKind, Port};
 use crate::cluster;
 use crate::controller::{self, desired::Snapshot};
 use crate::dataplane::engine::EngineConfig;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 
 /// Where the lab's components keep their Leases.
 pub const LAB_NAMESPACE: &str = "kube-dvr";
