@@ -104,7 +104,9 @@ impl Overlap {
 }
 
 fn kernel_writes(lab: &Lab, node: &str) -> f64 {
-    let metrics = lab.cluster().agent_telemetry(node).unwrap().render();
+    let tel = lab.cluster().agent_telemetry(node).unwrap();
+    let metrics =
+        (tel.try_render()).unwrap_or_else(|| panic!("the agent of {node} does not answer"));
     metrics
         .lines()
         .filter(|l| l.starts_with("kube_dvr_kernel_writes_total"))

@@ -379,9 +379,13 @@ pub struct Telemetry {
 impl Telemetry {
     /// `/metrics` (empty when the process does not answer).
     pub fn render(&self) -> String {
+        self.try_render().unwrap_or_default()
+    }
+    /// `/metrics`; `None` when the process does not answer.
+    pub fn try_render(&self) -> Option<String> {
         match http_get(self.addr, "/metrics") {
-            Some((200, body)) => body,
-            _ => String::new(),
+            Some((200, body)) => Some(body),
+            _ => None,
         }
     }
     /// The value of a counter or gauge, as [`crate::telemetry::Telemetry::value`]
