@@ -11,8 +11,8 @@
 //! - (a) `underlay`: its underlay link goes down;
 //! - (b) `external`: its external link goes down (its upstream stops
 //!   answering ARP);
-//! - (c) `agent`: its agent is stopped (the in-process lab's kill: no
-//!   cleanup, its kernel state keeps forwarding), restarted after the run;
+//! - (c) `agent`: its agent process is SIGKILLed (its kernel state keeps
+//!   forwarding), restarted after the run;
 //! - (d) `underlay, no API`: as (a), with the API server and the controller
 //!   stopped first.
 //!
@@ -134,7 +134,7 @@ fn run_once(lab: &mut Lab, index: u32, fault: Fault) -> Run {
         Fault::External => {
             sh_in(&lab.paths.node(cut), "ip link set ext0 down");
         }
-        Fault::Agent => lab.cluster_mut().stop_agent(cut),
+        Fault::Agent => lab.cluster_mut().kill_agent(cut),
     }
     let p = pinger.join().unwrap();
     let tcp = conn

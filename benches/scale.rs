@@ -40,14 +40,13 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, DeleteParams, PostParams};
 use kube_dvr::api::{FloatingIP, FloatingIPSpec, FloatingTarget, PodTarget};
 use kube_dvr::dataplane::{netns, sandbox};
+use kube_dvr::lab::procs::Telemetry;
 use kube_dvr::lab::{Lab, Manifests, Topology};
-use kube_dvr::telemetry::Telemetry;
 
 #[path = "../tests/support/echo.rs"]
 mod echo;
@@ -149,8 +148,8 @@ struct Counters {
 }
 
 struct Watched {
-    controller: Arc<Telemetry>,
-    agent: Arc<Telemetry>,
+    controller: Telemetry,
+    agent: Telemetry,
 }
 
 impl Watched {

@@ -66,6 +66,24 @@ enum LabCmd {
     Up(LabArgs),
     /// Remove a lab (also after a crash) and list what is left (nothing).
     Down(StateArgs),
+    /// Stop a component of a running lab gracefully (SIGTERM): `api`,
+    /// `controller` or `agent/<node>`.
+    Stop(ComponentArgs),
+    /// Kill a component of a running lab (SIGKILL; `api`: as stop).
+    Kill(ComponentArgs),
+    /// Start a stopped or killed component again, from the command line the
+    /// lab recorded (`controller`, `agent/<node>`).
+    Start(ComponentArgs),
+    /// Take a node's underlay (`eth0`) or external links down or up:
+    /// `lab link gw-1 external down`.
+    Link {
+        #[command(flatten)]
+        state: StateArgs,
+        node: String,
+        link: lab::infra::NodeLink,
+        #[arg(value_parser = ["down", "up"])]
+        state_to: String,
+    },
     /// Run a command inside a lab workload, node or external host:
     /// `lab exec a-web -- ping 10.10.2.10`.
     Exec {
@@ -84,6 +102,15 @@ struct StateArgs {
     /// Where the lab keeps its namespace files and state.
     #[arg(long, default_value = lab::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+}
+
+#[cfg(feature = "lab")]
+#[derive(Args)]
+struct ComponentArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// `api`, `controller` or `agent/<node>`.
+    component: lab::Component,
 }
 
 #[cfg(feature = "lab")]
@@ -136,6 +163,9 @@ fn main() -> ExitCode {
         kube_dvr_cni::main();
         return ExitCode::SUCCESS;
     }
+    // A component the lab started dies with the lab.
+    #[cfg(feature = "lab")]
+    lab::procs::die_with_parent();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match run(cli.cmd) {
@@ -188,7 +218,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
             if left.is_empty() {
                 println!(
-                    "lab down: {} namespaces removed, nothing left under {}",
+                    "lab down: {} namespaces and processes removed, nothing left under {}",
                     removed.len(),
                     s.state_dir.display()
                 );
@@ -199,6 +229,41 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::FAILURE)
             }
+        }
+        #[cfg(feature = "lab")]
+        Cmd::Lab(LabCmd::Stop(a)) => lab_signal(&a, true),
+        #[cfg(feature = "lab")]
+        Cmd::Lab(LabCmd::Kill(a)) => lab_signal(&a, false),
+        #[cfg(feature = "lab")]
+        Cmd::Lab(LabCmd::Start(a)) => {
+            let paths = lab::LabPaths::new(&a.state.state_dir);
+            anyhow::ensure!(
+                a.component != lab::Component::Api,
+                "lab start api: the API server runs inside `lab up` and its state \
+                 went with it; start a new lab (`lab down`, `lab up`)"
+            );
+            let pid = lab::procs::start_detached(&paths, &a.component)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("lab start {}", a.component))?;
+            println!(
+                "{} started (pid {pid}, log {})",
+                a.component,
+                lab::procs::log_path(&paths, &a.component).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "lab")]
+        Cmd::Lab(LabCmd::Link {
+            state,
+            node,
+            link,
+            state_to,
+        }) => {
+            let paths = lab::LabPaths::new(&state.state_dir);
+            let names = lab::infra::set_node_link(&paths, &node, link, state_to == "up")
+                .context("lab link")?;
+            println!("node {node}: {} {state_to}", names.join(", "));
+            Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "lab")]
         Cmd::Lab(LabCmd::Exec { state, target, cmd }) => {
@@ -229,6 +294,47 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `lab stop|kill <component>`: signal a running lab's component and wait
+/// until it is gone. The API server lives in the `lab up` process: it is
+/// asked to stop it (SIGUSR1).
+#[cfg(feature = "lab")]
+fn lab_signal(a: &ComponentArgs, graceful: bool) -> anyhow::Result<ExitCode> {
+    use nix::sys::signal::Signal;
+    let paths = lab::LabPaths::new(&a.state.state_dir);
+    let c = &a.component;
+    if *c == lab::Component::Api {
+        let pid: i32 = std::fs::read_to_string(paths.pid_file())
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .with_context(|| format!("no lab up at {}", paths.root.display()))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGUSR1)
+            .with_context(|| format!("signal lab up (pid {pid})"))?;
+        println!("api: lab up (pid {pid}) asked to stop it");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let sig = if graceful {
+        Signal::SIGTERM
+    } else {
+        Signal::SIGKILL
+    };
+    match lab::procs::signal(&paths, c, sig).map_err(anyhow::Error::msg)? {
+        None => println!("{c} is not running"),
+        Some(pid) => {
+            let gone = lab::procs::wait_gone(
+                pid,
+                None,
+                lab::procs::STOP_TIMEOUT + std::time::Duration::from_secs(1),
+            );
+            anyhow::ensure!(gone, "{c} (pid {pid}) still runs");
+            println!(
+                "{c} (pid {pid}) {}",
+                if graceful { "stopped" } else { "killed" }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(feature = "lab")]
 fn lab_up(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let opts = args.options();
@@ -236,7 +342,7 @@ fn lab_up(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let state = opts.state_dir.display();
     let kubeconfig = lab.kubeconfig();
     println!(
-        "lab is up: {} nodes, {} workloads; {}, controller and {} agents running in this process",
+        "lab is up: {} nodes, {} workloads; {} in this process, the controller and {} agents as processes of their own",
         lab.topology.nodes.len(),
         lab.topology.workloads.len(),
         match opts.api {
@@ -267,28 +373,49 @@ fn lab_up(args: &LabArgs) -> anyhow::Result<ExitCode> {
     println!("  kube-dvr lab exec a-web -- ping -c 3 10.10.2.10");
     println!("  kube-dvr lab exec ext-host -- ping -c 3 203.0.113.100");
     println!("  kube-dvr lab exec node-1 -- ls {state}/nodes/node-1/netns   # the node's qrouter-/fip-/snat- namespaces");
+    println!("  kube-dvr lab kill agent/gw-1      # SIGKILL; `lab start agent/gw-1` runs it again");
+    println!("  kube-dvr lab link gw-1 underlay down");
     println!("Ctrl-C (or `kube-dvr lab down --state-dir {state}`) removes everything.");
     // Signals are awaited on a thread of their own: the lab's calls block
     // on the lab's runtime and must not run inside another one.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
+    // `lab stop|kill api` asks with SIGUSR1.
+    let stop_api = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let api_flag = stop_api.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("signal runtime");
         rt.block_on(async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = term.recv() => break,
+                    _ = usr1.recv() => {
+                        api_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
             }
         });
         flag.store(true, std::sync::atomic::Ordering::Relaxed);
     });
+    let mut api_up = true;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        lab.cluster_mut().reap();
+        if stop_api.swap(false, std::sync::atomic::Ordering::Relaxed) && api_up {
+            lab.cluster_mut().stop_api();
+            api_up = false;
+            println!("lab: the API server is stopped (components run on what they cached)");
+        }
+        if !api_up {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            continue;
+        }
         // Play the CNI: plug in workloads whose subnet appeared (say, added
         // with kubectl) once the cluster converged.
         if let Err(e) = lab.try_converge(std::time::Duration::from_millis(300)) {

@@ -1,13 +1,17 @@
 //! SNAT gateway failover without the API server, with real traffic: the
 //! example lab with its SnatGateway open to all three nodes (candidates
 //! gw-1, node-1, node-2), a-db (node-2) pinging the external host through
-//! SNAT at 100 Hz: the serving node's external link cut (the controller
+//! SNAT at 100 Hz. Every agent (a process of its own) SIGKILLed and
+//! restarted under traffic; the active gateway node's agent SIGKILLed
+//! (issue 9 (c)); the serving node's external link cut (the controller
 //! then records the node that serves), then with the API stand-in and the
 //! controller stopped, the serving node's underlay cut three times. Runs
 //! in a sandbox (private user, mount and network namespaces).
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kube_dvr::dataplane::{fence, sandbox};
+use kube_dvr::dataplane::{fence, netns, sandbox};
 use kube_dvr::lab::Lab;
 use kube_dvr::plan::names;
 use kube_dvr::plan::view::ObjectKey;
@@ -21,8 +25,51 @@ use gwlab::{attached, attached_in, node_paths, ping, up};
 
 const STATE: &str = "/run/kube-dvr-lab-gwha";
 
+/// 100 Hz ping from a namespace until stopped.
+struct Flow {
+    what: String,
+    child: std::process::Child,
+}
+
+impl Flow {
+    fn start(ns: &std::path::Path, dst: &str) -> Flow {
+        let child = netns::run_in(ns, || {
+            Command::new("ping")
+                .args(["-n", "-i", "0.01", "-W", "1", dst])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .unwrap();
+        let what = format!("{} -> {dst}", ns.file_name().unwrap().to_string_lossy());
+        Flow { what, child }
+    }
+
+    /// Stop (SIGINT); returns what, sent and lost (the last probe, maybe
+    /// in flight at the stop, not counted).
+    fn stop(self) -> (String, u32, u32) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let out = self.child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let seqs: BTreeSet<u32> = text
+            .lines()
+            .filter_map(|l| l.split("icmp_seq=").nth(1)?.split(' ').next()?.parse().ok())
+            .collect();
+        let sent: u32 = text
+            .lines()
+            .find_map(|l| l.split(" packets transmitted").next()?.trim().parse().ok())
+            .unwrap_or(0);
+        let lost = (1..sent).filter(|s| !seqs.contains(s)).count() as u32;
+        (self.what, sent, lost)
+    }
+}
+
 fn kernel_writes(lab: &Lab, node: &str) -> f64 {
-    let metrics = lab.cluster().agent_telemetry(node).unwrap().render();
+    let tel = lab.cluster().agent_telemetry(node).unwrap();
+    let metrics =
+        (tel.try_render()).unwrap_or_else(|| panic!("the agent of {node} does not answer"));
     metrics
         .lines()
         .filter(|l| l.starts_with("kube_dvr_kernel_writes_total"))
@@ -53,21 +100,38 @@ fn snat_fails_over_in_under_a_second_without_the_api() {
         );
     }
 
-    // An agent restart moves nothing and writes nothing (the active one
-    // and a standby).
-    for n in ["gw-1", "node-1"] {
-        lab.cluster_mut().stop_agent(n);
+    // Every agent SIGKILLed and started again, one after another, under
+    // 100 Hz east-west (a-web on node-1 -> a-db on node-2), floating-IP
+    // (ext-host -> a-web's 203.0.113.100) and SNAT (a-db -> ext-host)
+    // traffic: nothing lost, the restarted agent writes nothing, the
+    // gateway stays where it is.
+    let flows = [
+        Flow::start(&lab.paths.workload("a-web"), "10.10.2.10"),
+        Flow::start(&lab.paths.host("ext-host"), "203.0.113.100"),
+        Flow::start(&lab.paths.workload("a-db"), gwlab::EXTERNAL_HOST),
+    ];
+    std::thread::sleep(Duration::from_millis(500));
+    for n in gwlab::NODES {
+        let t0 = Instant::now();
+        lab.cluster_mut().kill_agent(n);
         lab.cluster_mut().start_agent(n);
         let tel = lab.cluster().agent_telemetry(n).unwrap();
-        let t0 = Instant::now();
         while !tel.is_ready() {
             assert!(t0.elapsed() < Duration::from_secs(20), "{n} never ready");
             std::thread::sleep(Duration::from_millis(20));
         }
+        let ready = t0.elapsed();
         // Past the probes' first decisions.
         std::thread::sleep(Duration::from_millis(1500));
+        eprintln!("SIGKILL of agent/{n}: ready again after {ready:?}");
         assert_eq!(kernel_writes(&lab, n), 0.0, "restart of {n} wrote");
-        assert_eq!(attached(&lab, index), ["gw-1"]);
+        assert_eq!(attached(&lab, index), ["gw-1"], "after the restart of {n}");
+    }
+    for f in flows {
+        let (what, sent, lost) = f.stop();
+        eprintln!("across the SIGKILLs: {what}: {lost}/{sent} lost");
+        assert!(sent > 200, "{what}: only {sent} probes");
+        assert_eq!(lost, 0, "{what}: {lost}/{sent} lost across agent SIGKILLs");
     }
 
     // With the API up: the serving node's external link fails (its
@@ -94,9 +158,10 @@ fn snat_fails_over_in_under_a_second_without_the_api() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // The serving node's agent dies, its dataplane working: the peers take
-    // over (they cannot tell it from a dead node), and its fence closes its
-    // port before (never two gateways passing frames).
+    // Issue 9 (c): the serving node's agent is SIGKILLed, its dataplane
+    // working: the peers take over (its probe responder died with it: they
+    // cannot tell it from a dead node), and its fence closes its port
+    // before (never two gateways passing frames).
     gaps.push(agent_dies(&mut lab, index));
 
     // No API from here on: three times the serving node's underlay.
@@ -148,7 +213,7 @@ fn cut_link(lab: &Lab, index: u32, run: u32, link: &str) -> (&'static str, &'sta
     (cut, now[0], longest * 10)
 }
 
-/// Stop the serving node's agent (no more renewals, kernel state as it
+/// SIGKILL the serving node's agent (no more renewals, kernel state as it
 /// was) while a-db pings at 100 Hz; watch, every few ms, whether its fence
 /// still lets its port pass and whether another node attached. Then start
 /// it again: it stays standby. Returns the gap in ms.
@@ -167,7 +232,7 @@ fn agent_dies(lab: &mut Lab, index: u32) -> u32 {
         !fence::live_ports(&dead_ns).unwrap().is_empty(),
         "the serving node renews its lease"
     );
-    lab.cluster_mut().stop_agent(dead);
+    lab.cluster_mut().kill_agent(dead);
     let t0 = Instant::now();
     let (mut last_open, mut first_other) = (None, None);
     while t0.elapsed() < Duration::from_millis(1500) {
@@ -181,7 +246,7 @@ fn agent_dies(lab: &mut Lab, index: u32) -> u32 {
     }
     let gwlab::Pinged { lost, longest, .. } = pinger.join().unwrap();
     eprintln!(
-        "{dead}'s agent stopped: its port open until {last_open:?}, another attached at {first_other:?}, {lost} lost, longest gap {} ms",
+        "(c) SIGKILL of {dead}'s agent: its port open until {last_open:?}, another attached at {first_other:?}, {lost} lost, longest gap {} ms",
         longest * 10
     );
     let first_other = first_other.expect("a peer took over");

@@ -445,7 +445,9 @@ fn controller_restart_changes_no_allocation_and_writes_nothing() {
     lab.cluster_mut().start_controller();
     std::thread::sleep(Duration::from_secs(3));
     let tel = lab.cluster().controller_telemetry().unwrap();
-    let text = tel.render();
+    let text = tel
+        .try_render()
+        .expect("the restarted controller answers on /metrics");
     let status_writes: f64 = text
         .lines()
         .filter(|l| l.starts_with("kube_dvr_api_writes_total"))
@@ -495,7 +497,9 @@ fn agent_restart_loses_no_packet_and_writes_nothing() {
         text.contains(" 0% packet loss"),
         "packets lost across the agent restart:\n{text}"
     );
-    let metrics = tel.render();
+    let metrics = tel
+        .try_render()
+        .expect("the restarted agent answers on /metrics");
     let sum = |name: &str| -> f64 {
         metrics
             .lines()

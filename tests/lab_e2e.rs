@@ -389,11 +389,27 @@ fn lab_down_leaves_nothing() {
     if !sandbox::enter("lab_down_leaves_nothing") {
         return;
     }
-    let lab = up();
+    use kube_dvr::lab::procs;
+    let mut lab = up();
     let root = lab.paths.root.clone();
+    // The controller and one agent per node, each a live process.
+    let recorded = procs::all(&lab.paths);
+    assert_eq!(recorded.len(), 1 + lab.topology.nodes.len(), "{recorded:?}");
+    assert!(recorded.iter().all(|(_, r)| procs::alive(r.pid)));
+    // One agent killed and started again from its record, as `lab kill`
+    // and `lab start` do from another shell: not the lab's child.
+    let c: kube_dvr::lab::Component = "agent/node-1".parse().unwrap();
+    lab.cluster_mut().kill_component(&c);
+    assert!(!procs::alive(procs::read(&lab.paths, &c).unwrap().pid));
+    let pid = procs::start_detached(&lab.paths, &c).unwrap();
+    assert!(procs::alive(pid));
+    let mut pids: Vec<u32> = recorded.iter().map(|(_, r)| r.pid).collect();
+    pids.push(pid);
     let removed = lab.down();
     assert!(removed.len() >= 10, "{removed:?}");
     assert!(!root.exists());
+    let left: Vec<&u32> = pids.iter().filter(|p| procs::alive(**p)).collect();
+    assert!(left.is_empty(), "component processes left: {left:?}");
     // And `lab down` on nothing is fine.
     let (removed, left) = kube_dvr::lab::down(&root);
     assert!(removed.is_empty() && left.is_empty());

@@ -3,8 +3,10 @@
 //! module does.
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::{run, AgentOptions, Error};
+use crate::controller::cli::parse_duration;
 use crate::dataplane::engine::EngineConfig;
 use crate::telemetry;
 
@@ -39,6 +41,26 @@ pub struct Args {
     /// UDP port of the SNAT gateway probes between nodes' VTEPs (0: off).
     #[arg(long, default_value_t = super::probe::DEFAULT_PORT)]
     pub probe_port: u16,
+    /// The node's network namespace, where the agent's links live (the
+    /// lab runs agents outside their simulated node's namespace).
+    #[arg(long, default_value = "/proc/self/ns/net", hide = true)]
+    pub root_netns: PathBuf,
+    /// Period of the full resync (a kernel pass even when nothing changed).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, hide = true)]
+    pub resync: Duration,
+    /// A Port whose interface has been gone this long is deleted.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, hide = true)]
+    pub orphan_grace: Duration,
+    /// Tuning of the agent's loops (see `AgentOptions`); the lab passes its
+    /// own.
+    #[arg(long, value_parser = parse_duration, hide = true)]
+    pub debounce: Option<Duration>,
+    #[arg(long, value_parser = parse_duration, hide = true)]
+    pub heartbeat: Option<Duration>,
+    #[arg(long, value_parser = parse_duration, hide = true)]
+    pub hold_back: Option<Duration>,
+    #[arg(long, value_parser = parse_duration, hide = true)]
+    pub pass_timeout: Option<Duration>,
     /// One-shot: remove all kube-dvr kernel state on this node and exit (no
     /// API needed).
     #[arg(long)]
@@ -48,7 +70,7 @@ pub struct Args {
 /// Run `kube-dvr agent` until SIGTERM or Ctrl-C.
 pub fn main(args: Args) -> Result<(), Error> {
     let engine = EngineConfig {
-        root_netns: PathBuf::from("/proc/self/ns/net"),
+        root_netns: args.root_netns.clone(),
         netns_dir: args.netns_dir.clone(),
     };
     if args.cleanup {
@@ -75,6 +97,19 @@ pub fn main(args: Args) -> Result<(), Error> {
     opts.probe_port = args.probe_port;
     opts.engine = engine;
     opts.cni_socket = Some(args.cni_socket.clone()).filter(|p| !p.as_os_str().is_empty());
+    opts.resync = args.resync;
+    opts.orphan_grace = args.orphan_grace;
+    let tuning = [
+        (&mut opts.debounce, args.debounce),
+        (&mut opts.heartbeat, args.heartbeat),
+        (&mut opts.hold_back, args.hold_back),
+        (&mut opts.pass_timeout, args.pass_timeout),
+    ];
+    for (field, value) in tuning {
+        if let Some(v) = value {
+            *field = v;
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -36,7 +36,7 @@ pub struct UninstallArgs {
     pub namespace: String,
 }
 
-/// `90`, `90s`, `4m`, `1h`.
+/// `90`, `90s`, `4m`, `1h`, `250ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -44,10 +44,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("invalid duration {s:?}: expected e.g. 240s"))?;
     let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
-        _ => return Err(format!("invalid duration unit in {s:?}: use s, m or h")),
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
     };
     Ok(Duration::from_secs(secs))
 }
@@ -101,6 +102,7 @@ mod tests {
         assert_eq!(parse_duration("240s"), Ok(Duration::from_secs(240)));
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("4m"), Ok(Duration::from_secs(240)));
+        assert_eq!(parse_duration("50ms"), Ok(Duration::from_millis(50)));
         assert!(parse_duration("4x").is_err());
         assert!(parse_duration("s").is_err());
     }

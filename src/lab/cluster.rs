@@ -1,12 +1,14 @@
 //! The lab's cluster: an API server (the in-memory stand-in, or a real
 //! kube-apiserver with etcd, see [`super::apiserver`]), the real controller
-//! and one real agent per simulated node, in this process, on the same code
-//! paths as a cluster. The lab plays kubelet and Multus: it registers Nodes
-//! (Ready, InternalIP = VTEP) and Pods (with `k8s.v1.cni.cncf.io/network-status`),
-//! and applies user manifests through the API like `kubectl apply`.
+//! and one real agent per simulated node, each a `kube-dvr` process of its
+//! own ([`super::procs`]), on the same code paths as a cluster. The lab
+//! plays kubelet and Multus: it registers Nodes (Ready, InternalIP = VTEP)
+//! and Pods (with `k8s.v1.cni.cncf.io/network-status`), and applies user
+//! manifests through the API like `kubectl apply`.
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -15,21 +17,19 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::infra::LabPaths;
 use super::manifests::Manifests;
+use super::procs::{self, Component, Record};
 use super::topology::Topology;
-use crate::agent::{self, AgentOptions};
+use crate::agent::AgentOptions;
 use crate::api::kinds::for_each_kind;
 use crate::api::kubevirt;
 use crate::api::nad::{self, NetworkAttachmentDefinition};
 use crate::api::{self, DvrKind, Kind, PerKind, Port};
 use crate::cluster;
-use crate::controller::{self, desired::Snapshot, ControllerOptions};
+use crate::controller::{self, desired::Snapshot};
 use crate::dataplane::engine::EngineConfig;
-use crate::telemetry::Telemetry;
 
 /// Where the lab's components keep their Leases.
 pub const LAB_NAMESPACE: &str = "kube-dvr";
@@ -52,13 +52,6 @@ pub enum ClusterError {
 fn api_err(op: impl Into<String>) -> impl FnOnce(kube::Error) -> ClusterError {
     let op = op.into();
     move |source| ClusterError::Api { op, source }
-}
-
-/// A running component: its stop switch, task and metrics.
-struct Component {
-    token: CancellationToken,
-    task: JoinHandle<()>,
-    pub telemetry: Arc<Telemetry>,
 }
 
 /// Objects the lab applied, by kind / namespace / name.
@@ -88,20 +81,29 @@ pub struct LabCluster {
     /// Admin: what the lab itself (kubelet's, Multus' and the user's part)
     /// uses.
     pub client: Client,
-    /// The controller's and each agent's client: admin on the stand-in, the
-    /// chart's identities on kube-apiserver (see [`super::identities`]).
-    controller_client: Client,
-    agent_clients: BTreeMap<String, Client>,
+    /// The admin kubeconfig (`kubectl`).
     pub kubeconfig: PathBuf,
-    controller: Option<Component>,
-    agents: BTreeMap<String, Component>,
+    paths: LabPaths,
+    /// The `kube-dvr` binary the components run.
+    exe: PathBuf,
+    /// The controller's and each agent's kubeconfig: the admin one on the
+    /// stand-in, the chart's identities on kube-apiserver (see
+    /// [`super::identities`]).
+    controller_kubeconfig: PathBuf,
+    agent_kubeconfigs: BTreeMap<String, PathBuf>,
     agent_opts: BTreeMap<String, AgentOptions>,
+    /// Where each component serves its metrics (kept across restarts).
+    metrics: BTreeMap<Component, SocketAddr>,
+    /// The component processes this lab started (others, started by
+    /// `kube-dvr lab start`, are known by their records only).
+    children: BTreeMap<Component, Child>,
+    spawner: procs::Spawner,
     applied: Applied,
 }
 
 impl LabCluster {
     /// Start the stand-in, register CRDs, namespaces, Nodes and Pods, start
-    /// the controller and every node's agent.
+    /// the controller and every node's agent (each its own process).
     pub fn start(
         paths: &LabPaths,
         topology: &Topology,
@@ -112,6 +114,7 @@ impl LabCluster {
             .enable_all()
             .build()
             .map_err(|e| ClusterError::Other(format!("tokio runtime: {e}")))?;
+        let exe = procs::exe().map_err(ClusterError::Other)?;
         let kubeconfig = paths.root.join("kubeconfig");
         let (server, client) = match api {
             ApiKind::StandIn => {
@@ -141,13 +144,16 @@ impl LabCluster {
         let mut c = LabCluster {
             rt,
             server: Some(server),
-            controller_client: client.clone(),
-            agent_clients: BTreeMap::new(),
             client,
+            controller_kubeconfig: kubeconfig.clone(),
+            agent_kubeconfigs: BTreeMap::new(),
             kubeconfig,
-            controller: None,
-            agents: BTreeMap::new(),
+            paths: paths.clone(),
+            exe,
             agent_opts: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            children: BTreeMap::new(),
+            spawner: procs::Spawner::new(),
             applied: BTreeSet::new(),
         };
         c.rt.block_on(register(&c.client, topology))?;
@@ -159,8 +165,16 @@ impl LabCluster {
                 LAB_NAMESPACE,
                 &nodes,
             ))?;
-            c.controller_client = ids.controller;
-            c.agent_clients = ids.agents;
+            let dir = paths.root.join("kubeconfigs");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| ClusterError::Other(format!("{}: {e}", dir.display())))?;
+            c.controller_kubeconfig = dir.join("controller");
+            server.write_kubeconfig(&c.controller_kubeconfig, &ids.controller)?;
+            for (node, token) in &ids.agents {
+                let path = dir.join(format!("agent-{node}"));
+                server.write_kubeconfig(&path, token)?;
+                c.agent_kubeconfigs.insert(node.clone(), path);
+            }
         }
         for n in &topology.nodes {
             let mut o = AgentOptions::new(&n.name);
@@ -174,10 +188,15 @@ impl LabCluster {
             o.cni_socket = Some(paths.cni_socket(&n.name));
             c.agent_opts.insert(n.name.clone(), o);
         }
-        c.start_controller();
+        // Agents first: the controller's first plan then sees every node's
+        // heartbeat (SNAT gateway candidates are healthy nodes), as when
+        // all started together in one process.
         for n in &topology.nodes {
             c.start_agent(&n.name);
         }
+        let nodes: Vec<String> = topology.nodes.iter().map(|n| n.name.clone()).collect();
+        c.rt.block_on(wait_heartbeats(&c.client, &nodes, Duration::from_secs(20)))?;
+        c.start_controller();
         Ok(c)
     }
 
@@ -190,31 +209,141 @@ impl LabCluster {
         }
     }
 
-    pub fn start_controller(&mut self) {
-        let token = CancellationToken::new();
-        let telemetry = Telemetry::new();
-        let opts = ControllerOptions::new(LAB_NAMESPACE, "lab-controller");
-        let client = self.controller_client.clone();
-        let (t, tel) = (token.clone(), telemetry.clone());
-        let task = self.rt.spawn(async move {
-            if let Err(e) = controller::run(client, opts, tel, t).await {
-                tracing::error!(error = %e, "lab controller stopped");
+    /// The metrics address of `c`, the same across restarts.
+    fn metrics_addr(&mut self, c: &Component) -> SocketAddr {
+        if let Some(a) = self.metrics.get(c) {
+            return *a;
+        }
+        let a = procs::free_addr().unwrap_or_else(|_| ([127, 0, 0, 1], 0).into());
+        self.metrics.insert(c.clone(), a);
+        a
+    }
+
+    /// The command line (and environment) of a component.
+    fn record(&mut self, c: &Component) -> Option<Record> {
+        let metrics = self.metrics_addr(c);
+        let exe = procs::arg(&self.exe);
+        let (argv, kubeconfig) = match c {
+            Component::Api => return None,
+            Component::Controller => (
+                vec![
+                    exe,
+                    "controller".into(),
+                    format!("--metrics-addr={metrics}"),
+                    format!("--leader-election-namespace={LAB_NAMESPACE}"),
+                    "--identity=lab-controller".into(),
+                ],
+                self.controller_kubeconfig.clone(),
+            ),
+            Component::Agent(node) => {
+                let o = self.agent_opts.get(node)?;
+                let ms = |d: Duration| match d.as_millis() {
+                    m if m % 1000 == 0 => format!("{}s", m / 1000),
+                    m => format!("{m}ms"),
+                };
+                let mut argv = vec![
+                    exe,
+                    "agent".into(),
+                    format!("--node={}", o.node),
+                    format!("--namespace={}", o.namespace),
+                    format!("--metrics-addr={metrics}"),
+                    format!("--root-netns={}", procs::arg(&o.engine.root_netns)),
+                    format!("--netns-dir={}", procs::arg(&o.engine.netns_dir)),
+                    format!(
+                        "--cni-socket={}",
+                        o.cni_socket.as_deref().map(procs::arg).unwrap_or_default()
+                    ),
+                    format!("--probe-port={}", o.probe_port),
+                    format!("--resync={}", ms(o.resync)),
+                    format!("--orphan-grace={}", ms(o.orphan_grace)),
+                    format!("--debounce={}", ms(o.debounce)),
+                    format!("--heartbeat={}", ms(o.heartbeat)),
+                    format!("--hold-back={}", ms(o.hold_back)),
+                    format!("--pass-timeout={}", ms(o.pass_timeout)),
+                ];
+                if let Some(v) = o.vtep {
+                    argv.push(format!("--vtep={v}"));
+                }
+                let kc = (self.agent_kubeconfigs.get(node))
+                    .unwrap_or(&self.kubeconfig)
+                    .clone();
+                (argv, kc)
             }
-        });
-        self.controller = Some(Component {
-            token,
-            task,
-            telemetry,
-        });
+        };
+        Some(Record {
+            pid: 0,
+            argv,
+            env: vec![("KUBECONFIG".into(), procs::arg(&kubeconfig))],
+            metrics,
+        })
+    }
+
+    /// Start component `c` as a process of its own (nothing when it runs).
+    pub fn start_component(&mut self, c: &Component) -> Result<(), ClusterError> {
+        if c == &Component::Api {
+            return Err(ClusterError::Other(
+                "the API server cannot be started again: its state is gone with it".into(),
+            ));
+        }
+        if procs::read(&self.paths, c).is_ok_and(|r| procs::alive(r.pid)) {
+            return Ok(());
+        }
+        let mut r = self
+            .record(c)
+            .ok_or_else(|| ClusterError::Other(format!("no component {c} in this lab")))?;
+        let child = self
+            .spawner
+            .spawn(&self.paths, c, &mut r)
+            .map_err(ClusterError::Other)?;
+        self.children.insert(c.clone(), child);
+        Ok(())
+    }
+
+    /// Stop `c`: SIGTERM (the API: shut down), and wait until it is gone.
+    pub fn stop_component(&mut self, c: &Component) {
+        self.end(c, true)
+    }
+
+    /// Kill `c`: SIGKILL, and wait until it is gone.
+    pub fn kill_component(&mut self, c: &Component) {
+        self.end(c, false)
+    }
+
+    fn end(&mut self, c: &Component, graceful: bool) {
+        if c == &Component::Api {
+            self.stop_api();
+            return;
+        }
+        let mut child = self.children.remove(c);
+        let pid = procs::read(&self.paths, c)
+            .map(|r| r.pid)
+            .ok()
+            .or(child.as_ref().map(|ch| ch.id()));
+        if let Some(pid) = pid {
+            procs::end(pid, child.as_mut(), graceful);
+        }
+        // Ours, but replaced since (by `lab start`): reap it.
+        if let Some(mut ch) = child.filter(|ch| Some(ch.id()) != pid) {
+            let _ = ch.kill();
+            let _ = ch.wait();
+        }
+    }
+
+    /// Reap component processes of ours that ended (killed by `lab kill`,
+    /// say).
+    pub fn reap(&mut self) {
+        self.children
+            .retain(|_, ch| matches!(ch.try_wait(), Ok(None)));
+    }
+
+    pub fn start_controller(&mut self) {
+        if let Err(e) = self.start_component(&Component::Controller) {
+            tracing::error!(error = %e, "starting the lab's controller");
+        }
     }
 
     pub fn stop_controller(&mut self) {
-        if let Some(c) = self.controller.take() {
-            c.token.cancel();
-            let _ = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(10), c.task).await });
-        }
+        self.stop_component(&Component::Controller)
     }
 
     /// The options `node`'s agent starts with (the next
@@ -224,34 +353,19 @@ impl LabCluster {
     }
 
     pub fn start_agent(&mut self, node: &str) {
-        let token = CancellationToken::new();
-        let telemetry = Telemetry::new();
-        let opts = self.agent_opts[node].clone();
-        let client = self.agent_clients.get(node).unwrap_or(&self.client).clone();
-        let (t, tel) = (token.clone(), telemetry.clone());
-        let name = node.to_string();
-        let task = self.rt.spawn(async move {
-            if let Err(e) = agent::run(client, opts, tel, t).await {
-                tracing::error!(node = %name, error = %e, "lab agent stopped");
-            }
-        });
-        self.agents.insert(
-            node.to_string(),
-            Component {
-                token,
-                task,
-                telemetry,
-            },
-        );
+        if let Err(e) = self.start_component(&Component::Agent(node.into())) {
+            tracing::error!(node, error = %e, "starting the lab's agent");
+        }
     }
 
+    /// Stop `node`'s agent gracefully (SIGTERM).
     pub fn stop_agent(&mut self, node: &str) {
-        if let Some(a) = self.agents.remove(node) {
-            a.token.cancel();
-            let _ = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(10), a.task).await });
-        }
+        self.stop_component(&Component::Agent(node.into()))
+    }
+
+    /// Kill `node`'s agent (SIGKILL): its kernel state stays as it was.
+    pub fn kill_agent(&mut self, node: &str) {
+        self.kill_component(&Component::Agent(node.into()))
     }
 
     /// Stop the API server (the stand-in; a real one is stopped and its
@@ -264,13 +378,22 @@ impl LabCluster {
         }
     }
 
-    /// An agent's metrics (kernel writes and the like).
-    pub fn agent_telemetry(&self, node: &str) -> Option<Arc<Telemetry>> {
-        self.agents.get(node).map(|a| a.telemetry.clone())
+    fn telemetry(&self, c: &Component) -> Option<procs::Telemetry> {
+        let addr = procs::read(&self.paths, c)
+            .map(|r| r.metrics)
+            .ok()
+            .or_else(|| self.metrics.get(c).copied())?;
+        Some(procs::Telemetry { addr })
     }
 
-    pub fn controller_telemetry(&self) -> Option<Arc<Telemetry>> {
-        self.controller.as_ref().map(|c| c.telemetry.clone())
+    /// An agent's metrics (kernel writes and the like), read from its
+    /// process.
+    pub fn agent_telemetry(&self, node: &str) -> Option<procs::Telemetry> {
+        self.telemetry(&Component::Agent(node.into()))
+    }
+
+    pub fn controller_telemetry(&self) -> Option<procs::Telemetry> {
+        self.telemetry(&Component::Controller)
     }
 
     /// Make the API hold exactly `m` among the objects the lab applied:
@@ -358,13 +481,19 @@ impl LabCluster {
         }
     }
 
-    /// Stop every component and the stand-in. Kernel state stays (as on an
-    /// agent restart); the lab's teardown removes it.
+    /// Stop every component process (also those `lab start` started) and
+    /// the API server. Kernel state stays (as on an agent restart); the
+    /// lab's teardown removes it.
     pub fn shutdown(mut self) {
-        self.stop_controller();
-        let nodes: Vec<String> = self.agents.keys().cloned().collect();
-        for n in nodes {
-            self.stop_agent(&n);
+        let mut comps: Vec<Component> = procs::all(&self.paths)
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        comps.extend(self.children.keys().cloned());
+        comps.sort();
+        comps.dedup();
+        for c in comps {
+            self.stop_component(&c);
         }
         match self.server.take() {
             Some(Server::StandIn(s)) => self.rt.block_on(s.shutdown()),
@@ -373,6 +502,41 @@ impl LabCluster {
             None => {}
         }
         self.rt.shutdown_timeout(Duration::from_secs(5));
+    }
+}
+
+/// Wait until every node's agent has its heartbeat Lease.
+async fn wait_heartbeats(
+    client: &Client,
+    nodes: &[String],
+    timeout: Duration,
+) -> Result<(), ClusterError> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LAB_NAMESPACE);
+    let start = Instant::now();
+    loop {
+        let have: BTreeSet<String> = leases
+            .list(&ListParams::default())
+            .await
+            .map_err(api_err("list Leases"))?
+            .items
+            .into_iter()
+            .map(|l| l.name_any())
+            .collect();
+        let missing: Vec<&String> = nodes
+            .iter()
+            .filter(|n| !have.contains(&format!("{}{n}", cluster::AGENT_LEASE_PREFIX)))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(ClusterError::NotConverged {
+                secs: timeout.as_secs(),
+                detail: format!("no heartbeat from the agents of {missing:?}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -140,15 +140,15 @@ pub fn service_account(docs: &[serde_json::Value], component: &str) -> Option<St
         .and_then(|d| d["metadata"]["name"].as_str().map(String::from))
 }
 
-/// Clients with the chart's identities for the controller and each node's
-/// agent.
+/// Bound tokens with the chart's identities for the controller and each
+/// node's agent (for their kubeconfigs: [`ApiServer::write_kubeconfig`]).
 pub struct Identities {
-    pub controller: Client,
-    pub agents: BTreeMap<String, Client>,
+    pub controller: String,
+    pub agents: BTreeMap<String, String>,
 }
 
 /// Apply the chart's identity objects for release `kube-dvr` in
-/// `namespace` and hand out clients for the controller and the agents of
+/// `namespace` and hand out tokens for the controller and the agents of
 /// `nodes` (which must exist: agents' tokens are bound to them).
 pub async fn chart_identities(
     server: &ApiServer,
@@ -167,16 +167,15 @@ pub async fn chart_identities(
         })
     };
     let (controller_sa, agent_sa) = (sa("controller")?, sa("agent")?);
-    let token = server
+    let controller = server
         .service_account_token(namespace, &controller_sa, None)
         .await?;
-    let controller = server.client_with_token(&token).await?;
     let mut agents = BTreeMap::new();
     for n in nodes {
         let token = server
             .service_account_token(namespace, &agent_sa, Some(n))
             .await?;
-        agents.insert(n.clone(), server.client_with_token(&token).await?);
+        agents.insert(n.clone(), token);
     }
     Ok(Identities { controller, agents })
 }

@@ -184,6 +184,65 @@ pub fn build(paths: &LabPaths, t: &Topology) -> Result<(), InfraError> {
     Ok(())
 }
 
+/// A node's links to the outside world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeLink {
+    /// `eth0`: the underlay (its VTEP).
+    Underlay,
+    /// `ext<j>`: every external segment's link.
+    External,
+}
+
+/// Set `node`'s underlay or external link(s) down or up (a cable pulled,
+/// or plugged back in). Returns the links changed.
+pub fn set_node_link(
+    paths: &LabPaths,
+    node: &str,
+    link: NodeLink,
+    up: bool,
+) -> Result<Vec<String>, InfraError> {
+    let ns = paths.node(node);
+    if !ns.exists() {
+        return Err(InfraError::Netns {
+            name: format!("node-{node}"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("not found under {}", paths.root.display()),
+            ),
+        });
+    }
+    let names: Vec<String> = match link {
+        NodeLink::Underlay => vec!["eth0".into()],
+        NodeLink::External => {
+            let out = Command::new("nsenter")
+                .arg(format!("--net={}", ns.display()))
+                .args(["ip", "-o", "link", "show"])
+                .output()
+                .map_err(|e| InfraError::Ip {
+                    ns: ns.display().to_string(),
+                    message: format!("run nsenter: {e}"),
+                    script: String::new(),
+                })?;
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split(':').nth(1))
+                .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+                .filter(|n| {
+                    n.strip_prefix("ext")
+                        .is_some_and(|j| j.parse::<u32>().is_ok())
+                })
+                .collect()
+        }
+    };
+    let state = if up { "up" } else { "down" };
+    let script: String = names
+        .iter()
+        .map(|n| format!("link set {n} {state}\n"))
+        .collect();
+    ip_batch(&ns, &script)?;
+    Ok(names)
+}
+
 /// Remove every namespace the lab made (simulated hardware and every node's
 /// own namespaces), then the state directory. Returns what was removed.
 /// Safe to run on a half-built or crashed lab.

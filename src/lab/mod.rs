@@ -10,6 +10,7 @@ pub mod infra;
 pub mod manifests;
 pub mod matrix;
 pub mod probe;
+pub mod procs;
 pub mod runtime;
 pub mod topology;
 
@@ -31,6 +32,7 @@ use crate::plan::resolve::{self, Resolution};
 pub use cluster::{ApiKind, LabCluster};
 pub use infra::LabPaths;
 pub use manifests::Manifests;
+pub use procs::Component;
 pub use topology::Topology;
 
 /// Where `lab` keeps its state unless told otherwise.
@@ -452,6 +454,15 @@ pub fn down(state_dir: &Path) -> (Vec<String>, Vec<String>) {
             }
         }
     }
-    let removed = infra::teardown(&paths);
-    (removed, infra::leftovers(&paths))
+    // Component processes left running (a crashed or killed `lab up`, or
+    // started by `lab start` after it).
+    let mut removed: Vec<String> = procs::end_all(&paths)
+        .into_iter()
+        .map(|p| format!("process {p}"))
+        .collect();
+    let running = procs::running(&paths);
+    removed.extend(infra::teardown(&paths));
+    let mut left = infra::leftovers(&paths);
+    left.extend(running.into_iter().map(|p| format!("process {p}")));
+    (removed, left)
 }
