@@ -233,8 +233,8 @@ pub struct State {
     /// Upstream checks.
     pub upstreams: BTreeMap<Upstream, Check>,
     /// Router indexes whose gateway the fence keeps open besides
-    /// `claims`: about to be attached ([`Probes::arm`]), or attached in
-    /// the kernel when the task started.
+    /// `claims`: about to be attached ([`Probes::arm`]), or still leased
+    /// by a predecessor when the task started.
     pub arming: BTreeSet<u32>,
     /// Router indexes whose gateway the kernel had attached when the task
     /// started but whose lease had run out: the predecessor died a while
