@@ -22,6 +22,8 @@ use std::net::Ipv4Addr;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
+use super::netlink::{attr, nested};
+
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
@@ -48,7 +50,6 @@ const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
 
-const NLA_F_NESTED: u16 = 0x8000;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 const AF_INET: u8 = 2;
 const IPPROTO_UDP: u8 = 17;
@@ -370,22 +371,6 @@ fn tuple_dst(tuple: &[u8]) -> Option<Ipv4Addr> {
     let (_, ip, _) = attrs(tuple).find(|(t, _, _)| *t == CTA_TUPLE_IP)?;
     let (_, dst, _) = attrs(ip).find(|(t, _, _)| *t == CTA_IP_V4_DST)?;
     Some(Ipv4Addr::from(<[u8; 4]>::try_from(dst).ok()?))
-}
-
-fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
-    out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-    out.extend_from_slice(&ty.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out.resize(align(out.len()), 0);
-}
-
-fn nested(out: &mut Vec<u8>, ty: u16, fill: impl FnOnce(&mut Vec<u8>)) {
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    fill(out);
-    let len = (out.len() - start) as u16;
-    out[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-    out[start + 2..start + 4].copy_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
 }
 
 fn tuple(out: &mut Vec<u8>, ty: u16, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) {

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
+use super::netlink::{attr, nested};
 use super::netns;
 
 /// The fence's table (family `bridge`), beside the engine's `kube_dvr`.
@@ -62,7 +63,6 @@ const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
-const NLA_F_NESTED: u16 = 0x8000;
 
 /// The table, as `nft -f` reads it.
 pub fn ruleset() -> String {
@@ -319,24 +319,6 @@ fn header(out: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, nfgen: &[u8; 4], att
     }
 }
 
-fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
-    out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-    out.extend_from_slice(&ty.to_ne_bytes());
-    out.extend_from_slice(payload);
-    while out.len() % 4 != 0 {
-        out.push(0);
-    }
-}
-
-fn nested(out: &mut Vec<u8>, ty: u16, fill: impl FnOnce(&mut Vec<u8>)) {
-    let start = out.len();
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
-    fill(out);
-    let len = (out.len() - start) as u16;
-    out[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,9 +337,6 @@ mod tests {
         nested(&mut b, NFTA_LIST_ELEM, |e| attr(e, NFTA_DATA_VALUE, b"abc"));
         assert_eq!(b.len(), 4 + 8);
         assert_eq!(u16::from_ne_bytes([b[0], b[1]]), 12);
-        assert_eq!(
-            u16::from_ne_bytes([b[2], b[3]]),
-            NFTA_LIST_ELEM | NLA_F_NESTED
-        );
+        assert_eq!(u16::from_ne_bytes([b[2], b[3]]), NFTA_LIST_ELEM | 0x8000);
     }
 }

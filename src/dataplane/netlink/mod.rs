@@ -195,3 +195,23 @@ fn ok_if_gone(r: io::Result<()>) -> io::Result<()> {
 fn mac_of(b: &[u8]) -> Option<MacAddr> {
     <[u8; 6]>::try_from(b).ok().map(MacAddr)
 }
+
+/// Append netlink attribute `ty` with `payload`, padded to 4 bytes (for the
+/// hand-built netfilter messages: conntrack, the gateway fence).
+pub(super) fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+    out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+    out.extend_from_slice(&ty.to_ne_bytes());
+    out.extend_from_slice(payload);
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+/// Append nested attribute `ty` whose content `fill` writes.
+pub(super) fn nested(out: &mut Vec<u8>, ty: u16, fill: impl FnOnce(&mut Vec<u8>)) {
+    const NLA_F_NESTED: u16 = 0x8000;
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    fill(out);
+    let len = (out.len() - start) as u16;
+    out[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    out[start + 2..start + 4].copy_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+}
