@@ -355,16 +355,7 @@ fn write_port(policy: &Value, op: &str, node: &str) -> Result<(), Vec<String>> {
         "DELETE" => (Json::Null, port(node)),
         _ => (port(node), port(node)),
     };
-    let req = request(
-        &agent_user(),
-        Some(AGENT_NODE),
-        op,
-        "ports",
-        "t",
-        "r.a.10.1.0.5",
-        None,
-    );
-    admit(policy, req, new, old)
+    admit_port_write(policy, op, None, new, old)
 }
 
 #[test]
@@ -430,9 +421,9 @@ fn binding(node: &str) -> Json {
            "containerId": format!("c-{node}"), "interface": "net1"})
 }
 
-/// Admission of the agent of `AGENT_NODE` writing Port `r.a.10.1.0.5`
-/// (`sub`resource) from `old` to `new`.
-fn write_vm_port(
+/// Admission of the agent of `AGENT_NODE` writing a Port (its name from
+/// `new`, else `old`; `sub`resource) from `old` to `new`.
+fn admit_port_write(
     policy: &Value,
     op: &str,
     sub: Option<&str>,
@@ -460,22 +451,23 @@ fn write_vm_port(
 #[test]
 fn agent_admission_policy_allows_its_own_bindings_of_a_vms_port_only() {
     let (policy, _) = rendered_policy(&[]).unwrap();
-    let status = |old: Json, new: Json| write_vm_port(&policy, "UPDATE", Some("status"), new, old);
+    let status =
+        |old: Json, new: Json| admit_port_write(&policy, "UPDATE", Some("status"), new, old);
     let other = "node-2";
     let ports = "delete Ports of its own node and update a Port's status, not";
 
     assert_eq!(
-        write_vm_port(&policy, "CREATE", None, vm_port(&[], None), Json::Null),
+        admit_port_write(&policy, "CREATE", None, vm_port(&[], None), Json::Null),
         Ok(())
     );
     let mut renamed = vm_port(&[], None);
     renamed["metadata"]["name"] = json!("zzz");
     denied(
-        write_vm_port(&policy, "CREATE", None, renamed, Json::Null),
+        admit_port_write(&policy, "CREATE", None, renamed, Json::Null),
         &format!("{ports} CREATE Port t/zzz of VM vm1"),
     );
     denied(
-        write_vm_port(
+        admit_port_write(
             &policy,
             "DELETE",
             None,
@@ -485,7 +477,7 @@ fn agent_admission_policy_allows_its_own_bindings_of_a_vms_port_only() {
         &format!("{ports} DELETE Port t/r.a.10.1.0.5 of VM vm1"),
     );
     denied(
-        write_vm_port(
+        admit_port_write(
             &policy,
             "UPDATE",
             None,
@@ -495,7 +487,7 @@ fn agent_admission_policy_allows_its_own_bindings_of_a_vms_port_only() {
         &format!("{ports} UPDATE Port t/r.a.10.1.0.5"),
     );
     denied(
-        write_vm_port(
+        admit_port_write(
             &policy,
             "UPDATE",
             Some("scale"),
@@ -542,7 +534,7 @@ fn agent_admission_policy_allows_its_own_bindings_of_a_vms_port_only() {
     let mut bound = port(AGENT_NODE);
     bound["status"] = json!({"bindings": [binding(AGENT_NODE)]});
     denied(
-        write_vm_port(&policy, "UPDATE", Some("status"), bound, port(AGENT_NODE)),
+        admit_port_write(&policy, "UPDATE", Some("status"), bound, port(AGENT_NODE)),
         "may update the status only of a VM's Port",
     );
     // status.activeNode set, moved or cleared.
