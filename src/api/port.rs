@@ -185,9 +185,19 @@ impl Port {
     }
 
     /// Whether `container_id`'s `interface` on `node` carries the Port.
+    /// Compares in place: the agent asks this of every cached Port.
     pub fn binds(&self, node: &str, container_id: &str, interface: &str) -> bool {
-        (self.bindings_on(node).iter())
-            .any(|b| b.container_id == container_id && b.interface == interface)
+        let is = |n: &str, c: &str, i: &str| n == node && c == container_id && i == interface;
+        match self.is_vm() {
+            true => (self.status.iter())
+                .flat_map(|s| &s.bindings)
+                .any(|b| is(&b.node, &b.container_id, &b.interface)),
+            false => is(
+                &self.spec.node,
+                &self.spec.container_id,
+                &self.spec.interface,
+            ),
+        }
     }
 
     /// The binding traffic goes to ([`PortStatus::active_node`]); None
