@@ -487,6 +487,17 @@ impl Probes {
             let next = p.counts.judge(p.state);
             if next != p.state {
                 tracing::info!(peer = %vtep, from = ?p.state, to = ?next, "gateway probe session");
+                if next == Session::Down {
+                    // Its claims went silent with it. Its last reply is
+                    // still "fresh" for a moment (the session goes down
+                    // [`MISSES`] intervals after it, [`FRESH`] is a little
+                    // longer), and a claim still counted would keep every
+                    // node pointing at it — with nothing to wake a pass
+                    // when the claim ages out. A reply heard again brings
+                    // them back (a returning node in hold-down that
+                    // claims is waited for).
+                    p.claims.clear();
+                }
                 p.state = next;
                 changed = true;
             }
@@ -806,6 +817,35 @@ mod tests {
             p.tick();
         }
         assert_eq!(state(&p), Session::Down);
+    }
+
+    #[test]
+    fn a_session_that_goes_down_forgets_its_claims_until_it_answers_again() {
+        let (p, _rx) = Probes::new();
+        let v: Ipv4Addr = "198.18.0.2".parse().unwrap();
+        p.set_peers(&BTreeSet::from([v]));
+        let now = Instant::now();
+        {
+            let mut st = p.state.lock().unwrap();
+            let peer = st.peers.get_mut(&v).unwrap();
+            peer.state = Session::Up;
+            peer.claims = BTreeSet::from([7]);
+            peer.heard = Some(now);
+        }
+        for _ in 0..MISSES {
+            p.tick();
+        }
+        let st = p.state.lock().unwrap();
+        let peer = &st.peers[&v];
+        assert_eq!(peer.state, Session::Down);
+        // The last reply is still within FRESH of the tick that took the
+        // session down; its claim must not count any more.
+        assert!(peer.fresh(now + FRESH - Duration::from_millis(1)));
+        assert!(
+            peer.claims.is_empty(),
+            "claims of a down session: {:?}",
+            peer.claims
+        );
     }
 
     #[test]
