@@ -231,7 +231,11 @@ pub async fn run(
                 Some(names::dvr_mac(vtep).to_string()),
             ),
         ]),
-        reporter: report::NodeReporter::new(node_api.clone(), &opts.node),
+        reporter: Arc::new(tokio::sync::Mutex::new(report::NodeReporter::new(
+            node_api.clone(),
+            &opts.node,
+        ))),
+        wanted: tokio::sync::watch::channel(None).0,
         telemetry: telemetry.clone(),
         opts,
         vtep,
@@ -249,7 +253,13 @@ pub async fn run(
     agent.probes = probes.clone();
     // Publish the node's facts first: other agents plan tunnels to them.
     // (Every pass re-asserts them, so a failure here is retried there.)
-    match agent.reporter.report(&node, &agent.facts).await {
+    let reported = agent
+        .reporter
+        .lock()
+        .await
+        .report(&node, &agent.facts)
+        .await;
+    match reported {
         Ok(true) => agent.api_write("Node"),
         Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "publishing node facts failed; retrying"),
@@ -295,6 +305,23 @@ pub async fn run(
                 tracing::error!(error = %e, %vtep, port, "gateway probes cannot run; every node's view follows the plan here");
             }
         });
+    }
+    {
+        let (wanted, rx) = tokio::sync::watch::channel(None);
+        agent.wanted = wanted;
+        let t = telemetry.clone();
+        tasks.spawn(report::write_reports(
+            agent.reporter.clone(),
+            rx,
+            move || {
+                t.inc(
+                    pass::M_API_WRITES,
+                    pass::M_API_WRITES_HELP,
+                    &[("kind", "Node")],
+                    1,
+                )
+            },
+        ));
     }
     let hb_telemetry = telemetry.clone();
     tasks.spawn(async move {

@@ -37,7 +37,11 @@ pub(super) struct Agent {
     pub(super) opts: AgentOptions,
     pub(super) vtep: Ipv4Addr,
     pub(super) telemetry: Arc<Telemetry>,
-    pub(super) reporter: report::NodeReporter,
+    /// Writes the Node's annotations; the report task
+    /// ([`report::write_reports`]) shares it.
+    pub(super) reporter: Arc<tokio::sync::Mutex<report::NodeReporter>>,
+    /// What the report task writes next.
+    pub(super) wanted: tokio::sync::watch::Sender<report::Wanted>,
     /// VTEP and DVR MAC annotations.
     pub(super) facts: report::Annotations,
     pub(super) input: input::InputState,
@@ -238,17 +242,9 @@ impl Agent {
         // Which gateways this node serves (run-time state): the controller
         // records it as `activeNode`.
         want.insert(cluster::SNAT_SERVING_ANNOTATION, self.serving_report(&view));
-        match self.reporter.report(&node, &want).await {
-            Ok(wrote) => {
-                if wrote {
-                    self.api_write("Node");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "reporting failed; retrying");
-                return Ok((engine, false));
-            }
-        }
+        // Written by the report task: this pass, which may be a failover,
+        // does not wait for the API server.
+        self.wanted.send_replace(Some((node, want)));
         Ok((engine, errors.is_empty()))
     }
 
@@ -474,13 +470,17 @@ impl Agent {
         let Some(node) = self.own_node(caches) else {
             return Ok((engine, Err(Error::NodeNotCached)));
         };
+        // No pass report may land after this one: stop the report task's
+        // retries and wait for a write in flight.
+        self.wanted.send_replace(None);
+        let mut reporter = self.reporter.lock().await;
         let want = report::Annotations::from([
             (cluster::CLEANED_ANNOTATION, Some("true".to_string())),
             (cluster::PROGRAMMED_ANNOTATION, None),
             (cluster::SNAT_SERVING_ANNOTATION, None),
             (cluster::AGENT_ERRORS_ANNOTATION, None),
         ]);
-        match self.reporter.report(&node, &want).await {
+        match reporter.report(&node, &want).await {
             Ok(wrote) => {
                 if wrote {
                     self.api_write("Node");

@@ -39,6 +39,46 @@ pub fn changes(node: &Node, desired: &Annotations) -> Annotations {
         .collect()
 }
 
+/// The latest report a pass wants written: the Node as its snapshot had it
+/// and the annotations. `None`: write nothing (uninstalling).
+pub type Wanted = Option<(std::sync::Arc<Node>, Annotations)>;
+
+/// Writes what the passes want reported, in its own task: a pass (the
+/// failover path) never waits for the API server, which may be slow,
+/// unreachable with packets dropped (a 10 s connect timeout) or hung. Only
+/// the latest report counts; a failed write is retried after a jittered
+/// 2 s unless a newer one comes first. `wrote` counts each write made.
+pub async fn write_reports(
+    reporter: std::sync::Arc<tokio::sync::Mutex<NodeReporter>>,
+    mut wanted: tokio::sync::watch::Receiver<Wanted>,
+    wrote: impl Fn(),
+) {
+    while wanted.changed().await.is_ok() {
+        loop {
+            let mut r = reporter.lock().await;
+            let Some((node, want)) = wanted.borrow_and_update().clone() else {
+                break;
+            };
+            match r.report(&node, &want).await {
+                Ok(w) => {
+                    if w {
+                        wrote();
+                    }
+                    break;
+                }
+                Err(e) => {
+                    drop(r);
+                    tracing::warn!(error = %e, "reporting failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(crate::backoff::jitter(Duration::from_secs(2))) => {}
+                        c = wanted.changed() => if c.is_err() { return },
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Writes the agent's Node annotations, each change once: a change already
 /// written is not written again while the watch cache has not caught up.
 pub struct NodeReporter {
