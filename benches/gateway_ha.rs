@@ -2,7 +2,9 @@
 //! gateway_ha` (no root needed: it re-runs itself inside a private user +
 //! mount + network namespace). `BENCH_RUNS` runs per scenario (default 10;
 //! 2 for a quick look), `BENCH_LOSS_SECS` seconds of the lossy-underlay
-//! phase (default 60).
+//! phase (default 60), `BENCH_ONLY` a comma-separated list of scenarios to
+//! run (e.g. `(a),(c)`; default all), `BENCH_VERBOSE` set: one line per
+//! run (cut node, gap, nodes attached after, TCP).
 //!
 //! The example lab with its SnatGateway open to all three nodes; a-db
 //! (node-2) pings the external host through SNAT at 100 Hz and holds a TCP
@@ -162,6 +164,14 @@ fn run_once(lab: &mut Lab, index: u32, fault: Fault) -> Run {
     }
     // Past the returning node's hold-down.
     std::thread::sleep(Duration::from_millis(2500));
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        println!(
+            "  {fault:?}: cut {cut}, gap {} ms, lost {}/{}, after {after:?}, tcp {tcp}, overlap {overlap}",
+            p.longest * 10,
+            p.lost,
+            p.sent
+        );
+    }
     Run {
         gap_ms: p.longest * 10,
         wall_ms: p.wall,
@@ -262,15 +272,24 @@ fn main() {
     println!("gateway failover, {runs} runs per scenario, a-db pinging through SNAT at 100 Hz");
     // First, in the steady state: no run's aftermath in the figures.
     lossy_underlay(&lab, index, loss_secs);
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| name.contains(o));
     for (name, fault) in [
         ("(a) underlay", Fault::Underlay),
         ("(b) external", Fault::External),
         ("(c) agent", Fault::Agent),
     ] {
+        if !wanted(name) {
+            continue;
+        }
         let r: Vec<Run> = (0..runs)
             .map(|_| run_once(&mut lab, index, fault))
             .collect();
         report(name, &r);
+    }
+    if !wanted("(d)") {
+        lab.down();
+        return;
     }
     lab.cluster_mut().stop_controller();
     lab.cluster_mut().stop_api();
