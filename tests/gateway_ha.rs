@@ -4,8 +4,9 @@
 //! SNAT at 100 Hz. Every agent (a process of its own) SIGKILLed and
 //! restarted under traffic; the active gateway node's agent SIGKILLed
 //! (issue 9 (c)); the serving node's external link cut (the controller
-//! then records the node that serves), then with the API stand-in and the
-//! controller stopped, the serving node's underlay cut three times. Runs
+//! then records the node that serves), then with the controller stopped
+//! the serving node's underlay cut three times: twice while the API
+//! server's packets are dropped (requests hang), once with it stopped. Runs
 //! in a sandbox (private user, mount and network namespaces).
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -164,12 +165,44 @@ fn snat_fails_over_in_under_a_second_without_the_api() {
     // before (never two gateways passing frames).
     gaps.push(agent_dies(&mut lab, index));
 
-    // No API from here on: three times the serving node's underlay.
+    // No API from here on: three times the serving node's underlay. The
+    // first two with the API server black-holed (its packets dropped:
+    // the agents' requests hang, new connections time out), so a pass
+    // that awaited its report would still hang in run 1's when run 2
+    // needs a failover; the third with it stopped.
     lab.cluster_mut().stop_controller();
-    lab.cluster_mut().stop_api();
-    for run in 1..4 {
+    let api_port = lab
+        .cluster()
+        .api_url()
+        .and_then(|u| {
+            u.rsplit(':')
+                .next()?
+                .trim_end_matches('/')
+                .parse::<u16>()
+                .ok()
+        })
+        .expect("the API server's port");
+    let nft = |args: &str| {
+        let ok = Command::new("nft")
+            .args(args.split_whitespace())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "nft {args}");
+    };
+    nft("add table inet kdvr_blackhole");
+    nft("add chain inet kdvr_blackhole out { type filter hook output priority 0 ; }");
+    nft(&format!(
+        "add rule inet kdvr_blackhole out tcp dport {api_port} drop"
+    ));
+    nft(&format!(
+        "add rule inet kdvr_blackhole out tcp sport {api_port} drop"
+    ));
+    for run in 1..3 {
         gaps.push(cut_link(&lab, index, run, "eth0").2);
     }
+    nft("delete table inet kdvr_blackhole");
+    lab.cluster_mut().stop_api();
+    gaps.push(cut_link(&lab, index, 3, "eth0").2);
     gaps.sort();
     eprintln!("gaps (ms): {gaps:?}, median {}", gaps[gaps.len() / 2]);
     lab.down();

@@ -378,6 +378,14 @@ impl LabCluster {
         }
     }
 
+    /// The API server's URL (`None` once stopped).
+    pub fn api_url(&self) -> Option<String> {
+        match self.server.as_ref()? {
+            Server::StandIn(s) => Some(s.url()),
+            Server::Real(s) => Some(s.url.clone()),
+        }
+    }
+
     fn telemetry(&self, c: &Component) -> Option<procs::Telemetry> {
         let addr = procs::read(&self.paths, c)
             .map(|r| r.metrics)
