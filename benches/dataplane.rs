@@ -1,10 +1,17 @@
 //! Dataplane benchmarks: `cargo bench --bench dataplane` (no root needed:
 //! it re-runs itself inside a private user + mount + network namespace).
 //!
-//! East-west (issue: program 100 routers × 4 subnets × 50 endpoints) and
-//! north-south (1,000 floating IPs). Every figure is a median over repeated
-//! runs, with a baseline measured in the same run, and the kernel writes the
-//! engine counted. Both reconcile paths are measured: `full` (observe the
+//! East-west (issue: program 100 routers × 4 subnets × 50 endpoints),
+//! north-south (`BENCH_FIPS` floating IPs on one node, default 10,000: from
+//! empty, onto a programmed router vs a hand-made batch, the N+1st vs the
+//! first, an unchanged full pass) and conntrack (removing 1,000 floating IPs
+//! with 100,000 entries). Every figure is a median over repeated runs
+//! (`BENCH_REPS`, default 11; the measurements that rebuild all N floating
+//! IPs run at most 5 times, 3 past 5,000), with a baseline measured in the
+//! same run, and the kernel writes the engine counted. The last line,
+//! `scale: fips10k_ms=… floor10k_ms=… next_vs_first=… idle10k_ms=…
+//! idle10k_writes=… ct_remove1k_ms=…`, sums up the issue's scale targets
+//! (the `10k` fields are at `BENCH_FIPS`; `-` for what was not run). Both reconcile paths are measured: `full` (observe the
 //! kernel, diff, apply: the periodic level-triggered pass) and `change`
 //! (diff against what the engine last programmed, touching only the
 //! namespaces whose desired state changed: the path user changes take).
@@ -81,7 +88,21 @@ fn endpoint(r: u32, s: u32, e: u32, node: &str) -> EndpointView {
     }
 }
 
-/// One router with `fips` floating IPs, all on n0 (4 subnets, local endpoints).
+/// The first floating address; floating IP `i` is this plus `i`.
+const FIP_BASE: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 0);
+/// Floating IPs plus extras that fit in 198.19.1.0 – 198.19.255.255 (the
+/// external network is 198.19.0.0/16; 198.19.0.x holds its gateway and the
+/// node's port).
+const FIP_MAX: u32 = 255 * 256;
+
+/// Floating address `i` (inside 198.19.0.0/16 for `i < FIP_MAX`).
+fn fip_address(i: u32) -> Ipv4Addr {
+    assert!(i < FIP_MAX, "floating address {i} past 198.19.255.255");
+    Ipv4Addr::from(u32::from(FIP_BASE) + i)
+}
+
+/// One router with `fips` floating IPs, all on n0 (4 subnets, local
+/// endpoints: floating IP `i` targets endpoint `i / 4` of subnet `i % 4`).
 fn floating(fips: u32) -> ClusterView {
     let mut v = east_west(1, 4, 0, 2);
     let ext_cidr = "198.19.0.0/16".parse().unwrap(); // no traffic is sent in benchmarks
@@ -102,12 +123,11 @@ fn floating(fips: u32) -> ClusterView {
             key: ObjectKey::new("t0", format!("f{i}")),
             router: v.routers[0].key.clone(),
             external: "ext".into(),
-            address: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 1, 0)) + i),
+            address: fip_address(i),
             fixed_ip: ep.ip,
             node: NODE.into(),
         });
     }
-    // The endpoint the 1,001st (and the first) floating IP will target.
     v
 }
 
@@ -248,14 +268,48 @@ fn bench_east_west(reps: u32) {
     b.cleanup().unwrap();
 }
 
-fn bench_floating(reps: u32) {
-    println!("== north-south: 1,000 floating IPs on one node");
+/// What [`main`] prints on its `scale:` line (`None`: not measured in this run).
+#[derive(Default)]
+struct Scale {
+    fips: Option<Duration>,
+    floor: Option<Duration>,
+    next_vs_first: Option<f64>,
+    idle: Option<Duration>,
+    idle_writes: Option<u64>,
+    ct_remove: Option<Duration>,
+}
+
+impl Scale {
+    /// One line, fixed form, so runs can be compared (`-`: not measured).
+    fn line(&self) -> String {
+        let ms =
+            |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3));
+        format!(
+            "scale: fips10k_ms={} floor10k_ms={} next_vs_first={} idle10k_ms={} idle10k_writes={} ct_remove1k_ms={}",
+            ms(self.fips),
+            ms(self.floor),
+            self.next_vs_first.map_or("-".into(), |r| format!("{r:.2}")),
+            ms(self.idle),
+            self.idle_writes.map_or("-".into(), |w| w.to_string()),
+            ms(self.ct_remove),
+        )
+    }
+}
+
+/// `n` floating IPs on one node (`BENCH_FIPS`, default 10,000). `reps`
+/// bounds the repeated measurements; the two that rebuild all `n` floating
+/// IPs per repetition (onto a programmed router, and the floor) run at most
+/// 5 times, and 3 times past 5,000 floating IPs (each repetition is a full
+/// pass that removes them all and a change pass that adds them back).
+fn bench_floating(reps: u32, n: u32, scale: &mut Scale) {
+    println!("== north-south: {n} floating IPs on one node");
+    let big_reps = if n > 5000 { reps.min(3) } else { reps.min(5) };
     // From empty: everything (namespaces, links, NAT table, routes, maps).
-    let v1000 = floating(1000);
+    let all = floating(n);
     let mut e = fresh_node("fip");
-    let p = full(&mut e, &plan_node(&v1000, NODE));
+    let p = full(&mut e, &plan_node(&all, NODE));
     println!(
-        "1,000 floating IPs from an empty node: {:>12}  {} kernel writes",
+        "{n} floating IPs from an empty node: {:>12}  {} kernel writes",
         ms(p.time),
         p.writes
     );
@@ -264,9 +318,9 @@ fn bench_floating(reps: u32) {
     // The floating IPs alone, router already programmed, vs the floor.
     let mut times = vec![];
     let mut writes = 0;
-    let mut with_router = floating(1000);
+    let mut with_router = floating(n);
     let fips = std::mem::take(&mut with_router.floating_ips);
-    for _ in 0..reps.min(5) {
+    for _ in 0..big_reps {
         with_router.floating_ips.clear();
         full(&mut e, &plan_node(&with_router, NODE));
         with_router.floating_ips = fips.clone();
@@ -274,22 +328,24 @@ fn bench_floating(reps: u32) {
         times.push(p.time);
         writes = p.writes;
     }
-    let engine_1000 = median(times);
-    let floor = floor_batch(1000, reps.min(5));
-    println!("1,000 floating IPs onto a programmed router: {:>12}  {} writes; hand-made batch (floor): {:>10}  ratio {:.2}x", ms(engine_1000), writes, ms(floor), engine_1000.as_secs_f64() / floor.as_secs_f64());
+    let engine_n = median(times);
+    let floor = floor_batch(n, big_reps);
+    println!("{n} floating IPs onto a programmed router: {:>12}  {} writes; hand-made batch (floor): {:>10}  ratio {:.2}x", ms(engine_n), writes, ms(floor), engine_n.as_secs_f64() / floor.as_secs_f64());
 
-    // The 1,001st vs the first.
+    // The N+1st vs the first. Extra k: the endpoint after all of subnet 0's
+    // (floating IP i targets endpoint i / 4 there) and the address after
+    // the n floating IPs'.
     let mut first = vec![];
     let mut next = vec![];
     let (mut w_first, mut w_next) = (0, 0);
-    let extra = |v: &mut ClusterView, n: u32| {
-        let ep = endpoint(0, 0, 900 + n, NODE);
+    let extra = |v: &mut ClusterView, k: u32| {
+        let ep = endpoint(0, 0, n.div_ceil(4) + k, NODE);
         v.routers[0].endpoints.push(ep.clone());
         v.floating_ips.push(FloatingView {
-            key: ObjectKey::new("t0", format!("x{n}")),
+            key: ObjectKey::new("t0", format!("x{k}")),
             router: v.routers[0].key.clone(),
             external: "ext".into(),
-            address: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 200, 0)) + n),
+            address: fip_address(n + k),
             fixed_ip: ep.ip,
             node: NODE.into(),
         });
@@ -297,18 +353,18 @@ fn bench_floating(reps: u32) {
     let mut empty = floating(0);
     let mut b = fresh_node("fip-base");
     full(&mut b, &plan_node(&empty, NODE));
-    let mut big = floating(1000);
+    let mut big = floating(n);
     full(&mut e, &plan_node(&big, NODE));
-    for n in 0..reps {
+    for k in 0..reps {
         // The first: on a node whose router has no floating IP yet.
         empty.floating_ips.clear();
         change(&mut b, &plan_node(&empty, NODE));
-        extra(&mut empty, n);
+        extra(&mut empty, k);
         let p = change(&mut b, &plan_node(&empty, NODE));
         first.push(p.time);
         w_first = p.writes;
-        // The 1,001st.
-        extra(&mut big, n);
+        // The N+1st.
+        extra(&mut big, k);
         let p = change(&mut e, &plan_node(&big, NODE));
         next.push(p.time);
         w_next = p.writes;
@@ -322,24 +378,35 @@ fn bench_floating(reps: u32) {
         w_first
     );
     println!(
-        "add the 1,001st:             {:>12}  {} writes   ratio {:.2}x",
+        "add the {}th:             {:>12}  {} writes   ratio {:.2}x",
+        n + 1,
         ms(x),
         w_next,
         x.as_secs_f64() / f.as_secs_f64()
     );
     let desired = plan_node(&big, NODE);
     let idle: Vec<Pass> = (0..reps).map(|_| full(&mut e, &desired)).collect();
-    assert!(idle.iter().all(|p| p.writes == 0));
+    let idle_writes = idle.iter().map(|p| p.writes).max().unwrap_or(0);
+    let idle_time = median(idle.into_iter().map(|p| p.time).collect());
     println!(
-        "unchanged pass at 1,000 (full): {:>12}  0 writes",
-        ms(median(idle.into_iter().map(|p| p.time).collect()))
+        "unchanged pass at {n} (full): {:>12}  {idle_writes} writes (most in one pass)",
+        ms(idle_time)
     );
+    assert_eq!(idle_writes, 0, "an unchanged pass wrote");
     e.cleanup().unwrap();
     b.cleanup().unwrap();
+    *scale = Scale {
+        fips: Some(engine_n),
+        floor: Some(floor),
+        next_vs_first: Some(x.as_secs_f64() / f.as_secs_f64()),
+        idle: Some(idle_time),
+        idle_writes: Some(idle_writes),
+        ..std::mem::take(scale)
+    };
 }
 
-/// The floor: the same 1,000 floating IPs as one hand-written nft batch and
-/// 1,000 route requests on one netlink socket, no observation, no diff.
+/// The floor: the same `n` floating IPs as one hand-written nft batch and
+/// `n` route requests on one netlink socket, no observation, no diff.
 fn floor_batch(n: u32, reps: u32) -> Duration {
     use std::io::Write;
     let dir = PathBuf::from("/run/bench");
@@ -368,14 +435,8 @@ fn floor_batch(n: u32, reps: u32) -> Duration {
         );
         sh("add table ip t\nadd map ip t fdnat { type ipv4_addr : ipv4_addr; }\nadd map ip t fsnat { type ipv4_addr : ipv4_addr; }\nadd set ip t fixed { type ipv4_addr; }\n", &["nft", "-f", "-"]);
         let mut nft = String::new();
-        let mut routes = String::new();
         let pairs: Vec<(Ipv4Addr, Ipv4Addr)> = (0..n)
-            .map(|i| {
-                (
-                    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 1, 0)) + i),
-                    endpoint(0, i % 4, i / 4, NODE).ip,
-                )
-            })
+            .map(|i| (fip_address(i), endpoint(0, i % 4, i / 4, NODE).ip))
             .collect();
         let j = |f: &dyn Fn(&(Ipv4Addr, Ipv4Addr)) -> String| {
             pairs.iter().map(f).collect::<Vec<_>>().join(", ")
@@ -392,9 +453,6 @@ fn floor_batch(n: u32, reps: u32) -> Duration {
             "add element ip t fixed {{ {} }}\n",
             j(&|(_, b)| b.to_string())
         );
-        for (a, _) in &pairs {
-            routes += &format!("route add {a}/32 via 169.254.64.0 dev d0 proto 230\n");
-        }
         let t = Instant::now();
         sh(&nft, &["nft", "-f", "-"]);
         // Routes over netlink in-process, as the engine does, one socket.
@@ -417,7 +475,6 @@ fn floor_batch(n: u32, reps: u32) -> Duration {
             .unwrap();
         }
         times.push(t.elapsed());
-        let _ = routes;
         netns::delete(&dir, &name).unwrap();
     }
     median(times)
@@ -440,7 +497,7 @@ fn conntrack_load(v: &ClusterView, total: u32) -> Vec<(Ipv4Addr, u16, Ipv4Addr, 
     flows
 }
 
-fn bench_conntrack(reps: u32) {
+fn bench_conntrack(reps: u32, scale: &mut Scale) {
     use kube_dvr::dataplane::conntrack::{self, Conntrack};
     const ENTRIES: u32 = 100_000;
     println!(
@@ -497,6 +554,7 @@ fn bench_conntrack(reps: u32) {
         );
     }
     let (w, z, d) = (median(with_ct), median(empty_ct), median(dumps));
+    scale.ct_remove = Some(w);
     println!(
         "remove 1,000 floating IPs, {ENTRIES} entries: {:>12}  {writes} writes ({matching} entries deleted); empty table (floor): {:>10}  ratio {:.2}x; one dump of the table: {}",
         ms(w),
@@ -540,20 +598,55 @@ fn bench_conntrack(reps: u32) {
     e.cleanup().unwrap();
 }
 
+/// The sandbox. As root it is a mount + network namespace only (no user
+/// namespace), unless `BENCH_USERNS` is set: nft raises its socket's send
+/// buffer for a big batch with `SO_SNDBUFFORCE`, which needs `CAP_NET_ADMIN`
+/// in the initial user namespace, and without it a batch over ~400 KB (the
+/// default buffer; ~10,000 floating IPs' elements) fails with `Message too
+/// long`, the engine's and the floor's alike. A node's agent has that
+/// capability. Without root, the default sandbox: lower `BENCH_FIPS`.
+fn enter() -> Vec<String> {
+    if sandbox::inside()
+        || !nix::unistd::geteuid().is_root()
+        || std::env::var_os("BENCH_USERNS").is_some()
+    {
+        return sandbox::enter_bench();
+    }
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let status = std::process::Command::new("unshare")
+        .args(["--mount", "--net", "--propagation", "private"])
+        .arg(std::env::current_exe().expect("current executable"))
+        .args(&args)
+        // What `sandbox::inside` looks for: the child prepares the sandbox.
+        .env("KUBE_DVR_SANDBOX", "1")
+        .status()
+        .expect("run unshare (util-linux)");
+    std::process::exit(if status.success() { 0 } else { 1 });
+}
+
 fn main() {
-    let args = sandbox::enter_bench();
+    let args = enter();
     let reps: u32 = std::env::var("BENCH_REPS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(11);
+    let fips: u32 = std::env::var("BENCH_FIPS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
     let which = args.first().map(String::as_str).unwrap_or("all");
+    let mut scale = Scale::default();
     if matches!(which, "all" | "east-west") {
         bench_east_west(reps);
     }
     if matches!(which, "all" | "floating") {
-        bench_floating(reps);
+        bench_floating(reps, fips, &mut scale);
     }
     if matches!(which, "all" | "conntrack") {
-        bench_conntrack(reps);
+        bench_conntrack(reps, &mut scale);
     }
+    println!("{}", scale.line());
 }

@@ -70,7 +70,7 @@ pub use super::error::Error;
 pub use super::keep::Keep;
 use super::netlink::Netlink;
 use super::netns;
-use crate::plan::model::{LinkKind, NodeState, NsRef, NsState};
+use crate::plan::model::{LinkKind, NftSet, NftTable, NodeState, NsRef, NsState};
 
 pub use super::observe::{OWNED_LINK_PREFIXES, OWNED_NETNS_PREFIXES, OWNER_TAG};
 
@@ -533,10 +533,62 @@ fn shrink_sets(l: &NsState, d: &NsState) -> (NsState, NsState) {
         }
     }
     if l.nft != d.nft {
-        before.nft = l.nft.clone();
-        after.nft = d.nft.clone();
+        (before.nft, after.nft) = shrink_nft(l.nft.as_ref(), d.nft.as_ref());
     }
     (before, after)
+}
+
+/// Whether two tables differ at most in their sets' elements: same family,
+/// name, chains (rules included), set names and types.
+fn same_shape(l: &NftTable, d: &NftTable) -> bool {
+    l.family == d.family
+        && l.name == d.name
+        && l.chains == d.chains
+        && l.sets.len() == d.sets.len()
+        && l.sets.iter().all(|(n, ls)| {
+            d.sets
+                .get(n)
+                .is_some_and(|ds| ls.key_type == ds.key_type && ls.data_type == ds.data_type)
+        })
+}
+
+/// [`shrink_sets`] for the nft table: when only elements differ, both sides
+/// keep the table's shape (sets, chains) but only the elements on their side
+/// of the difference (a map element whose value changed is on both), so the
+/// batch planner and the ops copy O(change) elements, not the whole table
+/// (30,000 elements at 10,000 floating IPs, twice). Otherwise both tables.
+fn shrink_nft(l: Option<&NftTable>, d: Option<&NftTable>) -> (Option<NftTable>, Option<NftTable>) {
+    let (Some(l), Some(d)) = (l, d) else {
+        return (l.cloned(), d.cloned());
+    };
+    if !same_shape(l, d) {
+        return (Some(l.clone()), Some(d.clone()));
+    }
+    let only = |a: &NftTable, b: &NftTable| NftTable {
+        family: a.family,
+        name: a.name.clone(),
+        chains: a.chains.clone(),
+        sets: a
+            .sets
+            .iter()
+            .map(|(n, s)| {
+                let other = &b.sets[n].elements;
+                let elements = s
+                    .elements
+                    .iter()
+                    .filter(|(k, v)| other.get(*k) != Some(*v))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let set = NftSet {
+                    key_type: s.key_type.clone(),
+                    data_type: s.data_type.clone(),
+                    elements,
+                };
+                (n.clone(), set)
+            })
+            .collect(),
+    };
+    (Some(only(l, d)), Some(only(d, l)))
 }
 
 /// Bring `last` to `desired` for one namespace given the pair [`shrink`]
@@ -560,8 +612,26 @@ fn patch(last: &mut NsState, before: &NsState, after: &NsState, desired: &NsStat
     if last.sysctls != desired.sysctls {
         last.sysctls = desired.sysctls.clone();
     }
-    if last.nft != desired.nft {
-        last.nft = desired.nft.clone();
+    match (&mut last.nft, &before.nft, &after.nft, &desired.nft) {
+        // Only elements changed (see `shrink_nft`): patch them in place.
+        (Some(l), Some(b), Some(a), Some(d)) if same_shape(l, d) => {
+            for (name, set) in &mut l.sets {
+                if let Some(gone) = b.sets.get(name) {
+                    for k in gone.elements.keys() {
+                        set.elements.remove(k);
+                    }
+                }
+                if let Some(new) = a.sets.get(name) {
+                    set.elements
+                        .extend(new.elements.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
+        }
+        _ => {
+            if last.nft != desired.nft {
+                last.nft = desired.nft.clone();
+            }
+        }
     }
 }
 
@@ -598,3 +668,7 @@ const _: fn() = || {
     fn assert_send<T: Send>() {}
     assert_send::<Engine>();
 };
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;
