@@ -154,13 +154,16 @@ fn the_process_fallback_still_works() {
 }
 
 /// Each library call opens its socket in the namespace of the thread that
-/// makes it: two threads of one process, in two namespaces, programming
+/// makes it, not where the library was loaded: two threads of one process, in two namespaces, programming
 /// them at the same time, each end up with their own table only.
 #[test]
 fn one_process_programs_two_namespaces() {
     if !sandbox::enter("libnft::one_process_programs_two_namespaces") {
         return;
     }
+    // Loaded here, in the process's own namespace, before the others
+    // exist: loading opens no socket.
+    assert!(exec::library_available());
     for ns in ["na", "nb"] {
         sh(&["ip", "netns", "add", ns]);
     }
