@@ -171,7 +171,10 @@ mod tests {
 
     #[test]
     fn a_hanging_call_is_abandoned_at_the_bound() {
-        assert_eq!(bounded("sum", || 1 + 1).unwrap(), 2);
+        // Explicit bounds: `a_hanging_command_is_killed` lowers the
+        // process-wide one meanwhile, and a panic's backtrace can take long.
+        let ample = Duration::from_secs(30);
+        assert_eq!(bounded_for("sum", ample, || 1 + 1).unwrap(), 2);
         let t0 = Instant::now();
         let limit = Duration::from_millis(200);
         let r = bounded_for("nap", limit, || std::thread::sleep(Duration::from_secs(3)));
@@ -179,7 +182,7 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
         assert!(e.to_string().contains("nap abandoned after"), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(2));
-        let e = bounded("boom", || panic!("expected")).unwrap_err();
+        let e = bounded_for("boom", ample, || panic!("expected")).unwrap_err();
         assert!(e.to_string().contains("boom panicked"), "{e}");
     }
 }
