@@ -34,9 +34,12 @@ LABEL org.opencontainers.image.title="kube-dvr" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
-# The agent programs the kernel in-process (netlink, one nftables batch); the
-# tools are for operators debugging a node with `kubectl exec` (ip netns,
-# nft list ruleset, conntrack -L) and for conntrack flushes.
+# The agent programs the kernel in-process: netlink, and each nftables batch
+# through libnftables (libnftables1, loaded at run time; `nftables` depends on
+# it too, named here so that it stays). Without it the agent falls back to
+# running `nft`. The tools are for operators debugging a node with
+# `kubectl exec` (ip netns, nft list ruleset, conntrack -L) and for conntrack
+# flushes.
 # DL3008: the pin is the base image's Debian release (bookworm): point-release
 # package versions leave the archive and would break rebuilds.
 # hadolint ignore=DL3008
@@ -45,6 +48,7 @@ RUN apt-get update \
         ca-certificates \
         conntrack \
         iproute2 \
+        libnftables1 \
         nftables \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /out/kube-dvr /usr/local/bin/kube-dvr

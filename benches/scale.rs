@@ -18,8 +18,9 @@
 //! Baselines from the same run: the API write alone (the create request's
 //! round trip), the same probe's round trip through an existing floating
 //! IP (203.0.113.100 → a-web), and one `nft` process on the pod's node
-//! (what each nftables batch of the change path costs beyond its kernel
-//! work).
+//! (what each nftables batch of the change path cost beyond its kernel
+//! work while it ran as a process; with libnftables it runs in-process:
+//! `benches/nft.rs` compares the two).
 //!
 //! Profile: the probe loop also samples, every millisecond, the counters
 //! the controller and the node's agent keep anyway: the controller's
@@ -306,7 +307,8 @@ fn rtt(lab: &Lab, n: usize) -> Vec<f64> {
 }
 
 /// How long one `nft` process takes on `node` (`nft list tables`): what
-/// each nftables batch of the change path costs beyond its kernel work.
+/// each nftables batch of the change path costs beyond its kernel work
+/// where libnftables is missing (the `nft` process fallback).
 fn nft_process(lab: &Lab, node: &str, n: usize) -> Vec<f64> {
     let ns = lab.paths.node(node);
     (0..n)

@@ -281,6 +281,8 @@ mod converge;
 mod fence;
 #[path = "dataplane/isolation.rs"]
 mod isolation;
+#[path = "dataplane/libnft.rs"]
+mod libnft;
 #[path = "dataplane/long_names.rs"]
 mod long_names;
 #[path = "dataplane/ownership.rs"]

@@ -1,8 +1,12 @@
-//! External commands the dataplane runs (`nft`; conntrack is over netlink), each bounded
-//! in time: a command that hangs (a wedged kernel lock, a stuck binary) is
-//! killed and reported as an error, so a pass always ends and its failure
-//! is retried, instead of blocking the agent forever behind a healthy-looking
-//! `/healthz`.
+//! Calls the dataplane makes outside its own netlink code, each bounded in
+//! time: the `nft` process where libnftables cannot be loaded ([`run`]),
+//! and libnftables calls in-process ([`bounded`]). A call that hangs (a
+//! wedged kernel lock, a stuck binary) is reported as an error at the
+//! bound, so a pass always ends and its failure is retried, instead of
+//! blocking the agent forever behind a healthy-looking `/healthz`.
+//!
+//! A process is killed at the bound. A library call cannot be: [`bounded`]
+//! stops waiting for it and leaves its thread behind (see there).
 //!
 //! The bound is one process-wide value ([`set_timeout`]): commands run on
 //! threads inside other network namespaces that have no engine at hand, and
@@ -89,6 +93,50 @@ pub fn run(cmd: &mut Command, input: Option<Vec<u8>>) -> io::Result<Output> {
     })
 }
 
+/// Run `f` on a new thread and wait at most [`timeout`] for its result
+/// (`io::ErrorKind::TimedOut` after that). For in-process library calls
+/// (libnftables), which, unlike a process, cannot be killed: at the bound
+/// the caller gets its error and goes on (the pass fails, is reported and
+/// retried, `/healthz` sees a pass that ended), while the call's thread is
+/// left to finish or hang on its own. What it holds stays held: a hung
+/// libnftables call keeps the library's process-wide lock
+/// (`nft::exec`), so every later nftables call of the process also fails
+/// at its bound, the agent stays unhealthy, and only a restart (kubelet's,
+/// after `/healthz` fails) clears it. A call that ends after its bound
+/// still takes effect (a batch still commits; the next pass observes it).
+///
+/// The thread is spawned from the calling thread, so it starts in the
+/// calling thread's network namespace.
+pub fn bounded<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    bounded_for(what, timeout(), f)
+}
+
+fn bounded_for<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("kd-bounded".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })?;
+    match rx.recv_timeout(limit) {
+        Ok(v) => Ok(v),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{what} abandoned after {limit:?} (an in-process call cannot be killed)"),
+        )),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(io::Error::other(format!("{what} panicked")))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +167,22 @@ mod tests {
         let e = r.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
         assert!(t0.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_hanging_call_is_abandoned_at_the_bound() {
+        // Explicit bounds: `a_hanging_command_is_killed` lowers the
+        // process-wide one meanwhile, and a panic's backtrace can take long.
+        let ample = Duration::from_secs(30);
+        assert_eq!(bounded_for("sum", ample, || 1 + 1).unwrap(), 2);
+        let t0 = Instant::now();
+        let limit = Duration::from_millis(200);
+        let r = bounded_for("nap", limit, || std::thread::sleep(Duration::from_secs(3)));
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("nap abandoned after"), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        let e = bounded_for("boom", ample, || panic!("expected")).unwrap_err();
+        assert!(e.to_string().contains("boom panicked"), "{e}");
     }
 }

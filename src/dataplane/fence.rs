@@ -17,7 +17,8 @@
 //! serves every probe interval, in one netlink transaction (flush and add:
 //! atomic, no process, a few microseconds). An agent that stops stops
 //! renewing: its ports fall silent within [`LEASE`], before any peer
-//! activates. The table is made (by `nft`, once) when the node first serves
+//! activates. The table is made (once, by an nft script through libnftables
+//! or the `nft` process, see `nft::exec`) when the node first serves
 //! a gateway: a bridge exists by then (see the bridge-family quirk in
 //! `docs/ARCHITECTURE.md`). Gateways on a host interface (macvlan) are not
 //! fenced.
@@ -27,13 +28,13 @@
 //! attributes from `include/uapi/linux/netfilter/nf_tables.h`.
 use std::io;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 use super::netlink::{attr, nested};
 use super::netns;
+use super::nft::exec;
 
 /// The fence's table (family `bridge`), beside the engine's `kube_dvr`.
 pub const TABLE: &str = "kube_dvr_fence";
@@ -205,24 +206,17 @@ impl Fence {
 
 const ENOENT: i32 = 2;
 
-/// Make the table in `netns` unless it is there (one `nft` run, or two).
+/// Make the table in `netns` unless it is there (one nft call, or two).
 pub fn ensure_table(netns: &Path) -> io::Result<()> {
     netns::run_in(netns, || -> io::Result<()> {
-        let listed = super::command::run(
-            Command::new("nft").args(["list", "table", "bridge", TABLE]),
-            None,
-        )?;
-        if listed.status.success() {
+        if exec::run_command(&format!("list table bridge {TABLE}"), false)?.ok {
             return Ok(());
         }
-        let out = super::command::run(
-            Command::new("nft").args(["-f", "-"]),
-            Some(ruleset().into_bytes()),
-        )?;
-        if !out.status.success() {
+        let out = exec::run_batch(&ruleset())?;
+        if !out.ok {
             return Err(io::Error::other(format!(
                 "nft: making the fence table: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+                out.stderr
             )));
         }
         Ok(())
@@ -233,14 +227,11 @@ pub fn ensure_table(netns: &Path) -> io::Result<()> {
 /// what a restarted agent's predecessor was still renewing.
 pub fn live_ports(netns: &Path) -> io::Result<Vec<String>> {
     netns::run_in(netns, || -> io::Result<Vec<String>> {
-        let out = super::command::run(
-            Command::new("nft").args(["-j", "list", "set", "bridge", TABLE, SET]),
-            None,
-        )?;
-        if !out.status.success() {
+        let out = exec::run_command(&format!("list set bridge {TABLE} {SET}"), true)?;
+        if !out.ok {
             return Ok(Vec::new());
         }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        let v: serde_json::Value = serde_json::from_str(&out.stdout)
             .map_err(|e| io::Error::other(format!("nft -j: {e}")))?;
         let mut ports = Vec::new();
         collect_ports(&v, &mut ports);
@@ -262,10 +253,7 @@ fn collect_ports(v: &serde_json::Value, out: &mut Vec<String>) {
 /// Delete the table in `netns` (cleanup); absent is fine.
 pub fn remove_table(netns: &Path) -> io::Result<()> {
     netns::run_in(netns, || -> io::Result<()> {
-        super::command::run(
-            Command::new("nft").args(["delete", "table", "bridge", TABLE]),
-            None,
-        )?;
+        exec::run_command(&format!("delete table bridge {TABLE}"), false)?;
         Ok(())
     })?
 }

@@ -8,8 +8,9 @@
 //!   this node's attachment, for SNAT gateway readiness
 //!   (`agent::probe`).
 //!
-//! The only unsafe code in kube-dvr: an `AF_PACKET` socket needs a
-//! `sockaddr_ll`, which neither std nor nix builds safely.
+//! Unsafe code (one of two places in kube-dvr, with `nft::exec`'s
+//! libnftables calls): an `AF_PACKET` socket needs a `sockaddr_ll`, which
+//! neither std nor nix builds safely.
 #![allow(unsafe_code)]
 
 use std::io;

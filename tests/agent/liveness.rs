@@ -1,6 +1,11 @@
 //! Real liveness: a stuck kernel call makes `/healthz` unhealthy (so
 //! kubelet would restart the agent), is killed at its bound, and the agent
 //! recovers by itself once the kernel answers again.
+//!
+//! A stuck `nft` process stands in for the stuck call, so this agent runs
+//! nftables through the process (`KUBE_DVR_NFT=process`): a hung
+//! libnftables call cannot be made on demand, nor killed (its bound is
+//! `command::bounded`, tested on its own).
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -50,6 +55,7 @@ fn a_stuck_nft_makes_healthz_fail_and_the_agent_recovers() {
     sh(&["chmod", "+x", &wrapper]);
     let path = std::env::var("PATH").unwrap_or_default();
     std::env::set_var("PATH", format!("{bin}:{path}"));
+    std::env::set_var(kube_dvr::dataplane::nft::exec::ENV, "process");
     // A hung command is killed after 3 s.
     command::set_timeout(3 * SEC);
 

@@ -19,22 +19,24 @@
 //!   and deleted one by one (a map element whose value changed is deleted and
 //!   re-added), and a chain whose tags differ is flushed and refilled.
 //!
-//! The batch runs as one `nft -f -` process, that is one netlink transaction.
-//! Both [`observe`] and [`apply`] run `nft` as a child of the calling thread,
-//! so they act in that thread's network namespace.
+//! The batch runs as one script, that is one netlink transaction, through
+//! libnftables in-process, or the `nft` process where the library is
+//! missing ([`exec`]). Both [`observe`] and [`apply`] act in the calling
+//! thread's network namespace.
 //!
 //! Kernel quirk (seen on 6.18): a `bridge`-family base chain registered in a
 //! network namespace before the first bridge device was ever created there
 //! never sees a frame, and stays blind after bridges appear (flushing or
 //! adding chains does not help; deleting and re-creating the table does).
 //! Create the subnet bridges before the bridge-family table.
+pub mod exec;
 mod observe;
 mod script;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
-pub use observe::{observe, parse_table_json};
+pub use exec::Backend;
+pub use observe::{observe, observe_with, parse_table_json};
 pub use script::render;
 
 use crate::plan::model::{NftSet, NftTable};
@@ -66,7 +68,7 @@ pub enum NftError {
     },
 }
 
-/// What a failed `nft` run said.
+/// What a failed nft call (library or process) said.
 #[derive(Debug, thiserror::Error)]
 #[error("nft failed ({status}): {stderr}; script begins:\n{script_head}")]
 pub struct NftFailure {
@@ -181,32 +183,28 @@ pub fn plan_batch(observed: Option<&NftTable>, desired: Option<&NftTable>) -> Nf
     b
 }
 
-/// Apply `batch` as one atomic transaction (`nft -f -`) in the calling
-/// thread's network namespace. An empty batch spawns nothing.
+/// Apply `batch` as one atomic transaction in the calling thread's network
+/// namespace, with the process-wide [`exec::backend`]. An empty batch
+/// does nothing.
 pub fn apply(batch: &NftBatch) -> Result<(), NftError> {
+    apply_with(exec::backend(), batch)
+}
+
+/// [`apply`] through the given backend.
+pub fn apply_with(backend: Backend, batch: &NftBatch) -> Result<(), NftError> {
     if batch.is_empty() {
         return Ok(());
     }
     let script = batch.script();
-    let fail = |status: String, stderr: String| {
-        let head = script.lines().take(8).collect::<Vec<_>>().join("\n");
-        NftError::failed("apply", status, stderr, head)
-    };
-    let spawn = |source| NftError::Spawn {
+    // Bounded in time (a hung nft is killed, a hung library call
+    // abandoned: the pass fails and is retried).
+    let out = exec::run_batch_with(backend, &script).map_err(|source| NftError::Spawn {
         op: "apply",
         source,
-    };
-    // Bounded in time (a hung nft is killed: the pass fails and is retried).
-    let out = super::command::run(
-        Command::new("nft").args(["-f", "-"]),
-        Some(script.clone().into_bytes()),
-    )
-    .map_err(spawn)?;
-    if !out.status.success() {
-        return Err(fail(
-            out.status.to_string(),
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
+    })?;
+    if !out.ok {
+        let head = script.lines().take(8).collect::<Vec<_>>().join("\n");
+        return Err(NftError::failed("apply", out.status, out.stderr, head));
     }
     Ok(())
 }

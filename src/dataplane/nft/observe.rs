@@ -1,15 +1,16 @@
-//! Reading a table back from `nft -j list table`.
+//! Reading a table back from `nft -j list table` (or the same listing
+//! through libnftables).
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use serde_json::Value;
 
+use super::exec::{self, Backend};
 use super::NftError;
 use crate::plan::model::{NftBaseChain, NftChain, NftFamily, NftSet, NftTable};
 
 /// Read kube-dvr's table `table` of `family` in the CALLING THREAD's network
-/// namespace (`nft -j list table ...` runs as a child, and children inherit
-/// the calling thread's namespace). `Ok(None)` when the table does not exist.
+/// namespace (`list table ...` with JSON output, through libnftables or an
+/// `nft -j` child, see [`exec`]). `Ok(None)` when the table does not exist.
 ///
 /// The result is not the model text the table was written from:
 /// - each rule is reported as its tag, the literal string `"kd:<hash>"`
@@ -25,27 +26,32 @@ use crate::plan::model::{NftBaseChain, NftChain, NftFamily, NftSet, NftTable};
 ///
 /// Compare with [`super::plan_batch`], not with `==`.
 pub fn observe(family: NftFamily, table: &str) -> Result<Option<NftTable>, NftError> {
-    let out = crate::dataplane::command::run(
-        Command::new("nft").args(["-j", "list", "table", family.as_str(), table]),
-        None,
-    )
-    .map_err(|source| NftError::Spawn {
+    observe_with(exec::backend(), family, table)
+}
+
+/// [`observe`] through the given backend.
+pub fn observe_with(
+    backend: Backend,
+    family: NftFamily,
+    table: &str,
+) -> Result<Option<NftTable>, NftError> {
+    let cmd = format!("list table {} {table}", family.as_str());
+    let out = exec::run_command_with(backend, &cmd, true).map_err(|source| NftError::Spawn {
         op: "observe",
         source,
     })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if stderr.contains("No such file or directory") {
+    if !out.ok {
+        if out.stderr.contains("No such file or directory") {
             return Ok(None);
         }
         return Err(NftError::failed(
             "observe",
-            out.status.to_string(),
-            stderr,
+            out.status,
+            out.stderr,
             String::new(),
         ));
     }
-    parse_table_json(family, table, &String::from_utf8_lossy(&out.stdout))
+    parse_table_json(family, table, &out.stdout)
 }
 
 /// Parse `nft -j list table <family> <table>` output (see [`observe`]).
