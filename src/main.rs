@@ -237,11 +237,21 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "lab")]
         Cmd::Lab(LabCmd::Start(a)) => {
             let paths = lab::LabPaths::new(&a.state.state_dir);
-            anyhow::ensure!(
-                a.component != lab::Component::Api,
-                "lab start api: the API server runs inside `lab up` and its state \
-                 went with it; start a new lab (`lab down`, `lab up`)"
-            );
+            if a.component == lab::Component::Api {
+                // The API server lives in the `lab up` process: asked to
+                // serve again (SIGUSR2).
+                let pid: i32 = std::fs::read_to_string(paths.pid_file())
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+                    .with_context(|| format!("no lab up at {}", paths.root.display()))?;
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGUSR2,
+                )
+                .with_context(|| format!("signal lab up (pid {pid})"))?;
+                println!("api: lab up (pid {pid}) asked to serve again");
+                return Ok(ExitCode::SUCCESS);
+            }
             let pid = lab::procs::start_detached(&paths, &a.component)
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("lab start {}", a.component))?;
@@ -296,7 +306,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
 
 /// `lab stop|kill <component>`: signal a running lab's component and wait
 /// until it is gone. The API server lives in the `lab up` process: it is
-/// asked to stop it (SIGUSR1).
+/// asked to stop it (SIGUSR1; `lab start api` sends SIGUSR2).
 #[cfg(feature = "lab")]
 fn lab_signal(a: &ComponentArgs, graceful: bool) -> anyhow::Result<ExitCode> {
     use nix::sys::signal::Signal;
@@ -383,6 +393,9 @@ fn lab_up(args: &LabArgs) -> anyhow::Result<ExitCode> {
     // `lab stop|kill api` asks with SIGUSR1.
     let stop_api = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let api_flag = stop_api.clone();
+    // `lab start api` with SIGUSR2.
+    let start_api = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let api_start_flag = start_api.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -392,12 +405,16 @@ fn lab_up(args: &LabArgs) -> anyhow::Result<ExitCode> {
             use tokio::signal::unix::{signal, SignalKind};
             let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
             let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+            let mut usr2 = signal(SignalKind::user_defined2()).expect("SIGUSR2 handler");
             loop {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => break,
                     _ = term.recv() => break,
                     _ = usr1.recv() => {
                         api_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    _ = usr2.recv() => {
+                        api_start_flag.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
             }
@@ -412,8 +429,17 @@ fn lab_up(args: &LabArgs) -> anyhow::Result<ExitCode> {
             api_up = false;
             println!("lab: the API server is stopped (components run on what they cached)");
         }
+        if start_api.swap(false, std::sync::atomic::Ordering::Relaxed) && !api_up {
+            match lab.cluster_mut().start_api() {
+                Ok(()) => {
+                    api_up = true;
+                    println!("lab: the API server serves again");
+                }
+                Err(e) => eprintln!("lab: {e}"),
+            }
+        }
         if !api_up {
-            std::thread::sleep(std::time::Duration::from_secs(1));
+            std::thread::sleep(std::time::Duration::from_millis(200));
             continue;
         }
         // Play the CNI: plug in workloads whose subnet appeared (say, added

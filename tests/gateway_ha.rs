@@ -6,7 +6,9 @@
 //! (issue 9 (c)); the serving node's external link cut (the controller
 //! then records the node that serves), then with the controller stopped
 //! the serving node's underlay cut three times: twice while the API
-//! server's packets are dropped (requests hang), once with it stopped. Runs
+//! server's packets are dropped (requests hang), once with it stopped;
+//! then the API server and the controller come back and record the node
+//! that serves. Runs
 //! in a sandbox (private user, mount and network namespaces).
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -171,17 +173,7 @@ fn snat_fails_over_in_under_a_second_without_the_api() {
     // that awaited its report would still hang in run 1's when run 2
     // needs a failover; the third with it stopped.
     lab.cluster_mut().stop_controller();
-    let api_port = lab
-        .cluster()
-        .api_url()
-        .and_then(|u| {
-            u.rsplit(':')
-                .next()?
-                .trim_end_matches('/')
-                .parse::<u16>()
-                .ok()
-        })
-        .expect("the API server's port");
+    let api_port = lab.cluster().api_port().expect("the API server's port");
     let nft = |args: &str| {
         let ok = Command::new("nft")
             .args(args.split_whitespace())
@@ -202,7 +194,42 @@ fn snat_fails_over_in_under_a_second_without_the_api() {
     }
     nft("delete table inet kdvr_blackhole");
     lab.cluster_mut().stop_api();
-    gaps.push(cut_link(&lab, index, 3, "eth0").2);
+    let (_, serving, gap) = cut_link(&lab, index, 3, "eth0");
+    gaps.push(gap);
+
+    // The API server and the controller come back: the controller records
+    // the node that serves (the agents' reports) as activeNode and first
+    // candidate, and nothing moves.
+    lab.cluster_mut()
+        .start_api()
+        .expect("the API server serves again");
+    lab.cluster_mut().start_controller();
+    let t0 = Instant::now();
+    loop {
+        let st = lab
+            .cluster()
+            .snapshot()
+            .ok()
+            .and_then(|s| s.snat_gateways[0].status.clone())
+            .unwrap_or_default();
+        let first = st.candidates.first().map(|c| c.node.as_str());
+        if st.active_node.as_deref() == Some(serving) && first == Some(serving) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "API back: activeNode {:?}, candidates {:?}, serving {serving}",
+            st.active_node,
+            st.candidates
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("API back: activeNode {serving} after {:?}", t0.elapsed());
+    assert_eq!(
+        attached(&lab, index),
+        [serving],
+        "nothing moved when the API came back"
+    );
     gaps.sort();
     eprintln!("gaps (ms): {gaps:?}, median {}", gaps[gaps.len() / 2]);
     lab.down();

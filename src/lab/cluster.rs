@@ -78,6 +78,9 @@ enum Server {
 pub struct LabCluster {
     pub rt: tokio::runtime::Runtime,
     server: Option<Server>,
+    /// The API server stopped serving (the stand-in keeps its objects, as
+    /// etcd would, and can serve them again: [`LabCluster::start_api`]).
+    api_stopped: bool,
     /// Admin: what the lab itself (kubelet's, Multus' and the user's part)
     /// uses.
     pub client: Client,
@@ -144,6 +147,7 @@ impl LabCluster {
         let mut c = LabCluster {
             rt,
             server: Some(server),
+            api_stopped: false,
             client,
             controller_kubeconfig: kubeconfig.clone(),
             agent_kubeconfigs: BTreeMap::new(),
@@ -281,9 +285,7 @@ impl LabCluster {
     /// Start component `c` as a process of its own (nothing when it runs).
     pub fn start_component(&mut self, c: &Component) -> Result<(), ClusterError> {
         if c == &Component::Api {
-            return Err(ClusterError::Other(
-                "the API server cannot be started again: its state is gone with it".into(),
-            ));
+            return self.start_api();
         }
         if procs::read(&self.paths, c).is_ok_and(|r| procs::alive(r.pid)) {
             return Ok(());
@@ -368,22 +370,54 @@ impl LabCluster {
         self.kill_component(&Component::Agent(node.into()))
     }
 
-    /// Stop the API server (the stand-in; a real one is stopped and its
-    /// directory removed). Components keep running on what they cached.
+    /// Stop the API server. The stand-in stops serving but keeps its
+    /// objects (as a kube-apiserver whose etcd keeps the data), so
+    /// [`LabCluster::start_api`] can bring it back; a real kube-apiserver
+    /// is stopped with its etcd and its directory removed. Components keep
+    /// running on what they cached.
     pub fn stop_api(&mut self) {
-        match self.server.take() {
-            Some(Server::StandIn(s)) => self.rt.block_on(s.shutdown()),
-            Some(Server::Real(s)) => drop(s),
+        if self.api_stopped {
+            return;
+        }
+        self.api_stopped = true;
+        match &mut self.server {
+            Some(Server::StandIn(s)) => self.rt.block_on(s.stop_serving()),
+            Some(Server::Real(_)) => drop(self.server.take()),
             None => {}
         }
     }
 
-    /// The API server's URL (`None` once stopped).
-    pub fn api_url(&self) -> Option<String> {
-        match self.server.as_ref()? {
-            Server::StandIn(s) => Some(s.url()),
-            Server::Real(s) => Some(s.url.clone()),
+    /// Serve the stand-in's objects again after [`LabCluster::stop_api`], on
+    /// the same address: the components' clients reconnect and resume their
+    /// watches. A real kube-apiserver's state went with it: an error.
+    pub fn start_api(&mut self) -> Result<(), ClusterError> {
+        if !self.api_stopped {
+            return Ok(());
         }
+        match &mut self.server {
+            Some(Server::StandIn(s)) => {
+                self.rt
+                    .block_on(s.serve_again())
+                    .map_err(|e| ClusterError::Other(format!("serving the stand-in again: {e}")))?;
+                self.api_stopped = false;
+                Ok(())
+            }
+            _ => Err(ClusterError::Other(
+                "kube-apiserver cannot be started again: it was stopped with its etcd".into(),
+            )),
+        }
+    }
+
+    /// The API server's port while it serves.
+    pub fn api_port(&self) -> Option<u16> {
+        if self.api_stopped {
+            return None;
+        }
+        let url = match self.server.as_ref()? {
+            Server::StandIn(s) => s.url(),
+            Server::Real(s) => s.url.clone(),
+        };
+        url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
     }
 
     fn telemetry(&self, c: &Component) -> Option<procs::Telemetry> {

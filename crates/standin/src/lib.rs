@@ -121,6 +121,7 @@ impl Default for Options {
 pub struct StandIn {
     addr: SocketAddr,
     store: Arc<store::Store>,
+    bookmark_interval: Duration,
     stop: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -140,21 +141,39 @@ impl StandIn {
             .local_addr()
             .map_err(|source| Error::Bind { port, source })?;
         let store = Arc::new(store::Store::new(options.event_log_capacity));
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let ctx = Arc::new(http::Ctx {
-            store: store.clone(),
-            addr: addr.to_string(),
-            bookmark_interval: options.bookmark_interval,
-            shutdown: stop_rx.clone(),
-        });
-        let task = tokio::spawn(serve(listener, ctx, stop_rx));
+        let (stop, task) = spawn_server(listener, &store, addr, options.bookmark_interval);
         tracing::info!(%addr, "kube-standin serving (in-memory stand-in, not for production)");
         Ok(StandIn {
             addr,
             store,
+            bookmark_interval: options.bookmark_interval,
             stop,
             task,
         })
+    }
+
+    /// Stop serving, keeping every object: connections (watches included)
+    /// are closed and the port released, as when a kube-apiserver stops
+    /// while etcd keeps the data. [`StandIn::serve_again`] resumes.
+    pub async fn stop_serving(&mut self) {
+        let _ = self.stop.send(true);
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = task.await;
+    }
+
+    /// Serve the same objects again on the same address after
+    /// [`StandIn::stop_serving`] (resourceVersions go on where they were,
+    /// so clients resume their watches).
+    pub async fn serve_again(&mut self) -> Result<(), Error> {
+        let port = self.addr.port();
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .map_err(|source| Error::Bind { port, source })?;
+        let (stop, task) = spawn_server(listener, &self.store, self.addr, self.bookmark_interval);
+        self.stop = stop;
+        self.task = task;
+        tracing::info!(addr = %self.addr, "kube-standin serving again");
+        Ok(())
     }
 
     /// `http://127.0.0.1:PORT`
@@ -258,6 +277,23 @@ impl StandIn {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
+}
+
+/// Serve `store` on `listener` in a task; the sender stops it.
+fn spawn_server(
+    listener: TcpListener,
+    store: &Arc<store::Store>,
+    addr: SocketAddr,
+    bookmark_interval: Duration,
+) -> (tokio::sync::watch::Sender<bool>, JoinHandle<()>) {
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let ctx = Arc::new(http::Ctx {
+        store: store.clone(),
+        addr: addr.to_string(),
+        bookmark_interval,
+        shutdown: stop_rx.clone(),
+    });
+    (stop, tokio::spawn(serve(listener, ctx, stop_rx)))
 }
 
 async fn serve(
