@@ -501,6 +501,14 @@ impl Probes {
                 p.state = next;
                 changed = true;
             }
+            if !p.claims.is_empty() && !p.fresh(now) {
+                // A returning node in hold-down that claimed once and fell
+                // silent again (its session never went up, so no
+                // transition clears them): its claims age out here, and
+                // the decision is made again.
+                p.claims.clear();
+                changed = true;
+            }
             p.seq = p.seq.wrapping_add(1);
             sends.push((*vtep, p.seq));
         }
@@ -838,14 +846,40 @@ mod tests {
         let st = p.state.lock().unwrap();
         let peer = &st.peers[&v];
         assert_eq!(peer.state, Session::Down);
-        // The last reply is still within FRESH of the tick that took the
-        // session down; its claim must not count any more.
-        assert!(peer.fresh(now + FRESH - Duration::from_millis(1)));
+        // The ticks ran at once: the last reply is still fresh, yet its
+        // claim must not count any more.
+        assert!(peer.fresh(Instant::now()));
         assert!(
             peer.claims.is_empty(),
             "claims of a down session: {:?}",
             peer.claims
         );
+    }
+
+    #[test]
+    fn the_claims_of_a_peer_in_hold_down_age_out_and_wake_a_decision() {
+        let (p, _rx) = Probes::new();
+        let v: Ipv4Addr = "198.18.0.2".parse().unwrap();
+        p.set_peers(&BTreeSet::from([v]));
+        let claim = |heard: Instant| {
+            let mut st = p.state.lock().unwrap();
+            let peer = st.peers.get_mut(&v).unwrap();
+            peer.state = Session::Down;
+            peer.claims = BTreeSet::from([7]);
+            peer.heard = Some(heard);
+        };
+        // Heard just now: the claim stands (it is waited for).
+        claim(Instant::now());
+        p.tick();
+        assert_eq!(
+            p.state.lock().unwrap().peers[&v].claims,
+            BTreeSet::from([7])
+        );
+        // Silent for longer than FRESH, still Down: the claim goes.
+        claim(Instant::now() - FRESH - Duration::from_millis(1));
+        let (_, changed) = p.tick();
+        assert!(p.state.lock().unwrap().peers[&v].claims.is_empty());
+        assert!(changed, "a decision must be made again");
     }
 
     #[test]
