@@ -10,9 +10,13 @@
 //! `/healthz` reflects progress, not mere existence: with a watchdog
 //! ([`Telemetry::watch_progress`]) it answers 503 once a reconcile pass has
 //! been running longer than the bound (a stuck kernel call, a hung API
-//! request) or work has been pending that long without a pass finishing, so
-//! kubelet's liveness probe restarts a wedged component. It recovers by
-//! itself when the pass ends.
+//! request of the controller's pass) or work has been pending that long
+//! without a pass finishing, so kubelet's liveness probe restarts a wedged
+//! component. It recovers by itself when the pass ends. It also answers
+//! 503 for good once an in-process libnftables call never returned
+//! (`dataplane::nft::exec::wedged`): only a new process frees the library.
+//! (The agent's own API writes — its Node report, its heartbeat — are
+//! tasks of their own that retry; they never hold a pass.)
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -183,7 +187,7 @@ impl Telemetry {
     /// What `/healthz` answers: alive, and no pass or pending work older
     /// than the watchdog's bound.
     pub fn is_healthy(&self) -> bool {
-        if !self.healthy.load(Ordering::Relaxed) {
+        if !self.healthy.load(Ordering::Relaxed) || crate::dataplane::nft::exec::wedged() {
             return false;
         }
         let p = self.progress.lock().unwrap();

@@ -235,7 +235,9 @@ fn the_change_path_runs_no_program() {
         .unwrap()
         .elements
         .insert("203.0.113.77".into(), None);
-    let r = reconcile_ok(&mut e, &desired);
+    // The change path (what user changes take), not a full pass.
+    let r = e.reconcile_changes(&desired).expect("reconcile_changes");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.writes.get("nft"), 1, "{:?}", r.writes);
     let root = Path::new("/proc/self/ns/net");
     fence::Fence::open(root)
@@ -257,4 +259,43 @@ fn the_change_path_runs_no_program() {
         &["nft", "list", "table", "ip", "kube_dvr"],
     );
     assert!(t.contains("203.0.113.77"), "{t}");
+}
+
+#[test]
+fn a_library_call_that_never_returns_wedges_the_library_for_good() {
+    if !sandbox::enter("libnft::a_library_call_that_never_returns_wedges_the_library_for_good") {
+        return;
+    }
+    if !exec::library_available() {
+        eprintln!("no libnftables here: skipped");
+        return;
+    }
+    let t = kube_dvr::telemetry::Telemetry::new();
+    assert!(t.is_healthy());
+    kube_dvr::dataplane::command::set_timeout(std::time::Duration::from_millis(300));
+    // A call that hangs inside the library holds its lock: so does this.
+    let held = exec::hold_library_lock();
+    let r = exec::run_command_with(Backend::Library, "list tables", false);
+    assert!(
+        r.as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut),
+        "{:?}",
+        r.map(|o| o.status)
+    );
+    assert!(exec::wedged());
+    assert!(
+        !t.is_healthy(),
+        "/healthz must fail: only a restart frees the library"
+    );
+    // Later calls still work, through the nft process, although the lock
+    // is still held.
+    let out = exec::run_command_with(Backend::Library, "list tables", false).unwrap();
+    assert!(
+        out.ok && out.status.contains("exit"),
+        "{}: {}",
+        out.status,
+        out.stderr
+    );
+    drop(held);
+    assert!(exec::wedged(), "for good");
 }

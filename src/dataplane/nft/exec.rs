@@ -102,7 +102,7 @@ pub fn run_batch(script: &str) -> io::Result<Output> {
 /// [`run_batch`] with a given backend. The process reads the script from
 /// its standard input (`nft -f -`).
 pub fn run_batch_with(b: Backend, script: &str) -> io::Result<Output> {
-    match b {
+    match if wedged() { Backend::Process } else { b } {
         Backend::Library => run_library(Input::File(script), false),
         Backend::Process => process(Command::new("nft").args(["-f", "-"]), Some(script)),
     }
@@ -118,7 +118,7 @@ pub fn run_command(cmd: &str, json: bool) -> io::Result<Output> {
 /// its argument: `nft -j -f -` prints nothing (1.0.6 reads standard input
 /// for its JSON parser first).
 pub fn run_command_with(b: Backend, cmd: &str, json: bool) -> io::Result<Output> {
-    match b {
+    match if wedged() { Backend::Process } else { b } {
         Backend::Library => run_library(Input::Buffer(cmd), json),
         Backend::Process => {
             let mut c = Command::new("nft");
@@ -170,6 +170,25 @@ struct Lib {
 
 /// Held by every library call (see the module docs).
 static LIB: Mutex<()> = Mutex::new(());
+
+/// Set when a library call outlived its bound: it still holds [`LIB`], so
+/// the library is unusable for the rest of the process.
+static WEDGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a libnftables call never returned ([`WEDGED`]). From then on
+/// every call goes through the `nft` process (killable, bounded), and the
+/// component's `/healthz` fails (`crate::telemetry`), so kubelet restarts
+/// it into a process whose library is free again.
+pub fn wedged() -> bool {
+    WEDGED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Take the library's lock, as a call that hangs inside it does: for the
+/// test that a hung call wedges the library (`tests/dataplane/libnft.rs`).
+#[doc(hidden)]
+pub fn hold_library_lock() -> std::sync::MutexGuard<'static, ()> {
+    LIB.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The library, loaded once (`Err`: why not).
 fn library() -> Result<&'static Lib, String> {
@@ -232,7 +251,7 @@ fn run_library(input: Input<'_>, json: bool) -> io::Result<Output> {
             (CString::new(name).map_err(nul)?, Some(f))
         }
     };
-    command::bounded("libnftables", move || {
+    let r = command::bounded("libnftables", move || {
         let _held = LIB.lock().unwrap_or_else(|p| p.into_inner());
         // libnftables exit()s when it cannot open this socket: try first.
         drop(netlink_sys::Socket::new(
@@ -246,8 +265,12 @@ fn run_library(input: Input<'_>, json: bool) -> io::Result<Output> {
             if ctx.is_null() {
                 return Err(io::Error::other("nft_ctx_new failed"));
             }
-            let _ = (lib.buffer_output)(ctx);
-            let _ = (lib.buffer_error)(ctx);
+            // Unbuffered, the library would print to the agent's own
+            // standard output and error.
+            if (lib.buffer_output)(ctx) != 0 || (lib.buffer_error)(ctx) != 0 {
+                (lib.ctx_free)(ctx);
+                return Err(io::Error::other("nft_ctx_buffer_output/error failed"));
+            }
             if json {
                 (lib.output_set_flags)(ctx, NFT_CTX_OUTPUT_JSON);
             }
@@ -272,5 +295,13 @@ fn run_library(input: Input<'_>, json: bool) -> io::Result<Output> {
         // The in-memory file lives until the library has read it.
         drop(file);
         Ok(out)
-    })?
+    });
+    if r.as_ref()
+        .is_err_and(|e| e.kind() == io::ErrorKind::TimedOut)
+        && !wedged()
+    {
+        WEDGED.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!("a libnftables call never returned: nftables through the nft process from now on, /healthz fails until a restart");
+    }
+    r?
 }
