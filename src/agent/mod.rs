@@ -168,6 +168,8 @@ pub enum Error {
     WatchEnded,
     #[error("own Node is not in the watch cache")]
     NodeNotCached,
+    #[error("a Node report is still in flight (the API server does not answer)")]
+    ReportInFlight,
     #[error("cleanup: {failed} operations failed, first: {first}")]
     Cleanup { failed: usize, first: String },
     #[error("binding the CNI socket {path}: {source}")]
@@ -189,6 +191,7 @@ impl Error {
             Error::NetnsDir { .. } => "netns_dir",
             Error::WatchEnded => "watch_ended",
             Error::NodeNotCached => "node_not_cached",
+            Error::ReportInFlight => "report_in_flight",
             Error::Cleanup { .. } => "cleanup",
             Error::CniSocket { .. } => "cni_socket",
             Error::Task(_) => "task",
@@ -222,6 +225,8 @@ pub async fn run(
         return Ok(());
     };
     let (published, view) = tokio::sync::watch::channel(None);
+    // What the report task writes ([`report::write_reports`]).
+    let (wanted, wanted_rx) = tokio::sync::watch::channel(None);
     let mut agent = pass::Agent {
         published,
         facts: report::Annotations::from([
@@ -235,7 +240,7 @@ pub async fn run(
             node_api.clone(),
             &opts.node,
         ))),
-        wanted: tokio::sync::watch::channel(None).0,
+        wanted,
         telemetry: telemetry.clone(),
         opts,
         vtep,
@@ -306,35 +311,19 @@ pub async fn run(
             }
         });
     }
-    {
-        let (wanted, rx) = tokio::sync::watch::channel(None);
-        agent.wanted = wanted;
-        let t = telemetry.clone();
-        tasks.spawn(report::write_reports(
-            agent.reporter.clone(),
-            rx,
-            move || {
-                t.inc(
-                    pass::M_API_WRITES,
-                    pass::M_API_WRITES_HELP,
-                    &[("kind", "Node")],
-                    1,
-                )
-            },
-        ));
-    }
+    let t = telemetry.clone();
+    tasks.spawn(report::write_reports(
+        agent.reporter.clone(),
+        wanted_rx,
+        move || pass::count_api_write(&t, "Node"),
+    ));
     let hb_telemetry = telemetry.clone();
     tasks.spawn(async move {
         loop {
             let wait = match heartbeat.beat().await {
                 Ok((wait, wrote)) => {
                     if wrote {
-                        hb_telemetry.inc(
-                            pass::M_API_WRITES,
-                            pass::M_API_WRITES_HELP,
-                            &[("kind", "Lease")],
-                            1,
-                        );
+                        pass::count_api_write(&hb_telemetry, "Lease");
                     }
                     wait
                 }

@@ -33,6 +33,11 @@ pub(super) const M_ERRORS_HELP: &str = "Agent passes that ended with errors.";
 pub(super) const M_API_WRITES: &str = "kube_dvr_api_writes_total";
 pub(super) const M_API_WRITES_HELP: &str = "API writes made by the agent, by kind.";
 
+/// Count one API write of `kind` (`kube_dvr_api_writes_total`).
+pub(super) fn count_api_write(telemetry: &Telemetry, kind: &str) {
+    telemetry.inc(M_API_WRITES, M_API_WRITES_HELP, &[("kind", kind)], 1);
+}
+
 pub(super) struct Agent {
     pub(super) opts: AgentOptions,
     pub(super) vtep: Ipv4Addr,
@@ -83,8 +88,7 @@ pub(super) const M_FAILOVERS_HELP: &str =
 
 impl Agent {
     pub(super) fn api_write(&self, kind: &str) {
-        self.telemetry
-            .inc(M_API_WRITES, M_API_WRITES_HELP, &[("kind", kind)], 1);
+        count_api_write(&self.telemetry, kind);
     }
 
     pub(super) fn backoff(&self) -> Duration {
@@ -464,16 +468,26 @@ impl Agent {
         self.set_programmed(&ClusterView::default());
         // Nothing served: the fence closes and goes.
         self.probes.set_serving(true, Default::default());
-        if let Err(e) = crate::dataplane::fence::remove_table(&self.opts.engine.root_netns) {
+        let root = self.opts.engine.root_netns.clone();
+        let removed =
+            tokio::task::spawn_blocking(move || crate::dataplane::fence::remove_table(&root))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))?;
+        if let Err(e) = removed {
             tracing::warn!(error = %e, "removing the gateway fence table");
         }
         let Some(node) = self.own_node(caches) else {
             return Ok((engine, Err(Error::NodeNotCached)));
         };
         // No pass report may land after this one: stop the report task's
-        // retries and wait for a write in flight.
+        // retries and wait for a write in flight (bounded: with a hung API
+        // server this uninstall pass fails and is retried).
         self.wanted.send_replace(None);
-        let mut reporter = self.reporter.lock().await;
+        let Ok(mut reporter) =
+            tokio::time::timeout(Duration::from_secs(5), self.reporter.lock()).await
+        else {
+            return Ok((engine, Err(Error::ReportInFlight)));
+        };
         let want = report::Annotations::from([
             (cluster::CLEANED_ANNOTATION, Some("true".to_string())),
             (cluster::PROGRAMMED_ANNOTATION, None),

@@ -216,6 +216,87 @@ impl Heartbeat {
 mod tests {
     use super::*;
 
+    type Mock = tower_test::mock::Handle<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >;
+
+    /// The next request's `programmed` annotation, and its responder.
+    async fn next(
+        h: &mut Mock,
+    ) -> (
+        serde_json::Value,
+        tower_test::mock::SendResponse<http::Response<kube::client::Body>>,
+    ) {
+        use http_body_util::BodyExt;
+        let (req, send) = tokio::time::timeout(Duration::from_secs(5), h.next_request())
+            .await
+            .expect("a request")
+            .expect("client alive");
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        (
+            v["metadata"]["annotations"][cluster::PROGRAMMED_ANNOTATION].clone(),
+            send,
+        )
+    }
+
+    /// The report task against a mock API server: a failed write is not
+    /// retried once a newer report is wanted (latest wins), each write
+    /// counted once, and `None` stops it.
+    #[tokio::test]
+    async fn the_report_task_writes_the_latest_report_and_stops_on_none() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (svc, mut h) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let api: Api<Node> = Api::all(kube::Client::new(svc, "default"));
+        let reporter = std::sync::Arc::new(tokio::sync::Mutex::new(NodeReporter::new(api, "n1")));
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let wrote = std::sync::Arc::new(AtomicUsize::new(0));
+        let w = wrote.clone();
+        let task = tokio::spawn(write_reports(reporter, rx, move || {
+            w.fetch_add(1, Ordering::Relaxed);
+        }));
+        let node: std::sync::Arc<Node> = std::sync::Arc::new(
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "n1"}})).unwrap(),
+        );
+        let want =
+            |d: &str| Annotations::from([(cluster::PROGRAMMED_ANNOTATION, Some(d.to_string()))]);
+        tx.send_replace(Some((node.clone(), want("a"))));
+        let (seen, send) = next(&mut h).await;
+        assert_eq!(seen, "a");
+        tx.send_replace(Some((node.clone(), want("b"))));
+        send.send_response(
+            http::Response::builder()
+                .status(500)
+                .body(kube::client::Body::from(b"{}".to_vec()))
+                .unwrap(),
+        );
+        let (seen, send) = next(&mut h).await;
+        assert_eq!(seen, "b", "the newer report, not a retry of the failed one");
+        send.send_response(
+            http::Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(kube::client::Body::from(
+                    serde_json::to_vec(&*node).unwrap(),
+                ))
+                .unwrap(),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(wrote.load(Ordering::Relaxed), 1);
+        tx.send_replace(None);
+        let quiet = tokio::time::timeout(Duration::from_millis(300), h.next_request()).await;
+        assert!(quiet.is_err(), "nothing written after None");
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the task ends when the passes are gone")
+            .unwrap();
+    }
+
     #[test]
     fn changes_are_only_what_differs() {
         let node: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "n",
