@@ -627,6 +627,13 @@ fn enter() -> Vec<String> {
     std::process::exit(if status.success() { 0 } else { 1 });
 }
 
+/// Whether this process runs in the initial user namespace (its uid map is
+/// the identity over the whole range), where nft may raise its buffers.
+fn initial_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+}
+
 fn main() {
     let args = enter();
     let reps: u32 = std::env::var("BENCH_REPS")
@@ -636,7 +643,13 @@ fn main() {
     let fips: u32 = std::env::var("BENCH_FIPS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(10_000);
+        // In a user namespace (not root) nft cannot send a 10,000-element
+        // batch (see `enter`): 1,000 there.
+        .unwrap_or(if initial_user_namespace() {
+            10_000
+        } else {
+            1_000
+        });
     let which = args.first().map(String::as_str).unwrap_or("all");
     let mut scale = Scale::default();
     if matches!(which, "all" | "east-west") {
