@@ -139,6 +139,9 @@ fn run_once(lab: &mut Lab, index: u32, fault: Fault) -> Run {
         Fault::Agent => lab.cluster_mut().kill_agent(cut),
     }
     let p = pinger.join().unwrap();
+    if p.longest * 10 > 500 {
+        diagnose(lab, fault, cut);
+    }
     let tcp = conn
         .as_mut()
         .is_some_and(|c| echoes(c, "after", Duration::from_secs(3)));
@@ -179,6 +182,29 @@ fn run_once(lab: &mut Lab, index: u32, fault: Fault) -> Run {
         tcp,
         moved,
     }
+}
+
+/// After a run with a long gap, while the fault holds: each node's fence
+/// set and gateway port, the external switch's FDB and the external
+/// host's neighbours (stderr), for the analysis the run's logs cannot give.
+fn diagnose(lab: &Lab, fault: Fault, cut: &str) {
+    eprintln!("== long gap: {fault:?} on {cut}");
+    for n in NODES {
+        let ns = lab.paths.node(n);
+        eprintln!(
+            "{n}: fence {}\n{n}: ports {}",
+            sh_in(&ns, "nft list set bridge kube_dvr_fence alive").replace('\n', " "),
+            sh_in(&ns, "ip -br link show type veth").replace('\n', " | "),
+        );
+    }
+    eprintln!(
+        "switch fdb: {}",
+        sh_in(&lab.paths.switch(), "bridge fdb show br x0").replace('\n', " | ")
+    );
+    eprintln!(
+        "ext-host neigh: {}",
+        sh_in(&lab.paths.host("ext-host"), "ip neigh").replace('\n', " | ")
+    );
 }
 
 /// Nearest-rank percentile.
