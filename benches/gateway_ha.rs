@@ -140,7 +140,7 @@ fn run_once(lab: &mut Lab, index: u32, fault: Fault) -> Run {
     }
     let p = pinger.join().unwrap();
     if p.longest * 10 > 500 {
-        diagnose(lab, fault, cut);
+        diagnose(lab, index, fault, cut);
     }
     let tcp = conn
         .as_mut()
@@ -184,17 +184,83 @@ fn run_once(lab: &mut Lab, index: u32, fault: Fault) -> Run {
     }
 }
 
+/// Packets received and sent per interface in namespace `ns`.
+fn counters(ns: &std::path::Path) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args(["ip", "-s", "-j", "link"])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            let s = &l["stats64"];
+            Some((
+                l["ifname"].as_str()?.to_string(),
+                (s["rx"]["packets"].as_u64()?, s["tx"]["packets"].as_u64()?),
+            ))
+        })
+        .collect()
+}
+
 /// After a run with a long gap, while the fault holds: each node's fence
-/// set and gateway port, the external switch's FDB and the external
-/// host's neighbours (stderr), for the analysis the run's logs cannot give.
-fn diagnose(lab: &Lab, fault: Fault, cut: &str) {
+/// set and remote FDB entries, the external switch's FDB, the external
+/// host's neighbours, and which interfaces of each node (root, qrouter-,
+/// snat-) move packets over 300 ms (stderr): for the analysis the run's
+/// logs cannot give.
+fn diagnose(lab: &Lab, index: u32, fault: Fault, cut: &str) {
+    use kube_dvr::plan::names;
     eprintln!("== long gap: {fault:?} on {cut}");
+    let spaces: Vec<(String, PathBuf)> = NODES
+        .iter()
+        .flat_map(|n| {
+            let dir = lab.paths.node_netns_dir(n);
+            [
+                (n.to_string(), lab.paths.node(n)),
+                (format!("{n}/qrouter"), dir.join(names::qrouter_ns(index))),
+                (format!("{n}/snat"), dir.join(names::snat_ns(index))),
+            ]
+        })
+        .collect();
+    // Traffic while counting: a-db's ping again (50 probes).
+    let pinger = ping(lab, 50);
+    std::thread::sleep(Duration::from_millis(50));
+    let before: Vec<_> = spaces.iter().map(|(_, p)| counters(p)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for ((name, p), b) in spaces.iter().zip(before) {
+        let moved: Vec<String> = counters(p)
+            .into_iter()
+            .filter_map(|(i, (rx, tx))| {
+                let (r0, t0) = b.get(&i).copied().unwrap_or((rx, tx));
+                (rx > r0 || tx > t0).then(|| format!("{i} rx+{} tx+{}", rx - r0, tx - t0))
+            })
+            .collect();
+        eprintln!("{name}: moving {moved:?}");
+    }
+    let p = pinger.join().unwrap();
+    eprintln!("ping during the diagnosis: {}/{} lost", p.lost, p.sent);
+    for n in NODES {
+        let snat = lab.paths.node_netns_dir(n).join(names::snat_ns(index));
+        let ct: Vec<String> = sh_in(&snat, "conntrack -L")
+            .lines()
+            .filter(|l| l.contains("10.10.2.10"))
+            .map(str::to_string)
+            .collect();
+        eprintln!("{n}/snat conntrack (a-db): {ct:?}");
+    }
     for n in NODES {
         let ns = lab.paths.node(n);
+        let fdb: Vec<String> = sh_in(&ns, "bridge fdb show")
+            .lines()
+            .filter(|l| l.contains(" dst "))
+            .map(str::to_string)
+            .collect();
         eprintln!(
-            "{n}: fence {}\n{n}: ports {}",
+            "{n}: fence {}\n{n}: remote fdb {fdb:?}",
             sh_in(&ns, "nft list set bridge kube_dvr_fence alive").replace('\n', " "),
-            sh_in(&ns, "ip -br link show type veth").replace('\n', " | "),
         );
     }
     eprintln!(

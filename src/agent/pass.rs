@@ -292,6 +292,18 @@ impl Agent {
             upstreams.entry(u).or_default().insert(r.index);
         }
         self.probes.set_upstreams(upstreams);
+        // The gateways' subnet ports, fenced with their external ones.
+        let subnet_ports = gateway::relevant(view, me)
+            .filter_map(|s| {
+                let r = view.routers.iter().find(|r| r.key == s.router)?;
+                let ports = (r.subnets.iter())
+                    .filter(|sub| s.ports.iter().any(|p| p.subnet == sub.name))
+                    .map(|sub| crate::plan::names::sg_bridge(sub.vni))
+                    .collect();
+                Some((r.index, ports))
+            })
+            .collect();
+        self.probes.set_subnet_ports(subnet_ports);
         let decisions = {
             let st = self.probes.state.lock().unwrap();
             if !st.running {

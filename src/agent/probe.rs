@@ -241,6 +241,12 @@ pub struct State {
     /// ago and a peer may serve it now. This node does not keep it and
     /// takes it only after the hold-down, like a node coming back.
     pub fenced_at_start: BTreeSet<u32>,
+    /// Each router index's subnet ports (`sgb-`), renewed with its external
+    /// one ([`Probes::set_subnet_ports`]).
+    pub subnet_ports: BTreeMap<u32, Vec<String>>,
+    /// Every port whose lease still ran when the task started, renewed
+    /// until the first pass says what this node serves.
+    pub inherited: Vec<String>,
 }
 
 impl State {
@@ -298,6 +304,8 @@ impl Probes {
                 upstreams: BTreeMap::new(),
                 arming: BTreeSet::new(),
                 fenced_at_start: BTreeSet::new(),
+                subnet_ports: BTreeMap::new(),
+                inherited: Vec::new(),
             })),
             wake,
             fence: Arc::new(Mutex::new(None)),
@@ -340,8 +348,15 @@ impl Probes {
             st.ready = ready;
             st.claims = claims;
             st.arming.clear();
+            st.inherited.clear();
         }
         self.renew_fence();
+    }
+
+    /// The subnet ports (`sgb-`) of each router index's gateway, fenced
+    /// and renewed like its external port.
+    pub fn set_subnet_ports(&self, ports: BTreeMap<u32, Vec<String>>) {
+        self.state.lock().unwrap().subnet_ports = ports;
     }
 
     /// Open the fence for these gateways too, now: the kernel is about to
@@ -366,7 +381,11 @@ impl Probes {
             let st = self.state.lock().unwrap();
             st.claims
                 .union(&st.arming)
-                .map(|i| crate::plan::names::qg_bridge(*i))
+                .flat_map(|i| {
+                    let subnets = st.subnet_ports.get(i).into_iter().flatten().cloned();
+                    std::iter::once(crate::plan::names::qg_bridge(*i)).chain(subnets)
+                })
+                .chain(st.inherited.iter().cloned())
                 .collect()
         };
         let mut fence = self.fence.lock().unwrap();
@@ -411,6 +430,7 @@ impl Probes {
             Ok(f) => {
                 // Keep serving what the predecessor served until the
                 // agent's first pass says otherwise.
+                let inherited = crate::dataplane::fence::live_ports(netns).unwrap_or_default();
                 let leased = leased_gateways(netns);
                 let fenced = attached_gateways(netns)
                     .difference(&leased)
@@ -419,6 +439,7 @@ impl Probes {
                 let mut st = self.state.lock().unwrap();
                 st.arming.extend(leased);
                 st.fenced_at_start = fenced;
+                st.inherited = inherited;
                 drop(st);
                 *self.fence.lock().unwrap() = Some(f);
                 self.renew_fence();

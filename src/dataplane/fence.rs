@@ -11,7 +11,9 @@
 //!
 //! So the root namespace has a bridge-family table [`TABLE`] whose forward
 //! chain drops every frame to or from a `qgb-` port (the root side of a
-//! gateway's external port, on the external bridge) that is not in the set
+//! gateway's external port, on the external bridge) or an `sgb-` port (its
+//! subnet ports, on the subnet bridges: [`ensure_subnet_rules`]) that is
+//! not in the set
 //! [`SET`]; the set's elements carry a timeout ([`LEASE`], shorter than the
 //! peers' detection), and the agent re-adds the ports of the gateways it
 //! serves every probe interval, in one netlink transaction (flush and add:
@@ -86,6 +88,9 @@ pub struct Fence {
     seq: u32,
     /// The table is known to exist.
     made: bool,
+    /// Its rules for the gateways' subnet ports (`sgb-`) are known to
+    /// exist ([`ensure_subnet_rules`]).
+    subnets: bool,
     netns: std::path::PathBuf,
 }
 
@@ -101,6 +106,7 @@ impl Fence {
             buf: Vec::new(),
             seq: 1,
             made: false,
+            subnets: false,
             netns: netns.to_path_buf(),
         })
     }
@@ -197,11 +203,57 @@ impl Fence {
                 // The table went (cleanup, someone's flush): make it again
                 // on the next renewal.
                 self.made = false;
+                self.subnets = false;
             }
             return Err(io::Error::from_raw_os_error(code));
         }
+        // Subnet ports are fenced from the first renewal that names one
+        // (after it: the set already holds them, nothing serving drops).
+        if !self.subnets && ports.iter().any(|p| p.starts_with(SUBNET_PORT_PREFIX)) {
+            ensure_subnet_rules(&self.netns)?;
+            self.subnets = true;
+        }
         Ok(())
     }
+}
+
+/// The root side of a gateway's subnet ports (`sgb-<vni>` on the subnet
+/// bridges).
+pub const SUBNET_PORT_PREFIX: &str = "sgb-";
+
+/// The rules that fence the gateways' subnet ports like their external
+/// ones: a dead agent's gateway also falls silent towards the subnets. A
+/// frame its `sg-` still sends (an ARP, a reply) would otherwise be
+/// flooded over VXLAN and teach the serving node's subnet bridge that the
+/// gateway's MAC lives behind the tunnel: the serving node would then drop
+/// its own SNAT traffic (`benches/gateway_ha.rs` (c) lost egress ~1 s
+/// after a clean failover that way). Added to an existing table as well
+/// (a table made by an older agent has only the `qgb-` rules).
+pub fn ensure_subnet_rules(netns: &Path) -> io::Result<()> {
+    netns::run_in(netns, || -> io::Result<()> {
+        let out = exec::run_command(&format!("list chain bridge {TABLE} forward"), false)?;
+        if !out.ok {
+            return Err(io::Error::other(format!(
+                "nft: the fence chain: {}",
+                out.stderr
+            )));
+        }
+        if out.stdout.contains(SUBNET_PORT_PREFIX) {
+            return Ok(());
+        }
+        let script = format!(
+            "add rule bridge {TABLE} forward iifname \"{SUBNET_PORT_PREFIX}*\" iifname != @{SET} drop\n\
+             add rule bridge {TABLE} forward oifname \"{SUBNET_PORT_PREFIX}*\" oifname != @{SET} drop\n"
+        );
+        let out = exec::run_batch(&script)?;
+        if !out.ok {
+            return Err(io::Error::other(format!(
+                "nft: fencing the subnet ports: {}",
+                out.stderr
+            )));
+        }
+        Ok(())
+    })?
 }
 
 const ENOENT: i32 = 2;
