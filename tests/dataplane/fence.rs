@@ -19,20 +19,16 @@ fn answers() -> bool {
         .success()
 }
 
-#[test]
-fn a_gateway_port_passes_only_while_renewed() {
-    if !sandbox::enter("fence::a_gateway_port_passes_only_while_renewed") {
-        return;
-    }
-    // br-public with the gateway's port qgb-7 (peer in "gw") and the
-    // upstream's up0 (peer in "up").
+/// A bridge with the gateway's port `port` (peer in "gw") and the
+/// upstream's up0 (peer in "up").
+fn bridge_with(port: &str) {
     for ns in ["gw", "up"] {
         sh(&["ip", "netns", "add", ns]);
     }
     sh(&["ip", "link", "add", "br-public", "type", "bridge"]);
     sh(&["ip", "link", "set", "br-public", "up"]);
     for (port, peer, ns, addr) in [
-        ("qgb-7", "qg-7", "gw", "203.0.113.50/24"),
+        (port, "qg-7", "gw", "203.0.113.50/24"),
         ("up0", "eth0", "up", "203.0.113.1/24"),
     ] {
         sh(&[
@@ -43,6 +39,45 @@ fn a_gateway_port_passes_only_while_renewed() {
         in_ns(Some(ns), &["ip", "link", "set", peer, "up"]);
         in_ns(Some(ns), &["ip", "link", "set", "lo", "up"]);
     }
+}
+
+/// A gateway's subnet port (`sgb-`) is fenced like its external one, from
+/// the first renewal that names one, also in a table an older agent made
+/// with the external rules only.
+#[test]
+fn a_gateway_subnet_port_is_fenced_too() {
+    if !sandbox::enter("fence::a_gateway_subnet_port_is_fenced_too") {
+        return;
+    }
+    bridge_with("sgb-9");
+    let root = Path::new("/proc/self/ns/net");
+    // An older agent's table: external rules only.
+    let out = kube_dvr::dataplane::nft::exec::run_batch(&fence::ruleset()).unwrap();
+    assert!(out.ok, "{}", out.stderr);
+    let mut f = Fence::open(root).unwrap();
+    f.renew(&["qgb-1".into()]).unwrap();
+    assert!(answers(), "no subnet port named yet: not fenced");
+    f.renew(&["qgb-1".into(), "sgb-9".into()]).unwrap();
+    let chain = sh(&["nft", "list", "chain", "bridge", fence::TABLE, "forward"]);
+    assert!(chain.contains("\"sgb-*\""), "{chain}");
+    assert!(answers(), "renewed: passes");
+    f.renew(&["qgb-1".into()]).unwrap();
+    assert!(!answers(), "no longer renewed: fenced");
+    // Only once.
+    f.renew(&["qgb-1".into(), "sgb-9".into()]).unwrap();
+    let chain = sh(&["nft", "list", "chain", "bridge", fence::TABLE, "forward"]);
+    assert_eq!(chain.matches("sgb-").count(), 2, "{chain}");
+    fence::remove_table(root).unwrap();
+}
+
+#[test]
+fn a_gateway_port_passes_only_while_renewed() {
+    if !sandbox::enter("fence::a_gateway_port_passes_only_while_renewed") {
+        return;
+    }
+    // br-public with the gateway's port qgb-7 (peer in "gw") and the
+    // upstream's up0 (peer in "up").
+    bridge_with("qgb-7");
     assert!(answers(), "no fence yet: the bridge forwards");
 
     let root = Path::new("/proc/self/ns/net");
