@@ -39,8 +39,11 @@
 //! - the controller's **memory**: the child's VmRSS after convergence;
 //! - a **profile of the pass's pure part** (`desired::compute`) on the
 //!   converged world, in this process: the resolver's input, `resolve`,
-//!   planning and digesting every node, the rest (status diffing), medians
-//!   of 3.
+//!   planning and digesting every node, every node's input key
+//!   ([`node_keys`]), and the whole of `compute` twice: with no digest
+//!   remembered (every node planned: what every pass cost before the
+//!   controller remembered them) and with every digest remembered (a pass
+//!   after a change that concerns no node), medians of 3.
 //!
 //! Heartbeats: before each measured change every Lease is renewed and the
 //! controller is let go quiet, so renewals do not fall inside the windows;
@@ -72,6 +75,7 @@ use kube_dvr::cluster::watch::{cache, Stores, Undecodable};
 use kube_dvr::cluster::{self, PROGRAMMED_ANNOTATION};
 use kube_dvr::controller::{self, desired, ControllerOptions};
 use kube_dvr::lab::procs::{free_addr, Telemetry as Remote};
+use kube_dvr::plan::inputs::node_keys;
 use kube_dvr::plan::resolve::resolve;
 use kube_dvr::plan::{names, plan_node};
 use kube_dvr::telemetry::Telemetry;
@@ -487,8 +491,9 @@ struct Figures {
     hwm_mb: f64,
     changes: Vec<Change>,
     /// Offline profile of `desired::compute` (ms): input, resolve, plan +
-    /// digest every node, whole compute.
-    profile: [f64; 4],
+    /// digest every node, every node's input key, whole compute (no
+    /// digest remembered), whole compute again (every digest remembered).
+    profile: [f64; 6],
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -511,7 +516,7 @@ fn cloned<K: Clone>(s: &[Arc<K>]) -> Vec<K> {
     s.iter().map(|o| (**o).clone()).collect()
 }
 
-fn profile(caches: &Caches, nodes: usize) -> [f64; 4] {
+fn profile(caches: &Caches, nodes: usize) -> [f64; 6] {
     let mut runs = Vec::new();
     for _ in 0..3 {
         let snap = caches.snapshot();
@@ -542,13 +547,26 @@ fn profile(caches: &Caches, nodes: usize) -> [f64; 4] {
             .collect();
         assert_eq!(digests.len(), nodes);
         let t3 = Instant::now();
-        let actions = desired::compute(&s);
+        std::hint::black_box(node_keys(&res.view));
         let t4 = Instant::now();
-        std::hint::black_box(actions);
+        let mut cache = desired::NodeDigests::default();
+        std::hint::black_box(desired::compute_with(&s, &mut cache));
+        let t5 = Instant::now();
+        // Again with the digests remembered: what a pass costs when no
+        // node's inputs changed.
+        std::hint::black_box(desired::compute_with(&s, &mut cache));
+        let t6 = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-        runs.push([ms(t0, t1), ms(t1, t2), ms(t2, t3), ms(t3, t4)]);
+        runs.push([
+            ms(t0, t1),
+            ms(t1, t2),
+            ms(t2, t3),
+            ms(t3, t4),
+            ms(t4, t5),
+            ms(t5, t6),
+        ]);
     }
-    let mut out = [0.0; 4];
+    let mut out = [0.0; 6];
     for (i, o) in out.iter_mut().enumerate() {
         *o = median(runs.iter().map(|r| r[i]).collect());
     }
@@ -834,7 +852,7 @@ fn main() {
              pass time {:.1} ms, CPU {:.1} ms, writes {:.0} (stand-in count {:.0}), \
              Ready after {:.0} ms (load generator {:.0} ms); pass phases (ms): {}; \
              compute profile (ms): input {:.1}, resolve {:.1}, plan+digest every node {:.1}, \
-             compute total {:.1}",
+             node input keys {:.1}, compute {:.1} planning every node, {:.1} with every digest remembered",
             w.nodes,
             w.fips,
             w.ports,
@@ -860,6 +878,8 @@ fn main() {
             f.profile[1],
             f.profile[2],
             f.profile[3],
+            f.profile[4],
+            f.profile[5],
         );
     };
     for (_, f) in &out {

@@ -388,6 +388,9 @@ pub async fn run(
         let mut was_leader = false;
         // When VM Ports' pods and VMs were first seen gone.
         let mut vm_gone_since = Default::default();
+        // The expected node digests of the last pass: a pass plans only
+        // the nodes whose inputs changed.
+        let mut digests = desired::NodeDigests::default();
         loop {
             let pass_start = tokio::time::Instant::now();
             let leader = *leader_rx.borrow_and_update();
@@ -409,7 +412,7 @@ pub async fn run(
                     .unwrap_or_default();
                 let snapshot = caches.snapshot(now, conflicts);
                 let t1 = Instant::now();
-                let actions = desired::compute(&snapshot);
+                let actions = desired::compute_with(&snapshot, &mut digests);
                 drop(snapshot);
                 let t2 = Instant::now();
                 record_objects(&telemetry, &actions);
