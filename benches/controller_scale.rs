@@ -320,14 +320,25 @@ async fn agents(
         changed.borrow_and_update();
         let t0 = Instant::now();
         let snap = caches.snapshot();
-        let now =
-            Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
-        let inp = input.cluster_input(&snap, "n0", vtep(0), now);
-        let view = resolve(&inp).view;
-        let digests: Vec<(String, String)> = view
-            .nodes
-            .keys()
-            .map(|n| (n.clone(), cluster::plan_digest(&plan_node(&view, n))))
+        // Off the runtime: the stand-in shares it and must keep answering
+        // the controller meanwhile.
+        let (state, digests) = tokio::task::spawn_blocking(move || {
+            let now = Timestamp::from_second(Timestamp::now().as_second())
+                .unwrap_or(Timestamp::UNIX_EPOCH);
+            let inp = input.cluster_input(&snap, "n0", vtep(0), now);
+            let view = resolve(&inp).view;
+            let digests: Vec<(String, String)> = view
+                .nodes
+                .keys()
+                .map(|n| (n.clone(), cluster::plan_digest(&plan_node(&view, n))))
+                .collect();
+            (input, digests)
+        })
+        .await
+        .expect("the agents' round");
+        input = state;
+        let digests: Vec<(String, String)> = digests
+            .into_iter()
             .filter(|(n, d)| reported.get(n) != Some(d))
             .collect();
         stats.rounds.fetch_add(1, Ordering::SeqCst);
