@@ -14,7 +14,9 @@
 //! The controller plans every node too (the same pure planner the agents
 //! run), so it knows the digest each agent should report on its Node
 //! (`kubedvr.io/programmed`). A node is *done* when the reported digest
-//! equals the expected one. An object is programmed when every node it
+//! equals the expected one. The expected digests are remembered across
+//! passes with a key of each node's inputs ([`NodeDigests`]): a pass plans
+//! only the nodes a change concerns. An object is programmed when every node it
 //! concerns is done: a router's `status.nodes`, a floating IP's `node`, a SNAT
 //! gateway's `activeNode`, and no error of that node's agent names the
 //! object or is node-wide ([`cluster::errors`]). Otherwise
@@ -59,7 +61,6 @@ use crate::api::kinds::for_each_kind;
 use crate::api::{self, DvrKind, Objects, PerKind};
 use crate::cluster::errors::AgentError;
 use crate::cluster::{self, AGENT_ERRORS_ANNOTATION};
-use crate::plan::plan_node;
 use crate::plan::resolve::{resolve, ClusterInput, Cursors, Held, PodInfo};
 
 /// Condition reason: the agents have not reported the object's state yet.
@@ -332,17 +333,20 @@ fn held(s: &Snapshot) -> Held {
 /// VTEP.
 pub fn expected_digests(s: &Snapshot) -> BTreeMap<String, String> {
     let res = resolve(&cluster_input(s));
-    res.view
-        .nodes
-        .keys()
-        .map(|n| (n.clone(), cluster::plan_digest(&plan_node(&res.view, n))))
-        .collect()
+    NodeDigests::default().digests(&res.view)
 }
 
 /// The pass: resolve, plan every node, compare with what is stored.
 pub fn compute(s: &Snapshot) -> Actions {
+    compute_with(s, &mut NodeDigests::default())
+}
+
+/// [`compute`] with the node digests of earlier passes: only the nodes
+/// whose plan's inputs changed are planned again ([`NodeDigests`]).
+pub fn compute_with(s: &Snapshot, digests: &mut NodeDigests) -> Actions {
     let input = cluster_input(s);
     let res = resolve(&input);
+    let expected_by_node = digests.digests(&res.view);
 
     // Every node with a VTEP runs an agent: what it should report.
     let mut progress: BTreeMap<String, NodeProgress> = BTreeMap::new();
@@ -353,7 +357,9 @@ pub fn compute(s: &Snapshot) -> Actions {
         if !res.view.nodes.contains_key(name) {
             continue;
         }
-        let expected = cluster::plan_digest(&plan_node(&res.view, name));
+        let Some(expected) = expected_by_node.get(name) else {
+            continue;
+        };
         let reported = cluster::annotation(&n.metadata, cluster::PROGRAMMED_ANNOTATION);
         let errors = cluster::annotation(&n.metadata, AGENT_ERRORS_ANNOTATION)
             .map(cluster::errors::decode)
@@ -444,6 +450,10 @@ impl<K: Resource<DynamicType = ()>> ResourceMeta for K {
         Target::of(kind, self)
     }
 }
+
+#[path = "desired_digests.rs"]
+mod digests;
+pub use digests::NodeDigests;
 
 #[path = "reported.rs"]
 mod reported;

@@ -128,6 +128,13 @@ impl Error {
     }
 }
 
+/// Where a leader's pass spends its time: `snapshot` (copying the caches,
+/// NAD plan), `compute` ([`desired::compute`]: resolve, plan every node,
+/// statuses), `write` (the executor's API writes), `attachments` (stale
+/// Ports, VM Ports, NADs, undecodable objects' Events).
+const M_PASS_PHASE: &str = "kube_dvr_controller_pass_phase_seconds";
+const M_PASS_PHASE_HELP: &str = "Duration of the phases of the controller's passes.";
+
 /// Bound on one controller pass before `/healthz` says unhealthy.
 const PASS_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -381,6 +388,9 @@ pub async fn run(
         let mut was_leader = false;
         // When VM Ports' pods and VMs were first seen gone.
         let mut vm_gone_since = Default::default();
+        // The expected node digests of the last pass: a pass plans only
+        // the nodes whose inputs changed.
+        let mut digests = desired::NodeDigests::default();
         loop {
             let pass_start = tokio::time::Instant::now();
             let leader = *leader_rx.borrow_and_update();
@@ -400,9 +410,14 @@ pub async fn run(
                     .as_ref()
                     .map(|p| p.conflicts.clone())
                     .unwrap_or_default();
-                let actions = desired::compute(&caches.snapshot(now, conflicts));
+                let snapshot = caches.snapshot(now, conflicts);
+                let t1 = Instant::now();
+                let actions = desired::compute_with(&snapshot, &mut digests);
+                drop(snapshot);
+                let t2 = Instant::now();
                 record_objects(&telemetry, &actions);
                 let mut errors = exec.execute(actions, &leader_rx).await;
+                let t3 = Instant::now();
                 let (ports, pods) = (caches.ports.state(), caches.pods.state());
                 let stale = attach::stale_ports(&ports, &pods, now);
                 let vms = caches.vms();
@@ -413,6 +428,20 @@ pub async fn run(
                     .await;
                 exec.report_undecodable(&caches.undecodable.list(), &leader_rx)
                     .await;
+                let t4 = Instant::now();
+                for (phase, a, b) in [
+                    ("snapshot", t0, t1),
+                    ("compute", t1, t2),
+                    ("write", t2, t3),
+                    ("attachments", t3, t4),
+                ] {
+                    telemetry.observe(
+                        M_PASS_PHASE,
+                        M_PASS_PHASE_HELP,
+                        &[("phase", phase)],
+                        (b - a).as_secs_f64(),
+                    );
+                }
                 telemetry.pass_finished();
                 let result = if errors == 0 { "success" } else { "error" };
                 telemetry.inc(

@@ -1,5 +1,6 @@
 //! Pure planning: from a resolved cluster view to each node's desired
 //! kernel state. No I/O here.
+pub mod inputs;
 pub mod model;
 pub mod names;
 pub mod node;

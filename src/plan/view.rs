@@ -42,7 +42,7 @@ pub struct ClusterView {
     pub snat_gateways: Vec<SnatView>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeFacts {
     /// Underlay address VXLAN tunnels terminate on.
     pub vtep: Ipv4Addr,
@@ -51,7 +51,7 @@ pub struct NodeFacts {
     pub dvr_mac: MacAddr,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RouterView {
     pub key: ObjectKey,
     /// Cluster-unique index: names `rfp-<index>`, the link-local /31.
@@ -68,7 +68,7 @@ pub struct RouterView {
     pub standby: Vec<EndpointView>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SubnetView {
     pub name: String,
     pub cidr: Ipv4Net,
@@ -77,7 +77,7 @@ pub struct SubnetView {
     pub vni: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct EndpointView {
     pub subnet: String,
     pub ip: Ipv4Addr,
@@ -85,7 +85,7 @@ pub struct EndpointView {
     pub node: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Attachment {
     /// An existing Linux bridge on the node; kube-dvr plugs veths into it.
     Bridge(String),
@@ -103,7 +103,7 @@ pub struct ExternalView {
     pub node_ports: BTreeMap<String, Ipv4Addr>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FloatingView {
     pub key: ObjectKey,
     pub router: ObjectKey,
@@ -114,7 +114,7 @@ pub struct FloatingView {
     pub node: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SnatView {
     pub key: ObjectKey,
     pub router: ObjectKey,
@@ -130,7 +130,7 @@ pub struct SnatView {
     pub ports: Vec<SnatPort>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SnatPort {
     pub subnet: String,
     pub ip: Ipv4Addr,
