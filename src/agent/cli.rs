@@ -110,6 +110,7 @@ pub fn main(args: Args) -> Result<(), Error> {
             *field = v;
         }
     }
+    super::heap::limit_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -55,6 +55,7 @@
 pub mod cli;
 pub mod cni;
 pub mod gateway;
+pub mod heap;
 pub mod input;
 pub mod keep;
 pub mod kernel;
@@ -341,6 +342,8 @@ pub async fn run(
         r = caches.wait_until_ready() => r?,
     }
     tracing::info!(node = %agent.opts.node, %vtep, "caches synced; agent running");
+    // The initial lists' buffers are free now.
+    heap::release_free();
     // The wait for the controller starts now: before the caches synced the
     // agent could not tell what it is waiting for.
     agent.hold_until = Instant::now() + agent.opts.hold_back;
@@ -400,6 +403,8 @@ pub async fn run(
         }
         let (e, ok) = agent.pass(engine, &caches, force).await?;
         telemetry.pass_finished();
+        // The pass's input and the previous view are free now.
+        heap::release_free();
         engine = e;
         if !ok {
             retry_at = Some(Instant::now() + agent.backoff());
