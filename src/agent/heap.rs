@@ -6,14 +6,19 @@
 //! values; all of that is freed right after, but glibc's malloc keeps freed
 //! pages resident in its arenas (one per thread that allocated, up to eight
 //! per core) unless they sit at the top of a heap. So an agent's resident
-//! memory would be its peak, not what it holds. After each pass (and once
-//! the caches synced) [`release_free`] returns the free pages
+//! memory would be its peak, not what it holds. After the first pass and
+//! then at most every [`TRIM_EVERY`] after a pass (and once the caches
+//! synced) [`release_free`] returns the free pages
 //! (`malloc_trim`: `madvise(MADV_DONTNEED)` on every free page of every
 //! arena); [`limit_arenas`] at start keeps fewer arenas to leave pages in.
 //! Both are no-ops off glibc.
 #![allow(unsafe_code)]
 
-/// Return the heap's free pages to the system; cheap next to a pass.
+/// How often at most the agent returns free pages after its passes.
+pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Return the heap's free pages to the system (it walks every arena's
+/// free chunks: the agent runs it off its loop).
 pub fn release_free() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory; thread-safe.

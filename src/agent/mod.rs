@@ -351,6 +351,7 @@ pub async fn run(
     let mut next_resync = Instant::now() + agent.opts.resync;
     let mut retry_at: Option<Instant> = None;
     let mut first = true;
+    let mut last_trim: Option<Instant> = None;
     let mut pass_start = Instant::now();
     loop {
         if !first {
@@ -403,8 +404,13 @@ pub async fn run(
         }
         let (e, ok) = agent.pass(engine, &caches, force).await?;
         telemetry.pass_finished();
-        // The pass's input and the previous view are free now.
-        heap::release_free();
+        // The pass's input and the previous view are free now: returned
+        // to the system off the loop (the next pass, maybe a failover,
+        // does not wait), at most every TRIM_EVERY.
+        if last_trim.is_none_or(|t| t.elapsed() >= heap::TRIM_EVERY) {
+            last_trim = Some(Instant::now());
+            tokio::task::spawn_blocking(heap::release_free);
+        }
         engine = e;
         if !ok {
             retry_at = Some(Instant::now() + agent.backoff());
