@@ -290,6 +290,10 @@ where
 }
 
 /// Run the controller until `shutdown`: leader election, caches, passes.
+/// How long the controller trusts remembered node digests
+/// ([`desired::NodeDigests`]) before planning every node again.
+const DIGESTS_REFRESH: Duration = Duration::from_secs(300);
+
 pub async fn run(
     client: Client,
     opts: ControllerOptions,
@@ -390,8 +394,16 @@ pub async fn run(
         let mut vm_gone_since = Default::default();
         // The expected node digests of the last pass: a pass plans only
         // the nodes whose inputs changed.
+        // Forgotten every DIGESTS_REFRESH: a planner input the key missed
+        // (a bug) could leave a node's expected digest stale, and its
+        // objects Pending, for at most that long.
         let mut digests = desired::NodeDigests::default();
+        let mut digests_since = tokio::time::Instant::now();
         loop {
+            if digests_since.elapsed() >= DIGESTS_REFRESH {
+                digests = desired::NodeDigests::default();
+                digests_since = tokio::time::Instant::now();
+            }
             let pass_start = tokio::time::Instant::now();
             let leader = *leader_rx.borrow_and_update();
             if leader && !was_leader {
