@@ -6,53 +6,16 @@ use super::*;
 use crate::plan::model::MacAddr;
 use crate::plan::{names, plan_node};
 
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().unwrap()
-}
+use crate::plan::tests::{ip, mk_ep as ep, mk_node as facts};
 
-fn facts(i: u8) -> NodeFacts {
-    let vtep = Ipv4Addr::new(198, 18, 0, i);
-    NodeFacts {
-        vtep,
-        dvr_mac: names::dvr_mac(vtep),
-    }
-}
-
-fn ep(subnet: &str, addr: &str, node: &str, m: u8) -> EndpointView {
-    EndpointView {
-        subnet: subnet.into(),
-        ip: ip(addr),
-        mac: MacAddr([0x02, 0, 0, 0, 0, m]),
-        node: node.into(),
-    }
-}
-
+/// The planner tests' router without their static route.
 fn router(ns: &str, index: u32, vni0: u32, endpoints: Vec<EndpointView>) -> RouterView {
     RouterView {
-        key: ObjectKey::new(ns, "r"),
-        index,
-        subnets: vec![
-            SubnetView {
-                name: "a".into(),
-                cidr: "10.0.1.0/24".parse().unwrap(),
-                gateway: ip("10.0.1.1"),
-                vni: vni0,
-            },
-            SubnetView {
-                name: "b".into(),
-                cidr: "10.0.2.0/24".parse().unwrap(),
-                gateway: ip("10.0.2.1"),
-                vni: vni0 + 1,
-            },
-        ],
         routes: vec![],
-        endpoints,
-        standby: vec![],
+        ..crate::plan::tests::mk_router(ns, index, vni0, endpoints)
     }
 }
 
-/// Five nodes: tenant-a's router on n1 and n2 (SNAT gateway on n3, standby
-/// n1), tenant-b's on n4 only, n5 empty; a floating IP on n1.
 pub(crate) fn world() -> ClusterView {
     let mut v = ClusterView {
         nodes: (1..=5).map(|i| (format!("n{i}"), facts(i))).collect(),

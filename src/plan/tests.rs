@@ -6,11 +6,11 @@ use super::names;
 use super::node::{plan_node, plan_node_serving, Serving};
 use super::view::*;
 
-fn ip(s: &str) -> Ipv4Addr {
+pub(crate) fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
-fn mk_node(i: u8) -> NodeFacts {
+pub(crate) fn mk_node(i: u8) -> NodeFacts {
     let vtep = Ipv4Addr::new(198, 18, 0, i);
     NodeFacts {
         vtep,
@@ -18,7 +18,7 @@ fn mk_node(i: u8) -> NodeFacts {
     }
 }
 
-fn mk_ep(subnet: &str, addr: &str, node: &str, m: u8) -> EndpointView {
+pub(crate) fn mk_ep(subnet: &str, addr: &str, node: &str, m: u8) -> EndpointView {
     EndpointView {
         subnet: subnet.into(),
         ip: ip(addr),
@@ -27,7 +27,7 @@ fn mk_ep(subnet: &str, addr: &str, node: &str, m: u8) -> EndpointView {
     }
 }
 
-fn mk_router(ns: &str, index: u32, vni0: u32, endpoints: Vec<EndpointView>) -> RouterView {
+pub(crate) fn mk_router(ns: &str, index: u32, vni0: u32, endpoints: Vec<EndpointView>) -> RouterView {
     RouterView {
         key: ObjectKey::new(ns, "r"),
         index,
