@@ -27,7 +27,12 @@ pub(crate) fn mk_ep(subnet: &str, addr: &str, node: &str, m: u8) -> EndpointView
     }
 }
 
-pub(crate) fn mk_router(ns: &str, index: u32, vni0: u32, endpoints: Vec<EndpointView>) -> RouterView {
+pub(crate) fn mk_router(
+    ns: &str,
+    index: u32,
+    vni0: u32,
+    endpoints: Vec<EndpointView>,
+) -> RouterView {
     RouterView {
         key: ObjectKey::new(ns, "r"),
         index,
