@@ -295,7 +295,11 @@ pub fn live_ports(netns: &Path) -> io::Result<Vec<String>> {
 /// whatever nesting `nft -j` gives them).
 fn collect_ports(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
-        serde_json::Value::String(s) if s.starts_with("qgb-") => out.push(s.clone()),
+        serde_json::Value::String(s)
+            if s.starts_with("qgb-") || s.starts_with(SUBNET_PORT_PREFIX) =>
+        {
+            out.push(s.clone())
+        }
         serde_json::Value::Array(a) => a.iter().for_each(|x| collect_ports(x, out)),
         serde_json::Value::Object(o) => o.values().for_each(|x| collect_ports(x, out)),
         _ => {}

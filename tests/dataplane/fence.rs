@@ -60,6 +60,10 @@ fn a_gateway_subnet_port_is_fenced_too() {
     f.renew(&["qgb-1".into(), "sgb-9".into()]).unwrap();
     let chain = sh(&["nft", "list", "chain", "bridge", fence::TABLE, "forward"]);
     assert!(chain.contains("\"sgb-*\""), "{chain}");
+    // What a restarted agent takes over: the subnet port too.
+    let mut live = fence::live_ports(root).unwrap();
+    live.sort();
+    assert_eq!(live, ["qgb-1", "sgb-9"]);
     assert!(answers(), "renewed: passes");
     f.renew(&["qgb-1".into()]).unwrap();
     assert!(!answers(), "no longer renewed: fenced");
