@@ -200,15 +200,6 @@ impl Error {
     }
 }
 
-/// Aborts its task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Run the agent until `shutdown` is cancelled. See the module docs.
 pub async fn run(
     client: Client,
@@ -225,20 +216,6 @@ pub async fn run(
             dir: opts.engine.netns_dir.display().to_string(),
             source,
         })?;
-
-    // The gateway fence first, before anything that needs the API server:
-    // a restarted agent renews what its predecessor still had leased.
-    let (probes, mut probe_changes) = probe::Probes::new();
-    if opts.probe_port != 0 {
-        let root = opts.engine.root_netns.clone();
-        let p = probes.clone();
-        tokio::task::spawn_blocking(move || p.take_over_fence(&root))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))?;
-    }
-    // Renewing until the probe task runs; ends with this function.
-    let _keeper = (opts.probe_port != 0)
-        .then(|| AbortOnDrop(tokio::spawn(probes.clone().renew_until_running())));
 
     let node_api: Api<Node> = Api::all(client.clone());
     let found = tokio::select! {
@@ -274,10 +251,12 @@ pub async fn run(
         // Set once the caches synced.
         hold_until: Instant::now(),
         kept: Default::default(),
-        probes: probes.clone(),
+        probes: probe::Probes::new().0,
         serving: Default::default(),
         overrides: Default::default(),
     };
+    let (probes, mut probe_changes) = probe::Probes::new();
+    agent.probes = probes.clone();
     // Publish the node's facts first: other agents plan tunnels to them.
     // (Every pass re-asserts them, so a failure here is retried there.)
     let reported = agent

@@ -400,54 +400,6 @@ impl Probes {
         self.wake.send_modify(|n| *n += 1);
     }
 
-    /// Open the fence in the root namespace `netns` and keep renewing what
-    /// the predecessor still had leased, until the first pass says what
-    /// this node serves. Once per process ([`Probes::run`] calls it too);
-    /// the agent calls it first thing, before anything that needs the API
-    /// server: a restarted agent must renew within what is left of its
-    /// predecessor's lease (at least 150 ms), or the gateway it serves
-    /// falls silent.
-    pub fn take_over_fence(&self, netns: &Path) {
-        if self.fence.lock().unwrap().is_some() {
-            return;
-        }
-        match Fence::open(netns) {
-            Ok(f) => {
-                // Keep serving what the predecessor served until the
-                // agent's first pass says otherwise.
-                let inherited = crate::dataplane::fence::live_ports(netns).unwrap_or_default();
-                let leased = leased_gateways(netns);
-                let fenced = attached_gateways(netns)
-                    .difference(&leased)
-                    .copied()
-                    .collect();
-                let mut st = self.state.lock().unwrap();
-                st.arming.extend(leased);
-                st.fenced_at_start = fenced;
-                st.inherited = inherited;
-                drop(st);
-                *self.fence.lock().unwrap() = Some(f);
-                self.renew_fence();
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "no gateway fence: a gateway of this node stays attached if its agent dies")
-            }
-        }
-    }
-
-    /// Renew the fence every [`INTERVAL`] until the probe task runs (it
-    /// renews on its ticks from then on).
-    pub async fn renew_until_running(self) {
-        let mut tick = tokio::time::interval(INTERVAL);
-        loop {
-            tick.tick().await;
-            if self.state.lock().unwrap().running {
-                return;
-            }
-            self.renew_fence();
-        }
-    }
-
     /// Bind the socket to `vtep:port` inside the namespace `netns` and run
     /// the sessions until the task is dropped. Returns only on a bind error
     /// other than "in use" (a predecessor still closing its socket: retried
@@ -474,7 +426,28 @@ impl Probes {
             }
         };
         let sock = Arc::new(UdpSocket::from_std(std_sock)?);
-        self.take_over_fence(netns);
+        match Fence::open(netns) {
+            Ok(f) => {
+                // Keep serving what the predecessor served until the
+                // agent's first pass says otherwise.
+                let inherited = crate::dataplane::fence::live_ports(netns).unwrap_or_default();
+                let leased = leased_gateways(netns);
+                let fenced = attached_gateways(netns)
+                    .difference(&leased)
+                    .copied()
+                    .collect();
+                let mut st = self.state.lock().unwrap();
+                st.arming.extend(leased);
+                st.fenced_at_start = fenced;
+                st.inherited = inherited;
+                drop(st);
+                *self.fence.lock().unwrap() = Some(f);
+                self.renew_fence();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "no gateway fence: a gateway of this node stays attached if its agent dies")
+            }
+        }
         {
             let mut st = self.state.lock().unwrap();
             st.running = true;
