@@ -54,27 +54,15 @@ fn attached_gateways(netns: &Path) -> BTreeSet<u32> {
         Ok(links) => links
             .iter()
             .filter(|l| l.master.is_some())
-            .filter_map(|l| l.name.strip_prefix("qgb-")?.parse().ok())
+            .filter_map(|l| {
+                l.name
+                    .strip_prefix(crate::dataplane::fence::EXTERNAL_PORT_PREFIX)?
+                    .parse()
+                    .ok()
+            })
             .collect(),
         Err(e) => {
             tracing::warn!(error = %e, "listing attached gateways");
-            BTreeSet::new()
-        }
-    }
-}
-
-/// Router indexes whose gateway port's lease still runs in `netns`: a
-/// restarted agent's predecessor renewed it less than a lease ago, so no
-/// peer has taken it over (one whose lease ran out stays fenced until a
-/// pass decides).
-fn leased_gateways(netns: &Path) -> BTreeSet<u32> {
-    match crate::dataplane::fence::live_ports(netns) {
-        Ok(ports) => ports
-            .iter()
-            .filter_map(|p| p.strip_prefix("qgb-")?.parse().ok())
-            .collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the gateway fence");
             BTreeSet::new()
         }
     }
@@ -233,8 +221,7 @@ pub struct State {
     /// Upstream checks.
     pub upstreams: BTreeMap<Upstream, Check>,
     /// Router indexes whose gateway the fence keeps open besides
-    /// `claims`: about to be attached ([`Probes::arm`]), or still leased
-    /// by a predecessor when the task started.
+    /// `claims`: about to be attached ([`Probes::arm`]).
     pub arming: BTreeSet<u32>,
     /// Router indexes whose gateway the kernel had attached when the task
     /// started but whose lease had run out: the predecessor died a while
@@ -430,14 +417,19 @@ impl Probes {
             Ok(f) => {
                 // Keep serving what the predecessor served until the
                 // agent's first pass says otherwise.
-                let inherited = crate::dataplane::fence::live_ports(netns).unwrap_or_default();
-                let leased = leased_gateways(netns);
+                // (A gateway whose lease still runs: its predecessor
+                // renewed it less than a lease ago, no peer has taken it
+                // over; one whose lease ran out stays fenced until a pass
+                // decides.)
+                let inherited = crate::dataplane::fence::live_ports(netns).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "reading the gateway fence");
+                    Vec::new()
+                });
                 let fenced = attached_gateways(netns)
-                    .difference(&leased)
-                    .copied()
+                    .into_iter()
+                    .filter(|i| !inherited.contains(&crate::plan::names::qg_bridge(*i)))
                     .collect();
                 let mut st = self.state.lock().unwrap();
-                st.arming.extend(leased);
                 st.fenced_at_start = fenced;
                 st.inherited = inherited;
                 drop(st);

@@ -67,15 +67,26 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
 
-/// The table, as `nft -f` reads it.
+/// The root side of a gateway's external port (`qgb-<index>` on the
+/// external bridge).
+pub const EXTERNAL_PORT_PREFIX: &str = "qgb-";
+/// The forward chain's two rules for the ports named `<prefix>*`: frames
+/// to or from one that is not in the set are dropped.
+fn port_rules(prefix: &str) -> [String; 2] {
+    ["iifname", "oifname"].map(|dir| format!("{dir} \"{prefix}*\" {dir} != @{SET} drop"))
+}
+
+/// The table, as `nft -f` reads it (the subnet ports' rules come later:
+/// [`ensure_subnet_rules`]).
 pub fn ruleset() -> String {
+    let [iif, oif] = port_rules(EXTERNAL_PORT_PREFIX);
     format!(
         "table bridge {TABLE} {{\n\
          \tset {SET} {{ type ifname; flags timeout; }}\n\
          \tchain forward {{\n\
          \t\ttype filter hook forward priority -10; policy accept;\n\
-         \t\tiifname \"qgb-*\" iifname != @{SET} drop\n\
-         \t\toifname \"qgb-*\" oifname != @{SET} drop\n\
+         \t\t{iif}\n\
+         \t\t{oif}\n\
          \t}}\n\
          }}\n"
     )
@@ -241,10 +252,10 @@ pub fn ensure_subnet_rules(netns: &Path) -> io::Result<()> {
         if out.stdout.contains(SUBNET_PORT_PREFIX) {
             return Ok(());
         }
-        let script = format!(
-            "add rule bridge {TABLE} forward iifname \"{SUBNET_PORT_PREFIX}*\" iifname != @{SET} drop\n\
-             add rule bridge {TABLE} forward oifname \"{SUBNET_PORT_PREFIX}*\" oifname != @{SET} drop\n"
-        );
+        let script: String = port_rules(SUBNET_PORT_PREFIX)
+            .iter()
+            .map(|r| format!("add rule bridge {TABLE} forward {r}\n"))
+            .collect();
         let out = exec::run_batch(&script)?;
         if !out.ok {
             return Err(io::Error::other(format!(
@@ -296,7 +307,7 @@ pub fn live_ports(netns: &Path) -> io::Result<Vec<String>> {
 fn collect_ports(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
         serde_json::Value::String(s)
-            if s.starts_with("qgb-") || s.starts_with(SUBNET_PORT_PREFIX) =>
+            if s.starts_with(EXTERNAL_PORT_PREFIX) || s.starts_with(SUBNET_PORT_PREFIX) =>
         {
             out.push(s.clone())
         }
