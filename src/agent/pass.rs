@@ -297,7 +297,7 @@ impl Agent {
             .filter_map(|s| {
                 let r = view.routers.iter().find(|r| r.key == s.router)?;
                 let ports = (r.subnets.iter())
-                    .filter(|sub| s.ports.iter().any(|p| p.subnet == sub.name))
+                    .filter(|sub| s.port_on(&sub.name).is_some())
                     .map(|sub| crate::plan::names::sg_bridge(sub.vni))
                     .collect();
                 Some((r.index, ports))
@@ -347,15 +347,13 @@ impl Agent {
                     .visible_since
                     .is_some_and(|t| now.duration_since(t) >= hold || t == st.started);
             // A gateway fenced when this agent started (its predecessor died
-            // a while ago): not kept, taken only after the hold-down.
-            let held = st
-                .visible_since
-                .is_some_and(|t| now.duration_since(t) >= hold);
+            // a while ago): neither kept nor taken until the hold-down (the
+            // probe task forgets it then and wakes a decision).
             let own = |index: u32| {
                 let fenced = st.fenced_at_start.contains(&index);
                 gateway::Me {
                     stay: stay && !fenced,
-                    activate: if fenced { st.ready && held } else { activate },
+                    activate: activate && !fenced,
                     ready: st.upstream_up(index),
                 }
             };

@@ -160,10 +160,7 @@ fn plan_subnet_l2(
     // The `sg-` MACs live where the gateway is served.
     if let Some((s, sn)) = snat {
         if sn != node {
-            if let (Some(dst), Some(port)) = (
-                vtep_of(sn),
-                s.ports.iter().find(|p| p.subnet == subnet.name),
-            ) {
+            if let (Some(dst), Some(port)) = (vtep_of(sn), s.port_on(&subnet.name)) {
                 root.fdb.insert(FdbEntry {
                     link: vx.clone(),
                     mac: port.mac,
@@ -210,7 +207,7 @@ fn plan_qrouter(st: &mut NodeState, router: &RouterView, snat: Option<&SnatView>
         // (no default route there) goes to the `sg-` port on the gateway node.
         let port = snat
             .filter(|s| s.node.is_some())
-            .and_then(|s| s.ports.iter().find(|p| p.subnet == subnet.name));
+            .and_then(|s| s.port_on(&subnet.name));
         if let Some(port) = port {
             let table = names::snat_table(subnet.vni);
             ns.neighbours.insert(Neighbour {
@@ -356,7 +353,7 @@ fn plan_snat(st: &mut NodeState, view: &ClusterView, node: &str, serving: &Servi
             router_sysctls(st.namespaces.entry(name.clone()).or_default());
         }
         for subnet in &router.subnets {
-            let Some(port) = s.ports.iter().find(|p| p.subnet == subnet.name) else {
+            let Some(port) = s.port_on(&subnet.name) else {
                 continue;
             };
             let (sg, sgb, br) = (

@@ -130,6 +130,13 @@ pub struct SnatView {
     pub ports: Vec<SnatPort>,
 }
 
+impl SnatView {
+    /// Its `sg-` port on the subnet named `subnet`, if it has one.
+    pub fn port_on(&self, subnet: &str) -> Option<&SnatPort> {
+        self.ports.iter().find(|p| p.subnet == subnet)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SnatPort {
     pub subnet: String,
