@@ -240,15 +240,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             if a.component == lab::Component::Api {
                 // The API server lives in the `lab up` process: asked to
                 // serve again (SIGUSR2).
-                let pid: i32 = std::fs::read_to_string(paths.pid_file())
-                    .ok()
-                    .and_then(|p| p.trim().parse().ok())
-                    .with_context(|| format!("no lab up at {}", paths.root.display()))?;
-                nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGUSR2,
-                )
-                .with_context(|| format!("signal lab up (pid {pid})"))?;
+                let pid = signal_lab_up(&paths, nix::sys::signal::Signal::SIGUSR2)?;
                 println!("api: lab up (pid {pid}) asked to serve again");
                 return Ok(ExitCode::SUCCESS);
             }
@@ -304,6 +296,19 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Send `sig` to the running `lab up` process (where the API server
+/// lives); its pid.
+#[cfg(feature = "lab")]
+fn signal_lab_up(paths: &lab::LabPaths, sig: nix::sys::signal::Signal) -> anyhow::Result<i32> {
+    let pid: i32 = std::fs::read_to_string(paths.pid_file())
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .with_context(|| format!("no lab up at {}", paths.root.display()))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+        .with_context(|| format!("signal lab up (pid {pid})"))?;
+    Ok(pid)
+}
+
 /// `lab stop|kill <component>`: signal a running lab's component and wait
 /// until it is gone. The API server lives in the `lab up` process: it is
 /// asked to stop it (SIGUSR1; `lab start api` sends SIGUSR2).
@@ -313,12 +318,7 @@ fn lab_signal(a: &ComponentArgs, graceful: bool) -> anyhow::Result<ExitCode> {
     let paths = lab::LabPaths::new(&a.state.state_dir);
     let c = &a.component;
     if *c == lab::Component::Api {
-        let pid: i32 = std::fs::read_to_string(paths.pid_file())
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-            .with_context(|| format!("no lab up at {}", paths.root.display()))?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGUSR1)
-            .with_context(|| format!("signal lab up (pid {pid})"))?;
+        let pid = signal_lab_up(&paths, Signal::SIGUSR1)?;
         println!("api: lab up (pid {pid}) asked to stop it");
         return Ok(ExitCode::SUCCESS);
     }
