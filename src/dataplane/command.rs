@@ -99,10 +99,9 @@ pub fn run(cmd: &mut Command, input: Option<Vec<u8>>) -> io::Result<Output> {
 /// the caller gets its error and goes on (the pass fails, is reported and
 /// retried, `/healthz` sees a pass that ended), while the call's thread is
 /// left to finish or hang on its own. What it holds stays held: a hung
-/// libnftables call keeps the library's process-wide lock
-/// (`nft::exec`), so every later nftables call of the process also fails
-/// at its bound, the agent stays unhealthy, and only a restart (kubelet's,
-/// after `/healthz` fails) clears it. A call that ends after its bound
+/// libnftables call keeps the library's process-wide lock, so `nft::exec`
+/// marks the library wedged (later calls go through the `nft` process,
+/// `/healthz` fails until kubelet restarts the agent). A call that ends after its bound
 /// still takes effect (a batch still commits; the next pass observes it).
 ///
 /// The thread is spawned from the calling thread, so it starts in the
