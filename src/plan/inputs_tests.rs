@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::plan::model::MacAddr;
-use crate::plan::{names, plan_node};
+use crate::plan::plan_node;
 
 use crate::plan::tests::{ip, mk_ep as ep, mk_node as facts};
 
@@ -30,40 +30,15 @@ pub(crate) fn world() -> ClusterView {
         ],
         ..Default::default()
     };
-    v.external_networks.insert(
-        "ext".into(),
-        ExternalView {
-            name: "ext".into(),
-            cidr: "203.0.113.0/24".parse().unwrap(),
-            gateway: ip("203.0.113.1"),
-            attachment: Attachment::Bridge("br-ext".into()),
-            node_ports: (1..=5)
-                .map(|i| (format!("n{i}"), Ipv4Addr::new(203, 0, 113, 10 + i)))
-                .collect(),
-        },
-    );
-    let a = ObjectKey::new("tenant-a", "r");
-    v.floating_ips.push(FloatingView {
-        key: ObjectKey::new("tenant-a", "f1"),
-        router: a.clone(),
-        external: "ext".into(),
-        address: ip("203.0.113.100"),
-        fixed_ip: ip("10.0.1.10"),
-        node: "n1".into(),
-    });
-    v.snat_gateways.push(SnatView {
-        key: ObjectKey::new("tenant-a", "gw"),
-        router: a,
-        external: "ext".into(),
-        address: ip("203.0.113.50"),
-        node: Some("n3".into()),
-        candidates: vec!["n3".into(), "n1".into()],
-        ports: vec![SnatPort {
-            subnet: "a".into(),
-            ip: ip("10.0.1.254"),
-            mac: names::sg_mac(4096),
-        }],
-    });
+    // The planner tests' external network, floating IP and SNAT gateway,
+    // with node ports on every node, a standby (n1) and one port.
+    crate::plan::tests::mk_north_south(&mut v);
+    let ext = v.external_networks.get_mut("ext").unwrap();
+    ext.node_ports
+        .extend((4..=5).map(|i| (format!("n{i}"), Ipv4Addr::new(203, 0, 113, 10 + i))));
+    let gw = &mut v.snat_gateways[0];
+    gw.candidates.push("n1".into());
+    gw.ports.truncate(1);
     v
 }
 

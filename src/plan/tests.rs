@@ -264,7 +264,7 @@ fn adding_an_endpoint_changes_only_what_concerns_it() {
     assert_eq!((&q0.links, &q0.routes), (&q1.links, &q1.routes));
 }
 
-fn mk_north_south(v: &mut ClusterView) {
+pub(crate) fn mk_north_south(v: &mut ClusterView) {
     v.external_networks.insert(
         "ext".into(),
         ExternalView {
