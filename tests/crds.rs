@@ -13,7 +13,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{CustomResourceExt, Resource};
 use kube_dvr::api::{
     self, DistributedRouter, ExternalNetwork, ExternalPools, FloatingIP, FloatingIPStatus,
-    PodTarget, SnatGateway,
+    LoadBalancer, PodTarget, PortForwarding, RouterFirewall, SnatGateway,
 };
 use regex::Regex;
 use serde_json::{json, Value};
@@ -113,6 +113,27 @@ fn names_short_names_scope_and_columns() {
         "dsnat",
         "Namespaced",
         &["Address", "Node", "Ready", "Age"],
+    );
+    check(
+        &RouterFirewall::crd(),
+        "routerfirewalls",
+        "dfw",
+        "Namespaced",
+        &["Router", "Default", "Nodes", "Ready", "Age"],
+    );
+    check(
+        &PortForwarding::crd(),
+        "portforwardings",
+        "dpf",
+        "Namespaced",
+        &["Router", "Address", "Node", "Ready", "Age"],
+    );
+    check(
+        &LoadBalancer::crd(),
+        "loadbalancers",
+        "dlb",
+        "Namespaced",
+        &["Router", "VIP", "Node", "Healthy", "Ready", "Age"],
     );
 
     // Kube-OVN's short names must stay free so both can be installed.

@@ -122,12 +122,8 @@ fn kubectl_apply_then_traffic_flows_subnets_grow_and_deletes_clean_up() {
     );
     lab.converge().unwrap();
     // Every object Ready, with its address and node.
-    for kind in [
-        "externalnetworks",
-        "distributedrouters",
-        "floatingips",
-        "snatgateways",
-    ] {
+    for kind in kube_dvr::api::Kind::ALL.iter().map(|k| k.plural()) {
+        let kind = kind.as_str();
         for o in items(&lab, kind) {
             let ready = condition(&o, "Ready").unwrap_or_else(|| panic!("{kind}: no Ready in {o}"));
             assert_eq!(
@@ -407,12 +403,8 @@ fn invalid_manifests_get_a_reason_and_an_event_and_disturb_nothing() {
 
 fn allocations(lab: &Lab) -> Vec<(String, Value)> {
     let mut out = vec![];
-    for kind in [
-        "externalnetworks",
-        "distributedrouters",
-        "floatingips",
-        "snatgateways",
-    ] {
+    for kind in kube_dvr::api::Kind::ALL.iter().map(|k| k.plural()) {
+        let kind = kind.as_str();
         for o in items(lab, kind) {
             let s = &o["status"];
             let key = format!(

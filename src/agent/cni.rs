@@ -211,7 +211,17 @@ fn check(
             .filter(|p| &p.subnet == subnet)
             .map(|p| p.ip),
     );
+    let vips: Vec<Ipv4Addr> = (view.load_balancers.iter())
+        .filter(|lb| lb.router == key && lb.subnet.as_ref() == Some(subnet))
+        .map(|lb| lb.address)
+        .collect();
     if let Some(ip) = ip {
+        if vips.contains(ip) {
+            return Err(refuse(
+                "AddressReserved",
+                format!("{ip} is a LoadBalancer's virtual IP on subnet {subnet} of router {key}"),
+            ));
+        }
         let host_range =
             cidr.prefix_len() >= 31 || (*ip != cidr.network() && *ip != cidr.broadcast());
         if !cidr.contains(ip) || !host_range {
@@ -271,6 +281,7 @@ fn check(
                 .filter(|via| cidr.contains(via)),
         );
     }
+    reserved.extend(vips);
     Ok(Some((a, reserved)))
 }
 

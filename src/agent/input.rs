@@ -193,6 +193,7 @@ impl InputState {
             *K::of_mut(&mut objects) = K::of_mut(&mut self.committed).select(K::of(&snap.objects));
         });
         ClusterInput {
+            pod_labels: None,
             objects,
             pods: cluster::port_infos(snap.ports.iter().map(|p| &**p)),
             // NADs are the controller's business.

@@ -56,6 +56,9 @@ macro_rules! registry {
                 DistributedRouter(DistributedRouterStatus) routers,
                 FloatingIP(FloatingIPStatus) floating_ips,
                 SnatGateway(SnatGatewayStatus) snat_gateways,
+                RouterFirewall(RouterFirewallStatus) firewalls,
+                PortForwarding(PortForwardingStatus) port_forwardings,
+                LoadBalancer(LoadBalancerStatus) load_balancers,
             ]
             $($rest)*
         }

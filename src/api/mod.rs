@@ -39,10 +39,14 @@ mod external_network;
 mod floating_ip;
 pub mod kinds;
 pub mod kubevirt;
+mod load_balancer;
 pub mod nad;
 mod port;
+mod port_forwarding;
 pub mod reference;
 mod router;
+mod router_firewall;
+pub mod services;
 mod snat_gateway;
 pub mod validation;
 
@@ -53,11 +57,23 @@ pub use external_network::{
 };
 pub use floating_ip::{FloatingIP, FloatingIPSpec, FloatingIPStatus, FloatingTarget, PodTarget};
 pub use kinds::{Build, DvrKind, Family, Kind, Objects, PerKind, Shared, Slices};
+pub use load_balancer::{
+    BackendIp, BackendStatus, Backends, HealthCheck, LoadBalancer, LoadBalancerPort,
+    LoadBalancerSpec, LoadBalancerStatus, SessionAffinity, MAX_BACKENDS,
+};
 pub use port::{delete_only, port_name, Port, PortBinding, PortSpec, PortStatus};
+pub use port_forwarding::{
+    Forward, PortForwarding, PortForwardingSpec, PortForwardingStatus, MAX_FORWARDED_PORTS,
+};
 pub use router::{
     DistributedRouter, DistributedRouterSpec, DistributedRouterStatus, ExtraRoute, RouterSubnet,
     SubnetStatus,
 };
+pub use router_firewall::{
+    FirewallAction, FirewallCidr, FirewallProtocol, FirewallRule, RouterFirewall,
+    RouterFirewallSpec, RouterFirewallStatus,
+};
+pub use services::{PortRange, Protocol};
 pub use snat_gateway::{
     SnatCandidateStatus, SnatGateway, SnatGatewaySpec, SnatGatewayStatus, SnatPortStatus,
     MAX_CANDIDATES,
@@ -118,6 +134,9 @@ mod tests {
                 "DistributedRouter",
                 "FloatingIP",
                 "SnatGateway",
+                "RouterFirewall",
+                "PortForwarding",
+                "LoadBalancer",
                 "Port"
             ]
         );

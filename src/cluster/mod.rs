@@ -46,6 +46,9 @@ pub const CLEANED_ANNOTATION: &str = "kubedvr.io/cleaned";
 /// serves right now (its run-time choice, `agent::gateway`); absent when
 /// none. The controller moves `activeNode` to the node that serves.
 pub const SNAT_SERVING_ANNOTATION: &str = "kubedvr.io/snat-serving";
+/// Node annotation: the LoadBalancer backends its agent's health checks
+/// find failing, `namespace/name=ip` comma-separated; absent when none.
+pub const LB_DOWN_ANNOTATION: &str = "kubedvr.io/lb-down";
 /// The ConfigMap whose presence (in the release namespace) tells every agent
 /// to remove all its kernel state: set by `kube-dvr uninstall`.
 pub const UNINSTALL_CONFIGMAP: &str = "kube-dvr-uninstall";
@@ -140,7 +143,17 @@ pub fn node_info(node: &Node, agent_alive: Option<bool>) -> NodeInfo {
                 .collect()
         })
         .unwrap_or_default();
+    let lb_down = ann
+        .and_then(|a| a.get(LB_DOWN_ANNOTATION))
+        .map(|v| {
+            v.split(',')
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
     NodeInfo {
+        lb_down,
         name: node.metadata.name.clone().unwrap_or_default(),
         labels: node.metadata.labels.clone().unwrap_or_default(),
         vtep,

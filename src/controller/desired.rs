@@ -62,6 +62,7 @@ use crate::api::{self, DvrKind, Objects, PerKind};
 use crate::cluster::errors::AgentError;
 use crate::cluster::{self, AGENT_ERRORS_ANNOTATION};
 use crate::plan::resolve::{resolve, ClusterInput, Cursors, Held, PodInfo};
+use crate::plan::view::ObjectKey;
 
 /// Condition reason: the agents have not reported the object's state yet.
 pub const REASON_PENDING: &str = "Pending";
@@ -196,6 +197,9 @@ pub struct Snapshot {
     /// because they do not decode ([`cluster::watch`]): nobody else may take
     /// what their status holds.
     pub undecodable: Vec<Value>,
+    /// Labels of the pods in namespaces where a LoadBalancer selects pods
+    /// (the resolver's `pod_labels`).
+    pub pod_labels: BTreeMap<ObjectKey, BTreeMap<String, String>>,
 }
 
 impl std::ops::Deref for Snapshot {
@@ -291,6 +295,7 @@ pub fn cluster_input(s: &Snapshot) -> ClusterInput {
     });
     ClusterInput {
         objects,
+        pod_labels: Some(s.pod_labels.clone()),
         pods: s.pods.clone(),
         nad_conflicts: s.nad_conflicts.clone(),
         nodes: s

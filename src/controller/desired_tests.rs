@@ -87,6 +87,7 @@ fn mk_world() -> Snapshot {
             routers: vec![mk_router("tenant-a", "main", "public")],
             floating_ips: vec![mk_fip("tenant-a", "web", "10.10.1.10", 3)],
             snat_gateways: vec![],
+            ..Default::default()
         },
         pods: vec![
             mk_pod("tenant-a", "w1", "n1", "10.10.1.10", "02:00:00:00:01:0a"),
@@ -98,6 +99,7 @@ fn mk_world() -> Snapshot {
         now: ts(NOW),
         cursors: None,
         undecodable: Vec::new(),
+        pod_labels: Default::default(),
         nad_conflicts: Default::default(),
     }
 }

@@ -30,7 +30,7 @@ pub mod desired;
 pub mod leader;
 pub mod liveness;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,7 @@ use crate::api::{Build, DvrKind, Kind, PerKind};
 use crate::cluster;
 use crate::cluster::watch::{cache, Stores, Undecodable, UndecodableObject};
 use crate::plan::resolve::Held;
+use crate::plan::view::ObjectKey;
 use crate::telemetry::Telemetry;
 use desired::{Actions, FinalizerWrite, Snapshot, StatusWrite, Target};
 use leader::{LeaderElector, LeaseConfig};
@@ -235,6 +236,30 @@ impl Caches {
         Some(out)
     }
 
+    /// Labels of the pods in namespaces where a LoadBalancer selects pods:
+    /// only those, so the snapshot does not copy every pod's labels.
+    fn selected_pod_labels(&self) -> BTreeMap<ObjectKey, BTreeMap<String, String>> {
+        let namespaces: BTreeSet<String> = (self.objects.load_balancers.state().iter())
+            .filter(|lb| lb.spec.backends.selector.is_some())
+            .filter_map(|lb| lb.metadata.namespace.clone())
+            .collect();
+        if namespaces.is_empty() {
+            return BTreeMap::new();
+        }
+        (self.pods.state().iter())
+            .filter(|p| (p.metadata.namespace.as_ref()).is_some_and(|n| namespaces.contains(n)))
+            .map(|p| {
+                (
+                    ObjectKey::new(
+                        p.metadata.namespace.clone().unwrap_or_default(),
+                        p.metadata.name.clone().unwrap_or_default(),
+                    ),
+                    p.metadata.labels.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
     fn snapshot(&self, now: Timestamp, nad_conflicts: BTreeSet<String>) -> Snapshot {
         let leases = cloned(&self.leases);
         let mut objects = PerKind::default();
@@ -257,6 +282,7 @@ impl Caches {
             now,
             cursors: cursors::read(self.allocator.state().first().map(|c| c.as_ref())),
             undecodable: self.undecodable.raw_of(&Held::KINDS.map(Kind::as_str)),
+            pod_labels: self.selected_pod_labels(),
         }
     }
 }

@@ -2,7 +2,10 @@
 //! kind of the [registry](crate::api::kinds). The pass itself
 //! ([`compute`](super::compute)) iterates the registry and names no kind.
 use super::ProgrammedParts;
-use crate::api::{DistributedRouter, DvrKind, ExternalNetwork, FloatingIP, SnatGateway};
+use crate::api::{
+    DistributedRouter, DvrKind, ExternalNetwork, FloatingIP, LoadBalancer, PortForwarding,
+    RouterFirewall, SnatGateway,
+};
 use crate::plan::resolve::Resolution;
 use crate::plan::view::ObjectKey;
 
@@ -98,5 +101,53 @@ impl Reported for SnatGateway {
         nodes.sort();
         nodes.dedup();
         nodes
+    }
+}
+
+impl Reported for RouterFirewall {
+    fn desired(res: &Resolution, o: &Self) -> Option<Self::Status> {
+        res.firewalls.get(&key_of(o)).cloned()
+    }
+    fn programmed(st: &mut Self::Status) -> Option<ProgrammedParts<'_>> {
+        Some(ProgrammedParts {
+            nodes: st.nodes.clone(),
+            conditions: &mut st.conditions,
+            programmed_nodes: None,
+        })
+    }
+    fn held_by(st: Self::Status) -> Vec<String> {
+        st.nodes
+    }
+}
+
+impl Reported for PortForwarding {
+    fn desired(res: &Resolution, o: &Self) -> Option<Self::Status> {
+        res.port_forwardings.get(&key_of(o)).cloned()
+    }
+    fn programmed(st: &mut Self::Status) -> Option<ProgrammedParts<'_>> {
+        Some(ProgrammedParts {
+            nodes: st.node.iter().cloned().collect(),
+            conditions: &mut st.conditions,
+            programmed_nodes: None,
+        })
+    }
+    fn held_by(st: Self::Status) -> Vec<String> {
+        st.node.into_iter().collect()
+    }
+}
+
+impl Reported for LoadBalancer {
+    fn desired(res: &Resolution, o: &Self) -> Option<Self::Status> {
+        res.load_balancers.get(&key_of(o)).cloned()
+    }
+    fn programmed(st: &mut Self::Status) -> Option<ProgrammedParts<'_>> {
+        Some(ProgrammedParts {
+            nodes: st.node.iter().cloned().collect(),
+            conditions: &mut st.conditions,
+            programmed_nodes: None,
+        })
+    }
+    fn held_by(st: Self::Status) -> Vec<String> {
+        st.node.into_iter().collect()
     }
 }

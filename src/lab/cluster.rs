@@ -30,6 +30,7 @@ use crate::api::{self, DvrKind, Kind, PerKind, Port};
 use crate::cluster;
 use crate::controller::{self, desired::Snapshot};
 use crate::dataplane::engine::EngineConfig;
+use crate::plan::view::ObjectKey;
 
 /// Where the lab's components keep their Leases.
 pub const LAB_NAMESPACE: &str = "kube-dvr";
@@ -658,6 +659,15 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, ClusterError> {
         now: Timestamp::now(),
         cursors: None,
         undecodable: Vec::new(),
+        pod_labels: (list::<Pod>(client).await?.into_iter())
+            .map(|p| {
+                let key = ObjectKey::new(
+                    p.metadata.namespace.unwrap_or_default(),
+                    p.metadata.name.unwrap_or_default(),
+                );
+                (key, p.metadata.labels.unwrap_or_default())
+            })
+            .collect(),
     })
 }
 

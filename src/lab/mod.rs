@@ -390,6 +390,40 @@ impl StatusRow for crate::api::SnatGateway {
     }
 }
 
+impl StatusRow for crate::api::RouterFirewall {
+    fn address(&self) -> Option<String> {
+        None
+    }
+    fn placement(&self) -> String {
+        self.status
+            .as_ref()
+            .map(|st| st.nodes.join(","))
+            .unwrap_or_default()
+    }
+}
+
+impl StatusRow for crate::api::PortForwarding {
+    fn address(&self) -> Option<String> {
+        self.status.as_ref()?.address.clone()
+    }
+    fn placement(&self) -> String {
+        (self.status.as_ref())
+            .and_then(|st| st.node.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl StatusRow for crate::api::LoadBalancer {
+    fn address(&self) -> Option<String> {
+        self.status.as_ref()?.address.clone()
+    }
+    fn placement(&self) -> String {
+        (self.status.as_ref())
+            .and_then(|st| st.node.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// What `kubectl get kubedvr -A` would show: every object's Ready, reason,
 /// address and node, as the controller wrote them.
 fn print_status(out: &mut dyn std::io::Write, lab: &Lab) -> Result<(), Box<dyn std::error::Error>> {

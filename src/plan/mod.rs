@@ -8,6 +8,6 @@ pub mod resolve;
 mod tables;
 pub mod view;
 
-pub use node::{plan_node, plan_node_serving, serving_node, Serving};
+pub use node::{plan_node, plan_node_run, plan_node_serving, serving_node, Down, Serving};
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,12 @@ pub const FIP_MARK: u32 = 0x10;
 pub const FIP_RULE_PRIORITY: u32 = 40000;
 /// The nftables map floating → fixed address in a `qrouter-`.
 pub const FIP_DNAT_MAP: &str = "fip_dnat";
+/// The conntrack mark of load-balanced connections in a `snat-`
+/// namespace: they leave towards the backend with the `sg-` address as
+/// source, so replies come back through the gateway.
+pub const LB_CT_MARK: u32 = 0x20;
+/// The port-forwarding map in a `snat-` namespace.
+pub const PF_DNAT_MAP: &str = "pf_dnat";
 /// Per-subnet SNAT rules start here, one priority per subnet.
 pub const SNAT_RULE_PRIORITY: u32 = 40100;
 /// The link-local range the per-router `rfp-`/`fpr-` /31s come from.

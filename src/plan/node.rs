@@ -27,7 +27,9 @@ use ipnet::Ipv4Net;
 
 use super::model::*;
 use super::names;
-use super::tables::{bridge_table, fip_table, port_element, snat_table};
+use super::tables::{
+    add_firewall, bridge_table, fip_table, port_element, snat_table, GatewayServices,
+};
 use super::view::*;
 
 /// Desired kernel state of `node`. A node the view has no facts for (its
@@ -54,6 +56,17 @@ pub fn serving_node<'a>(s: &'a SnatView, serving: &'a Serving) -> Option<&'a str
 /// time: that node has the gateway attached, every other node of the router
 /// sends to it.
 pub fn plan_node_serving(view: &ClusterView, node: &str, serving: &Serving) -> NodeState {
+    plan_node_run(view, node, serving, &Down::new())
+}
+
+/// Per LoadBalancer, the backends this node's health checks find failing
+/// (run-time state like [`Serving`], never part of the reported digest):
+/// the gateway leaves them out while it serves.
+pub type Down = BTreeMap<ObjectKey, BTreeSet<Ipv4Addr>>;
+
+/// [`plan_node_serving`] with the backends this node found failing left
+/// out of its load balancers.
+pub fn plan_node_run(view: &ClusterView, node: &str, serving: &Serving, down: &Down) -> NodeState {
     let mut st = NodeState::default();
     let Some(facts) = view.nodes.get(node) else {
         return st;
@@ -94,7 +107,7 @@ pub fn plan_node_serving(view: &ClusterView, node: &str, serving: &Serving) -> N
             }
         }
         if hosted {
-            plan_qrouter(&mut st, router, snat);
+            plan_qrouter(&mut st, view, router, snat);
             for subnet in &router.subnets {
                 gw_macs.insert(port_element(subnet.vni, names::gateway_mac(subnet.vni)));
                 gw_ips.insert(port_element(subnet.vni, subnet.gateway));
@@ -105,7 +118,7 @@ pub fn plan_node_serving(view: &ClusterView, node: &str, serving: &Serving) -> N
         st.root.nft = Some(bridge_table(facts.dvr_mac, gw_macs, gw_ips));
     }
     plan_floating(&mut st, view, node);
-    plan_snat(&mut st, view, node, serving);
+    plan_snat(&mut st, view, node, serving, down);
     st
 }
 
@@ -172,7 +185,12 @@ fn plan_subnet_l2(
 }
 
 /// The router's namespace on a node that hosts its endpoints.
-fn plan_qrouter(st: &mut NodeState, router: &RouterView, snat: Option<&SnatView>) {
+fn plan_qrouter(
+    st: &mut NodeState,
+    view: &ClusterView,
+    router: &RouterView,
+    snat: Option<&SnatView>,
+) {
     let name = names::qrouter_ns(router.index);
     for subnet in &router.subnets {
         let (qr, qrb, br) = (
@@ -227,6 +245,17 @@ fn plan_qrouter(st: &mut NodeState, router: &RouterView, snat: Option<&SnatView>
                 fwmark: None,
                 table,
             });
+            // Virtual IPs on the subnet live on the `sg-` port: the router
+            // never ARPs across nodes for them either.
+            for lb in (view.load_balancers.iter())
+                .filter(|lb| lb.router == router.key && lb.subnet.as_ref() == Some(&subnet.name))
+            {
+                ns.neighbours.insert(Neighbour {
+                    link: qr.clone(),
+                    ip: lb.address,
+                    mac: port.mac,
+                });
+            }
         }
     }
     for (dst, via) in &router.routes {
@@ -313,7 +342,12 @@ fn plan_floating(st: &mut NodeState, view: &ClusterView, node: &str) {
             fwmark: Some(names::FIP_MARK),
             table: names::FIP_TABLE,
         });
-        q_ns.nft = Some(fip_table(&fips));
+        let mut table = fip_table(&fips);
+        if let Some(fw) = view.firewalls.iter().find(|f| &f.router == rkey) {
+            // The floating-IP path crosses `rfp-` both ways.
+            add_firewall(&mut table, fw, "rfp-*");
+        }
+        q_ns.nft = Some(table);
     }
 }
 
@@ -322,7 +356,7 @@ fn plan_floating(st: &mut NodeState, view: &ClusterView, node: &str) {
 /// `sgb-` ports are on the subnet bridges and the external port is on the
 /// external network (`qgb-` on its bridge; a `qg-` macvlan exists only
 /// there, a macvlan cannot be detached).
-fn plan_snat(st: &mut NodeState, view: &ClusterView, node: &str, serving: &Serving) {
+fn plan_snat(st: &mut NodeState, view: &ClusterView, node: &str, serving: &Serving, down: &Down) {
     for s in view
         .snat_gateways
         .iter()
@@ -389,7 +423,56 @@ fn plan_snat(st: &mut NodeState, view: &ClusterView, node: &str, serving: &Servi
                 dev: None,
             });
         }
-        ns.nft = Some(snat_table(&names::qg(router.index), s.address));
+        let qg = names::qg(router.index);
+        let svc = GatewayServices {
+            firewall: view.firewalls.iter().find(|f| f.router == router.key),
+            forwardings: (view.port_forwardings.iter())
+                .filter(|f| f.router == router.key)
+                .collect(),
+            balancers: (view.load_balancers.iter())
+                .filter(|lb| lb.router == router.key)
+                .map(|lb| {
+                    let out = down.get(&lb.key);
+                    let healthy = (lb.backends.iter())
+                        .filter(|b| out.is_none_or(|d| !d.contains(b)))
+                        .copied()
+                        .collect();
+                    (lb, healthy)
+                })
+                .collect(),
+            ports: (router.subnets.iter())
+                .filter_map(|sub| Some((names::sg(sub.vni), s.port_on(&sub.name)?.ip)))
+                .collect(),
+        };
+        // Addresses of its own on the gateway's ports, as /32s (each its
+        // own primary: none depends on another's removal): dedicated
+        // forwarding addresses and external virtual IPs on `qg-` (where it
+        // exists), subnet virtual IPs on that subnet's `sg-`.
+        let has_qg = ns.links.contains_key(&qg);
+        let dedicated = (svc.forwardings.iter())
+            .filter(|f| f.dedicated)
+            .map(|f| f.address);
+        let ext_vips = (svc.balancers.iter())
+            .filter(|(lb, _)| lb.subnet.is_none())
+            .map(|(lb, _)| lb.address);
+        for a in dedicated.chain(ext_vips).filter(|_| has_qg) {
+            ns.addresses.insert(Address {
+                link: qg.clone(),
+                addr: Ipv4Net::new(a, 32).expect("valid prefix"),
+            });
+        }
+        for (lb, _) in &svc.balancers {
+            let Some(sub) =
+                (lb.subnet.as_ref()).and_then(|n| router.subnets.iter().find(|s| &s.name == n))
+            else {
+                continue;
+            };
+            ns.addresses.insert(Address {
+                link: names::sg(sub.vni),
+                addr: Ipv4Net::new(lb.address, 32).expect("valid prefix"),
+            });
+        }
+        ns.nft = Some(snat_table(&qg, s.address, &svc));
     }
 }
 

@@ -40,6 +40,15 @@ pub struct ClusterView {
     pub external_networks: BTreeMap<String, ExternalView>,
     pub floating_ips: Vec<FloatingView>,
     pub snat_gateways: Vec<SnatView>,
+    /// RouterFirewalls, by router (at most one each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub firewalls: Vec<FirewallView>,
+    /// PortForwardings, sorted by key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_forwardings: Vec<ForwardingView>,
+    /// LoadBalancers, sorted by key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancers: Vec<LoadBalancerView>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -142,4 +151,79 @@ pub struct SnatPort {
     pub subnet: String,
     pub ip: Ipv4Addr,
     pub mac: MacAddr,
+}
+
+/// A router's north-south firewall (`RouterFirewall`), validated.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FirewallView {
+    pub key: ObjectKey,
+    pub router: ObjectKey,
+    /// The default action: allow (true) or deny.
+    pub default_allow: bool,
+    pub ingress: Vec<FirewallRuleView>,
+    pub egress: Vec<FirewallRuleView>,
+}
+
+/// One firewall rule; empty lists match anything.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FirewallRuleView {
+    pub allow: bool,
+    /// `tcp`, `udp`, `icmp`; None: any.
+    pub protocol: Option<String>,
+    /// Destination port ranges (inclusive).
+    pub ports: Vec<(u16, u16)>,
+    /// The remote side's prefixes.
+    pub cidrs: Vec<Ipv4Net>,
+}
+
+/// A PortForwarding, resolved: served by the router's SNAT gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ForwardingView {
+    pub key: ObjectKey,
+    pub router: ObjectKey,
+    /// The external address (the SNAT address, or a dedicated one).
+    pub address: Ipv4Addr,
+    /// Whether `address` is its own (then the gateway's `qg-` carries it).
+    pub dedicated: bool,
+    /// Resolved forwards (ranges expanded into single ports elsewhere).
+    pub forwards: Vec<ForwardEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ForwardEntry {
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// External ports, inclusive.
+    pub external: (u16, u16),
+    pub fixed_ip: Ipv4Addr,
+    /// The first internal port (the range maps port by port).
+    pub internal: u16,
+}
+
+/// A LoadBalancer, resolved: served by the router's SNAT gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LoadBalancerView {
+    pub key: ObjectKey,
+    pub router: ObjectKey,
+    pub address: Ipv4Addr,
+    /// The router subnet the VIP is on; None: the external network.
+    pub subnet: Option<String>,
+    /// (`tcp`/`udp`, port, target port).
+    pub ports: Vec<(String, u16, u16)>,
+    /// Backend addresses, sorted.
+    pub backends: Vec<Ipv4Addr>,
+    /// Session affinity by client address.
+    pub client_affinity: bool,
+    pub health: HealthView,
+}
+
+/// How the serving node checks backends.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HealthView {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+    /// Ports to connect to (a backend is up when all answer).
+    pub ports: Vec<u16>,
 }

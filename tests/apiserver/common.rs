@@ -80,13 +80,8 @@ async fn wait_crds(client: &Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::runtime::{conditions, wait::await_condition};
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for plural in [
-        "externalnetworks",
-        "distributedrouters",
-        "floatingips",
-        "snatgateways",
-        "ports",
-    ] {
+    let plurals = (kube_dvr::api::Kind::ALL.iter().map(|k| k.plural())).chain(["ports".into()]);
+    for plural in plurals {
         let name = format!("{plural}.kubedvr.io");
         tokio::time::timeout(
             Duration::from_secs(30),

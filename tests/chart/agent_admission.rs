@@ -61,13 +61,12 @@ fn expect(rules: &[Rule]) -> Rules {
 #[test]
 fn agent_rbac_is_exactly_what_the_agent_calls() {
     let docs = render(&[]);
-    let kinds = [
-        "externalnetworks",
-        "distributedrouters",
-        "floatingips",
-        "snatgateways",
-    ];
-    // Reflector caches (list + watch) of the four kinds, Ports and Nodes; a
+    let plurals: Vec<String> = kube_dvr::api::Kind::ALL
+        .iter()
+        .map(|k| k.plural())
+        .collect();
+    let kinds: Vec<&str> = plurals.iter().map(String::as_str).collect();
+    // Reflector caches (list + watch) of the kinds, Ports and Nodes; a
     // get of its Node at start, merge patches of its annotations; Ports
     // created, read back (an address taken) and deleted for its CNI plugin,
     // a VM's Port's status.bindings updated; a get of a Pod (is it a VM's?).
@@ -75,7 +74,7 @@ fn agent_rbac_is_exactly_what_the_agent_calls() {
     assert_eq!(
         rule_set(&one(&docs, "ClusterRole", &full("agent"))["rules"]),
         expect(&[
-            ("kubedvr.io", &kinds, &["list", "watch"], &[]),
+            ("kubedvr.io", &kinds[..], &["list", "watch"], &[]),
             (
                 "kubedvr.io",
                 &["ports"],

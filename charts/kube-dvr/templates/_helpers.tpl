@@ -89,3 +89,18 @@ Environment shared by every kube-dvr container.
 - name: RUST_LOG
   value: {{ .Values.logLevel | quote }}
 {{- end }}
+
+{{/*
+The kube-dvr kinds' resources (plural names), one list for every RBAC rule
+that names them; `tests/chart.rs` checks it against the kinds registry
+(src/api/kinds.rs). Call with a suffix: (include "kube-dvr.resources" "")
+or (include "kube-dvr.resources" "/status"); renders a flow list.
+*/}}
+{{- define "kube-dvr.resources" -}}
+{{- $suffix := . -}}
+{{- $out := list -}}
+{{- range list "externalnetworks" "distributedrouters" "floatingips" "snatgateways" "routerfirewalls" "portforwardings" "loadbalancers" -}}
+{{- $out = append $out (printf "%s%s" . $suffix | quote) -}}
+{{- end -}}
+[{{ join ", " $out }}]
+{{- end }}

@@ -20,9 +20,9 @@ use crate::plan::view::{FloatingView, ObjectKey};
 
 /// What a floating IP translates to, once resolved against the router.
 #[derive(Clone, Debug)]
-struct Target {
-    subnet: String,
-    ip: Ipv4Addr,
+pub(super) struct Target {
+    pub subnet: String,
+    pub ip: Ipv4Addr,
     /// For pod targets: the pod's interface MAC (the endpoint must be that
     /// pod's, not another workload that claimed the same IP first).
     mac: Option<MacAddr>,
@@ -50,6 +50,7 @@ pub(super) struct FipState<'a> {
 pub(super) struct NorthSouth<'a> {
     fips: Vec<FipState<'a>>,
     pub(super) snats: Vec<SnatState<'a>>,
+    services: super::services::Services<'a>,
 }
 
 /// The external network a FloatingIP or SnatGateway uses: its own
@@ -181,6 +182,7 @@ impl<'a> NorthSouth<'a> {
             .collect();
         fips.sort_by(|a, b| a.order.cmp(&b.order));
         let mut snats = super::snat::prepare_all(cluster, routers, exts);
+        let mut services = super::services::prepare(cluster, routers, exts, &snats);
 
         // Addresses: one space per external network for both kinds.
         let mut reqs = Vec::new();
@@ -204,7 +206,26 @@ impl<'a> NorthSouth<'a> {
                 owners.push((Kind::Snat, i));
             }
         }
-        let results = addresses::allocate(&reqs, exts, &cluster.input.held.addresses);
+        // Dedicated forwarding addresses and external virtual IPs: from the
+        // floating pool, after floating IPs and SNAT gateways.
+        let n = reqs.len();
+        let mut service_owners = Vec::new();
+        for (req, lb, i) in services.requests() {
+            reqs.push(req);
+            service_owners.push((lb, i));
+        }
+        let mut results = addresses::allocate(&reqs, exts, &cluster.input.held.addresses);
+        for ((req, (lb, i)), res) in reqs[n..]
+            .iter()
+            .zip(service_owners)
+            .zip(results.split_off(n))
+        {
+            if res.is_ok() {
+                exts.get_mut(&req.ext).expect("valid network").floating_used += 1;
+            }
+            services.allocated(lb, i, res);
+        }
+        reqs.truncate(n);
         for ((kind, i), (req, res)) in owners.into_iter().zip(reqs.iter().zip(results)) {
             let ext = exts
                 .get_mut(&req.ext)
@@ -225,7 +246,23 @@ impl<'a> NorthSouth<'a> {
             schedule(f, routers, exts, cluster);
         }
         super::snat::finish_all(&mut snats, cluster, routers, exts);
-        NorthSouth { fips, snats }
+        let mut fip_targets = std::collections::BTreeSet::new();
+        let mut fip_nodes: BTreeMap<ObjectKey, std::collections::BTreeSet<String>> =
+            BTreeMap::new();
+        for f in &fips {
+            if let (Ok(()), Some(t), Some(r)) = (&f.valid, &f.target, f.router) {
+                fip_targets.insert((routers[r].key.clone(), t.ip));
+            }
+            if let Some(v) = f.view() {
+                fip_nodes.entry(v.router).or_default().insert(v.node);
+            }
+        }
+        services.finish(routers, &fip_targets, &fip_nodes, &snats);
+        NorthSouth {
+            fips,
+            snats,
+            services,
+        }
     }
 
     /// The candidate nodes of the SNAT gateway of `router` (the active
@@ -239,7 +276,7 @@ impl<'a> NorthSouth<'a> {
             .unwrap_or_default()
     }
 
-    pub fn finish(self, out: &mut Resolution, now: Timestamp) {
+    pub fn finish(self, out: &mut Resolution, cluster: &Cluster, now: Timestamp) {
         for f in &self.fips {
             out.floating_ips.insert(f.key.clone(), f.status(now));
             if let Some(v) = f.view() {
@@ -248,6 +285,7 @@ impl<'a> NorthSouth<'a> {
         }
         out.view.floating_ips.sort_by(|a, b| a.key.cmp(&b.key));
         super::snat::finish_output(self.snats, out, now);
+        self.services.output(out, cluster, now);
     }
 }
 
@@ -291,7 +329,12 @@ fn prepare<'a>(
         node: None,
     };
     if st.valid.is_ok() {
-        match resolve_target(cluster, obj, &ns, &routers[router.expect("valid")]) {
+        match resolve_target(
+            cluster,
+            &obj.spec.target,
+            &ns,
+            &routers[router.expect("valid")],
+        ) {
             Ok(t) => st.target = Some(t),
             Err((true, f)) => st.valid = Err(f),
             Err((false, f)) => st.scheduled = Err(f),
@@ -302,13 +345,12 @@ fn prepare<'a>(
 
 /// The target: `Err((true, _))` makes the FloatingIP invalid,
 /// `Err((false, _))` means the target is not there yet (TargetNotFound).
-fn resolve_target(
+pub(super) fn resolve_target(
     cluster: &Cluster,
-    obj: &FloatingIP,
+    t: &crate::api::FloatingTarget,
     ns: &str,
     router: &RouterState,
 ) -> Result<Target, (bool, Fail)> {
-    let t = &obj.spec.target;
     match (&t.fixed_ip, &t.pod) {
         (Some(ip), None) => {
             let ip: Ipv4Addr = ip.parse().map_err(|_| {

@@ -32,13 +32,19 @@ use crate::api::{DvrKind, Kind};
 pub struct Held {
     pub router_indexes: BTreeSet<u32>,
     pub vnis: BTreeSet<u32>,
-    /// Floating and SNAT addresses (on any external network).
+    /// Floating, SNAT, dedicated forwarding and virtual IP addresses.
     pub addresses: BTreeSet<Ipv4Addr>,
 }
 
 impl Held {
     /// The kinds whose objects hold allocations in their status.
-    pub const KINDS: [Kind; 3] = [Kind::DistributedRouter, Kind::FloatingIP, Kind::SnatGateway];
+    pub const KINDS: [Kind; 5] = [
+        Kind::DistributedRouter,
+        Kind::FloatingIP,
+        Kind::SnatGateway,
+        Kind::PortForwarding,
+        Kind::LoadBalancer,
+    ];
 
     /// Add what an object left out of resolution (being deleted) holds,
     /// from its status, read as [`Held::add_raw`] reads an object that does

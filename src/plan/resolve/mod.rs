@@ -61,6 +61,7 @@ mod held;
 mod pools;
 mod routers;
 mod selector;
+mod services;
 mod snat;
 #[cfg(test)]
 mod tests;
@@ -83,6 +84,7 @@ use super::view::{ClusterView, NodeFacts, ObjectKey};
 use crate::api;
 
 pub use held::{Cursors, Held};
+pub use services::BACKENDS_HEALTHY;
 
 /// Condition type on routers: every workload address resolved to one
 /// endpoint (False, reason `DuplicateEndpointIP`, when two claim one).
@@ -113,6 +115,10 @@ pub struct ClusterInput {
     /// Where new router indexes and VNIs are searched from (next-fit);
     /// None: just above the highest value in use.
     pub cursors: Option<Cursors>,
+    /// Labels of the pods of namespaces with LoadBalancers that select
+    /// pods, where known (the controller); None (agents): the pods a
+    /// LoadBalancer's status lists are its selected backends.
+    pub pod_labels: Option<BTreeMap<ObjectKey, BTreeMap<String, String>>>,
 }
 
 impl std::ops::Deref for ClusterInput {
@@ -169,6 +175,10 @@ pub struct NodeInfo {
     /// SnatGateways (`namespace/name`) its agent says it serves now.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub serving: BTreeSet<String>,
+    /// Backends its agent's health checks find failing, as
+    /// `namespace/loadbalancer=ip`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub lb_down: BTreeSet<String>,
 }
 
 /// The result of [`resolve`]: the view for the planner and the desired status
@@ -185,6 +195,9 @@ pub struct Resolution {
     pub floating_ips: BTreeMap<ObjectKey, api::FloatingIPStatus>,
     pub snat_gateways: BTreeMap<ObjectKey, api::SnatGatewayStatus>,
     pub external_networks: BTreeMap<String, api::ExternalNetworkStatus>,
+    pub firewalls: BTreeMap<ObjectKey, api::RouterFirewallStatus>,
+    pub port_forwardings: BTreeMap<ObjectKey, api::PortForwardingStatus>,
+    pub load_balancers: BTreeMap<ObjectKey, api::LoadBalancerStatus>,
     /// The cursors after this resolution's allocations.
     pub cursors: Cursors,
 }
@@ -297,6 +310,6 @@ pub fn resolve(input: &ClusterInput) -> Resolution {
         );
     }
     out.view.routers.sort_by(|a, b| a.key.cmp(&b.key));
-    north.finish(&mut out, input.now);
+    north.finish(&mut out, &cluster, input.now);
     out
 }

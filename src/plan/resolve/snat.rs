@@ -131,6 +131,29 @@ pub(super) fn prepare_all<'a>(
 }
 
 impl SnatState<'_> {
+    /// The router it serves.
+    pub(super) fn router_key(&self) -> ObjectKey {
+        ObjectKey::new(&self.key.namespace, &self.obj.spec.router)
+    }
+
+    /// Not a second SnatGateway of its router.
+    pub(super) fn is_primary(&self) -> bool {
+        !self.duplicate
+    }
+
+    pub(super) fn valid_check(&self) -> Check {
+        self.valid.clone()
+    }
+
+    pub(super) fn key(&self) -> &ObjectKey {
+        &self.key
+    }
+
+    /// Its external network, when determined.
+    pub(super) fn external(&self) -> Result<String, Fail> {
+        self.ext.clone()
+    }
+
     /// The address request, if this gateway may hold an address.
     pub(super) fn request(&self) -> Option<Request> {
         let (Ok(ext), Ok(requested), false) = (&self.ext, &self.requested, self.duplicate) else {

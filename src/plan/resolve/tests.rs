@@ -130,6 +130,7 @@ pub(super) fn mk_node(i: u8, ready: bool, labels: &[(&str, &str)]) -> NodeInfo {
         vtep: Some(Ipv4Addr::new(198, 18, 0, i)),
         ready,
         serving: Default::default(),
+        lb_down: Default::default(),
     }
 }
 
