@@ -55,6 +55,7 @@
 pub mod cli;
 pub mod cni;
 pub mod gateway;
+pub mod health;
 pub mod heap;
 pub mod input;
 pub mod keep;
@@ -254,7 +255,11 @@ pub async fn run(
         probes: probe::Probes::new().0,
         serving: Default::default(),
         overrides: Default::default(),
+        health: health::Checks::new().0,
+        down: Default::default(),
     };
+    let (checks, mut health_changes) = health::Checks::new();
+    agent.health = checks.clone();
     let (probes, mut probe_changes) = probe::Probes::new();
     agent.probes = probes.clone();
     // Publish the node's facts first: other agents plan tunnels to them.
@@ -312,6 +317,7 @@ pub async fn run(
             }
         });
     }
+    tasks.spawn(checks.run());
     let t = telemetry.clone();
     tasks.spawn(report::write_reports(
         agent.reporter.clone(),
@@ -367,12 +373,15 @@ pub async fn run(
                 }
                 // A probe session changed: decide now, no debounce.
                 _ = probe_changes.changed() => {}
+                // A load-balancer backend went out or came back.
+                _ = health_changes.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
         first = false;
         changes.borrow_and_update();
         probe_changes.borrow_and_update();
+        health_changes.borrow_and_update();
         let now = Instant::now();
         let mut force = retry_at.is_some_and(|r| now >= r);
         if now >= next_resync {

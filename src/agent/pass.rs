@@ -11,14 +11,14 @@ use kube::runtime::reflector::ObjectRef;
 use super::gateway;
 use super::probe;
 use super::watch::Caches;
-use super::{input, keep, kernel, report, AgentOptions, Error};
+use super::{health, input, keep, kernel, report, AgentOptions, Error};
 use crate::cluster;
 use crate::cluster::errors::{self, AgentError, Owners};
 use crate::dataplane::engine::Engine;
 use crate::plan::resolve::resolve;
 use crate::plan::view::ClusterView;
 use crate::plan::view::ObjectKey;
-use crate::plan::{plan_node, plan_node_serving, Serving};
+use crate::plan::{plan_node, plan_node_run, Down, Serving};
 use crate::telemetry::Telemetry;
 
 pub(super) const M_KERNEL_WRITES: &str = "kube_dvr_kernel_writes_total";
@@ -68,6 +68,10 @@ pub(super) struct Agent {
     pub(super) serving: std::collections::BTreeMap<ObjectKey, String>,
     /// Of those, the ones that differ from the plan, as last programmed.
     pub(super) overrides: Serving,
+    /// Health checks of the load balancers this node serves ([`health`]).
+    pub(super) health: health::Checks,
+    /// The backends left out, as last programmed.
+    pub(super) down: Down,
 }
 
 pub(super) const M_PROBE_UP: &str = "kube_dvr_gateway_probe_up";
@@ -146,10 +150,12 @@ impl Agent {
         // Which candidate serves is this node's run-time decision: it
         // changes what is programmed, never the digest reported.
         let overrides = self.decide_gateways(&view);
-        let plan = if overrides.is_empty() {
+        // So are the load-balancer backends its health checks took out.
+        let down = self.check_backends(&view, &overrides);
+        let plan = if overrides.is_empty() && down.is_empty() {
             plan
         } else {
-            plan_node_serving(&view, &self.opts.node, &overrides)
+            plan_node_run(&view, &self.opts.node, &overrides, &down)
         };
         let keep = keep::keep(&snap, self.input.held(), &self.opts.node);
         if !keep.is_empty() {
@@ -168,6 +174,7 @@ impl Agent {
             || self.last_ok.as_deref() != Some(digest.as_str())
             || keep != self.kept
             || overrides != self.overrides
+            || down != self.down
         {
             let kind = if force || self.last_ok.is_none() {
                 kernel::Pass::Full
@@ -219,6 +226,7 @@ impl Agent {
                 }),
             }
             self.overrides = overrides;
+            self.down = down;
             self.announce_claims(&view);
             if errors.is_empty() {
                 self.last_ok = Some(digest.clone());
@@ -246,6 +254,8 @@ impl Agent {
         // Which gateways this node serves (run-time state): the controller
         // records it as `activeNode`.
         want.insert(cluster::SNAT_SERVING_ANNOTATION, self.serving_report(&view));
+        // The backends it took out, for LoadBalancer statuses.
+        want.insert(cluster::LB_DOWN_ANNOTATION, health::annotation(&self.down));
         // Written by the report task: this pass, which may be a failover,
         // does not wait for the API server.
         self.wanted.send_replace(Some((node, want)));
@@ -395,6 +405,34 @@ impl Agent {
         overrides
     }
 
+    /// Point the health checks at the load balancers whose gateway this
+    /// node serves under `overrides`; the backends they found failing.
+    fn check_backends(&self, view: &ClusterView, overrides: &Serving) -> Down {
+        let me = self.opts.node.as_str();
+        let mut targets = std::collections::BTreeMap::new();
+        for lb in &view.load_balancers {
+            let served = (view.snat_gateways.iter())
+                .find(|s| s.router == lb.router)
+                .is_some_and(|s| crate::plan::serving_node(s, overrides) == Some(me));
+            let Some(router) = view.routers.iter().find(|r| r.key == lb.router) else {
+                continue;
+            };
+            if served {
+                let ns = crate::plan::names::snat_ns(router.index);
+                targets.insert(
+                    lb.key.clone(),
+                    health::Target {
+                        ns: crate::dataplane::netns::path(&self.opts.engine.netns_dir, &ns),
+                        backends: lb.backends.clone(),
+                        health: lb.health.clone(),
+                    },
+                );
+            }
+        }
+        self.health.set_targets(targets);
+        self.health.down()
+    }
+
     /// The router indexes of the gateways this node serves under
     /// `overrides`.
     fn claims(&self, view: &ClusterView, overrides: &Serving) -> std::collections::BTreeSet<u32> {
@@ -502,6 +540,7 @@ impl Agent {
             (cluster::CLEANED_ANNOTATION, Some("true".to_string())),
             (cluster::PROGRAMMED_ANNOTATION, None),
             (cluster::SNAT_SERVING_ANNOTATION, None),
+            (cluster::LB_DOWN_ANNOTATION, None),
             (cluster::AGENT_ERRORS_ANNOTATION, None),
         ]);
         match reporter.report(&node, &want).await {

@@ -102,16 +102,17 @@ pub struct LoadBalancerPort {
 
     /// The port on the virtual IP.
     #[schemars(range(min = 1, max = 65535))]
-    pub port: u16,
+    pub port: i32,
 
     /// The backends' port. Absent: `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
-    pub target_port: Option<u16>,
+    pub target_port: Option<i32>,
 }
 
 impl LoadBalancerPort {
-    pub fn target(&self) -> u16 {
+    /// The backends' port (`targetPort`, else `port`).
+    pub fn target(&self) -> i32 {
         self.target_port.unwrap_or(self.port)
     }
 }
@@ -154,33 +155,33 @@ pub struct HealthCheck {
     /// Seconds between checks of one backend.
     #[serde(default = "default_interval")]
     #[schemars(range(min = 1, max = 300))]
-    pub interval_seconds: u32,
+    pub interval_seconds: i32,
     /// Seconds a connect may take.
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 1, max = 60))]
-    pub timeout_seconds: u32,
+    pub timeout_seconds: i32,
     /// Successes in a row that bring a backend back.
     #[serde(default = "default_threshold")]
     #[schemars(range(min = 1, max = 10))]
-    pub healthy_threshold: u32,
+    pub healthy_threshold: i32,
     /// Failures in a row that take a backend out.
     #[serde(default = "default_threshold")]
     #[schemars(range(min = 1, max = 10))]
-    pub unhealthy_threshold: u32,
+    pub unhealthy_threshold: i32,
     /// The port to connect to. Absent: each port's `targetPort` (a backend
     /// is healthy when every one answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
-    pub port: Option<u16>,
+    pub port: Option<i32>,
 }
 
-fn default_interval() -> u32 {
+fn default_interval() -> i32 {
     5
 }
-fn default_timeout() -> u32 {
+fn default_timeout() -> i32 {
     2
 }
-fn default_threshold() -> u32 {
+fn default_threshold() -> i32 {
     2
 }
 

@@ -91,7 +91,7 @@ pub struct Forward {
 
     /// The workload's port (the first of the range).
     #[schemars(range(min = 1, max = 65535))]
-    pub internal_port: u16,
+    pub internal_port: i32,
 
     /// The workload: exactly one of `fixedIP` and `pod`, on one of the
     /// router's subnets.

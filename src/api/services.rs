@@ -47,17 +47,26 @@ impl Protocol {
 pub struct PortRange {
     /// The first (or only) port.
     #[schemars(range(min = 1, max = 65535))]
-    pub port: u16,
+    pub port: i32,
 
     /// The last port of the range, inclusive. Absent: only `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
-    pub end_port: Option<u16>,
+    pub end_port: Option<i32>,
 }
 
 impl PortRange {
-    /// The last port (`port` when no range).
-    pub fn end(&self) -> u16 {
-        self.end_port.unwrap_or(self.port).max(self.port)
+    /// The first and last port, when both are ports (1-65535) and the
+    /// range is not empty.
+    pub fn span(&self) -> Option<(u16, u16)> {
+        let lo = port(self.port)?;
+        let hi = port(self.end_port.unwrap_or(self.port))?;
+        (lo <= hi).then_some((lo, hi))
     }
+}
+
+/// `p` as a port number, when it is one (1-65535). The schema says so
+/// already; the resolver does not trust it.
+pub fn port(p: i32) -> Option<u16> {
+    u16::try_from(p).ok().filter(|p| *p != 0)
 }

@@ -61,6 +61,9 @@ pub(super) struct PfState<'a> {
     requested: Result<Option<Ipv4Addr>, Fail>,
     /// A dedicated address, once allocation was attempted.
     address: Option<Result<Ipv4Addr, Fail>>,
+    /// Per forward: protocol, external ports (inclusive), first internal
+    /// port; checked.
+    spans: Vec<(&'static str, u16, u16, u16)>,
     targets: Vec<Option<Target>>,
     scheduled: Check,
     node: Option<String>,
@@ -76,6 +79,8 @@ pub(super) struct LbState<'a> {
     ext: Result<String, Fail>,
     requested: Result<Option<Ipv4Addr>, Fail>,
     address: Option<Result<Ipv4Addr, Fail>>,
+    /// Protocol, port, backends' port; checked.
+    ports: Vec<(&'static str, u16, u16)>,
     /// Backends: address and, when selected, the pod.
     backends: Vec<(Ipv4Addr, Option<String>)>,
     scheduled: Check,
@@ -219,13 +224,17 @@ fn firewall_rules(
                 }
                 let mut ports = Vec::new();
                 for p in &r.ports {
-                    if p.port == 0 || p.end_port.is_some_and(|e| e < p.port) {
+                    let Some(span) = p.span() else {
                         return Err(fail(
                             "InvalidRule",
-                            format!("{what}: port range {}-{} is empty", p.port, p.end()),
+                            format!(
+                                "{what}: ports {}-{} are not a range of 1-65535",
+                                p.port,
+                                p.end_port.unwrap_or(p.port)
+                            ),
                         ));
-                    }
-                    ports.push((p.port, p.end()));
+                    };
+                    ports.push(span);
                 }
                 let cidrs = r
                     .cidrs
@@ -279,28 +288,31 @@ fn prepare_pf<'a>(
     also(&mut valid, router_ready(routers, router));
     // Ports: within the object, no external port twice.
     let mut count = 0usize;
-    let mut seen: BTreeSet<(String, u16)> = BTreeSet::new();
+    let mut seen: BTreeSet<(&str, u16)> = BTreeSet::new();
+    let mut spans = Vec::new();
     for (i, f) in obj.spec.forwards.iter().enumerate() {
-        let (lo, hi) = (f.external_ports.port, f.external_ports.end());
-        if lo == 0
-            || f.internal_port == 0
-            || u32::from(f.internal_port) + u32::from(hi - lo) > 65535
-        {
+        let span = (f.external_ports.span())
+            .zip(crate::api::services::port(f.internal_port))
+            .filter(|((lo, hi), internal)| u32::from(*internal) + u32::from(hi - lo) <= 65535);
+        let Some(((lo, hi), internal)) = span else {
             also(
                 &mut valid,
                 Err(fail(
                     "InvalidPort",
                     format!(
-                        "forwards[{i}]: the port range {lo}-{hi} → {} does not fit in 1-65535",
+                        "forwards[{i}]: ports {}-{} → {} do not fit in 1-65535",
+                        f.external_ports.port,
+                        f.external_ports.end_port.unwrap_or(f.external_ports.port),
                         f.internal_port
                     ),
                 )),
             );
             continue;
-        }
+        };
+        spans.push((f.protocol.nft(), lo, hi, internal));
         count += usize::from(hi - lo) + 1;
         for p in lo..=hi {
-            if !seen.insert((f.protocol.nft().to_string(), p)) {
+            if !seen.insert((f.protocol.nft(), p)) {
                 also(
                     &mut valid,
                     Err(fail(
@@ -333,6 +345,7 @@ fn prepare_pf<'a>(
         ext,
         requested,
         address: None,
+        spans,
         targets: Vec::new(),
         scheduled: Ok(()),
         node: None,
@@ -416,7 +429,22 @@ fn prepare_lb<'a>(
             selector::validate(sel).map_err(|m| fail("InvalidSelector", m)),
         );
     }
+    let mut ports = Vec::new();
+    for p in &obj.spec.ports {
+        let port = crate::api::services::port;
+        match port(p.port).zip(port(p.target())) {
+            Some((a, b)) => ports.push((p.protocol.nft(), a, b)),
+            None => also(
+                &mut valid,
+                Err(fail(
+                    "InvalidPort",
+                    format!("port {} → {} is not in 1-65535", p.port, p.target()),
+                )),
+            ),
+        }
+    }
     let mut st = LbState {
+        ports,
         obj,
         key: ObjectKey::new(&ns, obj.name_any()),
         order: order_of(&obj.metadata),
@@ -588,7 +616,7 @@ impl Services<'_> {
 
         // Port forwardings: no target with a floating IP; on a shared SNAT
         // address, first come keeps a port.
-        let mut owners: BTreeMap<(Ipv4Addr, String, u16), ObjectKey> = BTreeMap::new();
+        let mut owners: BTreeMap<(Ipv4Addr, &str, u16), ObjectKey> = BTreeMap::new();
         for p in self.pfs.iter_mut() {
             if p.valid.is_err() {
                 continue;
@@ -624,26 +652,22 @@ impl Services<'_> {
             } else {
                 v.address
             };
-            let mut clash = None;
-            'outer: for f in &p.obj.spec.forwards {
-                for port in f.external_ports.port..=f.external_ports.end() {
-                    if let Some(o) = owners.get(&(address, f.protocol.nft().to_string(), port)) {
-                        clash = Some(format!(
-                            "{} port {port} of {address} is already forwarded by PortForwarding {o}",
-                            f.protocol.nft()
-                        ));
-                        break 'outer;
-                    }
-                }
-            }
+            let ports = || {
+                (p.spans.iter())
+                    .flat_map(|&(proto, lo, hi, _)| (lo..=hi).map(move |port| (proto, port)))
+            };
+            let clash = ports().find_map(|(proto, port)| {
+                let o = owners.get(&(address, proto, port))?;
+                Some(format!(
+                    "{proto} port {port} of {address} is already forwarded by PortForwarding {o}"
+                ))
+            });
             if let Some(m) = clash {
                 p.valid = Err(fail("PortInUse", m));
                 continue;
             }
-            for f in &p.obj.spec.forwards {
-                for port in f.external_ports.port..=f.external_ports.end() {
-                    owners.insert((address, f.protocol.nft().to_string(), port), p.key.clone());
-                }
+            for (proto, port) in ports() {
+                owners.insert((address, proto, port), p.key.clone());
             }
             match &v.node {
                 Some(n) => p.node = Some(n.clone()),
@@ -657,18 +681,13 @@ impl Services<'_> {
                     );
                 }
             }
-            let forwards = p
-                .obj
-                .spec
-                .forwards
-                .iter()
-                .zip(&p.targets)
-                .filter_map(|(f, t)| {
+            let forwards = (p.spans.iter().zip(&p.targets))
+                .filter_map(|(&(proto, lo, hi, internal), t)| {
                     Some(ForwardEntry {
-                        protocol: f.protocol.nft().to_string(),
-                        external: (f.external_ports.port, f.external_ports.end()),
+                        protocol: proto.to_string(),
+                        external: (lo, hi),
                         fixed_ip: t.as_ref()?.ip,
-                        internal: f.internal_port,
+                        internal,
                     })
                 })
                 .collect();
@@ -759,13 +778,13 @@ impl Services<'_> {
             }
             let spec = &l.obj.spec;
             let hc = spec.health_check.clone().unwrap_or_default();
-            let mut hports: Vec<u16> = match hc.port {
+            let mut hports: Vec<u16> = match hc.port.and_then(crate::api::services::port) {
                 Some(p) => vec![p],
-                None => spec
+                None => l
                     .ports
                     .iter()
-                    .filter(|p| p.protocol == crate::api::Protocol::Tcp)
-                    .map(|p| p.target())
+                    .filter(|p| p.0 == "tcp")
+                    .map(|p| p.2)
                     .collect(),
             };
             hports.sort();
@@ -775,19 +794,23 @@ impl Services<'_> {
                 router: rkey,
                 address,
                 subnet: spec.subnet.clone(),
-                ports: spec
-                    .ports
-                    .iter()
-                    .map(|p| (p.protocol.nft().to_string(), p.port, p.target()))
+                ports: (l.ports.iter())
+                    .map(|&(proto, port, target)| (proto.to_string(), port, target))
                     .collect(),
                 backends: l.backends.iter().map(|(ip, _)| *ip).collect(),
                 client_affinity: spec.session_affinity == crate::api::SessionAffinity::ClientIp,
-                health: HealthView {
-                    interval_ms: u64::from(hc.interval_seconds) * 1000,
-                    timeout_ms: u64::from(hc.timeout_seconds.min(hc.interval_seconds)) * 1000,
-                    rise: hc.healthy_threshold.max(1),
-                    fall: hc.unhealthy_threshold.max(1),
-                    ports: hports,
+                health: {
+                    // The schema bounds these; clamped all the same.
+                    let secs = |v: i32, max: i32| v.clamp(1, max) as u64 * 1000;
+                    let count = |v: i32| v.clamp(1, 10) as u32;
+                    let interval_ms = secs(hc.interval_seconds, 300);
+                    HealthView {
+                        interval_ms,
+                        timeout_ms: secs(hc.timeout_seconds, 60).min(interval_ms),
+                        rise: count(hc.healthy_threshold),
+                        fall: count(hc.unhealthy_threshold),
+                        ports: hports,
+                    }
                 },
             });
         }
