@@ -91,6 +91,7 @@ fn sandbox_on(lab: &Lab, name: &str, node: &str) -> WorkloadSpec {
         namespace: NS.into(),
         node: node.into(),
         networks: vec![],
+        labels: Default::default(),
     }
 }
 
@@ -431,7 +432,7 @@ fn launcher(lab: &Lab, name: &str, node: &str, vmi_uid: &str) -> WorkloadSpec {
         .unwrap();
     let w = sandbox_on(lab, name, node);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    probe::serve(&lab.paths.workload(name), name, stop).unwrap();
+    probe::serve(&lab.paths.workload(name), name, stop.clone(), stop).unwrap();
     w
 }
 

@@ -68,10 +68,15 @@ fn demo_matrix_agrees_and_covers_every_path() {
     if !sandbox::enter("demo_matrix_agrees_and_covers_every_path") {
         return;
     }
-    let lab = up();
+    let mut lab = up();
     let probes = matrix::expected(&lab);
-    let results = matrix::run(&lab, &probes);
-    let mut text = Vec::new();
+    let mut results = matrix::run(&lab, &probes);
+    // A load-balancer backend fails, is taken out, and comes back.
+    let mut steps = Vec::new();
+    let failure = matrix::backend_failure(&mut lab, &mut steps).unwrap();
+    assert!(!failure.is_empty(), "no load balancer with two backends");
+    results.extend(failure);
+    let mut text = steps;
     matrix::print(&mut text, &lab, &results).unwrap();
     let text = String::from_utf8(text).unwrap();
     let bad: Vec<_> = results.iter().filter(|r| !r.agrees()).collect();
@@ -142,6 +147,71 @@ fn demo_matrix_agrees_and_covers_every_path() {
     );
     // A tenant without SNAT has no way out.
     assert_eq!(tcp(&lab, "wl-b-web", "203.0.113.1"), Observed::NoAnswer);
+
+    // Services (issue 10). The firewall denies what its rules deny, on
+    // the floating-IP path and the SNAT path, and only for its tenant.
+    let denied = |section: &str, from: &str, to: &str| {
+        results.iter().any(|r| {
+            r.probe.section == section
+                && r.probe.from == from
+                && r.probe.to.starts_with(to)
+                && matches!(r.probe.expect, Expect::Isolated { .. })
+                && r.observed == Observed::NoAnswer
+        })
+    };
+    assert!(
+        denied("firewall", "ext-host", "a-web 203.0.113.100:7780"),
+        "ingress deny on the floating-IP path:\n{text}"
+    );
+    assert!(
+        denied("firewall", "a-web", "ext-host 203.0.113.1:7780"),
+        "egress deny on the floating-IP path:\n{text}"
+    );
+    assert!(
+        denied("firewall", "a-db", "ext-host 203.0.113.1:7780"),
+        "egress deny on the SNAT path:\n{text}"
+    );
+    assert!(
+        has("b-api", "ext-host 203.0.113.1:7780", "203.0.113.101"),
+        "another tenant's policy:\n{text}"
+    );
+    // Forwarded ports: from outside the client is seen; hairpin through
+    // the gateway is NATed to its port on the target's subnet.
+    assert!(
+        has("ext-host", "a-app 203.0.113.50:8080", "203.0.113.1"),
+        "forward on the SNAT address:\n{text}"
+    );
+    assert!(
+        has("a-cache", "a-app 203.0.113.50:8080", "10.10.1.254"),
+        "forward, hairpin:\n{text}"
+    );
+    assert!(
+        has("ext-host", "a-db 203.0.113.150:7777", "203.0.113.1"),
+        "forward on a dedicated address:\n{text}"
+    );
+    assert!(
+        denied("port-forward", "ext-host", "a-db 203.0.113.150:7780"),
+        "the firewall on a forwarded port:\n{text}"
+    );
+    // Load balancers: both backends answer, then only the healthy one.
+    let spread = |to: &str| -> Vec<&Observed> {
+        (results.iter())
+            .filter(|r| r.probe.section == "load-balancer" && r.probe.to.starts_with(to))
+            .map(|r| &r.observed)
+            .collect()
+    };
+    let web = spread("web 203.0.113.120:80");
+    assert_eq!(web.len(), 2, "{text}");
+    let answered_by = |o: &Observed| match o {
+        Observed::Spread { answers, .. } => answers.keys().cloned().collect::<Vec<_>>(),
+        _ => vec![],
+    };
+    assert_eq!(answered_by(web[0]), ["a-app", "a-db"], "{text}");
+    assert_eq!(answered_by(web[1]), ["a-app"], "after a-db failed:\n{text}");
+    assert!(
+        !spread("internal 10.10.2.253:80").is_empty(),
+        "subnet VIP:\n{text}"
+    );
     lab.down();
 }
 

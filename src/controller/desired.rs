@@ -198,8 +198,8 @@ pub struct Snapshot {
     /// what their status holds.
     pub undecodable: Vec<Value>,
     /// Labels of the pods in namespaces where a LoadBalancer selects pods
-    /// (the resolver's `pod_labels`).
-    pub pod_labels: BTreeMap<ObjectKey, BTreeMap<String, String>>,
+    /// (the resolver's `pod_labels`; None: resolve as an agent does).
+    pub pod_labels: Option<BTreeMap<ObjectKey, BTreeMap<String, String>>>,
 }
 
 impl std::ops::Deref for Snapshot {
@@ -295,7 +295,7 @@ pub fn cluster_input(s: &Snapshot) -> ClusterInput {
     });
     ClusterInput {
         objects,
-        pod_labels: Some(s.pod_labels.clone()),
+        pod_labels: s.pod_labels.clone(),
         pods: s.pods.clone(),
         nad_conflicts: s.nad_conflicts.clone(),
         nodes: s

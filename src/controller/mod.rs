@@ -282,7 +282,7 @@ impl Caches {
             now,
             cursors: cursors::read(self.allocator.state().first().map(|c| c.as_ref())),
             undecodable: self.undecodable.raw_of(&Held::KINDS.map(Kind::as_str)),
-            pod_labels: self.selected_pod_labels(),
+            pod_labels: Some(self.selected_pod_labels()),
         }
     }
 }

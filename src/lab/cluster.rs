@@ -659,15 +659,17 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, ClusterError> {
         now: Timestamp::now(),
         cursors: None,
         undecodable: Vec::new(),
-        pod_labels: (list::<Pod>(client).await?.into_iter())
-            .map(|p| {
-                let key = ObjectKey::new(
-                    p.metadata.namespace.unwrap_or_default(),
-                    p.metadata.name.unwrap_or_default(),
-                );
-                (key, p.metadata.labels.unwrap_or_default())
-            })
-            .collect(),
+        pod_labels: Some(
+            (list::<Pod>(client).await?.into_iter())
+                .map(|p| {
+                    let key = ObjectKey::new(
+                        p.metadata.namespace.unwrap_or_default(),
+                        p.metadata.name.unwrap_or_default(),
+                    );
+                    (key, p.metadata.labels.unwrap_or_default())
+                })
+                .collect(),
+        ),
     })
 }
 
@@ -747,7 +749,7 @@ async fn register(client: &Client, t: &Topology) -> Result<(), ClusterError> {
         // attaches them (`super::runtime`) and records their Ports.
         let networks: Vec<&str> = w.networks.iter().map(|n| n.network.as_str()).collect();
         let obj: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": w.name, "namespace": w.namespace,
+            "metadata": {"name": w.name, "namespace": w.namespace, "labels": w.labels,
                 "annotations": {cluster::NETWORKS_ANNOTATION: networks.join(",")}},
             "spec": {"nodeName": w.node, "containers": [{"name": "workload", "image": "lab"}]},
             "status": {"phase": "Running"}

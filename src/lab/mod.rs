@@ -82,6 +82,8 @@ pub struct Lab {
     pub cluster: Option<LabCluster>,
     api: ApiKind,
     stop: Arc<AtomicBool>,
+    /// Each workload's service's own stop flag ([`Lab::stop_service`]).
+    services: BTreeMap<String, Arc<AtomicBool>>,
     /// Workload interfaces (workload index, network index) the lab's
     /// runtime has attached through the CNI plugin, with the address and
     /// MAC the plugin's result gave them.
@@ -126,6 +128,7 @@ impl Lab {
             cluster: None,
             api,
             stop: Arc::new(AtomicBool::new(false)),
+            services: Default::default(),
             attached: Default::default(),
         };
         let built = lab.build().and_then(|()| lab.apply());
@@ -145,18 +148,49 @@ impl Lab {
         std::fs::write(self.paths.pid_file(), std::process::id().to_string())
             .map_err(|e| LabError::Other(e.to_string()))?;
         infra::build(&self.paths, &self.topology)?;
-        for w in &self.topology.workloads {
-            probe::serve(&self.paths.workload(&w.name), &w.name, self.stop.clone())
-                .map_err(|e| LabError::Other(format!("probe service in {}: {e}", w.name)))?;
+        let names: Vec<String> = self
+            .topology
+            .workloads
+            .iter()
+            .map(|w| w.name.clone())
+            .collect();
+        for name in names {
+            self.start_service(&name)?;
         }
         for s in &self.topology.external_segments {
             for h in &s.hosts {
-                probe::serve(&self.paths.host(&h.name), &h.name, self.stop.clone())
+                let own = Arc::new(AtomicBool::new(false));
+                probe::serve(&self.paths.host(&h.name), &h.name, self.stop.clone(), own)
                     .map_err(|e| LabError::Other(format!("probe service in {}: {e}", h.name)))?;
             }
         }
         self.cluster = Some(LabCluster::start(&self.paths, &self.topology, self.api)?);
         Ok(())
+    }
+
+    /// Start workload `name`'s "who are you" service (again).
+    pub fn start_service(&mut self, name: &str) -> Result<(), LabError> {
+        let own = Arc::new(AtomicBool::new(false));
+        probe::serve(
+            &self.paths.workload(name),
+            name,
+            self.stop.clone(),
+            own.clone(),
+        )
+        .map_err(|e| LabError::Other(format!("probe service in {name}: {e}")))?;
+        self.services.insert(name.to_string(), own);
+        Ok(())
+    }
+
+    /// Stop workload `name`'s service: its ports refuse connections (a
+    /// failed backend).
+    pub fn stop_service(&mut self, name: &str) {
+        if let Some(own) = self.services.remove(name) {
+            own.store(true, Ordering::Relaxed);
+            // The accept loops notice within their 5 ms poll; the
+            // listeners close when they exit.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     pub fn cluster(&self) -> &LabCluster {
@@ -324,11 +358,13 @@ impl Lab {
 
 /// `lab demo`: up, probe, print, down. Returns whether every probe agreed.
 pub fn demo(opts: &LabOptions, out: &mut dyn std::io::Write) -> Result<bool, LabError> {
-    let lab = Lab::up(opts)?;
+    let mut lab = Lab::up(opts)?;
     let result = (|| -> Result<bool, LabError> {
         print_status(out, &lab).map_err(|e| LabError::Other(e.to_string()))?;
         let probes = matrix::expected(&lab);
-        let results = matrix::run(&lab, &probes);
+        let mut results = matrix::run(&lab, &probes);
+        // A load-balancer backend fails and comes back.
+        results.extend(matrix::backend_failure(&mut lab, out)?);
         matrix::print(out, &lab, &results).map_err(|e| LabError::Other(e.to_string()))?;
         Ok(results.iter().all(|r| r.agrees()))
     })();

@@ -16,17 +16,38 @@ use std::time::Duration;
 use crate::dataplane::netns;
 
 pub const PORT: u16 = 7777;
+/// A second port the service answers on (firewall rules tell them apart).
+pub const OTHER_PORT: u16 = 7780;
 
-/// Start the service inside `ns`; it runs until `stop` is set.
-pub fn serve(ns: &Path, name: &str, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+/// Start the service inside `ns` on [`PORT`] and [`OTHER_PORT`]; it runs
+/// until `stop` (the lab's) or `own` (this service's) is set.
+pub fn serve(
+    ns: &Path,
+    name: &str,
+    stop: Arc<AtomicBool>,
+    own: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    for port in [PORT, OTHER_PORT] {
+        serve_on(ns, name, port, stop.clone(), own.clone())?;
+    }
+    Ok(())
+}
+
+fn serve_on(
+    ns: &Path,
+    name: &str,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    own: Arc<AtomicBool>,
+) -> std::io::Result<()> {
     // The listening socket is created inside the namespace and stays there.
-    let listener = netns::run_in(ns, || TcpListener::bind(("0.0.0.0", PORT)))??;
+    let listener = netns::run_in(ns, || TcpListener::bind(("0.0.0.0", port)))??;
     listener.set_nonblocking(true)?;
     let name = name.to_string();
     std::thread::Builder::new()
         .name(format!("whoami-{name}"))
         .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) && !own.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((mut s, peer)) => {
                         let _ = s.set_nonblocking(false);
@@ -53,12 +74,36 @@ pub enum Observed {
     /// ping got replies (it cannot tell who answered).
     Echoed,
     NoAnswer,
+    /// Several connections: who answered how often, seeing which source,
+    /// and how many got no answer.
+    Spread {
+        answers: std::collections::BTreeMap<String, (usize, Ipv4Addr)>,
+        missed: usize,
+    },
 }
 
-/// TCP probe from inside `ns` to `dst`.
+/// `n` TCP connections in a row from inside `ns` to `dst`:`port`.
+pub fn spread(ns: &Path, dst: Ipv4Addr, port: u16, n: usize, timeout: Duration) -> Observed {
+    let mut answers = std::collections::BTreeMap::new();
+    let mut missed = 0;
+    for _ in 0..n {
+        match tcp_port(ns, dst, port, timeout) {
+            Observed::Answered { who, seen } => answers.entry(who).or_insert((0, seen)).0 += 1,
+            _ => missed += 1,
+        }
+    }
+    Observed::Spread { answers, missed }
+}
+
+/// TCP probe from inside `ns` to `dst`, port [`PORT`].
 pub fn tcp(ns: &Path, dst: Ipv4Addr, timeout: Duration) -> Observed {
+    tcp_port(ns, dst, PORT, timeout)
+}
+
+/// TCP probe from inside `ns` to `dst`:`port`.
+pub fn tcp_port(ns: &Path, dst: Ipv4Addr, port: u16, timeout: Duration) -> Observed {
     let run = move || -> Option<(String, Ipv4Addr)> {
-        let mut s = TcpStream::connect_timeout(&SocketAddr::from((dst, PORT)), timeout).ok()?;
+        let mut s = TcpStream::connect_timeout(&SocketAddr::from((dst, port)), timeout).ok()?;
         s.set_read_timeout(Some(timeout)).ok()?;
         let mut line = String::new();
         BufReader::new(&mut s).read_line(&mut line).ok()?;

@@ -57,6 +57,9 @@ pub struct WorkloadSpec {
     pub namespace: String,
     pub node: String,
     pub networks: Vec<WorkloadNetwork>,
+    /// The pod's labels (LoadBalancer selectors match them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 fn default_namespace() -> String {

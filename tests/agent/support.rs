@@ -231,6 +231,9 @@ impl Cluster {
                 routers: self.list_all().await,
                 floating_ips: self.list_all().await,
                 snat_gateways: self.list_all().await,
+                firewalls: self.list_all().await,
+                port_forwardings: self.list_all().await,
+                load_balancers: self.list_all().await,
             },
             pods: cluster::port_infos(&ports),
             nodes: nodes

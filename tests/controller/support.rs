@@ -251,6 +251,9 @@ pub async fn agent_digests(client: &Client) -> std::collections::BTreeMap<String
             routers: agent_view(client).await,
             floating_ips: agent_view(client).await,
             snat_gateways: agent_view(client).await,
+            firewalls: agent_view(client).await,
+            port_forwardings: agent_view(client).await,
+            load_balancers: agent_view(client).await,
         },
         pods: cluster::port_infos(&ports),
         nad_conflicts: Default::default(),
@@ -261,6 +264,8 @@ pub async fn agent_digests(client: &Client) -> std::collections::BTreeMap<String
         now: k8s_openapi::jiff::Timestamp::now(),
         cursors: None,
         undecodable: Vec::new(),
+        // As agents resolve: selected backends from the status.
+        pod_labels: None,
     };
     expected_digests(&s)
 }

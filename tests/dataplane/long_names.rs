@@ -118,6 +118,7 @@ fn maximum_length_names_are_programmed_and_carry_traffic() {
                 mac: names::sg_mac(vni),
             }],
         }],
+        ..Default::default()
     };
     let plan = plan_node(&view, "n1");
     let mut e = node_engine(1);
