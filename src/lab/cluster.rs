@@ -644,10 +644,27 @@ where
 
 pub async fn snapshot(client: &Client) -> Result<Snapshot, ClusterError> {
     let ports: Vec<Port> = list(client).await?;
-    let mut objects = PerKind::default();
+    let mut objects: PerKind<api::Objects> = PerKind::default();
     for_each_kind!(|K| {
         *K::of_mut(&mut objects) = list::<K>(client).await?;
     });
+    // Pods' labels only where a LoadBalancer selects pods (as the
+    // controller): listing every pod on every poll would load the API.
+    let selecting: BTreeSet<String> = (objects.load_balancers.iter())
+        .filter(|lb| lb.spec.backends.selector.is_some())
+        .filter_map(|lb| lb.metadata.namespace.clone())
+        .collect();
+    let mut pod_labels = BTreeMap::new();
+    for ns in &selecting {
+        let pods = Api::<Pod>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(api_err(format!("list pods in {ns}")))?;
+        for p in pods.items {
+            let key = ObjectKey::new(ns.clone(), p.metadata.name.unwrap_or_default());
+            pod_labels.insert(key, p.metadata.labels.unwrap_or_default());
+        }
+    }
     Ok(Snapshot {
         objects,
         pods: cluster::port_infos(&ports),
@@ -659,17 +676,7 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, ClusterError> {
         now: Timestamp::now(),
         cursors: None,
         undecodable: Vec::new(),
-        pod_labels: Some(
-            (list::<Pod>(client).await?.into_iter())
-                .map(|p| {
-                    let key = ObjectKey::new(
-                        p.metadata.namespace.unwrap_or_default(),
-                        p.metadata.name.unwrap_or_default(),
-                    );
-                    (key, p.metadata.labels.unwrap_or_default())
-                })
-                .collect(),
-        ),
+        pod_labels: Some(pod_labels),
     })
 }
 

@@ -441,16 +441,17 @@ pub fn firewall_allows(
     hit.map_or(fw.default_allow, |r| r.allow)
 }
 
+/// A load balancer's backend: workload name, address, the source address
+/// it sees.
+type Backend = (String, Ipv4Addr, Ipv4Addr);
+
 /// Each load balancer with its backends that answer (workload name,
 /// address, the source address it sees), leaving out `down`.
 fn balancers<'v>(
     lab: &'v Lab,
     eps: &[Ep],
     down: &BTreeMap<ObjectKey, Vec<Ipv4Addr>>,
-) -> Vec<(
-    &'v crate::plan::view::LoadBalancerView,
-    Vec<(String, Ipv4Addr, Ipv4Addr)>,
-)> {
+) -> Vec<(&'v crate::plan::view::LoadBalancerView, Vec<Backend>)> {
     let view = &lab.resolution.view;
     let mut out = Vec::new();
     for lb in &view.load_balancers {

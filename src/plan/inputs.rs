@@ -8,7 +8,8 @@
 //!
 //! A node's plan reads (see `node.rs`): its own facts; every router it
 //! hosts (an endpoint or standby there) or is a SNAT candidate of, whole,
-//! with that router's SNAT gateways and the VTEP of every node they name
+//! with that router's SNAT gateways, its services (firewall, forwardings,
+//! load balancers: all router-scoped) and the VTEP of every node they name
 //! (endpoints', standbys', candidates'); the floating IPs it serves, their
 //! routers; and of each external network those name, everything but the
 //! other nodes' `fg-` addresses. The key hashes exactly that, each router
@@ -33,6 +34,22 @@ pub fn node_keys(view: &ClusterView) -> BTreeMap<String, u64> {
     for s in &view.snat_gateways {
         snats.entry(&s.router).or_default().push(s);
     }
+    // Per router, its services.
+    type Services<'v> = (
+        Vec<&'v FirewallView>,
+        Vec<&'v ForwardingView>,
+        Vec<&'v LoadBalancerView>,
+    );
+    let mut services: HashMap<&ObjectKey, Services> = HashMap::new();
+    for f in &view.firewalls {
+        services.entry(&f.router).or_default().0.push(f);
+    }
+    for f in &view.port_forwardings {
+        services.entry(&f.router).or_default().1.push(f);
+    }
+    for l in &view.load_balancers {
+        services.entry(&l.router).or_default().2.push(l);
+    }
     // Per router: its hash, and the nodes whose plan includes it.
     let mut router_hash: HashMap<&ObjectKey, u64> = HashMap::new();
     // Node → the hashes of the routers it includes, and the external
@@ -48,7 +65,7 @@ pub fn node_keys(view: &ClusterView) -> BTreeMap<String, u64> {
             named.extend(s.node.as_deref());
         }
         let vteps: Vec<(&str, Option<Ipv4Addr>)> = named.iter().map(|n| (*n, vtep(n))).collect();
-        let h = hash_of(&(r, ss, &vteps));
+        let h = hash_of(&(r, ss, &vteps, services.get(&r.key)));
         // The first router of a key is the one lookups by key find.
         router_hash.entry(&r.key).or_insert(h);
         for n in named {

@@ -102,6 +102,47 @@ pub(crate) fn mutations() -> Vec<Mutation> {
             v.external_networks.get_mut("ext").unwrap().attachment =
                 Attachment::Interface("eth1".into())
         }),
+        ("a firewall of tenant-a", |v| {
+            v.firewalls.push(FirewallView {
+                key: ObjectKey::new("tenant-a", "fw"),
+                router: ObjectKey::new("tenant-a", "r"),
+                default_allow: false,
+                ingress: vec![],
+                egress: vec![],
+            })
+        }),
+        ("a port forwarding of tenant-a", |v| {
+            v.port_forwardings.push(ForwardingView {
+                key: ObjectKey::new("tenant-a", "pf"),
+                router: ObjectKey::new("tenant-a", "r"),
+                address: ip("203.0.113.50"),
+                dedicated: false,
+                forwards: vec![ForwardEntry {
+                    protocol: "tcp".into(),
+                    external: (80, 80),
+                    fixed_ip: ip("10.0.1.10"),
+                    internal: 8080,
+                }],
+            })
+        }),
+        ("a load balancer's backends", |v| {
+            v.load_balancers.push(LoadBalancerView {
+                key: ObjectKey::new("tenant-a", "lb"),
+                router: ObjectKey::new("tenant-a", "r"),
+                address: ip("10.0.1.253"),
+                subnet: Some("a".into()),
+                ports: vec![("tcp".into(), 80, 80)],
+                backends: vec![ip("10.0.1.10")],
+                client_affinity: false,
+                health: HealthView {
+                    interval_ms: 1000,
+                    timeout_ms: 1000,
+                    rise: 1,
+                    fall: 1,
+                    ports: vec![80],
+                },
+            })
+        }),
     ]
 }
 

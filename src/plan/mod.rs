@@ -11,3 +11,5 @@ pub mod view;
 pub use node::{plan_node, plan_node_run, plan_node_serving, serving_node, Down, Serving};
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_services;

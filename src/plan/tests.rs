@@ -57,7 +57,7 @@ pub(crate) fn mk_router(
 }
 
 /// Two tenants with the same CIDRs; tenant-a spans n1 and n2, tenant-b only n1.
-fn mk_view() -> ClusterView {
+pub(crate) fn mk_view() -> ClusterView {
     ClusterView {
         nodes: (1..=3).map(|i| (format!("n{i}"), mk_node(i))).collect(),
         routers: vec![

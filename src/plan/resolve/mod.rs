@@ -70,6 +70,8 @@ mod tests_ext;
 #[cfg(test)]
 mod tests_ns;
 #[cfg(test)]
+mod tests_services;
+#[cfg(test)]
 mod tests_xns;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -838,7 +838,7 @@ impl Services<'_> {
                 out.view.firewalls.push(FirewallView {
                     key: f.key,
                     router: ObjectKey::new(
-                        &f.obj.namespace().unwrap_or_default(),
+                        f.obj.namespace().unwrap_or_default(),
                         &f.obj.spec.router,
                     ),
                     default_allow: f.obj.spec.default_action == FirewallAction::Allow,

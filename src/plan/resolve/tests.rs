@@ -20,7 +20,7 @@ pub(super) fn key(ns: &str, name: &str) -> ObjectKey {
     ObjectKey::new(ns, name)
 }
 
-fn meta(ns: Option<&str>, name: &str, created: i64) -> Value {
+pub(super) fn meta(ns: Option<&str>, name: &str, created: i64) -> Value {
     let ts = Timestamp::from_second(1_700_000_000 + created).unwrap();
     let mut m = json!({"name": name, "generation": 1, "creationTimestamp": ts.to_string()});
     if let Some(ns) = ns {
@@ -29,7 +29,7 @@ fn meta(ns: Option<&str>, name: &str, created: i64) -> Value {
     m
 }
 
-fn obj<T: serde::de::DeserializeOwned>(kind: &str, meta: Value, spec: Value) -> T {
+pub(super) fn obj<T: serde::de::DeserializeOwned>(kind: &str, meta: Value, spec: Value) -> T {
     serde_json::from_value(json!({
         "apiVersion": "kubedvr.io/v1alpha1", "kind": kind, "metadata": meta, "spec": spec,
     }))
@@ -197,6 +197,15 @@ pub(super) fn copy_back(input: &mut ClusterInput, res: &Resolution) {
     }
     for s in &mut input.snat_gateways {
         s.status = stored(res.snat_gateways.get(&k(&s.metadata)));
+    }
+    for f in &mut input.objects.firewalls {
+        f.status = stored(res.firewalls.get(&k(&f.metadata)));
+    }
+    for p in &mut input.objects.port_forwardings {
+        p.status = stored(res.port_forwardings.get(&k(&p.metadata)));
+    }
+    for l in &mut input.objects.load_balancers {
+        l.status = stored(res.load_balancers.get(&k(&l.metadata)));
     }
     for e in &mut input.external_networks {
         e.status = stored(
