@@ -1,5 +1,8 @@
-//! Services (issue 10): `cargo bench --bench services` (no root needed: it
-//! re-runs itself inside a private user + mount + network namespace).
+//! Services (issue 10): `cargo bench --bench services`, as root (its
+//! namespaces are `kdvr-bench-*` under /run/netns, removed at the end).
+//! Not in a user namespace: there the kernel caps a netlink socket's send
+//! buffer and a 1,000-rule transaction fails with EMSGSIZE ("Message too
+//! long"); the agent runs as root on a node, where it does not.
 //!
 //! The tables are what the planner makes for a gateway node
 //! (`plan_node`), applied the way the engine applies them: one
@@ -12,8 +15,9 @@
 //!    written here, not by kube-dvr's renderer), in the same way, in the
 //!    same run. `BENCH_RUNS` runs each (default 20), alternating.
 //! 2. **forwards**: `BENCH_FORWARDS` PortForwardings (default 1,000) added
-//!    at once (one map of that many elements), against a hand-written
-//!    `add map` with the same elements; then the writes of adding one more.
+//!    at once (that many elements of the gateway's forwarding map), against
+//!    a hand-written `add map` + `add element` of the same elements; then
+//!    the writes of adding one more.
 //! 3. **change under traffic**: a client, a gateway namespace with the
 //!    planned table on its `qg-` port and a server; 100 Hz UDP
 //!    request/response and a TCP connection sending a line every 10 ms,
@@ -33,8 +37,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
+use kube_dvr::dataplane::netns;
 use kube_dvr::dataplane::nft::{self, exec};
-use kube_dvr::dataplane::{netns, sandbox};
 use kube_dvr::plan::model::{MacAddr, NftTable};
 use kube_dvr::plan::names;
 use kube_dvr::plan::plan_node;
@@ -262,7 +266,10 @@ fn ip(args: &[&str]) {
 }
 
 fn main() {
-    sandbox::enter_bench();
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "run as root (see the module docs)"
+    );
     let runs = env("BENCH_RUNS", 20).max(5) as usize;
     let rules = env("BENCH_RULES", 1000).max(2);
     let forwards = env("BENCH_FORWARDS", 1000).max(1);
@@ -271,7 +278,7 @@ fn main() {
     let qg = names::qg(ROUTER_INDEX);
 
     // --- 1. firewall: planned batch vs hand-written batch ---------------
-    let gw = "snat-bench";
+    let gw = "kdvr-bench-gw";
     netns::create(&dir, gw).unwrap();
     let gw_path = netns::path(&dir, gw);
     let base = gateway_table(&view(None, 0));
@@ -310,6 +317,17 @@ fn main() {
         "add element ip kube_dvr pf_hand {{ {} }}\n",
         elements.join(", ")
     ));
+    // The planned table has the map and the rule using it from the start
+    // (a forward is an element): the baseline is the elements, into a map
+    // of the same type.
+    let hand_pf_undo = "delete map ip kube_dvr pf_hand\n".to_string();
+    if std::env::var_os("BENCH_SHOW").is_some() {
+        println!(
+            "--- kube-dvr:\n{}",
+            nft::plan_batch(Some(&base), Some(&with_pf)).script()
+        );
+        println!("--- hand-written:\n{hand_pf}");
+    }
     let (mut ours, mut theirs, mut pf_writes) = (Vec::new(), Vec::new(), 0);
     for _ in 0..runs {
         let (d, w) = apply(&gw_path, &base, &with_pf);
@@ -319,7 +337,7 @@ fn main() {
         let t0 = Instant::now();
         run_script(&gw_path, &hand_pf);
         theirs.push(ms(t0.elapsed()));
-        run_script(&gw_path, "delete map ip kube_dvr pf_hand\n");
+        run_script(&gw_path, &hand_pf_undo);
     }
     apply(&gw_path, &base, &with_pf);
     let (d_one, w_one) = apply(&gw_path, &with_pf, &one_more);
@@ -334,7 +352,7 @@ fn main() {
     netns::delete(&dir, gw).unwrap();
 
     // --- 3. rule changes under traffic ---------------------------------------
-    let (client, server) = ("svc-client", "svc-server");
+    let (client, server) = ("kdvr-bench-client", "kdvr-bench-server");
     for n in [gw, client, server] {
         netns::create(&dir, n).unwrap();
     }
@@ -413,9 +431,10 @@ fn main() {
         .unwrap();
     std::thread::spawn(move || {
         if let Ok((s, _)) = tcp.accept() {
+            s.set_nodelay(true).unwrap();
             let mut w = s.try_clone().unwrap();
             for line in BufReader::new(s).lines().map_while(Result::ok) {
-                if writeln!(w, "{line}").is_err() {
+                if w.write_all(format!("{line}\n").as_bytes()).is_err() {
                     break;
                 }
             }
@@ -478,7 +497,7 @@ fn main() {
             i += 1;
             ts.fetch_add(1, Ordering::Relaxed);
             let mut line = String::new();
-            let ok = writeln!(w, "line {i}").is_ok()
+            let ok = w.write_all(format!("line {i}\n").as_bytes()).is_ok()
                 && r.read_line(&mut line).is_ok()
                 && line.trim() == format!("line {i}");
             if !ok {

@@ -108,6 +108,12 @@ pub fn firewall_rule(r: &FirewallRuleView, remote: &str) -> String {
     if let Some(p) = &r.protocol {
         parts.push(format!("meta l4proto {p}"));
     }
+    // One value is matched as such, several as an anonymous set: smaller
+    // netlink messages (a set is objects of its own), same meaning.
+    let one_or_set = |items: Vec<String>| match items.as_slice() {
+        [one] => one.clone(),
+        _ => format!("{{ {} }}", items.join(", ")),
+    };
     if !r.ports.is_empty() {
         let ports: Vec<String> = (r.ports.iter())
             .map(|(a, b)| {
@@ -118,11 +124,11 @@ pub fn firewall_rule(r: &FirewallRuleView, remote: &str) -> String {
                 }
             })
             .collect();
-        parts.push(format!("th dport {{ {} }}", ports.join(", ")));
+        parts.push(format!("th dport {}", one_or_set(ports)));
     }
     if !r.cidrs.is_empty() {
         let cidrs: Vec<String> = r.cidrs.iter().map(|c| c.to_string()).collect();
-        parts.push(format!("ip {remote} {{ {} }}", cidrs.join(", ")));
+        parts.push(format!("ip {remote} {}", one_or_set(cidrs)));
     }
     parts.push(if r.allow { "accept" } else { "drop" }.into());
     parts.join(" ")
@@ -212,34 +218,34 @@ pub(super) fn snat_table(qg: &str, address: Ipv4Addr, svc: &GatewayServices) -> 
         sets: BTreeMap::new(),
         chains: BTreeMap::new(),
     };
-    let mut post = Vec::new();
-    let mut pre = Vec::new();
-    if !svc.forwardings.is_empty() {
-        let mut elements = BTreeMap::new();
-        for f in &svc.forwardings {
-            for e in &f.forwards {
-                for (i, port) in (e.external.0..=e.external.1).enumerate() {
-                    let internal = u32::from(e.internal) + i as u32;
-                    elements.insert(
-                        format!("{} . {} . {port}", f.address, e.protocol),
-                        Some(format!("{} . {internal}", e.fixed_ip)),
-                    );
-                }
+    // The forwarding map and the rules around it are there whether or
+    // not the router forwards anything: a forward is a map element, and
+    // the first one does not rewrite a chain (a rewrite waits for an RCU
+    // grace period, ~10 ms).
+    let mut elements = BTreeMap::new();
+    for f in &svc.forwardings {
+        for e in &f.forwards {
+            for (i, port) in (e.external.0..=e.external.1).enumerate() {
+                let internal = u32::from(e.internal) + i as u32;
+                elements.insert(
+                    format!("{} . {} . {port}", f.address, e.protocol),
+                    Some(format!("{} . {internal}", e.fixed_ip)),
+                );
             }
         }
-        t.sets.insert(
-            names::PF_DNAT_MAP.into(),
-            NftSet {
-                key_type: "ipv4_addr . inet_proto . inet_service".into(),
-                data_type: Some("ipv4_addr . inet_service".into()),
-                elements,
-            },
-        );
-        pre.push(format!(
-            "dnat ip to ip daddr . meta l4proto . th dport map @{}",
-            names::PF_DNAT_MAP
-        ));
     }
+    t.sets.insert(
+        names::PF_DNAT_MAP.into(),
+        NftSet {
+            key_type: "ipv4_addr . inet_proto . inet_service".into(),
+            data_type: Some("ipv4_addr . inet_service".into()),
+            elements,
+        },
+    );
+    let mut pre = vec![format!(
+        "dnat ip to ip daddr . meta l4proto . th dport map @{}",
+        names::PF_DNAT_MAP
+    )];
     for (lb, backends) in &svc.balancers {
         if backends.is_empty() {
             continue; // nothing to send to: the VIP refuses connections
@@ -261,27 +267,24 @@ pub(super) fn snat_table(qg: &str, address: Ipv4Addr, svc: &GatewayServices) -> 
             ));
         }
     }
-    if !pre.is_empty() {
-        t.chains.insert(
-            "prerouting".into(),
-            NftChain {
-                base: base("nat", "prerouting", -100),
-                rules: pre,
-            },
-        );
-    }
+    t.chains.insert(
+        "prerouting".into(),
+        NftChain {
+            base: base("nat", "prerouting", -100),
+            rules: pre,
+        },
+    );
+    // Load-balanced flows, and flows forwarded back into the subnets
+    // (hairpin), leave with the gateway's address on the subnet.
+    let mut post = Vec::new();
     for (sg, ip) in &svc.ports {
-        if !svc.balancers.is_empty() {
-            post.push(format!(
-                "oifname \"{sg}\" ct mark {:#x} snat to {ip}",
-                names::LB_CT_MARK
-            ));
-        }
-        if !svc.forwardings.is_empty() {
-            post.push(format!(
-                "iifname \"sg-*\" oifname \"{sg}\" ct status dnat snat to {ip}"
-            ));
-        }
+        post.push(format!(
+            "oifname \"{sg}\" ct mark {:#x} snat to {ip}",
+            names::LB_CT_MARK
+        ));
+        post.push(format!(
+            "iifname \"sg-*\" oifname \"{sg}\" ct status dnat snat to {ip}"
+        ));
     }
     post.push(format!("oifname \"{qg}\" snat to {address}"));
     t.chains.insert(

@@ -353,8 +353,12 @@ fn snat_gateway_lives_on_its_node_and_routers_reach_it_after_the_fip_rule() {
     let n3 = plan_node(&v, "n3");
     let snat = &n3.namespaces[&names::snat_ns(0)];
     assert!(snat.links.contains_key("sg-4096") && snat.links.contains_key(&names::qg(0)));
-    assert!(
-        snat.nft.as_ref().unwrap().chains["postrouting"].rules[0].contains("snat to 203.0.113.50")
+    // Default SNAT is the last rule (after the services' NAT into the
+    // subnets).
+    let post = &snat.nft.as_ref().unwrap().chains["postrouting"].rules;
+    assert_eq!(
+        post.last().unwrap(),
+        &format!("oifname \"{}\" snat to 203.0.113.50", names::qg(0))
     );
     assert!(
         !n3.namespaces.contains_key(&qr_a()),

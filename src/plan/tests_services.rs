@@ -73,7 +73,17 @@ fn gateway(st: &NodeState) -> &NsState {
 
 #[test]
 fn the_firewall_is_on_the_floating_ip_path_and_the_gateway_only() {
-    let v = view();
+    let mut v = view();
+    // Several values: an anonymous set.
+    v.firewalls[0].egress.push(FirewallRuleView {
+        allow: true,
+        protocol: Some("tcp".into()),
+        ports: vec![(80, 80), (8000, 8080)],
+        cidrs: vec![
+            "198.51.100.0/24".parse().unwrap(),
+            "203.0.113.0/24".parse().unwrap(),
+        ],
+    });
     // n1 serves the floating IP: its router namespace filters on rfp-.
     let n1 = plan_node(&v, "n1");
     let t = n1.namespaces[&names::qrouter_ns(0)].nft.as_ref().unwrap();
@@ -91,14 +101,15 @@ fn the_firewall_is_on_the_floating_ip_path_and_the_gateway_only() {
     assert_eq!(
         t.chains["fw_in"].rules,
         [
-            "meta l4proto tcp th dport { 22 } ip saddr { 198.51.100.0/24 } accept",
+            "meta l4proto tcp th dport 22 ip saddr 198.51.100.0/24 accept",
             "drop"
         ]
     );
     assert_eq!(
         t.chains["fw_out"].rules,
         [
-            "meta l4proto udp th dport { 53 } ip daddr { 198.51.100.0/24 } drop",
+            "meta l4proto udp th dport 53 ip daddr 198.51.100.0/24 drop",
+            "meta l4proto tcp th dport { 80, 8000-8080 } ip daddr { 198.51.100.0/24, 203.0.113.0/24 } accept",
             "drop"
         ]
     );
