@@ -1,5 +1,6 @@
 //! Services (issue 10): `cargo bench --bench services`, as root (its
-//! namespaces are `kdvr-bench-*` under /run/netns, removed at the end).
+//! namespaces live in a directory of its own, [`DIR`], removed with them
+//! at the end, also after a panic).
 //! Not in a user namespace: there the kernel caps a netlink socket's send
 //! buffer and a 1,000-rule transaction fails with EMSGSIZE ("Message too
 //! long"); the agent runs as root on a node, where it does not.
@@ -45,6 +46,23 @@ use kube_dvr::plan::plan_node;
 use kube_dvr::plan::view::*;
 
 const ROUTER_INDEX: u32 = 1;
+/// Where the benchmark's namespaces live (a mount point of their own while
+/// it runs, like /run/netns for `ip netns`).
+const DIR: &str = "/run/kube-dvr-bench-netns";
+
+/// Removes the benchmark's namespaces and their directory.
+struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let dir = Path::new(DIR);
+        for n in netns::list(dir).unwrap_or_default() {
+            let _ = netns::delete(dir, &n);
+        }
+        let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
 const VNI: u32 = 100;
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 10, 1, 10);
 const UDP_PORT: u16 = 7000;
@@ -255,8 +273,11 @@ fn apply(path: &Path, from: &NftTable, to: &NftTable) -> (Duration, u64) {
     (t0.elapsed(), batch.writes())
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip");
+/// `ip args…` inside the namespace at `ns`.
+fn ip_in(ns: &Path, args: &[&str]) {
+    let out = netns::run_in(ns, || Command::new("ip").args(args).output())
+        .expect("enter the namespace")
+        .expect("ip");
     assert!(
         out.status.success(),
         "ip {}: {}",
@@ -274,7 +295,8 @@ fn main() {
     let rules = env("BENCH_RULES", 1000).max(2);
     let forwards = env("BENCH_FORWARDS", 1000).max(1);
     let secs = env("BENCH_SECS", 10).max(2);
-    let dir = PathBuf::from("/run/netns");
+    let _cleanup = Cleanup;
+    let dir = PathBuf::from(DIR);
     let qg = names::qg(ROUTER_INDEX);
 
     // --- 1. firewall: planned batch vs hand-written batch ---------------
@@ -358,12 +380,17 @@ fn main() {
     }
     let path = |n: &str| netns::path(&dir, n);
     let sg = names::sg(VNI);
-    ip(&[
-        "link", "add", "c0", "netns", client, "type", "veth", "peer", "name", &qg, "netns", gw,
-    ]);
-    ip(&[
-        "link", "add", "s0", "netns", server, "type", "veth", "peer", "name", &sg, "netns", gw,
-    ]);
+    let (client_path, server_path) = (path(client), path(server));
+    let (client_path, server_path) = (client_path.to_str().unwrap(), server_path.to_str().unwrap());
+    // Made in the gateway, one end moved (`netns` takes a path).
+    for c in [
+        vec!["link", "add", "c0", "type", "veth", "peer", "name", &qg],
+        vec!["link", "set", "c0", "netns", client_path],
+        vec!["link", "add", "s0", "type", "veth", "peer", "name", &sg],
+        vec!["link", "set", "s0", "netns", server_path],
+    ] {
+        ip_in(&path(gw), &c);
+    }
     for (ns, cmds) in [
         (
             client,
@@ -394,9 +421,7 @@ fn main() {
         ),
     ] {
         for c in cmds {
-            let mut args = vec!["-n", ns];
-            args.extend(c.iter().copied());
-            ip(&args);
+            ip_in(&path(ns), &c);
         }
     }
     netns::run_in(&path(gw), || {

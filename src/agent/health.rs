@@ -27,6 +27,14 @@ use crate::plan::Down;
 
 /// How often the checker looks for due checks.
 const TICK: Duration = Duration::from_millis(100);
+/// Checks running at once (each holds a blocking thread while it
+/// connects): unreachable backends cannot take the threads the agent's
+/// kernel passes need.
+const CONCURRENT_CHECKS: usize = 16;
+/// At most this many failing backends in the Node annotation (the first,
+/// in order): a Node's annotations are bounded, and the report carries
+/// the agent's other facts too.
+pub const MAX_REPORTED_DOWN: usize = 256;
 
 /// What to check for one balancer.
 #[derive(Clone, Debug, PartialEq)]
@@ -134,6 +142,7 @@ impl Checks {
 
     /// Run the checks until dropped.
     pub async fn run(self) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CHECKS));
         let mut tick = tokio::time::interval(TICK);
         loop {
             tick.tick().await;
@@ -152,7 +161,11 @@ impl Checks {
             };
             for (key, target) in due {
                 let me = self.clone();
+                let slots = slots.clone();
                 tokio::spawn(async move {
+                    let Ok(_slot) = slots.acquire_owned().await else {
+                        return;
+                    };
                     let ip = key.1;
                     let ok = tokio::task::spawn_blocking(move || check(&target, ip))
                         .await
@@ -180,10 +193,12 @@ fn check(t: &Target, ip: Ipv4Addr) -> bool {
     .unwrap_or(false)
 }
 
-/// The `kubedvr.io/lb-down` annotation for `down` (`None`: none down).
+/// The `kubedvr.io/lb-down` annotation for `down` (`None`: none down), at
+/// most [`MAX_REPORTED_DOWN`] entries.
 pub fn annotation(down: &Down) -> Option<String> {
     let items: Vec<String> = (down.iter())
         .flat_map(|(k, ips)| ips.iter().map(move |ip| format!("{k}={ip}")))
+        .take(MAX_REPORTED_DOWN)
         .collect();
     (!items.is_empty()).then(|| items.join(","))
 }

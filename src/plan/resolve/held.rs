@@ -32,7 +32,8 @@ use crate::api::{DvrKind, Kind};
 pub struct Held {
     pub router_indexes: BTreeSet<u32>,
     pub vnis: BTreeSet<u32>,
-    /// Floating, SNAT, dedicated forwarding and virtual IP addresses.
+    /// Floating, SNAT, dedicated forwarding and external virtual IP
+    /// addresses.
     pub addresses: BTreeSet<Ipv4Addr>,
 }
 
@@ -89,8 +90,24 @@ impl Held {
             }
         }
         if let Some(a) = st["address"].as_str().and_then(|a| a.parse().ok()) {
-            self.addresses.insert(a);
+            if holds_external_address(obj) {
+                self.addresses.insert(a);
+            }
         }
+    }
+}
+
+/// Whether `obj`'s `status.address` is an external address of its own: a
+/// PortForwarding's only with `dedicatedAddress` (else it is its SnatGateway's,
+/// which must not lose it), a LoadBalancer's only without `subnet` (else it
+/// is a tenant subnet's address, which may be another tenant's floating
+/// address too: overlapping CIDRs are allowed across routers).
+fn holds_external_address(obj: &serde_json::Value) -> bool {
+    let spec = &obj["spec"];
+    match obj["kind"].as_str() {
+        Some("PortForwarding") => spec["dedicatedAddress"].as_bool() == Some(true),
+        Some("LoadBalancer") => spec["subnet"].is_null(),
+        _ => true,
     }
 }
 
@@ -140,6 +157,35 @@ mod tests {
         );
         assert_eq!(h.router_indexes, BTreeSet::from([3]));
         assert_eq!(h.vnis, BTreeSet::from([4100]));
+    }
+
+    #[test]
+    fn services_hold_only_external_addresses_of_their_own() {
+        let mut h = Held::default();
+        let obj = |kind: &str, spec: serde_json::Value, addr: &str| serde_json::json!({"kind": kind, "spec": spec, "status": {"address": addr}});
+        // On the SNAT address: its SnatGateway's, not the forwarding's.
+        h.add_raw(&obj(
+            "PortForwarding",
+            serde_json::json!({}),
+            "203.0.113.50",
+        ));
+        // A subnet VIP: a tenant subnet's address.
+        h.add_raw(&obj(
+            "LoadBalancer",
+            serde_json::json!({"subnet": "a"}),
+            "203.0.113.60",
+        ));
+        assert!(h.addresses.is_empty(), "{h:?}");
+        h.add_raw(&obj(
+            "PortForwarding",
+            serde_json::json!({"dedicatedAddress": true}),
+            "203.0.113.150",
+        ));
+        h.add_raw(&obj("LoadBalancer", serde_json::json!({}), "203.0.113.120"));
+        let want: BTreeSet<Ipv4Addr> = ["203.0.113.150", "203.0.113.120"]
+            .map(|a| a.parse().unwrap())
+            .into();
+        assert_eq!(h.addresses, want);
     }
 
     #[test]

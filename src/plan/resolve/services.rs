@@ -29,7 +29,7 @@ use crate::api::conditions::{ALLOCATED, SCHEDULED, VALID};
 use crate::api::{
     BackendStatus, FirewallAction, FirewallProtocol, FirewallRule, FloatingTarget, LoadBalancer,
     LoadBalancerStatus, PodTarget, PortForwarding, PortForwardingStatus, RouterFirewall,
-    RouterFirewallStatus, MAX_FORWARDED_PORTS,
+    RouterFirewallStatus, MAX_BACKENDS, MAX_FORWARDED_PORTS,
 };
 use crate::plan::view::{
     FirewallRuleView, FirewallView, ForwardEntry, ForwardingView, HealthView, LoadBalancerView,
@@ -154,9 +154,10 @@ pub(super) fn prepare<'a>(
             }
         })
         .collect();
-    // One firewall per router: the one enforced (status lists nodes) keeps
-    // it, then precedence.
-    let mut idx: Vec<usize> = (0..fws.len()).collect();
+    // One firewall per router, among the valid ones (an invalid one does
+    // not keep a valid one out): the one enforced (status lists nodes)
+    // keeps it, then precedence.
+    let mut idx: Vec<usize> = (0..fws.len()).filter(|&i| fws[i].valid.is_ok()).collect();
     let holds = |f: &FwState| f.obj.status.as_ref().is_some_and(|s| !s.nodes.is_empty());
     idx.sort_by(|&a, &b| {
         let (fa, fb) = (&fws[a], &fws[b]);
@@ -222,7 +223,7 @@ fn firewall_rules(
                         format!("{what}: ports need protocol TCP or UDP"),
                     ));
                 }
-                let mut ports = Vec::new();
+                let mut ports: Vec<(u16, u16)> = Vec::new();
                 for p in &r.ports {
                     let Some(span) = p.span() else {
                         return Err(fail(
@@ -242,6 +243,10 @@ fn firewall_rules(
                     .map(|c| parse_cidr(&format!("{what}: cidr"), &c.0))
                     .collect::<Result<Vec<_>, String>>()
                     .map_err(|m| fail("InvalidRule", m))?;
+                // As sets nft accepts: no overlapping intervals (ranges
+                // merged, prefixes inside others dropped), sorted.
+                let ports = merge_ranges(ports);
+                let cidrs = ipnet::Ipv4Net::aggregate(&cidrs);
                 Ok(FirewallRuleView {
                     allow: r.action == FirewallAction::Allow,
                     protocol: protocol.map(str::to_string),
@@ -255,6 +260,19 @@ fn firewall_rules(
         conv("ingress", &obj.spec.ingress)?,
         conv("egress", &obj.spec.egress)?,
     ))
+}
+
+/// Port ranges sorted, overlapping and adjacent ones merged.
+fn merge_ranges(mut v: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
+    v.sort();
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for (a, b) in v {
+        match out.last_mut() {
+            Some(last) if u32::from(a) <= u32::from(last.1) + 1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
 }
 
 fn prepare_pf<'a>(
@@ -428,11 +446,40 @@ fn prepare_lb<'a>(
             &mut valid,
             selector::validate(sel).map_err(|m| fail("InvalidSelector", m)),
         );
+        // Without pod labels (an agent) the selected pods are the status'
+        // (see `backends`): only once the controller found it valid, so an
+        // agent never plans (or allocates an address for) what the
+        // controller refused.
+        if cluster.input.pod_labels.is_none() {
+            let accepted = (obj.status.iter()).any(|st| {
+                st.conditions.iter().any(|c| {
+                    c.type_ == VALID
+                        && c.status == crate::api::conditions::TRUE
+                        && c.observed_generation == obj.metadata.generation
+                })
+            });
+            if !accepted {
+                also(
+                    &mut valid,
+                    Err(fail(
+                        "SelectorNotResolved",
+                        "the controller has not resolved the selector of this generation",
+                    )),
+                );
+            }
+        }
     }
-    let mut ports = Vec::new();
+    let mut ports: Vec<(&'static str, u16, u16)> = Vec::new();
     for p in &obj.spec.ports {
         let port = crate::api::services::port;
         match port(p.port).zip(port(p.target())) {
+            Some((a, _)) if ports.iter().any(|q| q.0 == p.protocol.nft() && q.1 == a) => also(
+                &mut valid,
+                Err(fail(
+                    "DuplicatePort",
+                    format!("{} port {a} is listed twice", p.protocol.nft()),
+                )),
+            ),
             Some((a, b)) => ports.push((p.protocol.nft(), a, b)),
             None => also(
                 &mut valid,
@@ -535,6 +582,15 @@ fn backends(
     }
     out.sort();
     out.dedup_by(|a, b| a.0 == b.0);
+    if out.len() > MAX_BACKENDS as usize {
+        return Err(fail(
+            "TooManyBackends",
+            format!(
+                "{} backends; at most {MAX_BACKENDS} (narrow the selector)",
+                out.len()
+            ),
+        ));
+    }
     Ok(out)
 }
 
@@ -703,10 +759,16 @@ impl Services<'_> {
         // Load balancers on a subnet: a free host address of it.
         let mut taken: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
         let mut order: Vec<usize> = (0..self.lbs.len()).collect();
-        let holds = |l: &LbState| l.obj.status.as_ref().is_some_and(|s| s.address.is_some());
+        // As external addresses: holders, then requested addresses, then
+        // the rest, each in precedence order.
+        let rank = |l: &LbState| match (&l.obj.status, &l.requested) {
+            (Some(s), _) if s.address.is_some() => 0,
+            (_, Ok(Some(_))) => 1,
+            _ => 2,
+        };
         order.sort_by(|&a, &b| {
             let (x, y) = (&self.lbs[a], &self.lbs[b]);
-            (!holds(x), &x.order).cmp(&(!holds(y), &y.order))
+            (rank(x), &x.order).cmp(&(rank(y), &y.order))
         });
         for i in order {
             let l = &mut self.lbs[i];

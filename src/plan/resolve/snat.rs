@@ -198,7 +198,8 @@ pub(super) fn finish_all(
     exts: &BTreeMap<String, ExtState>,
 ) {
     for s in snats.iter_mut().filter(|s| s.valid.is_ok()) {
-        s.ports = Some(ports(s, &routers[s.router.expect("valid")]));
+        let vips = subnet_vips(cluster, &s.router_key());
+        s.ports = Some(ports(s, &routers[s.router.expect("valid")], &vips));
     }
     // Pass 1: keep the node that serves (reported by the agents), else the
     // active node while it stays eligible (no flapping).
@@ -406,11 +407,32 @@ fn eligible(
         .collect()
 }
 
+/// The router's subnet virtual IPs (LoadBalancers with `subnet`): held in
+/// status or requested; `(subnet, address)`. The `sg-` port never takes one.
+fn subnet_vips(cluster: &Cluster, router: &ObjectKey) -> BTreeSet<(String, Ipv4Addr)> {
+    (cluster.input.load_balancers.iter())
+        .filter(|lb| {
+            lb.spec.router == router.name
+                && lb.metadata.namespace.as_deref() == Some(router.namespace.as_str())
+        })
+        .filter_map(|lb| {
+            let sub = lb.spec.subnet.clone()?;
+            let held = lb.status.as_ref().and_then(|s| s.address.as_deref());
+            let ip = held.or(lb.spec.address.as_deref())?.parse().ok()?;
+            Some((sub, ip))
+        })
+        .collect()
+}
+
 /// One `sg-` port per router subnet: the persisted address while it is still
 /// a free host address of the subnet, else the highest free host address
-/// (broadcast - 1 and down), avoiding the gateway, endpoints and route next
-/// hops. A workload that takes the port's address wins: the port moves.
-fn ports(s: &SnatState, router: &RouterState) -> Result<Vec<SnatPort>, Fail> {
+/// (broadcast - 1 and down), avoiding the gateway, endpoints, route next
+/// hops and subnet virtual IPs. A workload that takes the port's address wins: the port moves.
+fn ports(
+    s: &SnatState,
+    router: &RouterState,
+    vips: &BTreeSet<(String, Ipv4Addr)>,
+) -> Result<Vec<SnatPort>, Fail> {
     let view = router.view.as_ref().expect("ready");
     let old: Vec<SnatPortStatus> = s.obj.status.clone().map(|x| x.ports).unwrap_or_default();
     let mut out = Vec::new();
@@ -423,6 +445,11 @@ fn ports(s: &SnatState, router: &RouterState) -> Result<Vec<SnatPort>, Fail> {
             .collect();
         avoid.insert(sub.gateway);
         avoid.extend(router.routes.iter().map(|(_, via)| *via));
+        avoid.extend(
+            (vips.iter())
+                .filter(|(n, _)| *n == sub.name)
+                .map(|(_, ip)| *ip),
+        );
         let kept = old
             .iter()
             .find(|p| p.subnet == sub.name)

@@ -312,3 +312,118 @@ fn a_subnet_vip_avoids_the_gateway_port_and_endpoints() {
     );
     assert_eq!(lb.subnet.as_deref(), Some("a"));
 }
+
+#[test]
+fn an_agent_plans_a_selecting_load_balancer_only_once_the_controller_accepted_it() {
+    // No status yet: the controller will decide; an agent (no pod labels)
+    // plans nothing of it, and allocates nothing.
+    let mut i = input();
+    i.pod_labels = None;
+    let res = resolve(&i);
+    assert!(res.view.load_balancers.is_empty());
+    assert_false(
+        &res.load_balancers[&key("tenant-a", "web")].conditions,
+        VALID,
+        "SelectorNotResolved",
+    );
+    // Refused by the controller (a selected pod with two addresses on the
+    // router and no backends.network): refused by the agent too.
+    let mut i = input();
+    i.pods[2].networks.push(super::PodNetwork {
+        network: "tenant-a/net-b".into(),
+        interface: Some("net2".into()),
+        ip: ip("10.0.2.11"),
+        mac: crate::plan::model::MacAddr([2, 0, 0, 0, 1, 3]),
+        standby: false,
+    });
+    let res = resolve(&i);
+    assert_false(
+        &res.load_balancers[&key("tenant-a", "web")].conditions,
+        VALID,
+        "InvalidBackend",
+    );
+    copy_back(&mut i, &res);
+    i.pod_labels = None;
+    let agent = resolve(&i);
+    assert_eq!(agent.view, res.view);
+    assert!(agent.view.load_balancers.is_empty());
+}
+
+#[test]
+fn limits_and_duplicates_are_refused_and_sets_are_canonical() {
+    let mut i = input();
+    let many: Vec<String> = (2..=200)
+        .map(|h| format!("10.0.1.{h}"))
+        .chain((2..=100).map(|h| format!("10.0.2.{h}")))
+        .collect();
+    i.objects.load_balancers.push(mk_lb(
+        "tenant-a",
+        "huge",
+        7,
+        json!({"router": "r", "ports": [{"port": 80}], "backends": {"fixedIPs": many}}),
+    ));
+    i.objects.load_balancers.push(mk_lb(
+        "tenant-a",
+        "twice",
+        8,
+        json!({"router": "r", "ports": [{"port": 80}, {"port": 80, "targetPort": 81}],
+               "backends": {"fixedIPs": ["10.0.1.11"]}}),
+    ));
+    // An invalid firewall does not keep a valid one of the same router out.
+    i.objects.firewalls[0] = mk_fw(
+        "tenant-a",
+        "fw",
+        4,
+        json!({"router": "r", "ingress": [{"action": "Allow", "cidrs": ["10.0.0.1/24"]}]}),
+    );
+    i.objects.firewalls.push(mk_fw(
+        "tenant-a",
+        "fw2",
+        20,
+        json!({"router": "r", "ingress": [{"action": "Allow", "protocol": "TCP",
+               "ports": [{"port": 90, "endPort": 100}, {"port": 80, "endPort": 95}, {"port": 101}],
+               "cidrs": ["198.51.100.0/25", "198.51.100.0/24", "198.51.100.128/25"]}]}),
+    ));
+    let res = resolve(&i);
+    let lb = |n: &str| &res.load_balancers[&key("tenant-a", n)].conditions;
+    assert_false(lb("huge"), VALID, "TooManyBackends");
+    assert_false(lb("twice"), VALID, "DuplicatePort");
+    assert_false(
+        &res.firewalls[&key("tenant-a", "fw")].conditions,
+        VALID,
+        "InvalidRule",
+    );
+    assert!(ready(&res.firewalls[&key("tenant-a", "fw2")].conditions));
+    let rule = &res.view.firewalls[0].ingress[0];
+    assert_eq!(
+        rule.ports,
+        [(80, 101)],
+        "merged: nft refuses overlapping intervals"
+    );
+    assert_eq!(rule.cidrs, ["198.51.100.0/24".parse().unwrap()]);
+}
+
+#[test]
+fn the_snat_port_never_takes_a_subnet_vip() {
+    let mut i = input();
+    // The address the gateway's port on subnet a would take.
+    i.objects.load_balancers.push(mk_lb(
+        "tenant-a",
+        "inner",
+        7,
+        json!({"router": "r", "subnet": "a", "address": "10.0.1.254",
+               "ports": [{"port": 80}], "backends": {"fixedIPs": ["10.0.1.11"]}}),
+    ));
+    let res = resolve(&i);
+    assert_eq!(
+        res.view.snat_gateways[0].port_on("a").unwrap().ip,
+        ip("10.0.1.253")
+    );
+    let lb = res
+        .view
+        .load_balancers
+        .iter()
+        .find(|l| l.key.name == "inner")
+        .unwrap();
+    assert_eq!(lb.address, ip("10.0.1.254"));
+}
