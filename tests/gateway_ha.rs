@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube_dvr::dataplane::{fence, netns, sandbox};
+use kube_dvr::lab::probe::{self, Observed};
 use kube_dvr::lab::Lab;
 use kube_dvr::plan::names;
 use kube_dvr::plan::view::ObjectKey;
@@ -196,6 +197,7 @@ fn snat_fails_over_in_under_a_second_without_the_api() {
     lab.cluster_mut().stop_api();
     let (_, serving, gap) = cut_link(&lab, index, 3, "eth0");
     gaps.push(gap);
+    services_follow(&lab, serving);
 
     // The API server and the controller come back: the controller records
     // the node that serves (the agents' reports) as activeNode and first
@@ -233,6 +235,39 @@ fn snat_fails_over_in_under_a_second_without_the_api() {
     gaps.sort();
     eprintln!("gaps (ms): {gaps:?}, median {}", gaps[gaps.len() / 2]);
     lab.down();
+}
+
+/// Issue 10: the example lab's port forwarding (203.0.113.50:8080 to
+/// a-app) and load balancer (203.0.113.120:80 over a-app and a-db) answer
+/// the external host through `serving`, the gateway's node now, with the
+/// API server stopped.
+fn services_follow(lab: &Lab, serving: &str) {
+    let host = lab.paths.host("ext-host");
+    let t0 = Instant::now();
+    let (mut pf, mut lb);
+    loop {
+        let timeout = Duration::from_millis(1000);
+        pf = probe::tcp_port(&host, "203.0.113.50".parse().unwrap(), 8080, timeout);
+        lb = probe::spread(&host, "203.0.113.120".parse().unwrap(), 80, 24, timeout);
+        let pf_ok = pf
+            == Observed::Answered {
+                who: "a-app".into(),
+                seen: gwlab::EXTERNAL_HOST.parse().unwrap(),
+            };
+        let lb_ok = matches!(&lb, Observed::Spread { answers, missed: 0 }
+            if answers.keys().map(String::as_str).collect::<Vec<_>>() == ["a-app", "a-db"]);
+        if pf_ok && lb_ok {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "services through {serving}: forward {pf:?}, balancer {lb:?}"
+        );
+    }
+    eprintln!(
+        "services through {serving} after {:?}: {lb:?}",
+        t0.elapsed()
+    );
 }
 
 /// Cut `link` of the serving node while a-db pings at 100 Hz: exactly one

@@ -139,24 +139,8 @@ fn endpoints(lab: &Lab) -> Vec<Ep> {
 /// [`expected`]'s probes once its endpoints are known.
 fn expected_of(lab: &Lab, eps: &[Ep]) -> Vec<Probe> {
     let view = &lab.resolution.view;
-    let fip_of: BTreeMap<(ObjectKey, Ipv4Addr), Ipv4Addr> = view
-        .floating_ips
-        .iter()
-        .map(|f| ((f.router.clone(), f.fixed_ip), f.address))
-        .collect();
-    let snat_of: BTreeMap<ObjectKey, Ipv4Addr> = view
-        .snat_gateways
-        .iter()
-        .filter(|s| s.node.is_some())
-        .map(|s| (s.router.clone(), s.address))
-        .collect();
     // The address a workload's traffic to the outside carries, if any.
-    let egress = |e: &Ep| {
-        fip_of
-            .get(&(e.router.clone(), e.ip))
-            .or(snat_of.get(&e.router))
-            .copied()
-    };
+    let egress = |e: &Ep| egress_of(view, e).map(|(a, _)| a);
 
     let mut out = Vec::new();
     let mk = |section, from: &Ep, to: String, dst, kind, expect| Probe {
@@ -349,7 +333,7 @@ fn expected_of(lab: &Lab, eps: &[Ep]) -> Vec<Probe> {
                     .iter()
                     .filter(|a| a.router == pf.router && a.name != target.name)
                 {
-                    let via_fip = fip_of.get(&(a.router.clone(), a.ip)).copied();
+                    let via_fip = egress_of(view, a).filter(|(_, fip)| *fip).map(|(a, _)| a);
                     let seen = match via_fip {
                         Some(src) => Some(src).filter(|_| {
                             allows(&a.router, false, Kind::Tcp, ext_port, pf.address)
@@ -395,9 +379,29 @@ fn lb_section(
     };
     let mut out = Vec::new();
     for (lb, backends) in balancers(lab, eps, down) {
-        for (from, to, port) in lb_probes(eps, hosts, lb) {
-            // A subnet VIP's traffic never crosses the firewall's port.
-            let open = lb.subnet.is_some() || allows(&lb.router, port, from.ip);
+        let to = format!("{} {}:{}", lb.key.name, lb.address, lb.ports[0].1);
+        // The backends' port: what the firewall sees after translation.
+        let port = lb.ports[0].2;
+        for from in hosts.iter().chain(eps) {
+            let own = from.router == lb.router;
+            let open = match (&lb.subnet, egress_of(view, from)) {
+                // A subnet VIP: the router's own workloads only (inside the
+                // gateway: no firewall).
+                (Some(_), _) => own,
+                // An external VIP from outside.
+                (None, _) if hosts.iter().any(|h| h.name == from.name) => {
+                    allows(&lb.router, port, from.ip)
+                }
+                // From a workload: out through its floating IP (both
+                // firewalls on the way), or, of the same router, through
+                // the gateway itself (hairpin, not filtered).
+                (None, Some((src, true))) => {
+                    firewall_allows(view, &from.router, false, "tcp", lb.ports[0].1, lb.address)
+                        && allows(&lb.router, port, src)
+                }
+                (None, Some((_, false))) => own,
+                (None, None) => false,
+            };
             let backends: BTreeMap<String, Ipv4Addr> = (backends.iter())
                 .filter(|_| open)
                 .map(|(name, _, seen)| (name.clone(), *seen))
@@ -406,7 +410,7 @@ fn lb_section(
                 section: "load-balancer",
                 from: from.name.clone(),
                 from_ns: from.ns.clone(),
-                to,
+                to: to.clone(),
                 dst: lb.address,
                 port: lb.ports[0].1,
                 kind: Kind::Spread,
@@ -470,23 +474,16 @@ fn balancers<'v>(
     out
 }
 
-/// Who probes a load balancer: external hosts for an external VIP, the
-/// router's workloads on other nodes' subnets... every workload of the
-/// router for a subnet VIP; with the target port the firewall sees.
-fn lb_probes<'e>(
-    eps: &'e [Ep],
-    hosts: &'e [Ep],
-    lb: &crate::plan::view::LoadBalancerView,
-) -> Vec<(&'e Ep, String, u16)> {
-    let to = format!("{} {}:{}", lb.key.name, lb.address, lb.ports[0].1);
-    let port = lb.ports[0].2;
-    match &lb.subnet {
-        None => hosts.iter().map(|h| (h, to.clone(), port)).collect(),
-        Some(_) => (eps.iter())
-            .filter(|e| e.router == lb.router)
-            .map(|e| (e, to.clone(), port))
-            .collect(),
+/// The address `ep`'s traffic to the outside leaves with, and whether it
+/// is its floating IP (else its router's SNAT address).
+fn egress_of(view: &crate::plan::view::ClusterView, ep: &Ep) -> Option<(Ipv4Addr, bool)> {
+    let fip = (view.floating_ips.iter()).find(|f| f.router == ep.router && f.fixed_ip == ep.ip);
+    if let Some(f) = fip {
+        return Some((f.address, true));
     }
+    (view.snat_gateways.iter())
+        .find(|g| g.router == ep.router && g.node.is_some())
+        .map(|g| (g.address, false))
 }
 
 /// Run probes, several at a time.
