@@ -239,6 +239,17 @@ const INVALID: &[(&str, &str, &str, &str)] = &[
     ("floatingips", "tenant-a", "in-use", "AddressInUse"),
     ("floatingips", "tenant-a", "no-router", "RouterNotFound"),
     ("floatingips", "tenant-a", "no-target", "TargetNotFound"),
+    // Services (issue 10).
+    (
+        "portforwardings",
+        "tenant-a",
+        "to-fip",
+        "TargetHasFloatingIP",
+    ),
+    ("portforwardings", "tenant-a", "clash", "PortInUse"),
+    ("portforwardings", "tenant-b", "no-gateway", "NoSnatGateway"),
+    ("loadbalancers", "tenant-a", "steal", "AddressInUse"),
+    ("routerfirewalls", "tenant-a", "second", "DuplicateFirewall"),
 ];
 
 const INVALID_YAML: &str = r#"
@@ -291,6 +302,41 @@ apiVersion: kubedvr.io/v1alpha1
 kind: FloatingIP
 metadata: {name: no-target, namespace: tenant-a}
 spec: {router: main, target: {fixedIP: 10.10.1.99}}
+---
+apiVersion: kubedvr.io/v1alpha1
+kind: PortForwarding
+metadata: {name: to-fip, namespace: tenant-a}
+spec:
+  router: main
+  forwards: [{externalPorts: {port: 2222}, internalPort: 22, target: {pod: {name: a-web}}}]
+---
+apiVersion: kubedvr.io/v1alpha1
+kind: PortForwarding
+metadata: {name: clash, namespace: tenant-a}
+spec:
+  router: main
+  forwards: [{externalPorts: {port: 8000, endPort: 8080}, internalPort: 7000, target: {fixedIP: 10.10.2.11}}]
+---
+apiVersion: kubedvr.io/v1alpha1
+kind: PortForwarding
+metadata: {name: no-gateway, namespace: tenant-b}
+spec:
+  router: main
+  forwards: [{externalPorts: {port: 2222}, internalPort: 22, target: {fixedIP: 10.10.1.20}}]
+---
+apiVersion: kubedvr.io/v1alpha1
+kind: LoadBalancer
+metadata: {name: steal, namespace: tenant-a}
+spec:
+  router: main
+  address: 203.0.113.100
+  ports: [{port: 80}]
+  backends: {fixedIPs: ["10.10.2.11"]}
+---
+apiVersion: kubedvr.io/v1alpha1
+kind: RouterFirewall
+metadata: {name: second, namespace: tenant-a}
+spec: {router: main, defaultAction: Deny}
 "#;
 
 /// Input the CRDs' own rules refuse: the API server (here the stand-in, as
@@ -310,6 +356,26 @@ const REJECTED: &[(&str, &str)] = &[
          metadata: {name: gw-outside, namespace: tenant-a}\nspec:\n  subnets:\n\
          \x20   - {name: sx, cidr: 10.30.0.0/24, gateway: 10.31.0.1, networkAttachment: net-x}\n",
         "gateway must be inside cidr",
+    ),
+    (
+        "apiVersion: kubedvr.io/v1alpha1\nkind: PortForwarding\n\
+         metadata: {name: shared-address, namespace: tenant-a}\nspec:\n  router: main\n\
+         \x20 address: 203.0.113.160\n\
+         \x20 forwards: [{externalPorts: {port: 22}, internalPort: 22, target: {fixedIP: 10.10.2.10}}]\n",
+        "address needs dedicatedAddress: true",
+    ),
+    (
+        "apiVersion: kubedvr.io/v1alpha1\nkind: RouterFirewall\n\
+         metadata: {name: icmp-ports, namespace: tenant-a}\nspec:\n  router: main\n\
+         \x20 ingress: [{action: Allow, protocol: ICMP, ports: [{port: 1}]}]\n",
+        "ports need protocol TCP or UDP",
+    ),
+    (
+        "apiVersion: kubedvr.io/v1alpha1\nkind: LoadBalancer\n\
+         metadata: {name: twice, namespace: tenant-a}\nspec:\n  router: main\n\
+         \x20 ports: [{port: 80}, {port: 80, targetPort: 81}]\n\
+         \x20 backends: {fixedIPs: [\"10.10.2.10\"]}\n",
+        "protocol and port must be unique",
     ),
 ];
 

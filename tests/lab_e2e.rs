@@ -194,13 +194,14 @@ fn demo_matrix_agrees_and_covers_every_path() {
         "the firewall on a forwarded port:\n{text}"
     );
     // Load balancers: both backends answer, then only the healthy one.
-    let spread = |to: &str| -> Vec<&Observed> {
+    let spread = |from: &str, to: &str| -> Vec<&Observed> {
         (results.iter())
-            .filter(|r| r.probe.section == "load-balancer" && r.probe.to.starts_with(to))
+            .filter(|r| r.probe.section == "load-balancer" && r.probe.from == from)
+            .filter(|r| r.probe.to.starts_with(to))
             .map(|r| &r.observed)
             .collect()
     };
-    let web = spread("web 203.0.113.120:80");
+    let web = spread("ext-host", "web 203.0.113.120:80");
     assert_eq!(web.len(), 2, "{text}");
     let answered_by = |o: &Observed| match o {
         Observed::Spread { answers, .. } => answers.keys().cloned().collect::<Vec<_>>(),
@@ -208,9 +209,21 @@ fn demo_matrix_agrees_and_covers_every_path() {
     };
     assert_eq!(answered_by(web[0]), ["a-app", "a-db"], "{text}");
     assert_eq!(answered_by(web[1]), ["a-app"], "after a-db failed:\n{text}");
-    assert!(
-        !spread("internal 10.10.2.253:80").is_empty(),
+    assert_eq!(
+        answered_by(spread("a-cache", "internal 10.10.2.253:80")[0]),
+        ["a-app", "a-db"],
         "subnet VIP:\n{text}"
+    );
+    // Hairpin to the router's own external VIP, and another tenant kept off
+    // the subnet VIP.
+    assert_eq!(
+        answered_by(spread("a-db", "web 203.0.113.120:80")[0]),
+        ["a-app", "a-db"],
+        "{text}"
+    );
+    assert!(
+        answered_by(spread("b-api", "internal 10.10.2.253:80")[0]).is_empty(),
+        "{text}"
     );
     lab.down();
 }

@@ -249,13 +249,11 @@ impl<'a> NorthSouth<'a> {
         let mut fip_targets = std::collections::BTreeSet::new();
         let mut fip_nodes: BTreeMap<ObjectKey, std::collections::BTreeSet<String>> =
             BTreeMap::new();
-        for f in &fips {
-            if let (Ok(()), Some(t), Some(r)) = (&f.valid, &f.target, f.router) {
-                fip_targets.insert((routers[r].key.clone(), t.ip));
-            }
-            if let Some(v) = f.view() {
-                fip_nodes.entry(v.router).or_default().insert(v.node);
-            }
+        // Floating IPs in effect (in the view): one that is not (no
+        // address, target not found) takes no path away from a forward.
+        for v in fips.iter().filter_map(|f| f.view()) {
+            fip_targets.insert((v.router.clone(), v.fixed_ip));
+            fip_nodes.entry(v.router).or_default().insert(v.node);
         }
         services.finish(routers, &fip_targets, &fip_nodes, &snats);
         NorthSouth {
