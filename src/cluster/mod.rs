@@ -20,7 +20,7 @@
 pub mod errors;
 pub mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Node;
@@ -134,26 +134,17 @@ pub fn node_info(node: &Node, agent_alive: Option<bool>) -> NodeInfo {
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
         .is_some_and(|c| c.status == "True");
-    let serving = ann
-        .and_then(|a| a.get(SNAT_SERVING_ANNOTATION))
-        .map(|v| {
-            v.split(',')
-                .filter(|k| !k.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    let lb_down = ann
-        .and_then(|a| a.get(LB_DOWN_ANNOTATION))
-        .map(|v| {
-            v.split(',')
-                .filter(|k| !k.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    // A comma-separated annotation as a set (absent: empty).
+    let list = |key: &str| -> BTreeSet<String> {
+        (ann.and_then(|a| a.get(key)).into_iter())
+            .flat_map(|v| v.split(','))
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let serving = list(SNAT_SERVING_ANNOTATION);
     NodeInfo {
-        lb_down,
+        lb_down: list(LB_DOWN_ANNOTATION),
         name: node.metadata.name.clone().unwrap_or_default(),
         labels: node.metadata.labels.clone().unwrap_or_default(),
         vtep,

@@ -120,16 +120,25 @@ impl Reported for RouterFirewall {
     }
 }
 
+/// A kind served on one node, `status.node` (the gateway's serving node for
+/// forwardings and balancers).
+fn on_node<'s>(
+    node: &Option<String>,
+    conditions: &'s mut Vec<crate::api::Condition>,
+) -> ProgrammedParts<'s> {
+    ProgrammedParts {
+        nodes: node.iter().cloned().collect(),
+        conditions,
+        programmed_nodes: None,
+    }
+}
+
 impl Reported for PortForwarding {
     fn desired(res: &Resolution, o: &Self) -> Option<Self::Status> {
         res.port_forwardings.get(&key_of(o)).cloned()
     }
     fn programmed(st: &mut Self::Status) -> Option<ProgrammedParts<'_>> {
-        Some(ProgrammedParts {
-            nodes: st.node.iter().cloned().collect(),
-            conditions: &mut st.conditions,
-            programmed_nodes: None,
-        })
+        Some(on_node(&st.node, &mut st.conditions))
     }
     fn held_by(st: Self::Status) -> Vec<String> {
         st.node.into_iter().collect()
@@ -141,11 +150,7 @@ impl Reported for LoadBalancer {
         res.load_balancers.get(&key_of(o)).cloned()
     }
     fn programmed(st: &mut Self::Status) -> Option<ProgrammedParts<'_>> {
-        Some(ProgrammedParts {
-            nodes: st.node.iter().cloned().collect(),
-            conditions: &mut st.conditions,
-            programmed_nodes: None,
-        })
+        Some(on_node(&st.node, &mut st.conditions))
     }
     fn held_by(st: Self::Status) -> Vec<String> {
         st.node.into_iter().collect()

@@ -275,6 +275,23 @@ fn merge_ranges(mut v: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
     out
 }
 
+/// What a central service (forwarding, balancer) of router `name` in
+/// namespace `ns` needs first: the router's key and index, its SnatGateway
+/// (valid, not a duplicate), and whether both are there.
+fn central<'s, 'a>(
+    ns: &str,
+    name: &str,
+    routers: &[RouterState],
+    snats: &'s [SnatState<'a>],
+) -> (ObjectKey, Option<usize>, Option<&'s SnatState<'a>>, Check) {
+    let rkey = ObjectKey::new(ns, name);
+    let router = find_router(routers, &rkey);
+    let mut valid = router_exists(router, &rkey);
+    let snat = snat_of(snats, &rkey);
+    also(&mut valid, gateway_check(snat, &rkey));
+    (rkey, router, snat, valid)
+}
+
 fn prepare_pf<'a>(
     cluster: &Cluster,
     obj: &'a PortForwarding,
@@ -283,11 +300,7 @@ fn prepare_pf<'a>(
     snats: &[SnatState],
 ) -> PfState<'a> {
     let ns = obj.namespace().unwrap_or_default();
-    let rkey = ObjectKey::new(&ns, &obj.spec.router);
-    let router = find_router(routers, &rkey);
-    let mut valid = router_exists(router, &rkey);
-    let snat = snat_of(snats, &rkey);
-    also(&mut valid, gateway_check(snat, &rkey));
+    let (_, router, snat, mut valid) = central(&ns, &obj.spec.router, routers, snats);
     let ext = snat.map_or_else(
         || Err(fail("NoSnatGateway", "no SnatGateway")),
         |s| s.external(),
@@ -399,11 +412,7 @@ fn prepare_lb<'a>(
     snats: &[SnatState],
 ) -> LbState<'a> {
     let ns = obj.namespace().unwrap_or_default();
-    let rkey = ObjectKey::new(&ns, &obj.spec.router);
-    let router = find_router(routers, &rkey);
-    let mut valid = router_exists(router, &rkey);
-    let snat = snat_of(snats, &rkey);
-    also(&mut valid, gateway_check(snat, &rkey));
+    let (rkey, router, snat, mut valid) = central(&ns, &obj.spec.router, routers, snats);
     also(&mut valid, router_ready(routers, router));
     let r = router.map(|i| &routers[i]);
     let (ext, requested) = match &obj.spec.subnet {
