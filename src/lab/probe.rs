@@ -20,43 +20,44 @@ pub const PORT: u16 = 7777;
 pub const OTHER_PORT: u16 = 7780;
 
 /// Start the service inside `ns` on [`PORT`] and [`OTHER_PORT`]; it runs
-/// until `stop` (the lab's) or `own` (this service's) is set.
+/// until `stop` (the lab's) or `own` (this service's) is set. One thread
+/// per service, asleep in `poll(2)` until a connection comes (a lab has
+/// hundreds of services: polling loops would eat the machine).
 pub fn serve(
     ns: &Path,
     name: &str,
     stop: Arc<AtomicBool>,
     own: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
-    for port in [PORT, OTHER_PORT] {
-        serve_on(ns, name, port, stop.clone(), own.clone())?;
+    // The listening sockets are created inside the namespace and stay there.
+    let listeners = netns::run_in(ns, || {
+        [PORT, OTHER_PORT]
+            .map(|port| TcpListener::bind(("0.0.0.0", port)))
+            .into_iter()
+            .collect::<std::io::Result<Vec<_>>>()
+    })??;
+    for l in &listeners {
+        l.set_nonblocking(true)?;
     }
-    Ok(())
-}
-
-fn serve_on(
-    ns: &Path,
-    name: &str,
-    port: u16,
-    stop: Arc<AtomicBool>,
-    own: Arc<AtomicBool>,
-) -> std::io::Result<()> {
-    // The listening socket is created inside the namespace and stays there.
-    let listener = netns::run_in(ns, || TcpListener::bind(("0.0.0.0", port)))??;
-    listener.set_nonblocking(true)?;
     let name = name.to_string();
     std::thread::Builder::new()
         .name(format!("whoami-{name}"))
         .spawn(move || {
+            use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+            use std::os::fd::AsFd;
             while !stop.load(Ordering::Relaxed) && !own.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut s, peer)) => {
+                // Wakes for a connection, or every 100 ms to see the flags.
+                let mut fds: Vec<PollFd> = (listeners.iter())
+                    .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
+                    .collect();
+                if !matches!(poll(&mut fds, PollTimeout::from(100u16)), Ok(n) if n > 0) {
+                    continue;
+                }
+                for l in &listeners {
+                    while let Ok((mut s, peer)) = l.accept() {
                         let _ = s.set_nonblocking(false);
                         let _ = writeln!(s, "{name} {}", peer.ip());
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
             }
         })?;
