@@ -12,7 +12,9 @@
 //!   its bridge, or a `qg-` macvlan made in a `snat-` namespace): three
 //!   gratuitous ARPs on each attached port for its addresses, so the
 //!   external switch and upstream caches, and the subnet bridges, follow a
-//!   failover at once.
+//!   failover at once; likewise when an address is added to a port that is
+//!   attached (a PortForwarding's dedicated address or a LoadBalancer's VIP
+//!   on a serving gateway: the address may have been answered elsewhere).
 use std::net::Ipv4Addr;
 
 use super::diff::Op;
@@ -25,8 +27,9 @@ use crate::plan::names::{FIP_DNAT_MAP, FIP_PREFIX, QROUTER_PREFIX, SNAT_PREFIX};
 /// Gratuitous ARPs per address when a SNAT gateway is attached.
 const SNAT_GARP_COUNT: usize = 3;
 
-/// The `snat-` port behind a root-namespace link that `op` attaches, or a
-/// `qg-` macvlan `op` creates in a `snat-` namespace: (namespace, port).
+/// The `snat-` port behind a root-namespace link that `op` attaches, a
+/// `qg-` macvlan `op` creates in a `snat-` namespace, or an attached port
+/// of a `snat-` namespace `op` adds an address to: (namespace, port).
 fn snat_attach(op: &Op, desired: &NodeState) -> Option<(String, String)> {
     let in_snat = |ns: &NsRef| matches!(ns, NsRef::Named(n) if n.starts_with(SNAT_PREFIX));
     let root_end = |name: &str| {
@@ -57,6 +60,20 @@ fn snat_attach(op: &Op, desired: &NodeState) -> Option<(String, String)> {
         {
             let NsRef::Named(n) = ns else { return None };
             Some((n.clone(), link.name.clone()))
+        }
+        Op::AddAddress { ns, address } if in_snat(ns) => {
+            let NsRef::Named(n) = ns else { return None };
+            let link = desired.namespaces.get(n)?.links.get(&address.link)?;
+            let attached = match &link.kind {
+                // A macvlan `qg-` exists only where the gateway is served.
+                LinkKind::Macvlan { .. } => true,
+                LinkKind::Veth {
+                    peer,
+                    peer_ns: NsRef::Root,
+                } => desired.root.links.get(peer)?.master.is_some(),
+                _ => false,
+            };
+            attached.then(|| (n.clone(), address.link.clone()))
         }
         _ => None,
     }
@@ -173,9 +190,10 @@ impl Engine {
 impl Engine {
     /// Gratuitous ARPs for SNAT ports just attached (see the module docs).
     fn announce_snat(&mut self, ops: &[Op], desired: &NodeState, report: &mut Report) {
-        let mut by_ns: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut by_ns: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
         for (ns, port) in ops.iter().filter_map(|op| snat_attach(op, desired)) {
-            by_ns.entry(ns).or_default().push(port);
+            by_ns.entry(ns).or_default().insert(port);
         }
         for (ns, ports) in by_ns {
             let Some(st) = desired.namespaces.get(&ns) else {
@@ -241,6 +259,48 @@ mod tests {
             )]),
             chains: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn an_address_added_to_an_attached_gateway_port_is_announced() {
+        use crate::plan::model::{Address, Link, NsState};
+        let veth = |peer: &str, peer_ns: NsRef, master: Option<&str>| Link {
+            name: String::new(),
+            kind: LinkKind::Veth {
+                peer: peer.into(),
+                peer_ns,
+            },
+            mac: None,
+            master: master.map(Into::into),
+            mtu: None,
+        };
+        let mut st = NodeState::default();
+        let mut gw = NsState::default();
+        gw.links
+            .insert("qg-1".into(), veth("qgb-1", NsRef::Root, None));
+        gw.links
+            .insert("sg-7".into(), veth("sgb-7", NsRef::Root, None));
+        st.namespaces.insert("snat-1".into(), gw);
+        let ns = NsRef::Named("snat-1".into());
+        st.root
+            .links
+            .insert("qgb-1".into(), veth("qg-1", ns.clone(), Some("br-ext")));
+        // sgb-7 detached: a standby's port.
+        st.root
+            .links
+            .insert("sgb-7".into(), veth("sg-7", ns.clone(), None));
+        let add = |link: &str| Op::AddAddress {
+            ns: ns.clone(),
+            address: Address {
+                link: link.into(),
+                addr: "203.0.113.150/32".parse().unwrap(),
+            },
+        };
+        assert_eq!(
+            snat_attach(&add("qg-1"), &st),
+            Some(("snat-1".to_string(), "qg-1".to_string()))
+        );
+        assert_eq!(snat_attach(&add("sg-7"), &st), None, "not attached here");
     }
 
     #[test]
