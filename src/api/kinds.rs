@@ -22,12 +22,18 @@
 //!    and `conditions`; `pub use` it in `src/api/mod.rs`.
 //! 2. One line in [`registry!`] below: `Type(StatusType) field_name,`.
 //!    The compiler then names every layer that must say something about it:
-//!    the controller's `desired::Reported` (desired status, nodes that hold
-//!    it), the resolver (`src/plan/resolve/`), and whatever a layer matches
-//!    on [`Kind`].
+//!    the controller's `reported::Reported` (desired status, nodes that
+//!    hold it) and the lab's `StatusRow` (its `kubectl get` columns). The
+//!    resolver (`src/plan/resolve/`: the kind's checks, allocations,
+//!    status and view entry, a `Resolution` field) and the planner read
+//!    the kind's fields; a kind whose objects carry addresses in status
+//!    says which ones hold in `resolve::Held`. The service kinds
+//!    (`router_firewall.rs`, `port_forwarding.rs`, `load_balancer.rs`,
+//!    resolved in `plan/resolve/services.rs`) were added this way.
 //! 3. `kube-dvr crds > charts/kube-dvr/crds/kubedvr.io_crds.yaml` and
 //!    `kube-dvr docs crd-reference > docs/crd-reference.md` (tests fail
-//!    while they are stale); RBAC follows from `kubedvr.resources` in
+//!    while they are stale; `crds/` holds the same file); RBAC follows
+//!    from the list in `kube-dvr.resources`,
 //!    `charts/kube-dvr/templates/_helpers.tpl` (one word; `tests/chart.rs`
 //!    checks it against [`Kind::ALL`]).
 use std::any::TypeId;
