@@ -39,6 +39,21 @@ pub enum Expect {
     },
 }
 
+impl Expect {
+    /// `who` answers and sees `seen`, or (`None`) never answers.
+    fn reach(who: &str, seen: Option<Ipv4Addr>) -> Expect {
+        match seen {
+            Some(seen) => Expect::Reach {
+                who: who.to_string(),
+                seen,
+            },
+            None => Expect::Isolated {
+                target: who.to_string(),
+            },
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Probe {
     /// Section of the matrix: `east-west`, `floating-in`, `egress`, `hairpin`.
@@ -51,6 +66,13 @@ pub struct Probe {
     pub port: u16,
     pub kind: Kind,
     pub expect: Expect,
+}
+
+impl Probe {
+    /// The same probe to TCP port `port`.
+    fn at(self, port: u16) -> Probe {
+        Probe { port, ..self }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -199,71 +221,39 @@ fn expected_of(lab: &Lab, eps: &[Ep]) -> Vec<Probe> {
         let to = format!("{} {}", target.name, f.address);
         for host in &hosts {
             for kind in [Kind::Tcp, Kind::Ping] {
-                let expect = match (kind, allows(&f.router, true, kind, probe::PORT, host.ip)) {
-                    (_, false) => Expect::Isolated {
-                        target: target.name.clone(),
-                    },
-                    (Kind::Ping, true) => Expect::Echo,
-                    (_, true) => Expect::Reach {
-                        who: target.name.clone(),
-                        seen: host.ip,
-                    },
+                let allowed = allows(&f.router, true, kind, probe::PORT, host.ip);
+                let expect = match kind {
+                    Kind::Ping if allowed => Expect::Echo,
+                    _ => Expect::reach(&target.name, Some(host.ip).filter(|_| allowed)),
                 };
                 out.push(mk("floating-in", host, to.clone(), f.address, kind, expect));
             }
             // The firewall: the other port, and the rules' verdict.
+            let allowed = allows(&f.router, true, Kind::Tcp, probe::OTHER_PORT, host.ip);
             let p = mk(
                 "firewall",
                 host,
                 format!("{} {}:{}", target.name, f.address, probe::OTHER_PORT),
                 f.address,
                 Kind::Tcp,
-                if allows(&f.router, true, Kind::Tcp, probe::OTHER_PORT, host.ip) {
-                    Expect::Reach {
-                        who: target.name.clone(),
-                        seen: host.ip,
-                    }
-                } else {
-                    Expect::Isolated {
-                        target: target.name.clone(),
-                    }
-                },
+                Expect::reach(&target.name, Some(host.ip).filter(|_| allowed)),
             );
-            out.push(Probe {
-                port: probe::OTHER_PORT,
-                ..p
-            });
+            out.push(p.at(probe::OTHER_PORT));
         }
         for a in eps.iter().filter(|a| a.name != target.name) {
-            let expect = match egress(a) {
-                Some(src)
-                    if allows(&a.router, false, Kind::Tcp, probe::PORT, f.address)
-                        && allows(&f.router, true, Kind::Tcp, probe::PORT, src) =>
-                {
-                    Expect::Reach {
-                        who: target.name.clone(),
-                        seen: src,
-                    }
-                }
-                _ => Expect::Isolated {
-                    target: target.name.clone(),
-                },
-            };
+            let seen = egress(a).filter(|src| {
+                allows(&a.router, false, Kind::Tcp, probe::PORT, f.address)
+                    && allows(&f.router, true, Kind::Tcp, probe::PORT, *src)
+            });
+            let expect = Expect::reach(&target.name, seen);
             out.push(mk("hairpin", a, to.clone(), f.address, Kind::Tcp, expect));
         }
     }
     for a in eps {
         for h in &hosts {
             for (section, port) in [("egress", probe::PORT), ("firewall", probe::OTHER_PORT)] {
-                let expect = match egress(a) {
-                    Some(src) if allows(&a.router, false, Kind::Tcp, port, h.ip) => Expect::Reach {
-                        who: h.name.clone(),
-                        seen: src,
-                    },
-                    _ => Expect::Isolated {
-                        target: h.name.clone(),
-                    },
-                };
+                let seen = egress(a).filter(|_| allows(&a.router, false, Kind::Tcp, port, h.ip));
+                let expect = Expect::reach(&h.name, seen);
                 let p = mk(
                     section,
                     a,
@@ -272,7 +262,7 @@ fn expected_of(lab: &Lab, eps: &[Ep]) -> Vec<Probe> {
                     Kind::Tcp,
                     expect,
                 );
-                out.push(Probe { port, ..p });
+                out.push(p.at(port));
             }
         }
     }
@@ -306,16 +296,7 @@ fn expected_of(lab: &Lab, eps: &[Ep]) -> Vec<Probe> {
                 let to = format!("{} {}:{ext_port}", target.name, pf.address);
                 for host in &hosts {
                     let ok = answers && allows(&pf.router, true, Kind::Tcp, internal, host.ip);
-                    let expect = if ok {
-                        Expect::Reach {
-                            who: target.name.clone(),
-                            seen: host.ip,
-                        }
-                    } else {
-                        Expect::Isolated {
-                            target: target.name.clone(),
-                        }
-                    };
+                    let expect = Expect::reach(&target.name, Some(host.ip).filter(|_| ok));
                     let p = mk(
                         "port-forward",
                         host,
@@ -324,10 +305,7 @@ fn expected_of(lab: &Lab, eps: &[Ep]) -> Vec<Probe> {
                         Kind::Tcp,
                         expect,
                     );
-                    out.push(Probe {
-                        port: ext_port,
-                        ..p
-                    });
+                    out.push(p.at(ext_port));
                 }
                 for a in eps
                     .iter()
@@ -341,20 +319,9 @@ fn expected_of(lab: &Lab, eps: &[Ep]) -> Vec<Probe> {
                         }),
                         None => sg_ip(&pf.router, e.fixed_ip),
                     };
-                    let expect = match seen.filter(|_| answers) {
-                        Some(seen) => Expect::Reach {
-                            who: target.name.clone(),
-                            seen,
-                        },
-                        None => Expect::Isolated {
-                            target: target.name.clone(),
-                        },
-                    };
+                    let expect = Expect::reach(&target.name, seen.filter(|_| answers));
                     let p = mk("port-forward", a, to.clone(), pf.address, Kind::Tcp, expect);
-                    out.push(Probe {
-                        port: ext_port,
-                        ..p
-                    });
+                    out.push(p.at(ext_port));
                 }
             }
         }

@@ -103,7 +103,7 @@ pub(super) fn add_firewall(t: &mut NftTable, fw: &FirewallView, port: &str) {
 
 /// One firewall rule in nft syntax; `remote` is `saddr` (ingress) or
 /// `daddr` (egress).
-pub fn firewall_rule(r: &FirewallRuleView, remote: &str) -> String {
+fn firewall_rule(r: &FirewallRuleView, remote: &str) -> String {
     let mut parts = Vec::new();
     if let Some(p) = &r.protocol {
         parts.push(format!("meta l4proto {p}"));
