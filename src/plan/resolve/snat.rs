@@ -197,9 +197,11 @@ pub(super) fn finish_all(
     routers: &[RouterState],
     exts: &BTreeMap<String, ExtState>,
 ) {
+    let vips = subnet_vips(cluster);
+    let none = BTreeSet::new();
     for s in snats.iter_mut().filter(|s| s.valid.is_ok()) {
-        let vips = subnet_vips(cluster, &s.router_key());
-        s.ports = Some(ports(s, &routers[s.router.expect("valid")], &vips));
+        let vips = vips.get(&s.router_key()).unwrap_or(&none);
+        s.ports = Some(ports(s, &routers[s.router.expect("valid")], vips));
     }
     // Pass 1: keep the node that serves (reported by the agents), else the
     // active node while it stays eligible (no flapping).
@@ -407,21 +409,26 @@ fn eligible(
         .collect()
 }
 
-/// The router's subnet virtual IPs (LoadBalancers with `subnet`): held in
-/// status or requested; `(subnet, address)`. The `sg-` port never takes one.
-fn subnet_vips(cluster: &Cluster, router: &ObjectKey) -> BTreeSet<(String, Ipv4Addr)> {
-    (cluster.input.load_balancers.iter())
-        .filter(|lb| {
-            lb.spec.router == router.name
-                && lb.metadata.namespace.as_deref() == Some(router.namespace.as_str())
-        })
-        .filter_map(|lb| {
-            let sub = lb.spec.subnet.clone()?;
-            let held = lb.status.as_ref().and_then(|s| s.address.as_deref());
-            let ip = held.or(lb.spec.address.as_deref())?.parse().ok()?;
-            Some((sub, ip))
-        })
-        .collect()
+/// Per router, its subnet virtual IPs (LoadBalancers with `subnet`): held
+/// in status or requested; `(subnet, address)`. The `sg-` port never takes
+/// one. One pass over the LoadBalancers for all gateways.
+fn subnet_vips(cluster: &Cluster) -> BTreeMap<ObjectKey, BTreeSet<(String, Ipv4Addr)>> {
+    let mut out: BTreeMap<ObjectKey, BTreeSet<(String, Ipv4Addr)>> = BTreeMap::new();
+    for lb in &cluster.input.load_balancers {
+        let Some(sub) = lb.spec.subnet.clone() else {
+            continue;
+        };
+        let held = lb.status.as_ref().and_then(|s| s.address.as_deref());
+        let Some(ip) = held
+            .or(lb.spec.address.as_deref())
+            .and_then(|a| a.parse().ok())
+        else {
+            continue;
+        };
+        let router = ObjectKey::new(lb.namespace().unwrap_or_default(), &lb.spec.router);
+        out.entry(router).or_default().insert((sub, ip));
+    }
+    out
 }
 
 /// One `sg-` port per router subnet: the persisted address while it is still
