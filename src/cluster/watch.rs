@@ -299,10 +299,39 @@ where
     }
 }
 
+/// The object one watch event changed in a cache.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Touched {
+    pub namespace: Option<String>,
+    pub name: String,
+    /// Its resourceVersion after the event.
+    pub resource_version: Option<String>,
+    pub deleted: bool,
+}
+
+impl Touched {
+    fn of<K: Resource>(ev: &watcher::Event<K>) -> Option<Touched> {
+        let (o, deleted) = match ev {
+            watcher::Event::Apply(o) => (o, false),
+            watcher::Event::Delete(o) => (o, true),
+            _ => return None,
+        };
+        let m = o.meta();
+        Some(Touched {
+            namespace: m.namespace.clone(),
+            name: m.name.clone().unwrap_or_default(),
+            resource_version: m.resource_version.clone(),
+            deleted,
+        })
+    }
+}
+
 /// A cache of `K` (all namespaces, or `namespace`), filled one decodable
 /// object at a time; undecodable ones go to `registry`. The stream drives
 /// the watch; each item means "something changed" (undecodable objects
-/// included, so a pass can report them).
+/// included, so a pass can report them): the object an Apply or Delete
+/// changed, None for anything else (a list, an object that does not
+/// decode).
 /// A reflector store per kind ([`PerKind`](crate::api::PerKind)).
 pub struct Stores;
 impl crate::api::Family for Stores {
@@ -314,7 +343,7 @@ pub fn cache<K>(
     namespace: Option<&str>,
     cfg: watcher::Config,
     registry: &Arc<Undecodable>,
-) -> (Store<K>, BoxStream<'static, ()>)
+) -> (Store<K>, BoxStream<'static, Option<Touched>>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -332,11 +361,14 @@ where
         .default_backoff()
         .map(move |ev| match ev {
             Ok(ev) => {
-                if let Some(ev) = decoder.event(ev) {
-                    writer.apply_watcher_event(&ev);
-                }
+                let ev = decoder.event(ev)?;
+                writer.apply_watcher_event(&ev);
+                Touched::of(&ev)
             }
-            Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying"),
+            Err(e) => {
+                tracing::warn!(%kind, error = %e, "watch failed; retrying");
+                None
+            }
         })
         .boxed();
     (reader, stream)

@@ -36,7 +36,12 @@ fn data(c: Cursors) -> BTreeMap<String, String> {
 }
 
 /// Write `c`: a merge patch of the ConfigMap, created when missing.
-pub async fn write(client: &Client, namespace: &str, c: Cursors) -> Result<(), kube::Error> {
+/// Returns the ConfigMap's new resourceVersion.
+pub async fn write(
+    client: &Client,
+    namespace: &str,
+    c: Cursors,
+) -> Result<Option<String>, kube::Error> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let patch = serde_json::json!({ "data": data(c) });
     match api
@@ -56,9 +61,10 @@ pub async fn write(client: &Client, namespace: &str, c: Cursors) -> Result<(), k
                 data: Some(data(c)),
                 ..Default::default()
             };
-            api.create(&PostParams::default(), &cm).await.map(drop)
+            let made = api.create(&PostParams::default(), &cm).await;
+            made.map(|cm| cm.metadata.resource_version)
         }
-        r => r.map(drop),
+        r => r.map(|cm| cm.metadata.resource_version),
     }
 }
 

@@ -29,6 +29,7 @@ pub mod cursors;
 pub mod desired;
 pub mod leader;
 pub mod liveness;
+pub mod wake;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -44,7 +45,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::kinds::for_each_kind;
@@ -53,12 +54,13 @@ use crate::api::nad::NetworkAttachmentDefinition;
 use crate::api::Port;
 use crate::api::{Build, DvrKind, Kind, PerKind};
 use crate::cluster;
-use crate::cluster::watch::{cache, Stores, Undecodable, UndecodableObject};
+use crate::cluster::watch::{cache, Stores, Touched, Undecodable, UndecodableObject};
 use crate::plan::resolve::Held;
 use crate::plan::view::ObjectKey;
 use crate::telemetry::Telemetry;
 use desired::{Actions, FinalizerWrite, Snapshot, StatusWrite, Target};
 use leader::{LeaderElector, LeaseConfig};
+use wake::{tagged, Source, Wakes};
 
 /// The Events reporter name.
 pub const REPORTER: &str = "kube-dvr-controller";
@@ -143,13 +145,16 @@ const PASS_TIMEOUT: Duration = Duration::from_secs(120);
 struct KindCaches<'a> {
     client: &'a Client,
     undecodable: &'a Arc<Undecodable>,
-    streams: Vec<futures::stream::BoxStream<'static, ()>>,
+    streams: Vec<Changes>,
 }
+
+/// A cache's change stream, tagged with its source ([`wake`]).
+type Changes = futures::stream::BoxStream<'static, (Source, Option<Touched>)>;
 
 impl Build<Stores> for KindCaches<'_> {
     fn build<K: DvrKind>(&mut self) -> Store<K> {
         let (store, changes) = cache(self.client, None, Default::default(), self.undecodable);
-        self.streams.push(changes);
+        self.streams.push(tagged(Source::Kind(K::KIND), changes));
         store
     }
 }
@@ -359,7 +364,7 @@ pub async fn run(
     let (ports, s9) = cache(c, None, all(), u);
     let (nads, s10) = if served::<NetworkAttachmentDefinition>(c).await {
         let (store, stream) = cache(c, None, all(), u);
-        (Some(store), stream)
+        (Some(store), tagged(Source::Nads, stream))
     } else {
         tracing::warn!(
             "no NetworkAttachmentDefinition CRD (k8s.cni.cncf.io/v1): is Multus installed? \
@@ -370,7 +375,11 @@ pub async fn run(
     let (vms, s11, s12) = if served::<VirtualMachineInstance>(c).await {
         let (vms, s11) = cache(c, None, all(), u);
         let (vmis, s12) = cache(c, None, all(), u);
-        (Some((vms, vmis)), s11, s12)
+        (
+            Some((vms, vmis)),
+            tagged(Source::Vms, s11),
+            tagged(Source::Vmis, s12),
+        )
     } else {
         tracing::info!(
             "no KubeVirt (kubevirt.io/v1 VirtualMachineInstances): a VM's Port is kept only \
@@ -383,7 +392,16 @@ pub async fn run(
     let (leases, s7) = cache(c, ns, all(), u);
     let allocator_only = all().fields(&format!("metadata.name={}", cluster::ALLOCATOR_CONFIGMAP));
     let (allocator, s8) = cache(c, ns, allocator_only, u);
-    streams.extend([s5, s6, s7, s8, s9, s10, s11, s12]);
+    streams.extend([
+        tagged(Source::Pods, s5),
+        tagged(Source::Nodes, s6),
+        tagged(Source::Leases, s7),
+        tagged(Source::Allocator, s8),
+        tagged(Source::Ports, s9),
+        s10,
+        s11,
+        s12,
+    ]);
     let caches = Caches {
         objects,
         pods,
@@ -396,14 +414,8 @@ pub async fn run(
         lease_clock: Default::default(),
         undecodable,
     };
-    let changed = Arc::new(Notify::new());
-    let mut all = futures::stream::select_all(streams);
-    let notify = changed.clone();
-    let driver = tokio::spawn(async move {
-        while all.next().await.is_some() {
-            notify.notify_one();
-        }
-    });
+    let wakes = Wakes::new(telemetry.clone());
+    let driver = tokio::spawn(wakes.clone().drive(streams));
 
     let result = async {
         tokio::select! {
@@ -411,10 +423,13 @@ pub async fn run(
             r = caches.wait_ready() => r?,
         }
         tracing::info!(identity = %opts.identity, "caches synced");
-        let mut exec = Executor::new(client.clone(), &opts, telemetry.clone());
+        let mut exec = Executor::new(client.clone(), &opts, telemetry.clone(), wakes.clone());
         let mut resync = tokio::time::interval(opts.resync);
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut failures = 0u32;
+        // Whether the next pass redoes everything (the first, a resync, a
+        // retry, a new term), not only what the changed sources concern.
+        let mut full = true;
         let mut was_leader = false;
         // When VM Ports' pods and VMs were first seen gone.
         let mut vm_gone_since = Default::default();
@@ -437,6 +452,7 @@ pub async fn run(
                 exec.forget();
             }
             was_leader = leader;
+            let changed = wakes.take();
             if !leader {
                 telemetry.set_ready(true);
             } else {
@@ -456,14 +472,16 @@ pub async fn run(
                 record_objects(&telemetry, &actions);
                 let mut errors = exec.execute(actions, &leader_rx).await;
                 let t3 = Instant::now();
-                let (ports, pods) = (caches.ports.state(), caches.pods.state());
-                let stale = attach::stale_ports(&ports, &pods, now);
-                let vms = caches.vms();
-                let vm_ports =
-                    attach::plan_vm_ports(&ports, &pods, vms.as_ref(), &mut vm_gone_since, now);
-                errors += exec
-                    .attachments(nad_plan, stale, vm_ports, &leader_rx)
-                    .await;
+                if full || changed.iter().any(|s| s.attachments()) {
+                    let (ports, pods) = (caches.ports.state(), caches.pods.state());
+                    let stale = attach::stale_ports(&ports, &pods, now);
+                    let vms = caches.vms();
+                    let vm_ports =
+                        attach::plan_vm_ports(&ports, &pods, vms.as_ref(), &mut vm_gone_since, now);
+                    errors += exec
+                        .attachments(nad_plan, stale, vm_ports, &leader_rx)
+                        .await;
+                }
                 exec.report_undecodable(&caches.undecodable.list(), &leader_rx)
                     .await;
                 let t4 = Instant::now();
@@ -517,10 +535,10 @@ pub async fn run(
             let idle_since = tokio::time::Instant::now();
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = changed.notified() => {}
-                r = leader_rx.changed() => if r.is_err() { return Ok(()) },
-                _ = resync.tick() => {}
-                _ = retry => {}
+                _ = wakes.notified() => full = false,
+                r = leader_rx.changed() => if r.is_err() { return Ok(()) } else { full = true },
+                _ = resync.tick() => full = true,
+                _ = retry => full = true,
             }
             // Coalesce only under load (see `pacing`): a wake-up long after
             // the previous pass runs at once; one right after it waits out
@@ -573,6 +591,8 @@ struct Executor {
     finalizers: HashSet<(String, Option<String>, Vec<String>)>,
     /// (object, uid, resourceVersion) of the undecodable objects reported.
     undecodable: HashSet<(String, Option<String>, Option<String>)>,
+    /// Told of every write, so its echo does not wake the loop.
+    wakes: Arc<Wakes>,
 }
 
 fn api_of(client: &Client, t: &Target) -> Api<DynamicObject> {
@@ -584,8 +604,8 @@ fn api_of(client: &Client, t: &Target) -> Api<DynamicObject> {
 }
 
 /// Write a status merge patch (`PATCH …/{name}/status`,
-/// `application/merge-patch+json`).
-pub async fn write_status(client: &Client, w: &StatusWrite) -> Result<(), kube::Error> {
+/// `application/merge-patch+json`); the object's new resourceVersion.
+pub async fn write_status(client: &Client, w: &StatusWrite) -> Result<Option<String>, kube::Error> {
     api_of(client, &w.target)
         .patch_status(
             &w.target.name,
@@ -593,12 +613,16 @@ pub async fn write_status(client: &Client, w: &StatusWrite) -> Result<(), kube::
             &Patch::Merge(&w.patch),
         )
         .await
-        .map(drop)
+        .map(|o| o.metadata.resource_version)
 }
 
 /// Write an object's finalizer list (merge patch on the object, guarded by
-/// the resourceVersion it was computed from).
-pub async fn write_finalizers(client: &Client, f: &FinalizerWrite) -> Result<(), kube::Error> {
+/// the resourceVersion it was computed from); the object's new
+/// resourceVersion.
+pub async fn write_finalizers(
+    client: &Client,
+    f: &FinalizerWrite,
+) -> Result<Option<String>, kube::Error> {
     api_of(client, &f.target)
         .patch(
             &f.target.name,
@@ -606,7 +630,7 @@ pub async fn write_finalizers(client: &Client, f: &FinalizerWrite) -> Result<(),
             &Patch::Merge(f.patch()),
         )
         .await
-        .map(drop)
+        .map(|o| o.metadata.resource_version)
 }
 
 /// Errors that need no retry: the object is gone, or changed under us (the
@@ -616,7 +640,12 @@ fn benign(e: &kube::Error) -> bool {
 }
 
 impl Executor {
-    fn new(client: Client, opts: &ControllerOptions, telemetry: Arc<Telemetry>) -> Self {
+    fn new(
+        client: Client,
+        opts: &ControllerOptions,
+        telemetry: Arc<Telemetry>,
+        wakes: Arc<Wakes>,
+    ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -634,7 +663,14 @@ impl Executor {
             statuses: HashMap::new(),
             finalizers: HashSet::new(),
             undecodable: HashSet::new(),
+            wakes,
         }
+    }
+
+    /// Remember a write of `target` that left it at `rv` (see [`wake`]).
+    fn wrote(&self, target: &Target, rv: Option<String>) {
+        let source = Source::Kind(target.kind);
+        (self.wakes).wrote(source, target.namespace.as_deref(), &target.name, rv);
     }
 
     fn forget(&mut self) {
@@ -726,7 +762,9 @@ impl Executor {
             // (the next pass plans again).
             let pp = PostParams::default();
             match api.replace_status(&name, &pp, &port).await {
-                Ok(_) => {}
+                Ok(p) => {
+                    (self.wakes).wrote(Source::Ports, Some(&ns), &name, p.metadata.resource_version)
+                }
                 Err(e) if benign(&e) => {}
                 Err(e) => {
                     errors += 1;
@@ -821,7 +859,12 @@ impl Executor {
                 return 0;
             }
             self.count("cursors");
-            if let Err(e) = cursors::write(&self.client, &self.namespace, c).await {
+            let written = cursors::write(&self.client, &self.namespace, c).await;
+            if let Ok(rv) = &written {
+                let name = cluster::ALLOCATOR_CONFIGMAP;
+                (self.wakes).wrote(Source::Allocator, Some(&self.namespace), name, rv.clone());
+            }
+            if let Err(e) = written {
                 let e = Error::Api {
                     op: "write allocation cursors to",
                     target: format!(
@@ -859,21 +902,23 @@ impl Executor {
         let mut errors = 0;
 
         let this = &*self;
-        let done: Vec<(FinalizerWrite, Result<(), kube::Error>)> = futures::stream::iter(fins)
-            .map(|f| async move {
-                if !*leader.borrow() {
-                    return (f, Ok(()));
-                }
-                let r = write_finalizers(&this.client, &f).await;
-                this.count("finalizer");
-                (f, r)
-            })
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
+        let done: Vec<(FinalizerWrite, Result<Option<String>, kube::Error>)> =
+            futures::stream::iter(fins)
+                .map(|f| async move {
+                    if !*leader.borrow() {
+                        return (f, Ok(None));
+                    }
+                    let r = write_finalizers(&this.client, &f).await;
+                    this.count("finalizer");
+                    (f, r)
+                })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
         for (f, r) in done {
             match r {
-                Ok(()) => {
+                Ok(rv) => {
+                    self.wrote(&f.target, rv);
                     self.finalizers.insert((
                         f.target.key(),
                         f.target.resource_version.clone(),
@@ -896,39 +941,46 @@ impl Executor {
         }
 
         let this = &*self;
-        let done: Vec<(StatusWrite, Result<(), kube::Error>)> = futures::stream::iter(statuses)
-            .map(|w| async move {
-                if !*leader.borrow() {
-                    return (w, Ok(()));
-                }
-                let r = write_status(&this.client, &w).await;
-                this.count("status");
-                if r.is_ok() {
-                    for ev in &w.events {
-                        if !*leader.borrow() {
-                            break;
-                        }
-                        let event = Event {
-                            type_: if ev.warning { EventType::Warning } else { EventType::Normal },
-                            reason: ev.reason.clone(),
-                            note: Some(ev.note.chars().take(1000).collect()),
-                            action: "Reconcile".into(),
-                            secondary: None,
-                        };
-                        this.count("event");
-                        if let Err(e) = this.recorder.publish(&event, &w.target.reference).await {
-                            tracing::warn!(target = %w.target.key(), error = %e, "publishing an Event");
-                        }
+        let done: Vec<(StatusWrite, Result<Option<String>, kube::Error>)> = futures::stream::iter(
+            statuses,
+        )
+        .map(|w| async move {
+            if !*leader.borrow() {
+                return (w, Ok(None));
+            }
+            let r = write_status(&this.client, &w).await;
+            this.count("status");
+            if r.is_ok() {
+                for ev in &w.events {
+                    if !*leader.borrow() {
+                        break;
+                    }
+                    let event = Event {
+                        type_: if ev.warning {
+                            EventType::Warning
+                        } else {
+                            EventType::Normal
+                        },
+                        reason: ev.reason.clone(),
+                        note: Some(ev.note.chars().take(1000).collect()),
+                        action: "Reconcile".into(),
+                        secondary: None,
+                    };
+                    this.count("event");
+                    if let Err(e) = this.recorder.publish(&event, &w.target.reference).await {
+                        tracing::warn!(target = %w.target.key(), error = %e, "publishing an Event");
                     }
                 }
-                (w, r)
-            })
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
+            }
+            (w, r)
+        })
+        .buffer_unordered(self.concurrency)
+        .collect()
+        .await;
         for (w, r) in done {
             match r {
-                Ok(()) => {
+                Ok(rv) => {
+                    self.wrote(&w.target, rv);
                     tracing::debug!(target = %w.target.key(), "status written");
                     self.statuses
                         .insert(w.target.key(), (w.target.resource_version.clone(), w.patch));
