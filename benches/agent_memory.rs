@@ -170,7 +170,7 @@ fn mk_router(k: usize) -> Value {
     let subnets: Vec<_> = (0..SUBNETS)
         .map(|s| {
             json!({"name": format!("s{s}"), "cidr": format!("10.{k}.{}.0/18", s * 64),
-                   "gateway": format!("10.{k}.{}.1", s * 64), "networkAttachment": format!("net-{s}")})
+                   "gateway": format!("10.{k}.{}.1", s * 64), "networkAttachment": format!("net-{k}-{s}")})
         })
         .collect();
     json!({
@@ -191,7 +191,7 @@ fn mk_port(k: usize, j: usize, node: usize) -> (Value, String) {
         "apiVersion": "kubedvr.io/v1alpha1", "kind": "Port",
         "metadata": {"name": name, "namespace": TENANT},
         "spec": {"router": router_name(k), "subnet": format!("s{s}"),
-            "network": format!("{TENANT}/net-{s}"), "ip": ip,
+            "network": format!("{TENANT}/net-{k}-{s}"), "ip": ip,
             "mac": format!("02:00:{:02x}:{:02x}:{:02x}:{:02x}", k % 256, s, (j / 256) % 256, j % 256),
             "node": node_name(node), "pod": format!("app-{}-{:010x}-{:05x}", id % 50, id, id % 99_991),
             "podUid": format!("{:08x}-{:04x}-4000-8000-{:012x}", id, k, j),

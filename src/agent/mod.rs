@@ -61,6 +61,7 @@ pub mod input;
 pub mod keep;
 pub mod kernel;
 mod pass;
+pub mod port_cache;
 pub mod ports;
 pub mod probe;
 pub mod report;
@@ -286,7 +287,14 @@ pub async fn run(
     let (changed, mut changes) = tokio::sync::watch::channel(0u64);
     let ns = agent.opts.namespace.clone();
     let undecodable = cluster::watch::Undecodable::new(telemetry.clone());
-    let caches = watch::Caches::start(&client, &ns, &mut tasks, &changed, undecodable);
+    let caches = watch::Caches::start(
+        &client,
+        &ns,
+        &agent.opts.node,
+        &mut tasks,
+        &changed,
+        undecodable,
+    );
     if let Some(path) = &agent.opts.cni_socket {
         let records = Arc::new(ports::PortRecords::new(
             client.clone(),

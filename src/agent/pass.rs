@@ -1,5 +1,6 @@
 //! One agent pass: plan from the caches, program the kernel when due,
 //! report on the Node; and the uninstall pass.
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +16,30 @@ use super::{health, input, keep, kernel, report, AgentOptions, Error};
 use crate::cluster;
 use crate::cluster::errors::{self, AgentError, Owners};
 use crate::dataplane::engine::Engine;
-use crate::plan::resolve::resolve;
+use crate::plan::resolve::{qualify, resolve, ClusterInput};
 use crate::plan::view::ClusterView;
 use crate::plan::view::ObjectKey;
-use crate::plan::{plan_node, plan_node_run, Down, Serving};
+use crate::plan::{plan_node, plan_node_run, routers_on, Down, Serving};
 use crate::telemetry::Telemetry;
+
+/// How long a pass waits for the Ports of a router the node newly carries
+/// to be listed.
+const PORTS_SYNC: Duration = Duration::from_secs(10);
+
+/// The networks (qualified NAD references) of the subnets of `routers`, as
+/// the resolver's input has them: where their endpoints' Ports are.
+fn networks_of(input: &ClusterInput, routers: &BTreeSet<ObjectKey>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for r in &input.routers {
+        let ns = r.metadata.namespace.as_deref().unwrap_or_default();
+        let name = r.metadata.name.as_deref().unwrap_or_default();
+        if routers.contains(&ObjectKey::new(ns, name)) {
+            let nets = r.spec.subnets.iter();
+            out.extend(nets.map(|s| qualify(ns, &s.network_attachment)));
+        }
+    }
+    out
+}
 
 pub(super) const M_KERNEL_WRITES: &str = "kube_dvr_kernel_writes_total";
 pub(super) const M_KERNEL_WRITES_HELP: &str = "Kernel writes made by the agent, by kind.";
@@ -127,23 +147,47 @@ impl Agent {
         };
         let now =
             Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
-        let snap = caches.snapshot();
-        let input = self
-            .input
-            .cluster_input(&snap, &self.opts.node, self.vtep, now);
-        let held = self.input.held_back();
-        if held > 0 && tokio::time::Instant::now() < self.hold_until {
-            // Started while the controller has not processed an edit: the
-            // version programmed before is unknown to this agent, and planning
-            // without the object would tear its state down. Wait (bounded).
-            tracing::info!(
-                objects = held,
-                "waiting for the controller to process edited objects"
-            );
-            return Ok((engine, false));
-        }
+        // The Ports of the routers this node carries are watched, and
+        // listed, before any of them is planned: a router planned with part
+        // of its endpoints would lose the others' tunnels. A router newly
+        // carried (or a restart) starts its watch and resolves again.
+        let mut attempts = 0;
+        let (snap, view, held) = loop {
+            let snap = caches.snapshot();
+            let input = self
+                .input
+                .cluster_input(&snap, &self.opts.node, self.vtep, now);
+            let held = self.input.held_back();
+            if held > 0 && tokio::time::Instant::now() < self.hold_until {
+                // Started while the controller has not processed an edit:
+                // the version programmed before is unknown to this agent,
+                // and planning without the object would tear its state
+                // down. Wait (bounded).
+                tracing::info!(
+                    objects = held,
+                    "waiting for the controller to process edited objects"
+                );
+                return Ok((engine, false));
+            }
+            let view = resolve(&input).view;
+            let routers = routers_on(&view, &self.opts.node);
+            let unlisted = caches.ports.track(&networks_of(&input, &routers));
+            if unlisted.is_empty() {
+                break (snap, view, held);
+            }
+            attempts += 1;
+            let still = caches.ports.wait_synced(&unlisted, PORTS_SYNC).await;
+            if !still.is_empty() || attempts > 3 {
+                let routers: Vec<String> = still.iter().map(ToString::to_string).collect();
+                tracing::warn!(
+                    ?routers,
+                    "the Ports of routers this node carries are not listed yet; not planning"
+                );
+                return Ok((engine, false));
+            }
+        };
         // Shared with the CNI socket ([`super::cni`]) without a copy.
-        let view = Arc::new(resolve(&input).view);
+        let view = Arc::new(view);
         self.published.send_replace(Some(view.clone()));
         let plan = plan_node(&view, &self.opts.node);
         let digest = cluster::plan_digest(&plan);

@@ -32,15 +32,17 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use std::sync::{Arc, Mutex};
 
+use super::port_cache::PortCache;
 use crate::api::{
     delete_only, kubevirt, port_name, DistributedRouter, Port, PortBinding, PortSpec,
 };
 use crate::plan::model::MacAddr;
 use crate::plan::names;
+use crate::plan::resolve::qualify;
 
 /// Default of [`super::AgentOptions::orphan_grace`].
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(60);
@@ -55,6 +57,8 @@ const MAX_ATTEMPTS: usize = 64;
 /// An allocation gives up after this (well inside the plugin's 20 s wait
 /// for the agent, so the plugin never gives up on a create that lands).
 const ALLOCATE_BUDGET: Duration = Duration::from_secs(12);
+/// How long an ADD waits for its subnet's Ports to be listed.
+const SUBNET_PORTS_WAIT: Duration = Duration::from_secs(4);
 
 /// Why an allocation or release failed: a reason (CamelCase, as in
 /// conditions) and a message for the pod's events.
@@ -127,7 +131,7 @@ pub fn derived_mac(ip: Ipv4Addr) -> MacAddr {
 pub struct PortRecords {
     client: Client,
     node: String,
-    ports: Store<Port>,
+    ports: Arc<PortCache>,
     routers: Store<DistributedRouter>,
     /// Ports this agent is creating or created that its cache may not hold
     /// yet, by (namespace, name).
@@ -138,7 +142,7 @@ impl PortRecords {
     pub fn new(
         client: Client,
         node: &str,
-        ports: Store<Port>,
+        ports: Arc<PortCache>,
         routers: Store<DistributedRouter>,
     ) -> PortRecords {
         PortRecords {
@@ -175,6 +179,12 @@ impl PortRecords {
     /// reserves its candidate name in `pending` first (under a lock held
     /// only to pick), so two never try the same address.
     pub async fn allocate(&self, c: &Claim<'_>) -> Result<Granted, Refusal> {
+        let network = self.network(c)?;
+        // The subnet's Ports, to pick a free address (without them the
+        // API's name uniqueness still refuses a taken one: only slower).
+        if !self.ports.ensure(&network, SUBNET_PORTS_WAIT).await {
+            tracing::warn!(%network, "the subnet's Ports are not listed yet; allocating without them");
+        }
         let cached = self.ports.state();
         // A retried ADD: the Port this container's interface has.
         if let Some(p) = cached.iter().find(|p| {
@@ -186,7 +196,6 @@ impl PortRecords {
         if let Some(done) = self.pending_of(c)? {
             return Ok(done);
         }
-        let network = self.network(c)?;
         let vm = self.vm_of(c).await?;
         if let Some(vm) = &vm {
             // The VM's address, wherever it was allocated.
@@ -311,8 +320,7 @@ impl PortRecords {
     /// has (entries the cache now holds are dropped first).
     fn reserve(&self, key: &(String, String), c: &Claim<'_>, vm: bool) -> bool {
         let mut pending = self.pending.lock().expect("not poisoned");
-        pending
-            .retain(|(ns, name), _| (self.ports).get(&ObjectRef::new(name).within(ns)).is_none());
+        pending.retain(|(ns, name), _| self.ports.get(ns, name).is_none());
         if pending.contains_key(key) {
             return false;
         }
@@ -554,10 +562,7 @@ impl PortRecords {
                     ),
                 )
             })?;
-        Ok(match nad.split_once('/') {
-            Some(_) => nad,
-            None => format!("{}/{nad}", c.namespace),
-        })
+        Ok(qualify(c.namespace, &nad))
     }
 
     /// The Port of `ip` for `c`: the pod's, or VM `vm`'s (no binding in

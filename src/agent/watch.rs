@@ -13,9 +13,10 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 
+use super::port_cache::PortCache;
 use super::{input, Error};
 use crate::api::kinds::for_each_kind;
-use crate::api::{Build, DvrKind, Kind, PerKind, Port};
+use crate::api::{Build, DvrKind, Kind, PerKind};
 use crate::cluster;
 use crate::cluster::watch::{Stores, Undecodable};
 
@@ -23,9 +24,9 @@ use crate::cluster::watch::{Stores, Undecodable};
 pub(super) struct Caches {
     pub(super) objects: PerKind<Stores>,
     /// kube-dvr's Port records: the endpoints (never Pods: what a
-    /// tenant can write about a pod is not trusted, and a cache of every
-    /// Pod in the cluster is what agents at scale cannot afford).
-    pub(super) ports: Store<Port>,
+    /// tenant can write about a pod is not trusted), and only those of the
+    /// routers this node needs ([`PortCache`]).
+    pub(super) ports: Arc<PortCache>,
     pub(super) nodes: Store<Node>,
     pub(super) uninstall: Store<ConfigMap>,
     /// Objects the caches skipped because they do not decode.
@@ -37,6 +38,7 @@ impl Caches {
     pub(super) fn start(
         client: &Client,
         namespace: &str,
+        node: &str,
         tasks: &mut JoinSet<()>,
         changed: &tokio::sync::watch::Sender<u64>,
         undecodable: Arc<Undecodable>,
@@ -58,7 +60,7 @@ impl Caches {
         let objects = PerKind::build(&mut Kinds { tasks, c, changed });
         Caches {
             objects,
-            ports: reflect(tasks, c, None, all(), changed),
+            ports: PortCache::start(client, node, tasks, changed, undecodable.clone()),
             nodes: reflect(tasks, c, None, all(), changed),
             uninstall: reflect(tasks, c, Some(namespace), uninstall, changed),
             undecodable,
@@ -85,8 +87,8 @@ impl Caches {
         for_each_kind!(|K| {
             (K::of(&self.objects).wait_until_ready().await).map_err(|_| Error::WatchEnded)?;
         });
+        (self.ports.wait_until_ready().await).map_err(|_| Error::WatchEnded)?;
         let r = tokio::try_join!(
-            self.ports.wait_until_ready(),
             self.nodes.wait_until_ready(),
             self.uninstall.wait_until_ready(),
         );

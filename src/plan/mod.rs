@@ -8,7 +8,9 @@ pub mod resolve;
 mod tables;
 pub mod view;
 
-pub use node::{plan_node, plan_node_run, plan_node_serving, serving_node, Down, Serving};
+pub use node::{
+    plan_node, plan_node_run, plan_node_serving, routers_on, serving_node, Down, Serving,
+};
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

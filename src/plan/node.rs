@@ -80,11 +80,9 @@ pub fn plan_node_run(view: &ClusterView, node: &str, serving: &Serving, down: &D
     for router in &view.routers {
         let snat = snat_by_router.get(&router.key).copied();
         let candidates: &[String] = snat.map_or(&[], |s| &s.candidates);
-        let mut carried = router.endpoints.iter().chain(&router.standby);
-        let hosted = carried.any(|e| e.node == node);
-        if !hosted && !candidates.iter().any(|c| c == node) {
+        let Some(hosted) = carries(router, candidates, node) else {
             continue;
-        }
+        };
         // Nodes that carry the router's subnets: its endpoints' (standby
         // ones too) and its SNAT candidates.
         let mut carriers: BTreeSet<&str> = (router.endpoints.iter().chain(&router.standby))
@@ -120,6 +118,29 @@ pub fn plan_node_run(view: &ClusterView, node: &str, serving: &Serving, down: &D
     plan_floating(&mut st, view, node);
     plan_snat(&mut st, view, node, serving, down);
     st
+}
+
+/// Whether `node` carries `router`: `Some(true)` when one of the router's
+/// endpoints (or standby endpoints) is there, `Some(false)` when it is only
+/// one of the SNAT `candidates`, None when neither.
+fn carries(router: &RouterView, candidates: &[String], node: &str) -> Option<bool> {
+    let hosted = (router.endpoints.iter().chain(&router.standby)).any(|e| e.node == node);
+    (hosted || candidates.iter().any(|c| c == node)).then_some(hosted)
+}
+
+/// The routers whose state `node`'s plan holds (see [`carries`]): the
+/// routers whose every Port the node's agent must know.
+pub fn routers_on(view: &ClusterView, node: &str) -> BTreeSet<ObjectKey> {
+    let candidates: BTreeMap<&ObjectKey, &[String]> = (view.snat_gateways.iter())
+        .map(|s| (&s.router, s.candidates.as_slice()))
+        .collect();
+    (view.routers.iter())
+        .filter(|r| {
+            let c = candidates.get(&r.key).copied().unwrap_or(&[]);
+            carries(r, c, node).is_some()
+        })
+        .map(|r| r.key.clone())
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]

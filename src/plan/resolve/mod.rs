@@ -256,7 +256,7 @@ impl<'a> Cluster<'a> {
 }
 
 /// `name` → `namespace/name`; `ns/name` unchanged.
-pub(super) fn qualify(namespace: &str, nad: &str) -> String {
+pub fn qualify(namespace: &str, nad: &str) -> String {
     if nad.contains('/') {
         nad.to_string()
     } else {
