@@ -92,6 +92,11 @@ fn contract_watcher_with_field_selector_sees_only_its_node() {
 }
 
 #[test]
+fn contract_lists_come_in_pages() {
+    both("lists_come_in_pages");
+}
+
+#[test]
 fn contract_reflector_converges() {
     both("reflector_converges");
 }

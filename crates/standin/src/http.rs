@@ -288,13 +288,35 @@ fn resource(
                 Ok(resp)
             }
             Method::GET => {
-                let (items, rv) = store.list(rt, t.ns.as_deref(), &selector, view);
+                // Pages (`limit`, `continue`): the token is the first
+                // page's resourceVersion and the last key sent.
+                let limit = (r.q("limit").and_then(|l| l.parse::<usize>().ok())).filter(|l| *l > 0);
+                let (first_rv, after) = match r.q("continue").filter(|c| !c.is_empty()) {
+                    None => (None, None),
+                    Some(c) => {
+                        let bad = || ApiError::bad_request(format!("invalid continue token {c:?}"));
+                        let mut parts = c.splitn(3, '/');
+                        let rv = parts
+                            .next()
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .ok_or_else(bad)?;
+                        let (ns, name) = parts.next().zip(parts.next()).ok_or_else(bad)?;
+                        (Some(rv), Some((ns.to_string(), name.to_string())))
+                    }
+                };
+                let (items, rv, more) =
+                    store.list_page(rt, t.ns.as_deref(), &selector, view, limit, after);
+                let rv = first_rv.unwrap_or(rv);
+                let mut metadata = json!({"resourceVersion": rv.to_string()});
+                if let Some((ns, name)) = more {
+                    metadata["continue"] = json!(format!("{rv}/{ns}/{name}"));
+                }
                 Ok(match as_table {
                     Some(inc) => json_response(200, &table(rt, &items, Some(rv), inc)),
                     None => json_response(
                         200,
                         &json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(&t.version),
-                                "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+                                "metadata": metadata, "items": items}),
                     ),
                 })
             }

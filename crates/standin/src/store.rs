@@ -193,19 +193,50 @@ impl Store {
         sel: &Selector,
         view: impl Fn(&Value) -> Value,
     ) -> (Vec<Value>, u64) {
+        let (items, rv, _) = self.list_page(rt, ns, sel, view, None, None);
+        (items, rv)
+    }
+
+    /// One page of a list (`limit`, `continue`): at most `limit` items
+    /// after the key `after` (namespace, name), in key order, and the key
+    /// of the last one when more remain. Pages after the first come from
+    /// the current state, not from a snapshot at the first page's version
+    /// as kube-apiserver's do: the caller reports the first page's version,
+    /// so a watch from it replays whatever changed meanwhile.
+    pub fn list_page(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        sel: &Selector,
+        view: impl Fn(&Value) -> Value,
+        limit: Option<usize>,
+        after: Option<(String, String)>,
+    ) -> (Vec<Value>, u64, Option<(String, String)>) {
+        use std::ops::Bound;
         let st = self.lock();
-        let items = st
-            .objects
-            .get(&rt.storage_key())
-            .map(|objs| {
-                objs.iter()
-                    .filter(|((o_ns, _), _)| ns.is_none_or(|n| n == o_ns))
-                    .map(|(_, o)| view(o))
-                    .filter(|o| sel.matches(o))
-                    .collect()
-            })
-            .unwrap_or_default();
-        (items, st.rv)
+        let Some(objs) = st.objects.get(&rt.storage_key()) else {
+            return (Vec::new(), st.rv, None);
+        };
+        let from = match after {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
+        let mut items = Vec::new();
+        let mut more = None;
+        let matching = (objs.range((from, Bound::Unbounded)))
+            .filter(|((o_ns, _), _)| ns.is_none_or(|n| n == o_ns))
+            .map(|(k, o)| (k, view(o)))
+            .filter(|(_, o)| sel.matches(o));
+        let mut last = None;
+        for (k, o) in matching {
+            if limit.is_some_and(|l| items.len() >= l) {
+                more = last;
+                break;
+            }
+            last = Some(k.clone());
+            items.push(o);
+        }
+        (items, st.rv, more)
     }
 
     pub fn get(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Arc<Value>, ApiError> {

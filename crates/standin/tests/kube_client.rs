@@ -76,6 +76,11 @@ async fn watcher_with_field_selector_sees_only_its_node() -> Result<()> {
 }
 
 #[tokio::test]
+async fn lists_come_in_pages() -> Result<()> {
+    on_standin("lists_come_in_pages").await
+}
+
+#[tokio::test]
 async fn reflector_converges() -> Result<()> {
     on_standin("reflector_converges").await
 }

@@ -34,6 +34,7 @@ pub const ALL: &[&str] = &[
     "reflector_converges",
     "lease_optimistic_concurrency",
     "recorder_events_are_visible_as_core_events",
+    "lists_come_in_pages",
 ];
 
 /// Run the sequence `name`.
@@ -52,6 +53,7 @@ pub async fn run(name: &str, client: &Client, ns: &str) -> Result<()> {
         "recorder_events_are_visible_as_core_events" => {
             recorder_events_are_visible_as_core_events(client, ns).await
         }
+        "lists_come_in_pages" => lists_come_in_pages(client, ns).await,
         other => bail!("no sequence {other}"),
     }
 }
@@ -468,5 +470,52 @@ pub async fn recorder_events_are_visible_as_core_events(client: &Client, ns: &st
         found.items[0].series.is_some(),
         "the repeat must be recorded as a series"
     );
+    Ok(())
+}
+
+/// `limit` and `continue`: five ConfigMaps listed two at a time come back
+/// each exactly once, in three pages of at most two, the last without a
+/// token.
+pub async fn lists_come_in_pages(client: &Client, ns: &str) -> Result<()> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let label = "contract-pages=yes";
+    for i in 0..5 {
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": format!("page-{i}"), "labels": {"contract-pages": "yes"}}
+        }))?;
+        api.create(&PostParams::default(), &cm).await?;
+    }
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().labels(label).limit(2);
+    let mut pages = 0;
+    loop {
+        let page = api.list(&lp).await?;
+        pages += 1;
+        if page.items.len() > 2 {
+            bail!("a page of {} items with limit 2", page.items.len());
+        }
+        names.extend(page.items.iter().map(|c| c.name_any()));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => {
+                lp = ListParams::default()
+                    .labels(label)
+                    .limit(2)
+                    .continue_token(&token)
+            }
+            None => break,
+        }
+        if pages > 10 {
+            bail!("more than 10 pages for 5 objects");
+        }
+    }
+    names.sort();
+    let want: Vec<String> = (0..5).map(|i| format!("page-{i}")).collect();
+    if names != want || pages != 3 {
+        bail!("paged list: {names:?} in {pages} pages");
+    }
+    for i in 0..5 {
+        api.delete(&format!("page-{i}"), &DeleteParams::default())
+            .await?;
+    }
     Ok(())
 }
