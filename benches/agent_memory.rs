@@ -56,6 +56,14 @@ const FIXED_PORTS: usize = 20;
 const FIXED_FIPS: usize = 10;
 const BIG_PORTS: usize = 100_000;
 const BIG_FIPS: usize = 10_000;
+
+/// `var` as a number, else `default` (to profile other world sizes).
+fn env_or(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 const BASE_PORTS: usize = 1_000;
 const BASE_FIPS: usize = 100;
 /// After `/readyz`: the caches' list buffers freed, a few passes done.
@@ -388,7 +396,10 @@ fn agent_rss(kubeconfig: &Path, log: &Path) -> (u64, u64, u64, f64) {
             "--hold-back=1s",
         ])
         .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_AGENT_LOG").unwrap_or("warn".into()),
+        )
         .current_dir(&dir)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -533,7 +544,11 @@ fn main() {
     let mut figures = Vec::new();
     for (what, ports, fips) in [
         ("baseline", BASE_PORTS, BASE_FIPS),
-        ("big", BIG_PORTS, BIG_FIPS),
+        (
+            "big",
+            env_or("BENCH_BIG_PORTS", BIG_PORTS),
+            env_or("BENCH_BIG_FIPS", BIG_FIPS),
+        ),
     ] {
         let standin = rt.block_on(populate(ports, fips));
         let kc = std::env::temp_dir().join(format!(
@@ -560,7 +575,11 @@ fn main() {
         rt.block_on(standin.shutdown());
         figures.push((ports, fips, median(rss_v), median(hwm_v), median(anon_v)));
     }
-    let _ = std::fs::remove_file(&log);
+    if std::env::var_os("BENCH_AGENT_LOG").is_none() {
+        let _ = std::fs::remove_file(&log);
+    } else {
+        eprintln!("the agent's log (BENCH_AGENT_LOG): {}", log.display());
+    }
     let (bp, bf, b_rss, b_hwm, b_anon) = figures[0];
     let (gp, gf, g_rss, g_hwm, g_anon) = figures[1];
     let per_1k = (g_rss - b_rss) / ((gp - bp) as f64 / 1000.0);
