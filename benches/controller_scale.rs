@@ -526,24 +526,12 @@ impl Figures {
 
 /// The controller's pure pass on the converged world, timed in parts (ms),
 /// on this process's copy of the caches.
-fn cloned<K: Clone>(s: &[Arc<K>]) -> Vec<K> {
-    s.iter().map(|o| (**o).clone()).collect()
-}
-
 fn profile(caches: &Caches, nodes: usize) -> [f64; 6] {
     let mut runs = Vec::new();
     for _ in 0..3 {
         let snap = caches.snapshot();
         let s = desired::Snapshot {
-            objects: PerKind {
-                external_networks: cloned(&snap.external_networks),
-                routers: cloned(&snap.routers),
-                floating_ips: cloned(&snap.floating_ips),
-                snat_gateways: cloned(&snap.snat_gateways),
-                firewalls: cloned(&snap.firewalls),
-                port_forwardings: cloned(&snap.port_forwardings),
-                load_balancers: cloned(&snap.load_balancers),
-            },
+            objects: snap.objects.clone(),
             pods: cluster::port_infos(snap.ports.iter().map(|p| &**p)),
             nodes: snap.nodes.iter().map(|n| (**n).clone()).collect(),
             agents: (0..nodes).map(|k| (format!("n{k}"), true)).collect(),

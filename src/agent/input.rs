@@ -77,7 +77,7 @@ impl<K> Default for Committed<K> {
 impl<K: DvrKind> Committed<K> {
     /// The objects to plan from, given the current ones (see the module
     /// docs); forgets objects that are gone.
-    pub fn select(&mut self, current: &[Arc<K>]) -> Vec<K> {
+    pub fn select(&mut self, current: &[Arc<K>]) -> Vec<Arc<K>> {
         let mut out = Vec::with_capacity(current.len());
         let mut seen = HashMap::with_capacity(current.len());
         self.held_back.clear();
@@ -103,7 +103,7 @@ impl<K: DvrKind> Committed<K> {
                 cached
             };
             if let Some(c) = chosen {
-                out.push(c.as_ref().clone());
+                out.push(c.clone());
                 seen.insert(uid, c);
             }
         }

@@ -58,7 +58,7 @@ use serde_json::{Map, Value};
 
 use crate::api::conditions::{self, FALSE, PROGRAMMED, READY, TRUE};
 use crate::api::kinds::for_each_kind;
-use crate::api::{self, DvrKind, Objects, PerKind};
+use crate::api::{self, DvrKind, PerKind, Shared};
 use crate::cluster::errors::AgentError;
 use crate::cluster::{self, AGENT_ERRORS_ANNOTATION};
 use crate::plan::resolve::{resolve, ClusterInput, Cursors, Held, PodInfo};
@@ -176,7 +176,7 @@ impl Actions {
 pub struct Snapshot {
     /// The kube-dvr objects, per kind (also reached through `Deref`:
     /// `snapshot.routers`).
-    pub objects: PerKind<Objects>,
+    pub objects: PerKind<Shared>,
     /// Endpoints: Ports via [`cluster::port_infos`].
     pub pods: Vec<PodInfo>,
     /// NADs routers name that kube-dvr may not own ([`super::attach`]).
@@ -203,14 +203,14 @@ pub struct Snapshot {
 }
 
 impl std::ops::Deref for Snapshot {
-    type Target = PerKind<Objects>;
-    fn deref(&self) -> &PerKind<Objects> {
+    type Target = PerKind<Shared>;
+    fn deref(&self) -> &PerKind<Shared> {
         &self.objects
     }
 }
 
 impl std::ops::DerefMut for Snapshot {
-    fn deref_mut(&mut self) -> &mut PerKind<Objects> {
+    fn deref_mut(&mut self) -> &mut PerKind<Shared> {
         &mut self.objects
     }
 }
@@ -286,7 +286,7 @@ fn has_finalizer(m: &ObjectMeta) -> bool {
 /// The resolver's input: live objects only (objects being deleted are
 /// planned away), nodes with their agents' liveness.
 pub fn cluster_input(s: &Snapshot) -> ClusterInput {
-    let mut objects = PerKind::<Objects>::default();
+    let mut objects = PerKind::<Shared>::default();
     for_each_kind!(|K| {
         *K::of_mut(&mut objects) = (K::of(&s.objects).iter())
             .filter(|o| !deleting(o.meta()))
@@ -325,7 +325,7 @@ fn held(s: &Snapshot) -> Held {
     for_each_kind!(|K| {
         for o in K::of(&s.objects) {
             if deleting(o.meta()) {
-                held.add_object(o);
+                held.add_object(o.as_ref());
             }
             cached.extend(o.meta().uid.as_deref());
         }
@@ -389,7 +389,7 @@ pub fn compute_with(s: &Snapshot, digests: &mut NodeDigests) -> Actions {
         progress: &progress,
     };
     for_each_kind!(|K| {
-        for o in K::of(&s.objects) {
+        for o in K::of(&s.objects).iter().map(AsRef::as_ref) {
             let desired = K::desired(&res, o);
             ctx.object(&mut out, K::KIND, o, o.status(), desired, K::programmed);
         }
@@ -433,7 +433,7 @@ pub fn compute_with(s: &Snapshot, digests: &mut NodeDigests) -> Actions {
         for o in K::of(&s.objects) {
             remove(
                 K::KIND,
-                o,
+                o.as_ref(),
                 K::held_by(o.status().cloned().unwrap_or_default()),
             );
         }

@@ -83,9 +83,9 @@ fn mk_pod(ns: &str, name: &str, node: &str, ip: &str, mac: &str) -> PodInfo {
 fn mk_world() -> Snapshot {
     Snapshot {
         objects: PerKind {
-            external_networks: vec![mk_extnet("public")],
-            routers: vec![mk_router("tenant-a", "main", "public")],
-            floating_ips: vec![mk_fip("tenant-a", "web", "10.10.1.10", 3)],
+            external_networks: vec![mk_extnet("public").into()],
+            routers: vec![mk_router("tenant-a", "main", "public").into()],
+            floating_ips: vec![mk_fip("tenant-a", "web", "10.10.1.10", 3).into()],
             snat_gateways: vec![],
             ..Default::default()
         },
@@ -126,12 +126,13 @@ fn merge<K: Serialize + serde::de::DeserializeOwned>(o: &mut K, patch: &Value) {
     *o = serde_json::from_value(v).unwrap();
 }
 
-fn apply_to<K>(objs: &mut Vec<K>, kind: Kind, a: &Actions)
+fn apply_to<K>(objs: &mut Vec<std::sync::Arc<K>>, kind: Kind, a: &Actions)
 where
-    K: Resource<DynamicType = ()> + Serialize + serde::de::DeserializeOwned,
+    K: Resource<DynamicType = ()> + Serialize + serde::de::DeserializeOwned + Clone,
 {
     for o in objs.iter_mut() {
-        let t = Target::of(kind, &*o).key();
+        let t = Target::of(kind, &**o).key();
+        let o = std::sync::Arc::make_mut(o);
         for w in a.status.iter().filter(|w| w.target.key() == t) {
             merge(o, &w.patch);
         }
@@ -286,8 +287,13 @@ fn status_patch_is_a_merge_patch_that_nulls_removed_fields() {
     let mut s = mk_world();
     settle(&mut s, true);
     // The target moves to an address no workload has: node and mac go.
-    s.floating_ips[0].spec.target.fixed_ip = Some("10.10.1.99".into());
-    s.floating_ips[0].metadata.generation = Some(2);
+    std::sync::Arc::make_mut(&mut s.floating_ips[0])
+        .spec
+        .target
+        .fixed_ip = Some("10.10.1.99".into());
+    std::sync::Arc::make_mut(&mut s.floating_ips[0])
+        .metadata
+        .generation = Some(2);
     let a = compute(&s);
     let w = a.status.iter().find(|w| w.target.name == "web").unwrap();
     assert_eq!(w.patch["status"]["node"], Value::Null);
@@ -325,7 +331,7 @@ fn programmed_is_sticky_when_other_objects_change_the_node() {
         "02:00:00:00:01:0c",
     ));
     s.floating_ips
-        .push(mk_fip("tenant-a", "db", "10.10.1.12", 4));
+        .push(mk_fip("tenant-a", "db", "10.10.1.12", 4).into());
     let a = compute(&s);
     assert!(
         a.status.iter().all(|w| w.target.name != "web"),
@@ -383,7 +389,7 @@ fn invalid_object_gets_reason_and_event_and_others_are_unaffected() {
     // A router in another namespace whose external network does not exist.
     let mut bad = mk_router("tenant-b", "main", "nope");
     bad.metadata.uid = Some("uid-bad".into());
-    s.routers.push(bad);
+    s.routers.push(bad.into());
     let a = compute(&s);
     let w = a
         .status
@@ -426,7 +432,9 @@ fn invalid_object_gets_reason_and_event_and_others_are_unaffected() {
 fn finalizer_holds_a_deleted_object_until_every_agent_is_done() {
     let mut s = mk_world();
     settle(&mut s, true);
-    s.floating_ips[0].metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    std::sync::Arc::make_mut(&mut s.floating_ips[0])
+        .metadata
+        .deletion_timestamp = Some(Time(ts(NOW)));
     let a = compute(&s);
     assert!(
         a.remove_finalizer.is_empty(),
@@ -452,7 +460,9 @@ fn finalizer_holds_a_deleted_object_until_every_agent_is_done() {
 
     // A node whose agent stopped heartbeating may still forward: it holds
     // the deletion of what it had (the router spans n1 and n2) ...
-    s.routers[0].metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    std::sync::Arc::make_mut(&mut s.routers[0])
+        .metadata
+        .deletion_timestamp = Some(Time(ts(NOW)));
     s.agents.insert("n2".into(), false);
     agents_program(&mut s, Some("n1"));
     assert!(compute(&s).remove_finalizer.is_empty());
@@ -487,7 +497,9 @@ fn a_node_without_an_agent_lease_holds_no_deletion() {
     assert!(conditions::is_ready(&fip_status(&s, "web").conditions));
 
     // Deleting the router: n1 reports the plan without it; n2 never will.
-    s.routers[0].metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    std::sync::Arc::make_mut(&mut s.routers[0])
+        .metadata
+        .deletion_timestamp = Some(Time(ts(NOW)));
     assert!(
         compute(&s).remove_finalizer.is_empty(),
         "n1 is not done yet"
@@ -512,7 +524,9 @@ fn a_missing_lease_counts_only_once_the_lease_cache_synced() {
     let a = compute(&s);
     assert!(a.is_empty(), "{a:?}");
     // ... and a deletion waits for the agents' reports as before.
-    s.floating_ips[0].metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    std::sync::Arc::make_mut(&mut s.floating_ips[0])
+        .metadata
+        .deletion_timestamp = Some(Time(ts(NOW)));
     assert!(compute(&s).remove_finalizer.is_empty());
     // Synced, still no Lease: the agents are gone.
     s.leases_synced = true;
@@ -559,7 +573,7 @@ fn many_floating_ips_cost_a_constant_number_of_writes() {
         s.pods
             .push(mk_pod("tenant-a", &format!("p{i}"), node, &ip, &mac));
         s.floating_ips
-            .push(mk_fip("tenant-a", &format!("f{i}"), &ip, 10 + i as i64));
+            .push(mk_fip("tenant-a", &format!("f{i}"), &ip, 10 + i as i64).into());
     }
     let writes = settle(&mut s, true);
     assert!(s

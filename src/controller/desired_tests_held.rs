@@ -17,11 +17,13 @@ fn a_deleting_floating_ips_address_is_not_handed_out_until_its_finalizer_is_gone
     settle(&mut s, true);
     let addr = fip_status(&s, "web").address.unwrap();
     // web is deleted; n1 (which serves it) has not confirmed yet.
-    s.floating_ips[0].metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    std::sync::Arc::make_mut(&mut s.floating_ips[0])
+        .metadata
+        .deletion_timestamp = Some(Time(ts(NOW)));
     s.floating_ips
-        .push(mk_fip_at("tenant-a", "any", "10.10.1.11", None));
+        .push(mk_fip_at("tenant-a", "any", "10.10.1.11", None).into());
     s.floating_ips
-        .push(mk_fip_at("tenant-a", "asks", "10.10.1.11", Some(&addr)));
+        .push(mk_fip_at("tenant-a", "asks", "10.10.1.11", Some(&addr)).into());
     let a = compute(&s);
     assert!(a.remove_finalizer.is_empty());
     apply(&mut s, &a);
@@ -60,17 +62,19 @@ fn a_router_created_after_a_delete_gets_another_index_and_vnis() {
     let mut s = mk_world();
     let mut old = mk_router("tenant-b", "old", "public");
     old.metadata.uid = Some("uid-b-old".into());
-    s.routers.push(old);
+    s.routers.push(old.into());
     settle(&mut s, true);
     let st = s.routers[1].status.clone().unwrap();
     let (old_index, old_vni) = (st.index.unwrap(), st.subnets[0].vni);
 
-    s.routers[1].metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    std::sync::Arc::make_mut(&mut s.routers[1])
+        .metadata
+        .deletion_timestamp = Some(Time(ts(NOW)));
     settle(&mut s, true);
     assert_eq!(s.routers.len(), 1, "deleted");
     let mut new = mk_router("tenant-c", "new", "public");
     new.metadata.uid = Some("uid-c-new".into());
-    s.routers.push(new);
+    s.routers.push(new.into());
     settle(&mut s, true);
     let st = s.routers[1].status.clone().unwrap();
     assert_ne!(st.index, Some(old_index));

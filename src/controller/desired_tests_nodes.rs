@@ -24,10 +24,10 @@ fn two_tenants() -> Snapshot {
     s.pods[1] = mk_pod("tenant-a", "w3", "n3", "10.10.1.11", "02:00:00:00:01:0b");
     let mut rb = mk_router("tenant-b", "main", "public");
     rb.metadata.uid = Some("uid-b-main".into());
-    s.routers.push(rb);
+    s.routers.push(rb.into());
     let mut fb = mk_fip("tenant-b", "api", "10.10.1.10", 5);
     fb.metadata.uid = Some("uid-b-api".into());
-    s.floating_ips.push(fb);
+    s.floating_ips.push(fb.into());
     s.pods.push(mk_pod(
         "tenant-b",
         "v1",
@@ -38,8 +38,8 @@ fn two_tenants() -> Snapshot {
     s
 }
 
-fn status_text<K: Serialize>(o: &K) -> String {
-    serde_json::to_value(o).unwrap()["status"].to_string()
+fn status_text<K: Serialize>(o: &std::sync::Arc<K>) -> String {
+    serde_json::to_value(&**o).unwrap()["status"].to_string()
 }
 
 #[test]
@@ -73,7 +73,7 @@ fn an_erroring_node_blocks_only_its_own_objects_and_names_no_other_tenant() {
     ));
     let mut f2 = mk_fip("tenant-b", "api2", "10.10.1.12", 6);
     f2.metadata.uid = Some("uid-b-api2".into());
-    s.floating_ips.push(f2);
+    s.floating_ips.push(f2.into());
     let a = compute(&s);
     for w in &a.status {
         if w.target.namespace.as_deref() == Some("tenant-b") {
@@ -109,7 +109,9 @@ fn an_erroring_node_blocks_only_its_own_objects_and_names_no_other_tenant() {
 
     // Deleting tenant-b's floating IP waits for n1 only: n3 (stuck on
     // tenant-a's router) never had it.
-    s.floating_ips[1].metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    std::sync::Arc::make_mut(&mut s.floating_ips[1])
+        .metadata
+        .deletion_timestamp = Some(Time(ts(NOW)));
     assert!(compute(&s).remove_finalizer.is_empty(), "n1 still has it");
     agents_program(&mut s, Some("n1"));
     let a = compute(&s);
@@ -122,7 +124,9 @@ fn an_erroring_node_blocks_only_its_own_objects_and_names_no_other_tenant() {
 
     // tenant-a's floating IP: n1 names it in its errors, so n1 is not done
     // with its removal although it reports the new digest.
-    s.floating_ips[0].metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    std::sync::Arc::make_mut(&mut s.floating_ips[0])
+        .metadata
+        .deletion_timestamp = Some(Time(ts(NOW)));
     agents_program(&mut s, Some("n1"));
     assert!(compute(&s).remove_finalizer.is_empty());
     set_errors(&mut s, "n1", json!([]));
@@ -149,7 +153,9 @@ fn a_node_wide_error_names_nothing_and_holds_only_that_nodes_objects() {
         .status
         .iter()
         .all(|w| w.target.namespace.as_deref() != Some("tenant-b")));
-    s.routers[1].metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    std::sync::Arc::make_mut(&mut s.routers[1])
+        .metadata
+        .deletion_timestamp = Some(Time(ts(NOW)));
     agents_program(&mut s, Some("n1"));
     let a = compute(&s);
     assert!(

@@ -269,7 +269,7 @@ impl Caches {
         let leases = cloned(&self.leases);
         let mut objects = PerKind::default();
         for_each_kind!(|K| {
-            *K::of_mut(&mut objects) = cloned(K::of(&self.objects));
+            *K::of_mut(&mut objects) = K::of(&self.objects).state();
         });
         Snapshot {
             objects,

@@ -589,10 +589,10 @@ pub fn convergence_gaps(s: &Snapshot) -> Vec<String> {
     type Status<'a> = Option<(Option<i64>, &'a [api::Condition])>;
     fn check<K: Resource + ResourceExt>(
         gaps: &mut Vec<String>,
-        objs: &[K],
+        objs: &[std::sync::Arc<K>],
         status: impl Fn(&K) -> Status<'_>,
     ) {
-        for o in objs {
+        for o in objs.iter().map(AsRef::as_ref) {
             let name = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
             let (observed, conds) = status(o).unwrap_or((None, &[]));
             let pending = api::conditions::find_condition(conds, api::conditions::PROGRAMMED)
@@ -644,9 +644,12 @@ where
 
 pub async fn snapshot(client: &Client) -> Result<Snapshot, ClusterError> {
     let ports: Vec<Port> = list(client).await?;
-    let mut objects: PerKind<api::Objects> = PerKind::default();
+    let mut objects: PerKind<api::Shared> = PerKind::default();
     for_each_kind!(|K| {
-        *K::of_mut(&mut objects) = list::<K>(client).await?;
+        *K::of_mut(&mut objects) = (list::<K>(client).await?)
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect();
     });
     // Pods' labels only where a LoadBalancer selects pods (as the
     // controller): listing every pod on every poll would load the API.

@@ -221,19 +221,27 @@ impl Cluster {
         api.list(&ListParams::default()).await.unwrap().items
     }
 
+    async fn list_shared<K>(&self) -> Vec<std::sync::Arc<K>>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let all: Vec<K> = self.list_all().await;
+        all.into_iter().map(std::sync::Arc::new).collect()
+    }
+
     /// Everything as stored, as the controller would see it (all agents live).
     pub async fn input(&self) -> ClusterInput {
         let ports: Vec<Port> = self.list_all().await;
         let nodes: Vec<Node> = self.list_all().await;
         ClusterInput {
             objects: PerKind {
-                external_networks: self.list_all().await,
-                routers: self.list_all().await,
-                floating_ips: self.list_all().await,
-                snat_gateways: self.list_all().await,
-                firewalls: self.list_all().await,
-                port_forwardings: self.list_all().await,
-                load_balancers: self.list_all().await,
+                external_networks: self.list_shared().await,
+                routers: self.list_shared().await,
+                floating_ips: self.list_shared().await,
+                snat_gateways: self.list_shared().await,
+                firewalls: self.list_shared().await,
+                port_forwardings: self.list_shared().await,
+                load_balancers: self.list_shared().await,
             },
             pods: cluster::port_infos(&ports),
             nodes: nodes

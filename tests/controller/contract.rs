@@ -88,9 +88,14 @@ fn snapshot() -> Snapshot {
     fip.metadata.resource_version = Some("41".into());
     Snapshot {
         objects: PerKind {
-            external_networks: m.objects.external_networks,
-            routers: m.objects.routers,
-            floating_ips: vec![fip],
+            external_networks: m
+                .objects
+                .external_networks
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            routers: m.objects.routers.into_iter().map(Into::into).collect(),
+            floating_ips: vec![fip.into()],
             ..Default::default()
         },
         pods: kube_dvr::cluster::port_infos(&[mk_port(
@@ -185,7 +190,7 @@ async fn finalizer_add_and_remove_are_guarded_merge_patches() {
 
     // Removal: the object is being deleted, no node holds it any more.
     let mut s = s;
-    let fip = &mut s.floating_ips[0];
+    let fip = std::sync::Arc::make_mut(&mut s.floating_ips[0]);
     fip.metadata.finalizers = Some(vec![
         "example.com/other".into(),
         "kubedvr.io/cleanup".into(),

@@ -215,12 +215,13 @@ pub async fn apply_examples(client: &Client) {
 
 /// What the agents see of kind `K`: live objects whose status the
 /// controller has processed (`observedGeneration == generation`).
-async fn agent_view<K: DvrKind>(client: &Client) -> Vec<K> {
+async fn agent_view<K: DvrKind>(client: &Client) -> Vec<std::sync::Arc<K>> {
     list_decodable::<K>(client)
         .await
         .into_iter()
         .filter(|o| o.observed_generation().flatten() == o.meta().generation)
         .filter(|o| o.meta().deletion_timestamp.is_none())
+        .map(std::sync::Arc::new)
         .collect()
 }
 

@@ -102,7 +102,7 @@ pub const NETWORK_ATTACHMENTS: &str = "NetworkAttachments";
 pub struct ClusterInput {
     /// The kube-dvr objects, per kind (also reached through `Deref`:
     /// `input.routers`).
-    pub objects: api::PerKind<api::Objects>,
+    pub objects: api::PerKind<api::Shared>,
     pub pods: Vec<PodInfo>,
     pub nodes: Vec<NodeInfo>,
     /// `namespace/name` of NetworkAttachmentDefinitions a router subnet
@@ -124,14 +124,14 @@ pub struct ClusterInput {
 }
 
 impl std::ops::Deref for ClusterInput {
-    type Target = api::PerKind<api::Objects>;
-    fn deref(&self) -> &api::PerKind<api::Objects> {
+    type Target = api::PerKind<api::Shared>;
+    fn deref(&self) -> &api::PerKind<api::Shared> {
         &self.objects
     }
 }
 
 impl std::ops::DerefMut for ClusterInput {
-    fn deref_mut(&mut self) -> &mut api::PerKind<api::Objects> {
+    fn deref_mut(&mut self) -> &mut api::PerKind<api::Shared> {
         &mut self.objects
     }
 }

@@ -139,8 +139,8 @@ pub(super) fn mk_node(i: u8, ready: bool, labels: &[(&str, &str)]) -> NodeInfo {
 pub(super) fn mk_input() -> ClusterInput {
     ClusterInput {
         objects: PerKind {
-            external_networks: vec![mk_extnet("ext", json!({}))],
-            routers: vec![mk_std_router("tenant-a", 1)],
+            external_networks: vec![mk_extnet("ext", json!({})).into()],
+            routers: vec![mk_std_router("tenant-a", 1).into()],
             ..Default::default()
         },
         nodes: vec![
@@ -190,25 +190,25 @@ pub(super) fn copy_back(input: &mut ClusterInput, res: &Resolution) {
         )
     };
     for r in &mut input.routers {
-        r.status = stored(res.routers.get(&k(&r.metadata)));
+        std::sync::Arc::make_mut(r).status = stored(res.routers.get(&k(&r.metadata)));
     }
     for f in &mut input.floating_ips {
-        f.status = stored(res.floating_ips.get(&k(&f.metadata)));
+        std::sync::Arc::make_mut(f).status = stored(res.floating_ips.get(&k(&f.metadata)));
     }
     for s in &mut input.snat_gateways {
-        s.status = stored(res.snat_gateways.get(&k(&s.metadata)));
+        std::sync::Arc::make_mut(s).status = stored(res.snat_gateways.get(&k(&s.metadata)));
     }
     for f in &mut input.objects.firewalls {
-        f.status = stored(res.firewalls.get(&k(&f.metadata)));
+        std::sync::Arc::make_mut(f).status = stored(res.firewalls.get(&k(&f.metadata)));
     }
     for p in &mut input.objects.port_forwardings {
-        p.status = stored(res.port_forwardings.get(&k(&p.metadata)));
+        std::sync::Arc::make_mut(p).status = stored(res.port_forwardings.get(&k(&p.metadata)));
     }
     for l in &mut input.objects.load_balancers {
-        l.status = stored(res.load_balancers.get(&k(&l.metadata)));
+        std::sync::Arc::make_mut(l).status = stored(res.load_balancers.get(&k(&l.metadata)));
     }
     for e in &mut input.external_networks {
-        e.status = stored(
+        std::sync::Arc::make_mut(e).status = stored(
             res.external_networks
                 .get(e.metadata.name.as_deref().unwrap()),
         );
@@ -281,7 +281,7 @@ fn two_subnet_router_gets_vnis_and_endpoints_on_their_nodes() {
 #[test]
 fn resolving_its_own_output_changes_nothing() {
     let mut input = mk_input();
-    input.routers.push(mk_std_router("tenant-b", 2));
+    input.routers.push(mk_std_router("tenant-b", 2).into());
     input.pods.push(mk_pod(
         "tenant-b",
         "q1",
@@ -294,17 +294,19 @@ fn resolving_its_own_output_changes_nothing() {
             "f1",
             3,
             json!({"router": "r", "target": {"fixedIP": "10.0.1.10"}}),
-        ),
+        )
+        .into(),
         mk_fip(
             "tenant-b",
             "f2",
             4,
             json!({"router": "r", "target": {"pod": {"name": "q1"}}}),
-        ),
+        )
+        .into(),
     ];
     input.snat_gateways = vec![
-        mk_snat("tenant-a", "s", 5, json!({"router": "r"})),
-        mk_snat("tenant-b", "s", 6, json!({"router": "r"})),
+        mk_snat("tenant-a", "s", 5, json!({"router": "r"})).into(),
+        mk_snat("tenant-b", "s", 6, json!({"router": "r"})).into(),
     ];
     let first = resolve(&input);
     assert_eq!(first.view.floating_ips.len(), 2);
@@ -325,7 +327,7 @@ fn resolving_its_own_output_changes_nothing() {
 #[test]
 fn a_deleted_routers_index_and_vnis_are_quarantined_and_others_keep_theirs() {
     let mut input = mk_input();
-    input.routers.push(mk_std_router("tenant-b", 2));
+    input.routers.push(mk_std_router("tenant-b", 2).into());
     let res = resolve(&input);
     assert_eq!(router_status(&res, "tenant-b").index, Some(1));
     let b_vnis: Vec<u32> = router_status(&res, "tenant-b")
@@ -341,9 +343,9 @@ fn a_deleted_routers_index_and_vnis_are_quarantined_and_others_keep_theirs() {
     // the cursors rewound) ...
     let a = input.routers.remove(0);
     input.held = Held::default();
-    input.held.add_object(&a);
+    input.held.add_object(&*a);
     input.cursors = Some(Cursors::default());
-    input.routers.push(mk_std_router("tenant-c", 3));
+    input.routers.push(mk_std_router("tenant-c", 3).into());
     let res = resolve(&input);
     let c = router_status(&res, "tenant-c");
     assert_eq!(c.index, Some(2), "held index not reused");
@@ -383,9 +385,9 @@ fn a_deleted_routers_index_and_vnis_are_quarantined_and_others_keep_theirs() {
 #[test]
 fn status_allocations_win_over_age_and_conflicts_go_to_the_older() {
     let mut input = mk_input();
-    input.routers.push(mk_std_router("tenant-b", 0)); // older, but no status
+    input.routers.push(mk_std_router("tenant-b", 0).into()); // older, but no status
     let mut young = input.routers[0].clone(); // tenant-a, created 1
-    young.status = Some(api::DistributedRouterStatus {
+    std::sync::Arc::make_mut(&mut young).status = Some(api::DistributedRouterStatus {
         index: Some(0),
         subnets: vec![api::SubnetStatus {
             name: "a".into(),
@@ -415,16 +417,19 @@ fn status_allocations_win_over_age_and_conflicts_go_to_the_older() {
 #[test]
 fn overlapping_subnets_invalidate_only_that_router() {
     let mut input = mk_input();
-    input.routers.push(mk_router(
-        "tenant-b",
-        "r",
-        0,
-        None,
-        &[
-            ("a", "10.0.0.0/16", "10.0.0.1", "n"),
-            ("b", "10.0.2.0/24", "10.0.2.1", "m"),
-        ],
-    ));
+    input.routers.push(
+        mk_router(
+            "tenant-b",
+            "r",
+            0,
+            None,
+            &[
+                ("a", "10.0.0.0/16", "10.0.0.1", "n"),
+                ("b", "10.0.2.0/24", "10.0.2.1", "m"),
+            ],
+        )
+        .into(),
+    );
     let res = resolve(&input);
     let st = router_status(&res, "tenant-b");
     assert_false(&st.conditions, VALID, "OverlappingSubnets");
@@ -462,7 +467,7 @@ fn subnet_and_route_validation_reasons() {
     ];
     for (subnets, reason) in cases {
         let mut input = mk_input();
-        input.routers = vec![mk_router("t", "r", 0, None, subnets)];
+        input.routers = vec![mk_router("t", "r", 0, None, subnets).into()];
         let res = resolve(&input);
         assert_false(&router_status(&res, "t").conditions, VALID, reason);
         assert!(res.view.routers.is_empty(), "{reason}");
@@ -473,14 +478,14 @@ fn subnet_and_route_validation_reasons() {
         destination: "192.0.2.0/24".into(),
         nexthop: "10.9.9.9".into(),
     }];
-    input.routers = vec![r.clone()];
+    input.routers = vec![r.clone().into()];
     assert_false(
         &router_status(&resolve(&input), "t").conditions,
         VALID,
         "NexthopNotOnSubnet",
     );
     r.spec.routes[0].nexthop = "10.0.1.254".into();
-    input.routers = vec![r];
+    input.routers = vec![r.into()];
     let res = resolve(&input);
     assert_eq!(
         res.view.routers[0].routes,
@@ -491,7 +496,9 @@ fn subnet_and_route_validation_reasons() {
 #[test]
 fn router_external_network_must_exist_and_allow_the_namespace() {
     let mut input = mk_input();
-    input.routers[0].spec.external_network = Some("nope".into());
+    std::sync::Arc::make_mut(&mut input.routers[0])
+        .spec
+        .external_network = Some("nope".into());
     let res = resolve(&input);
     assert_false(
         &router_status(&res, "tenant-a").conditions,
@@ -501,7 +508,8 @@ fn router_external_network_must_exist_and_allow_the_namespace() {
     assert!(res.view.routers.is_empty());
 
     let mut input = mk_input();
-    input.external_networks = vec![mk_extnet("ext", json!({"allowedNamespaces": ["tenant-z"]}))];
+    input.external_networks =
+        vec![mk_extnet("ext", json!({"allowedNamespaces": ["tenant-z"]})).into()];
     let res = resolve(&input);
     let st = router_status(&res, "tenant-a");
     assert_false(&st.conditions, VALID, "NamespaceNotAllowed");
@@ -608,7 +616,9 @@ fn conditions_keep_transition_time_unless_they_flip() {
     copy_back(&mut input, &res);
     // Sub-second precision is dropped, as metav1.Time would.
     input.now = Timestamp::new(1_850_000_000, 999_000_000).unwrap();
-    input.routers[0].spec.external_network = Some("nope".into());
+    std::sync::Arc::make_mut(&mut input.routers[0])
+        .spec
+        .external_network = Some("nope".into());
     let res = resolve(&input);
     let st = router_status(&res, "tenant-a");
     assert_eq!(

@@ -13,7 +13,7 @@ fn external_network_attaches_nodes_and_allocates_node_ports() {
     input.external_networks = vec![mk_extnet(
         "ext",
         json!({"nodeSelector": {"matchExpressions": [{"key": "gw", "operator": "In", "values": ["yes"]}]}}),
-    )];
+    ).into()];
     let res = resolve(&input);
     let ports = &res.view.external_networks["ext"].node_ports;
     assert_eq!(
@@ -54,7 +54,8 @@ fn node_port_pool_exhaustion_names_the_nodes_left_out() {
     input.external_networks = vec![mk_extnet(
         "ext",
         json!({"pools": {"nodePorts": ["203.0.113.100-203.0.113.101"]}}),
-    )];
+    )
+    .into()];
     let res = resolve(&input);
     let st = &res.external_networks["ext"];
     assert_false(&st.conditions, ALLOCATED, "PoolExhausted");
@@ -93,7 +94,7 @@ fn external_network_validation_reasons() {
         ),
     ] {
         let mut input = mk_input();
-        input.external_networks = vec![mk_extnet("ext", extra)];
+        input.external_networks = vec![mk_extnet("ext", extra).into()];
         let res = resolve(&input);
         assert_false(&res.external_networks["ext"].conditions, VALID, reason);
         assert!(res.view.external_networks.is_empty(), "{reason}");
@@ -119,7 +120,7 @@ fn external_networks_whose_names_hash_alike_are_refused_but_the_oldest() {
             let earlier = t.0 - k8s_openapi::jiff::SignedDuration::from_secs(60);
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(earlier)
         });
-    input.external_networks = vec![mk_extnet("ext-75fa", json!({})), older];
+    input.external_networks = vec![mk_extnet("ext-75fa", json!({})).into(), older.into()];
     let res = resolve(&input);
     assert!(res.view.external_networks.contains_key("ext-epwu"));
     assert!(!res.view.external_networks.contains_key("ext-75fa"));

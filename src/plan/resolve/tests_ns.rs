@@ -20,7 +20,7 @@ fn snat_status<'a>(res: &'a Resolution, name: &str) -> &'a api::SnatGatewayStatu
 #[test]
 fn floating_ip_on_a_fixed_ip_is_served_by_its_endpoints_node() {
     let mut input = mk_input();
-    input.floating_ips = vec![mk_fip("tenant-a", "f", 2, fixed("10.0.1.11"))];
+    input.floating_ips = vec![mk_fip("tenant-a", "f", 2, fixed("10.0.1.11")).into()];
     let res = resolve(&input);
     let st = fip_status(&res, "f");
     for t in [VALID, ALLOCATED, SCHEDULED, READY] {
@@ -55,7 +55,7 @@ fn requested_address_outside_the_floating_pool() {
     let mut input = mk_input();
     let mut spec = fixed("10.0.1.10");
     spec["address"] = json!("203.0.113.25"); // in the snat pool
-    input.floating_ips = vec![mk_fip("tenant-a", "f", 2, spec)];
+    input.floating_ips = vec![mk_fip("tenant-a", "f", 2, spec).into()];
     let res = resolve(&input);
     let st = fip_status(&res, "f");
     assert_false(&st.conditions, VALID, "AddressOutsidePool");
@@ -74,8 +74,8 @@ fn address_in_use_goes_to_the_older_request_even_when_listed_second() {
     let mut spec2 = fixed("10.0.1.11");
     spec2["address"] = json!("203.0.113.15");
     input.floating_ips = vec![
-        mk_fip("tenant-a", "young", 9, spec),
-        mk_fip("tenant-a", "old", 2, spec2),
+        mk_fip("tenant-a", "young", 9, spec).into(),
+        mk_fip("tenant-a", "old", 2, spec2).into(),
     ];
     let res = resolve(&input);
     assert_eq!(
@@ -90,7 +90,7 @@ fn address_in_use_goes_to_the_older_request_even_when_listed_second() {
     assert_eq!(young.address, None);
 
     // An address held in status beats an older request for it.
-    input.floating_ips[0].status = Some(api::FloatingIPStatus {
+    std::sync::Arc::make_mut(&mut input.floating_ips[0]).status = Some(api::FloatingIPStatus {
         address: Some("203.0.113.15".into()),
         ..Default::default()
     });
@@ -113,14 +113,14 @@ fn floating_and_snat_share_one_address_space() {
     input.external_networks = vec![mk_extnet(
         "ext",
         json!({"pools": {"floating": ["203.0.113.10-203.0.113.19"], "snat": [], "nodePorts": ["203.0.113.100/30"]}}),
-    )];
+    ).into()];
     let mut f = mk_fip("tenant-a", "f", 2, fixed("10.0.1.10"));
     f.status = Some(api::FloatingIPStatus {
         address: Some("203.0.113.10".into()),
         ..Default::default()
     });
-    input.floating_ips = vec![f];
-    input.snat_gateways = vec![mk_snat("tenant-a", "s", 1, json!({"router": "r"}))];
+    input.floating_ips = vec![f.into()];
+    input.snat_gateways = vec![mk_snat("tenant-a", "s", 1, json!({"router": "r"})).into()];
     let res = resolve(&input);
     // The snat pool is empty: exhausted, naming the pool.
     let s = snat_status(&res, "s");
@@ -139,13 +139,20 @@ fn floating_pool_exhaustion() {
     input.external_networks = vec![mk_extnet(
         "ext",
         json!({"pools": {"floating": ["203.0.113.10/31"], "nodePorts": ["203.0.113.100/30"]}}),
-    )];
+    )
+    .into()];
     input.floating_ips = (0..3)
-        .map(|i| mk_fip("tenant-a", &format!("f{i}"), i, fixed("10.0.1.10")))
+        .map(|i| mk_fip("tenant-a", &format!("f{i}"), i, fixed("10.0.1.10")).into())
         .collect();
     // Distinct targets so only the pool limits them.
-    input.floating_ips[1].spec.target.fixed_ip = Some("10.0.1.11".into());
-    input.floating_ips[2].spec.target.fixed_ip = Some("10.0.2.10".into());
+    std::sync::Arc::make_mut(&mut input.floating_ips[1])
+        .spec
+        .target
+        .fixed_ip = Some("10.0.1.11".into());
+    std::sync::Arc::make_mut(&mut input.floating_ips[2])
+        .spec
+        .target
+        .fixed_ip = Some("10.0.2.10".into());
     let res = resolve(&input);
     assert_eq!(
         fip_status(&res, "f0").address.as_deref(),
@@ -190,17 +197,19 @@ fn floating_ip_reference_failures() {
     for (spec, router_ext, type_, reason) in cases {
         let mut input = mk_input();
         if let Some(e) = router_ext {
-            input.routers[0].spec.external_network = e.map(Into::into);
+            std::sync::Arc::make_mut(&mut input.routers[0])
+                .spec
+                .external_network = e.map(Into::into);
         }
-        input.floating_ips = vec![mk_fip("tenant-a", "f", 2, spec)];
+        input.floating_ips = vec![mk_fip("tenant-a", "f", 2, spec).into()];
         let res = resolve(&input);
         assert_false(&fip_status(&res, "f").conditions, type_, reason);
         assert!(res.view.floating_ips.is_empty(), "{reason}");
     }
     // The router exists but is invalid.
     let mut input = mk_input();
-    input.routers[0].spec.subnets[1].gateway = "10.0.9.1".into();
-    input.floating_ips = vec![mk_fip("tenant-a", "f", 2, fixed("10.0.1.10"))];
+    std::sync::Arc::make_mut(&mut input.routers[0]).spec.subnets[1].gateway = "10.0.9.1".into();
+    input.floating_ips = vec![mk_fip("tenant-a", "f", 2, fixed("10.0.1.10")).into()];
     let res = resolve(&input);
     let st = fip_status(&res, "f");
     assert_false(&st.conditions, VALID, "RouterNotReady");
@@ -211,15 +220,20 @@ fn floating_ip_reference_failures() {
 #[test]
 fn namespace_not_allowed_for_floating_ip() {
     let mut input = mk_input();
-    input.routers[0].spec.external_network = None;
-    input.external_networks.push(mk_extnet(
-        "ext2",
-        json!({"cidr": "198.51.100.0/24", "gateway": "198.51.100.1",
+    std::sync::Arc::make_mut(&mut input.routers[0])
+        .spec
+        .external_network = None;
+    input.external_networks.push(
+        mk_extnet(
+            "ext2",
+            json!({"cidr": "198.51.100.0/24", "gateway": "198.51.100.1",
                "pools": {"floating": ["198.51.100.10/31"]}, "allowedNamespaces": ["other"]}),
-    ));
+        )
+        .into(),
+    );
     let mut spec = fixed("10.0.1.10");
     spec["externalNetwork"] = json!("ext2");
-    input.floating_ips = vec![mk_fip("tenant-a", "f", 2, spec)];
+    input.floating_ips = vec![mk_fip("tenant-a", "f", 2, spec).into()];
     let res = resolve(&input);
     let st = fip_status(&res, "f");
     assert_false(&st.conditions, VALID, "NamespaceNotAllowed");
@@ -230,7 +244,7 @@ fn namespace_not_allowed_for_floating_ip() {
 #[test]
 fn target_without_endpoint_keeps_the_address_but_is_not_served() {
     let mut input = mk_input();
-    input.floating_ips = vec![mk_fip("tenant-a", "f", 2, fixed("10.0.1.99"))];
+    input.floating_ips = vec![mk_fip("tenant-a", "f", 2, fixed("10.0.1.99")).into()];
     let res = resolve(&input);
     let st = fip_status(&res, "f");
     assert_eq!(cond(&st.conditions, VALID).status, TRUE);
@@ -274,25 +288,29 @@ fn pod_target_by_name_and_network() {
             "by-net",
             2,
             json!({"router": "r", "target": {"pod": {"name": "p4", "network": "net-b"}}}),
-        ),
+        )
+        .into(),
         mk_fip(
             "tenant-a",
             "ambiguous",
             3,
             json!({"router": "r", "target": {"pod": {"name": "p4"}}}),
-        ),
+        )
+        .into(),
         mk_fip(
             "tenant-a",
             "single",
             4,
             json!({"router": "r", "target": {"pod": {"name": "p2"}}}),
-        ),
+        )
+        .into(),
         mk_fip(
             "tenant-a",
             "gone",
             5,
             json!({"router": "r", "target": {"pod": {"name": "nope"}}}),
-        ),
+        )
+        .into(),
     ];
     let res = resolve(&input);
     let st = fip_status(&res, "by-net");
@@ -334,13 +352,14 @@ fn pod_target_by_name_and_network() {
 fn two_floating_ips_on_one_fixed_ip() {
     let mut input = mk_input();
     input.floating_ips = vec![
-        mk_fip("tenant-a", "second", 5, fixed("10.0.1.10")),
+        mk_fip("tenant-a", "second", 5, fixed("10.0.1.10")).into(),
         mk_fip(
             "tenant-a",
             "first",
             2,
             json!({"router": "r", "target": {"pod": {"name": "p1"}}}),
-        ),
+        )
+        .into(),
     ];
     let res = resolve(&input);
     assert_eq!(
@@ -361,8 +380,9 @@ fn floating_ip_on_a_node_without_gateway_port() {
     input.external_networks = vec![mk_extnet(
         "ext",
         json!({"nodeSelector": {"matchLabels": {"gw": "yes"}}}),
-    )];
-    input.floating_ips = vec![mk_fip("tenant-a", "f", 2, fixed("10.0.1.10"))]; // on n1
+    )
+    .into()];
+    input.floating_ips = vec![mk_fip("tenant-a", "f", 2, fixed("10.0.1.10")).into()]; // on n1
     let res = resolve(&input);
     let st = fip_status(&res, "f");
     assert_false(&st.conditions, SCHEDULED, "NodeNotAttached");
@@ -384,7 +404,8 @@ fn snat_ports_avoid_gateway_and_endpoints_and_persist() {
         "s",
         2,
         json!({"router": "r", "nodeSelector": {"matchLabels": {"gw": "yes"}}}),
-    )];
+    )
+    .into()];
     let res = resolve(&input);
     let st = snat_status(&res, "s");
     assert_eq!(
@@ -433,7 +454,8 @@ fn snat_fails_over_and_does_not_flap_back() {
         "s",
         2,
         json!({"router": "r", "nodeSelector": {"matchLabels": {"gw": "yes"}}}),
-    )];
+    )
+    .into()];
     let res = resolve(&input);
     assert_eq!(snat_status(&res, "s").active_node.as_deref(), Some("n2"));
     assert_eq!(res.view.snat_gateways[0].node.as_deref(), Some("n2"));
@@ -496,7 +518,8 @@ fn input_with_snat_on_every_node() -> ClusterInput {
         "s",
         2,
         json!({"router": "r", "nodeSelector": {"matchLabels": {"gw": "yes"}}}),
-    )];
+    )
+    .into()];
     input
 }
 
@@ -601,20 +624,22 @@ fn snat_active_node_follows_the_node_that_serves() {
 #[test]
 fn snat_spreads_over_eligible_nodes() {
     let mut input = mk_input();
-    input.routers.push(mk_std_router("tenant-b", 2));
+    input.routers.push(mk_std_router("tenant-b", 2).into());
     input.snat_gateways = vec![
         mk_snat(
             "tenant-a",
             "s",
             3,
             json!({"router": "r", "nodeSelector": {"matchLabels": {"gw": "yes"}}}),
-        ),
+        )
+        .into(),
         mk_snat(
             "tenant-b",
             "s",
             4,
             json!({"router": "r", "nodeSelector": {"matchLabels": {"gw": "yes"}}}),
-        ),
+        )
+        .into(),
     ];
     let res = resolve(&input);
     let nodes: Vec<_> = res
@@ -630,8 +655,8 @@ fn snat_spreads_over_eligible_nodes() {
 fn one_snat_gateway_per_router() {
     let mut input = mk_input();
     input.snat_gateways = vec![
-        mk_snat("tenant-a", "late", 5, json!({"router": "r"})),
-        mk_snat("tenant-a", "early", 2, json!({"router": "r"})),
+        mk_snat("tenant-a", "late", 5, json!({"router": "r"})).into(),
+        mk_snat("tenant-a", "early", 2, json!({"router": "r"})).into(),
     ];
     let res = resolve(&input);
     let late = snat_status(&res, "late");
@@ -657,13 +682,14 @@ fn one_snat_gateway_per_router() {
 fn snat_reference_failures() {
     let mut input = mk_input();
     input.snat_gateways = vec![
-        mk_snat("tenant-a", "s1", 2, json!({"router": "nope"})),
+        mk_snat("tenant-a", "s1", 2, json!({"router": "nope"})).into(),
         mk_snat(
             "tenant-a",
             "s2",
             3,
             json!({"router": "r", "address": "203.0.113.10"}),
-        ),
+        )
+        .into(),
     ];
     let res = resolve(&input);
     assert_false(&snat_status(&res, "s1").conditions, VALID, "RouterNotFound");

@@ -29,18 +29,24 @@ fn forward(port: u16, target: Value) -> Value {
 /// app=web (p1, p3).
 fn input() -> ClusterInput {
     let mut i = mk_input();
-    i.snat_gateways.push(mk_snat(
-        "tenant-a",
-        "gw",
-        2,
-        json!({"router": "r", "nodeSelector": {"matchLabels": {"gw": "yes"}}}),
-    ));
-    i.floating_ips.push(mk_fip(
-        "tenant-a",
-        "f1",
-        3,
-        json!({"router": "r", "target": {"pod": {"name": "p1"}}}),
-    ));
+    i.snat_gateways.push(
+        mk_snat(
+            "tenant-a",
+            "gw",
+            2,
+            json!({"router": "r", "nodeSelector": {"matchLabels": {"gw": "yes"}}}),
+        )
+        .into(),
+    );
+    i.floating_ips.push(
+        mk_fip(
+            "tenant-a",
+            "f1",
+            3,
+            json!({"router": "r", "target": {"pod": {"name": "p1"}}}),
+        )
+        .into(),
+    );
     i.objects.firewalls.push(mk_fw(
         "tenant-a",
         "fw",
@@ -48,20 +54,26 @@ fn input() -> ClusterInput {
         json!({"router": "r", "defaultAction": "Deny",
                "ingress": [{"action": "Allow", "protocol": "TCP", "ports": [{"port": 22}], "cidrs": ["198.51.100.0/24"]}],
                "egress": [{"action": "Allow"}]}),
-    ));
-    i.objects.port_forwardings.push(mk_pf(
-        "tenant-a",
-        "ssh",
-        5,
-        json!({"router": "r", "forwards": [forward(2222, json!({"pod": {"name": "p3"}}))]}),
-    ));
-    i.objects.load_balancers.push(mk_lb(
-        "tenant-a",
-        "web",
-        6,
-        json!({"router": "r", "ports": [{"port": 80, "targetPort": 8080}],
+    ).into());
+    i.objects.port_forwardings.push(
+        mk_pf(
+            "tenant-a",
+            "ssh",
+            5,
+            json!({"router": "r", "forwards": [forward(2222, json!({"pod": {"name": "p3"}}))]}),
+        )
+        .into(),
+    );
+    i.objects.load_balancers.push(
+        mk_lb(
+            "tenant-a",
+            "web",
+            6,
+            json!({"router": "r", "ports": [{"port": 80, "targetPort": 8080}],
                "backends": {"selector": {"matchLabels": {"app": "web"}}}}),
-    ));
+        )
+        .into(),
+    );
     let web = BTreeMap::from([("app".to_string(), "web".to_string())]);
     i.pod_labels = Some(BTreeMap::from([
         (key("tenant-a", "p1"), web.clone()),
@@ -178,53 +190,68 @@ fn hostile_service_input_is_refused_on_its_own_object_only() {
     let good = resolve(&i);
     // A forward to the floating IP's target: its replies would leave
     // through the floating-IP path.
-    i.objects.port_forwardings.push(mk_pf(
-        "tenant-a",
-        "to-fip",
-        10,
-        json!({"router": "r", "forwards": [forward(3000, json!({"fixedIP": "10.0.1.10"}))]}),
-    ));
+    i.objects.port_forwardings.push(
+        mk_pf(
+            "tenant-a",
+            "to-fip",
+            10,
+            json!({"router": "r", "forwards": [forward(3000, json!({"fixedIP": "10.0.1.10"}))]}),
+        )
+        .into(),
+    );
     // A port another PortForwarding already forwards on the SNAT address.
-    i.objects.port_forwardings.push(mk_pf(
-        "tenant-a",
-        "late",
-        11,
-        json!({"router": "r", "forwards": [forward(2222, json!({"fixedIP": "10.0.2.10"}))]}),
-    ));
+    i.objects.port_forwardings.push(
+        mk_pf(
+            "tenant-a",
+            "late",
+            11,
+            json!({"router": "r", "forwards": [forward(2222, json!({"fixedIP": "10.0.2.10"}))]}),
+        )
+        .into(),
+    );
     // The floating IP's address as a dedicated address.
     let fip = good.view.floating_ips[0].address.to_string();
-    i.objects.port_forwardings.push(mk_pf(
-        "tenant-a",
-        "steal",
-        12,
-        json!({"router": "r", "dedicatedAddress": true, "address": fip,
+    i.objects.port_forwardings.push(
+        mk_pf(
+            "tenant-a",
+            "steal",
+            12,
+            json!({"router": "r", "dedicatedAddress": true, "address": fip,
                "forwards": [forward(4000, json!({"fixedIP": "10.0.2.10"}))]}),
-    ));
+        )
+        .into(),
+    );
     // Another tenant naming tenant-a's router: it names its own namespace's.
-    i.objects.port_forwardings.push(mk_pf(
-        "tenant-b",
-        "cross",
-        13,
-        json!({"router": "r", "forwards": [forward(5000, json!({"fixedIP": "10.0.1.11"}))]}),
-    ));
+    i.objects.port_forwardings.push(
+        mk_pf(
+            "tenant-b",
+            "cross",
+            13,
+            json!({"router": "r", "forwards": [forward(5000, json!({"fixedIP": "10.0.1.11"}))]}),
+        )
+        .into(),
+    );
     // A second firewall, and one with a rule that is not canonical.
     i.objects
         .firewalls
-        .push(mk_fw("tenant-a", "fw2", 14, json!({"router": "r"})));
+        .push(mk_fw("tenant-a", "fw2", 14, json!({"router": "r"})).into());
     // A VIP on a workload's address, and a backend off the router.
-    i.objects.load_balancers.push(mk_lb(
-        "tenant-a",
-        "on-p1",
-        15,
-        json!({"router": "r", "subnet": "a", "address": "10.0.1.10",
+    i.objects.load_balancers.push(
+        mk_lb(
+            "tenant-a",
+            "on-p1",
+            15,
+            json!({"router": "r", "subnet": "a", "address": "10.0.1.10",
                "ports": [{"port": 80}], "backends": {"fixedIPs": ["10.0.2.10"]}}),
-    ));
+        )
+        .into(),
+    );
     i.objects.load_balancers.push(mk_lb(
         "tenant-a",
         "off-router",
         16,
         json!({"router": "r", "ports": [{"port": 80}], "backends": {"fixedIPs": ["192.0.2.1"]}}),
-    ));
+    ).into());
     let res = resolve(&i);
     let pf = |n: &str| &res.port_forwardings[&key("tenant-a", n)].conditions;
     assert_false(pf("to-fip"), VALID, "TargetHasFloatingIP");
@@ -263,7 +290,7 @@ fn bad_rules_and_missing_gateways_are_named() {
         "fw",
         4,
         json!({"router": "r", "ingress": [{"name": "sloppy", "action": "Allow", "cidrs": ["10.0.0.1/24"]}]}),
-    );
+    ).into();
     // No SnatGateway: nothing central can run.
     i.snat_gateways.clear();
     let res = resolve(&i);
@@ -295,7 +322,7 @@ fn a_subnet_vip_avoids_the_gateway_port_and_endpoints() {
         "inner",
         7,
         json!({"router": "r", "subnet": "a", "ports": [{"port": 80}], "backends": {"fixedIPs": ["10.0.1.11"]}}),
-    ));
+    ).into());
     let res = resolve(&i);
     let lb = res
         .view
@@ -356,34 +383,44 @@ fn limits_and_duplicates_are_refused_and_sets_are_canonical() {
         .map(|h| format!("10.0.1.{h}"))
         .chain((2..=100).map(|h| format!("10.0.2.{h}")))
         .collect();
-    i.objects.load_balancers.push(mk_lb(
-        "tenant-a",
-        "huge",
-        7,
-        json!({"router": "r", "ports": [{"port": 80}], "backends": {"fixedIPs": many}}),
-    ));
-    i.objects.load_balancers.push(mk_lb(
-        "tenant-a",
-        "twice",
-        8,
-        json!({"router": "r", "ports": [{"port": 80}, {"port": 80, "targetPort": 81}],
+    i.objects.load_balancers.push(
+        mk_lb(
+            "tenant-a",
+            "huge",
+            7,
+            json!({"router": "r", "ports": [{"port": 80}], "backends": {"fixedIPs": many}}),
+        )
+        .into(),
+    );
+    i.objects.load_balancers.push(
+        mk_lb(
+            "tenant-a",
+            "twice",
+            8,
+            json!({"router": "r", "ports": [{"port": 80}, {"port": 80, "targetPort": 81}],
                "backends": {"fixedIPs": ["10.0.1.11"]}}),
-    ));
+        )
+        .into(),
+    );
     // An invalid firewall does not keep a valid one of the same router out.
     i.objects.firewalls[0] = mk_fw(
         "tenant-a",
         "fw",
         4,
         json!({"router": "r", "ingress": [{"action": "Allow", "cidrs": ["10.0.0.1/24"]}]}),
-    );
-    i.objects.firewalls.push(mk_fw(
-        "tenant-a",
-        "fw2",
-        20,
-        json!({"router": "r", "ingress": [{"action": "Allow", "protocol": "TCP",
+    )
+    .into();
+    i.objects.firewalls.push(
+        mk_fw(
+            "tenant-a",
+            "fw2",
+            20,
+            json!({"router": "r", "ingress": [{"action": "Allow", "protocol": "TCP",
                "ports": [{"port": 90, "endPort": 100}, {"port": 80, "endPort": 95}, {"port": 101}],
                "cidrs": ["198.51.100.0/25", "198.51.100.0/24", "198.51.100.128/25"]}]}),
-    ));
+        )
+        .into(),
+    );
     let res = resolve(&i);
     let lb = |n: &str| &res.load_balancers[&key("tenant-a", n)].conditions;
     assert_false(lb("huge"), VALID, "TooManyBackends");
@@ -407,13 +444,16 @@ fn limits_and_duplicates_are_refused_and_sets_are_canonical() {
 fn the_snat_port_never_takes_a_subnet_vip() {
     let mut i = input();
     // The address the gateway's port on subnet a would take.
-    i.objects.load_balancers.push(mk_lb(
-        "tenant-a",
-        "inner",
-        7,
-        json!({"router": "r", "subnet": "a", "address": "10.0.1.254",
+    i.objects.load_balancers.push(
+        mk_lb(
+            "tenant-a",
+            "inner",
+            7,
+            json!({"router": "r", "subnet": "a", "address": "10.0.1.254",
                "ports": [{"port": 80}], "backends": {"fixedIPs": ["10.0.1.11"]}}),
-    ));
+        )
+        .into(),
+    );
     let res = resolve(&i);
     assert_eq!(
         res.view.snat_gateways[0].port_on("a").unwrap().ip,

@@ -8,7 +8,7 @@ use crate::api::conditions::{TRUE, VALID};
 /// address (B's router names both in its `EndpointsResolved` message).
 fn two_tenants() -> ClusterInput {
     let mut input = mk_input();
-    input.routers.push(mk_std_router("tenant-b", 2));
+    input.routers.push(mk_std_router("tenant-b", 2).into());
     for (name, node, mac) in [("b-secret-pod", "n3", 9), ("b-twin", "n2", 10)] {
         input.pods.push(mk_pod(
             "tenant-b",
@@ -29,13 +29,16 @@ fn status_text(st: &api::DistributedRouterStatus) -> String {
 fn router_naming_another_namespaces_attachment_is_invalid_and_leaks_nothing() {
     let mut input = two_tenants();
     // A's second router names B's NAD (same CIDR as B's subnet `a`).
-    input.routers.push(mk_router(
-        "tenant-a",
-        "spy",
-        3,
-        None,
-        &[("s", "10.0.1.0/24", "10.0.1.1", "tenant-b/net-a")],
-    ));
+    input.routers.push(
+        mk_router(
+            "tenant-a",
+            "spy",
+            3,
+            None,
+            &[("s", "10.0.1.0/24", "10.0.1.1", "tenant-b/net-a")],
+        )
+        .into(),
+    );
     let res = resolve(&input);
 
     let spy = &res.routers[&key("tenant-a", "spy")];
@@ -82,7 +85,8 @@ fn own_namespace_qualified_attachment_is_fine() {
         1,
         None,
         &[("a", "10.0.1.0/24", "10.0.1.1", "tenant-a/net-a")],
-    )];
+    )
+    .into()];
     let res = resolve(&input);
     let st = router_status(&res, "tenant-a");
     assert_eq!(cond(&st.conditions, VALID).status, TRUE);
