@@ -10,12 +10,18 @@
 //! then at most every [`TRIM_EVERY`] after a pass (and once the caches
 //! synced) [`release_free`] returns the free pages
 //! (`malloc_trim`: `madvise(MADV_DONTNEED)` on every free page of every
-//! arena); [`limit_arenas`] at start keeps fewer arenas to leave pages in.
+//! arena), and once the loop has been idle for [`TRIM_IDLE`] after a pass
+//! that did not; [`limit_arenas`] at start keeps fewer arenas to leave pages
+//! in.
 //! Both are no-ops off glibc.
 #![allow(unsafe_code)]
 
 /// How often at most the agent returns free pages after its passes.
 pub const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long the agent's loop waits idle after a pass before returning
+/// what the pass freed (when [`TRIM_EVERY`] kept the pass from it).
+pub const TRIM_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Return the heap's free pages to the system (it walks every arena's
 /// free chunks: the agent runs it off its loop).

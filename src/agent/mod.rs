@@ -366,6 +366,9 @@ pub async fn run(
     let mut retry_at: Option<Instant> = None;
     let mut first = true;
     let mut last_trim: Option<Instant> = None;
+    // A pass's freed memory not returned yet: returned once the loop has
+    // been idle for heap::TRIM_IDLE (or by the next pass past TRIM_EVERY).
+    let mut untrimmed = false;
     let mut pass_start = Instant::now();
     loop {
         if !first {
@@ -384,6 +387,12 @@ pub async fn run(
                 // A load-balancer backend went out or came back.
                 _ = health_changes.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
+                _ = tokio::time::sleep(heap::TRIM_IDLE), if untrimmed => {
+                    untrimmed = false;
+                    last_trim = Some(Instant::now());
+                    tokio::task::spawn_blocking(heap::release_free);
+                    continue;
+                }
             }
         }
         first = false;
@@ -426,7 +435,10 @@ pub async fn run(
         // does not wait), at most every TRIM_EVERY.
         if last_trim.is_none_or(|t| t.elapsed() >= heap::TRIM_EVERY) {
             last_trim = Some(Instant::now());
+            untrimmed = false;
             tokio::task::spawn_blocking(heap::release_free);
+        } else {
+            untrimmed = true;
         }
         engine = e;
         if !ok {
