@@ -532,7 +532,7 @@ fn profile(caches: &Caches, nodes: usize) -> [f64; 6] {
         let snap = caches.snapshot();
         let s = desired::Snapshot {
             objects: snap.objects.clone(),
-            pods: cluster::port_infos(snap.ports.iter().map(|p| &**p)),
+            pods: cluster::port_infos(snap.ports.iter().map(|p| &**p)).into(),
             nodes: snap.nodes.iter().map(|n| (**n).clone()).collect(),
             agents: (0..nodes).map(|k| (format!("n{k}"), true)).collect(),
             leases_synced: true,

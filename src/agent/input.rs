@@ -195,7 +195,7 @@ impl InputState {
         ClusterInput {
             pod_labels: None,
             objects,
-            pods: cluster::port_infos(snap.ports.iter().map(|p| &**p)),
+            pods: cluster::port_infos(snap.ports.iter().map(|p| &**p)).into(),
             // NADs are the controller's business.
             nad_conflicts: Default::default(),
             nodes,

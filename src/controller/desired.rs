@@ -178,7 +178,7 @@ pub struct Snapshot {
     /// `snapshot.routers`).
     pub objects: PerKind<Shared>,
     /// Endpoints: Ports via [`cluster::port_infos`].
-    pub pods: Vec<PodInfo>,
+    pub pods: std::sync::Arc<Vec<PodInfo>>,
     /// NADs routers name that kube-dvr may not own ([`super::attach`]).
     pub nad_conflicts: std::collections::BTreeSet<String>,
     pub nodes: Vec<Node>,

@@ -92,7 +92,8 @@ fn mk_world() -> Snapshot {
         pods: vec![
             mk_pod("tenant-a", "w1", "n1", "10.10.1.10", "02:00:00:00:01:0a"),
             mk_pod("tenant-a", "w2", "n2", "10.10.1.11", "02:00:00:00:01:0b"),
-        ],
+        ]
+        .into(),
         nodes: vec![mk_node("n1", "198.18.0.1"), mk_node("n2", "198.18.0.2")],
         agents: BTreeMap::from([("n1".into(), true), ("n2".into(), true)]),
         leases_synced: true,
@@ -323,7 +324,7 @@ fn programmed_is_sticky_when_other_objects_change_the_node() {
     settle(&mut s, true);
     assert!(conditions::is_ready(&fip_status(&s, "web").conditions));
     // A second floating IP on n1: n1's digest moves; `web` must not flap.
-    s.pods.push(mk_pod(
+    std::sync::Arc::make_mut(&mut s.pods).push(mk_pod(
         "tenant-a",
         "w3",
         "n1",
@@ -570,8 +571,13 @@ fn many_floating_ips_cost_a_constant_number_of_writes() {
         let ip = format!("10.10.1.{}", 100 + i);
         let mac = format!("02:00:00:00:02:{:02x}", i);
         let node = if i % 2 == 0 { "n1" } else { "n2" };
-        s.pods
-            .push(mk_pod("tenant-a", &format!("p{i}"), node, &ip, &mac));
+        std::sync::Arc::make_mut(&mut s.pods).push(mk_pod(
+            "tenant-a",
+            &format!("p{i}"),
+            node,
+            &ip,
+            &mac,
+        ));
         s.floating_ips
             .push(mk_fip("tenant-a", &format!("f{i}"), &ip, 10 + i as i64).into());
     }

@@ -21,14 +21,15 @@ fn two_tenants() -> Snapshot {
     let mut s = mk_world();
     s.nodes.push(mk_node("n3", "198.18.0.3"));
     s.agents.insert("n3".into(), true);
-    s.pods[1] = mk_pod("tenant-a", "w3", "n3", "10.10.1.11", "02:00:00:00:01:0b");
+    std::sync::Arc::make_mut(&mut s.pods)[1] =
+        mk_pod("tenant-a", "w3", "n3", "10.10.1.11", "02:00:00:00:01:0b");
     let mut rb = mk_router("tenant-b", "main", "public");
     rb.metadata.uid = Some("uid-b-main".into());
     s.routers.push(rb.into());
     let mut fb = mk_fip("tenant-b", "api", "10.10.1.10", 5);
     fb.metadata.uid = Some("uid-b-api".into());
     s.floating_ips.push(fb.into());
-    s.pods.push(mk_pod(
+    std::sync::Arc::make_mut(&mut s.pods).push(mk_pod(
         "tenant-b",
         "v1",
         "n1",
@@ -64,7 +65,7 @@ fn an_erroring_node_blocks_only_its_own_objects_and_names_no_other_tenant() {
                 "message": "add route 203.0.113.100/32 in fip-public: tenant-a secret"}]),
     );
     // tenant-b adds a floating IP on n1: n1 has not programmed it yet.
-    s.pods.push(mk_pod(
+    std::sync::Arc::make_mut(&mut s.pods).push(mk_pod(
         "tenant-b",
         "v2",
         "n1",

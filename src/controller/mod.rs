@@ -179,6 +179,9 @@ struct Caches {
     lease_clock: std::sync::Mutex<liveness::LeaseClock>,
     /// Objects the caches skipped because they do not decode.
     undecodable: Arc<Undecodable>,
+    /// The endpoints from the Ports ([`cluster::port_infos`]), kept while
+    /// no Port changes.
+    endpoints: std::sync::Mutex<Option<Arc<Vec<crate::plan::resolve::PodInfo>>>>,
 }
 
 fn cloned<K>(s: &Store<K>) -> Vec<K>
@@ -265,7 +268,27 @@ impl Caches {
             .collect()
     }
 
-    fn snapshot(&self, now: Timestamp, nad_conflicts: BTreeSet<String>) -> Snapshot {
+    /// The endpoints, from the Ports again when `ports_changed` (or never
+    /// computed).
+    fn endpoints(&self, ports_changed: bool) -> Arc<Vec<crate::plan::resolve::PodInfo>> {
+        let mut kept = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        match &*kept {
+            Some(e) if !ports_changed => e.clone(),
+            _ => {
+                let ports = self.ports.state();
+                let e = Arc::new(cluster::port_infos(ports.iter().map(|p| &**p)));
+                *kept = Some(e.clone());
+                e
+            }
+        }
+    }
+
+    fn snapshot(
+        &self,
+        now: Timestamp,
+        nad_conflicts: BTreeSet<String>,
+        ports_changed: bool,
+    ) -> Snapshot {
         let leases = cloned(&self.leases);
         let mut objects = PerKind::default();
         for_each_kind!(|K| {
@@ -273,7 +296,7 @@ impl Caches {
         });
         Snapshot {
             objects,
-            pods: cluster::port_infos(self.ports.state().iter().map(|p| &**p)),
+            pods: self.endpoints(ports_changed),
             nad_conflicts,
             nodes: cloned(&self.nodes),
             agents: self
@@ -413,6 +436,7 @@ pub async fn run(
         allocator,
         lease_clock: Default::default(),
         undecodable,
+        endpoints: Default::default(),
     };
     let wakes = Wakes::new(telemetry.clone());
     let driver = tokio::spawn(wakes.clone().drive(streams));
@@ -455,6 +479,8 @@ pub async fn run(
             let changed = wakes.take();
             if !leader {
                 telemetry.set_ready(true);
+            } else if !full && changed.is_empty() {
+                // Nothing but the echoes of the last pass's own writes.
             } else {
                 telemetry.pass_started();
                 let t0 = Instant::now();
@@ -464,7 +490,8 @@ pub async fn run(
                     .as_ref()
                     .map(|p| p.conflicts.clone())
                     .unwrap_or_default();
-                let snapshot = caches.snapshot(now, conflicts);
+                let ports_changed = full || changed.contains(&Source::Ports);
+                let snapshot = caches.snapshot(now, conflicts, ports_changed);
                 let t1 = Instant::now();
                 let actions = desired::compute_with(&snapshot, &mut digests);
                 drop(snapshot);

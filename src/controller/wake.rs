@@ -1,14 +1,18 @@
-//! What wakes the controller's pass loop, and what a pass must redo.
+//! What makes the controller run a pass, and what a pass must redo.
 //!
 //! Every cache's change stream is tagged with its [`Source`]. An event
-//! wakes the loop, except:
+//! wakes the loop, and the loop runs a pass unless every event since the
+//! last one was one of these:
 //! - the echo of the controller's own write: a status or finalizer patch,
 //!   the allocation cursors, a VM Port's status. The executor records the
 //!   resourceVersion each write returned ([`Wakes::wrote`]); the watch event
 //!   carrying exactly that version changes nothing the pass did not already
 //!   account for (the pass that wrote it computed from the state before and
-//!   wrote the difference). Without this, every change cost two or three
-//!   more passes over the whole cluster, each writing nothing;
+//!   wrote the difference). Echoes are sorted out when the next pass would
+//!   start ([`Wakes::take`]), once every write of the last pass is
+//!   recorded: a watch event often arrives before its write's response.
+//!   Without this, every change cost two or three more passes over the
+//!   whole cluster, each writing nothing;
 //! - a heartbeat renewal of a Lease seen renewed within the agent heartbeat
 //!   timeout: liveness did not change (an agent going stale is found by
 //!   the resync, a Lease that is new, deleted, or renewed after a silence
@@ -69,7 +73,10 @@ type ObjectId = (Source, Option<String>, String);
 /// The wake-ups of the pass loop (see the module docs).
 pub struct Wakes {
     notify: Notify,
+    /// Sources changed by something other than one object (a list).
     dirty: Mutex<BTreeSet<Source>>,
+    /// Objects changed since the last pass, sorted out by [`Wakes::take`].
+    touched: Mutex<Vec<(Source, Touched)>>,
     /// Own writes whose watch events are still to come: object → the
     /// resourceVersions written, with when.
     echoes: Mutex<HashMap<ObjectId, Vec<(String, Instant)>>>,
@@ -89,6 +96,7 @@ impl Wakes {
         Arc::new(Wakes {
             notify: Notify::new(),
             dirty: Mutex::new(BTreeSet::new()),
+            touched: Mutex::new(Vec::new()),
             echoes: Mutex::new(HashMap::new()),
             renewals: Mutex::new(HashMap::new()),
             heartbeat_timeout: Duration::from_secs(AGENT_HEARTBEAT_TIMEOUT_SECS.max(1) as u64),
@@ -113,33 +121,60 @@ impl Wakes {
             .push((rv, Instant::now()));
     }
 
-    /// Whether an event wakes the loop (see the module docs).
-    fn wakes(&self, source: Source, touched: &Option<Touched>) -> bool {
-        let Some(t) = touched else { return true };
+    /// Whether `t` is the echo of a write recorded (then forgotten).
+    fn echo(&self, source: Source, t: &Touched) -> bool {
+        let Some(rv) = &t.resource_version else {
+            return false;
+        };
         let id = (source, t.namespace.clone(), t.name.clone());
-        if let Some(rv) = &t.resource_version {
-            let mut echoes = lock(&self.echoes);
-            if let Some(rvs) = echoes.get_mut(&id) {
-                if let Some(i) = rvs.iter().position(|(r, _)| r == rv) {
-                    rvs.swap_remove(i);
-                    if rvs.is_empty() {
-                        echoes.remove(&id);
-                    }
-                    return false;
-                }
-            }
-        }
-        if source == Source::Leases {
-            let mut renewals = lock(&self.renewals);
-            if t.deleted {
-                renewals.remove(&t.name);
-                return true;
-            }
-            let now = Instant::now();
-            let before = renewals.insert(t.name.clone(), now);
-            return before.is_none_or(|b| now - b > self.heartbeat_timeout);
+        let mut echoes = lock(&self.echoes);
+        let Some(rvs) = echoes.get_mut(&id) else {
+            return false;
+        };
+        let Some(i) = rvs.iter().position(|(r, _)| r == rv) else {
+            return false;
+        };
+        rvs.swap_remove(i);
+        if rvs.is_empty() {
+            echoes.remove(&id);
         }
         true
+    }
+
+    /// Whether a Lease event may change liveness (see the module docs).
+    fn renewal_matters(&self, t: &Touched) -> bool {
+        let mut renewals = lock(&self.renewals);
+        if t.deleted {
+            renewals.remove(&t.name);
+            return true;
+        }
+        let now = Instant::now();
+        let before = renewals.insert(t.name.clone(), now);
+        before.is_none_or(|b| now - b > self.heartbeat_timeout)
+    }
+
+    /// Record one event; whether it wakes the loop.
+    fn event(&self, source: Source, touched: Option<Touched>) -> bool {
+        match touched {
+            None => {
+                lock(&self.dirty).insert(source);
+                true
+            }
+            Some(t) if source == Source::Leases && !self.renewal_matters(&t) => false,
+            Some(t) => {
+                lock(&self.touched).push((source, t));
+                true
+            }
+        }
+    }
+
+    fn ignored(&self, why: &'static str) {
+        self.telemetry.inc(
+            "kube_dvr_controller_events_ignored_total",
+            "Watch events that caused no pass: echoes of the controller's own writes, heartbeat renewals.",
+            &[("why", why)],
+            1,
+        );
     }
 
     /// Drive `streams` until they end, waking the loop as the module docs
@@ -150,17 +185,11 @@ impl Wakes {
     ) {
         let mut all = futures::stream::select_all(streams);
         while let Some((source, touched)) = all.next().await {
-            if !self.wakes(source, &touched) {
-                self.telemetry.inc(
-                    "kube_dvr_controller_events_ignored_total",
-                    "Watch events that did not wake the pass loop: echoes of the controller's own writes, heartbeat renewals.",
-                    &[("source", if source == Source::Leases { "lease" } else { "echo" })],
-                    1,
-                );
-                continue;
+            if self.event(source, touched) {
+                self.notify.notify_one();
+            } else {
+                self.ignored("renewal");
             }
-            lock(&self.dirty).insert(source);
-            self.notify.notify_one();
         }
     }
 
@@ -169,14 +198,24 @@ impl Wakes {
         self.notify.notified().await
     }
 
-    /// The sources changed since the last call; forgets echoes awaited too
-    /// long.
+    /// The sources changed since the last call, the echoes of the
+    /// controller's own writes left out (empty: nothing but echoes, no pass
+    /// needed); forgets echoes awaited too long.
     pub fn take(&self) -> BTreeSet<Source> {
+        let touched = std::mem::take(&mut *lock(&self.touched));
+        let mut dirty = std::mem::take(&mut *lock(&self.dirty));
+        for (source, t) in touched {
+            if self.echo(source, &t) {
+                self.ignored("echo");
+            } else {
+                dirty.insert(source);
+            }
+        }
         lock(&self.echoes).retain(|_, rvs| {
             rvs.retain(|(_, at)| at.elapsed() < ECHO_TTL);
             !rvs.is_empty()
         });
-        std::mem::take(&mut *lock(&self.dirty))
+        dirty
     }
 }
 
@@ -202,37 +241,46 @@ mod tests {
     }
 
     #[test]
-    fn an_own_write_echo_does_not_wake_once() {
+    fn own_write_echoes_cause_no_pass_even_when_they_beat_the_response() {
         let w = Wakes::new(Telemetry::new());
         let src = Source::Kind(Kind::FloatingIP);
+        // The watch event arrives before the write's response is recorded.
+        assert!(w.event(src, touched("f", "7")));
         w.wrote(src, Some("t"), "f", Some("7".into()));
+        assert!(w.take().is_empty(), "only an echo: no pass");
+        // The same version again (a re-delivery) is no echo any more.
+        w.event(src, touched("f", "7"));
+        assert_eq!(w.take(), BTreeSet::from([src]));
         // Another version of the object, another object, another source:
-        // each wakes.
-        assert!(w.wakes(src, &touched("f", "6")));
-        assert!(w.wakes(src, &touched("g", "7")));
-        assert!(w.wakes(Source::Ports, &touched("f", "7")));
-        // The echo itself does not, and only once.
-        assert!(!w.wakes(src, &touched("f", "7")));
-        assert!(w.wakes(src, &touched("f", "7")));
-        // A list (no object) always wakes.
-        assert!(w.wakes(src, &None));
+        // each is a change.
+        w.wrote(src, Some("t"), "f", Some("9".into()));
+        w.event(src, touched("f", "8"));
+        assert_eq!(w.take(), BTreeSet::from([src]));
+        w.event(src, touched("g", "9"));
+        w.event(Source::Ports, touched("f", "9"));
+        assert_eq!(w.take(), BTreeSet::from([src, Source::Ports]));
+        // A list (no object) always is.
+        assert!(w.event(Source::Nodes, None));
+        assert_eq!(w.take(), BTreeSet::from([Source::Nodes]));
     }
 
     #[test]
     fn lease_renewals_wake_only_when_new_gone_or_after_a_silence() {
         let w = Wakes::new(Telemetry::new());
-        assert!(w.wakes(Source::Leases, &touched("kube-dvr-agent-n1", "1")));
-        assert!(!w.wakes(Source::Leases, &touched("kube-dvr-agent-n1", "2")));
-        let gone = Some(Touched {
+        let lease = |rv| touched("kube-dvr-agent-n1", rv);
+        assert!(w.event(Source::Leases, lease("1")));
+        assert!(!w.event(Source::Leases, lease("2")));
+        let gone = Touched {
             deleted: true,
-            ..touched("kube-dvr-agent-n1", "3").unwrap()
-        });
-        assert!(w.wakes(Source::Leases, &gone));
-        assert!(w.wakes(Source::Leases, &touched("kube-dvr-agent-n1", "4")));
+            ..lease("3").unwrap()
+        };
+        assert!(w.event(Source::Leases, Some(gone)));
+        assert!(w.event(Source::Leases, lease("4")));
         // Renewed after a silence longer than the timeout: it may have been
         // declared down, so it wakes.
         let long_ago = Instant::now() - w.heartbeat_timeout - Duration::from_secs(1);
         lock(&w.renewals).insert("kube-dvr-agent-n1".into(), long_ago);
-        assert!(w.wakes(Source::Leases, &touched("kube-dvr-agent-n1", "5")));
+        assert!(w.event(Source::Leases, lease("5")));
+        assert_eq!(w.take(), BTreeSet::from([Source::Leases]));
     }
 }

@@ -670,7 +670,7 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot, ClusterError> {
     }
     Ok(Snapshot {
         objects,
-        pods: cluster::port_infos(&ports),
+        pods: cluster::port_infos(&ports).into(),
         nad_conflicts: Default::default(),
         nodes: list::<Node>(client).await?,
         // The lab's agents all heartbeat; take them as alive.

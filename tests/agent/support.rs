@@ -243,7 +243,7 @@ impl Cluster {
                 port_forwardings: self.list_shared().await,
                 load_balancers: self.list_shared().await,
             },
-            pods: cluster::port_infos(&ports),
+            pods: cluster::port_infos(&ports).into(),
             nodes: nodes
                 .iter()
                 .map(|n| cluster::node_info(n, Some(true)))

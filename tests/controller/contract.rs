@@ -105,7 +105,8 @@ fn snapshot() -> Snapshot {
             "tenant-a/net-a1",
             "10.10.1.10",
             "02:0a:00:01:00:0a",
-        )]),
+        )])
+        .into(),
         nodes: vec![mk_node("node-1", "198.18.0.11", "compute")],
         now: k8s_openapi::jiff::Timestamp::now(),
         ..Default::default()

@@ -256,7 +256,7 @@ pub async fn agent_digests(client: &Client) -> std::collections::BTreeMap<String
             port_forwardings: agent_view(client).await,
             load_balancers: agent_view(client).await,
         },
-        pods: cluster::port_infos(&ports),
+        pods: cluster::port_infos(&ports).into(),
         nad_conflicts: Default::default(),
         nodes,
         // Agents do not read Leases: every node counts as alive.

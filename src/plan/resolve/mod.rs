@@ -103,7 +103,9 @@ pub struct ClusterInput {
     /// The kube-dvr objects, per kind (also reached through `Deref`:
     /// `input.routers`).
     pub objects: api::PerKind<api::Shared>,
-    pub pods: Vec<PodInfo>,
+    /// Shared: the controller keeps it across passes while no Port
+    /// changes.
+    pub pods: std::sync::Arc<Vec<PodInfo>>,
     pub nodes: Vec<NodeInfo>,
     /// `namespace/name` of NetworkAttachmentDefinitions a router subnet
     /// names that kube-dvr may not own (someone else's, or an older

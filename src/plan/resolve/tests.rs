@@ -167,7 +167,8 @@ pub(super) fn mk_input() -> ClusterInput {
                 Some("n2"),
                 &[("tenant-a/net-a", "10.0.1.11", 3)],
             ),
-        ],
+        ]
+        .into(),
         now: Timestamp::from_second(1_800_000_000).unwrap(),
         ..Default::default()
     }
@@ -282,7 +283,7 @@ fn two_subnet_router_gets_vnis_and_endpoints_on_their_nodes() {
 fn resolving_its_own_output_changes_nothing() {
     let mut input = mk_input();
     input.routers.push(mk_std_router("tenant-b", 2).into());
-    input.pods.push(mk_pod(
+    std::sync::Arc::make_mut(&mut input.pods).push(mk_pod(
         "tenant-b",
         "q1",
         Some("n3"),
@@ -319,7 +320,7 @@ fn resolving_its_own_output_changes_nothing() {
     input.floating_ips.reverse();
     input.snat_gateways.reverse();
     input.nodes.reverse();
-    input.pods.reverse();
+    std::sync::Arc::make_mut(&mut input.pods).reverse();
     let second = resolve(&input);
     assert_eq!(second, first);
 }
@@ -520,13 +521,13 @@ fn router_external_network_must_exist_and_allow_the_namespace() {
 fn duplicate_endpoint_ip_keeps_the_first_and_says_so() {
     let mut input = mk_input();
     // p0 sorts before p1 and claims p1's address; pz uses the gateway address.
-    input.pods.push(mk_pod(
+    std::sync::Arc::make_mut(&mut input.pods).push(mk_pod(
         "tenant-a",
         "p0",
         Some("n3"),
         &[("net-a", "10.0.1.10", 7)],
     ));
-    input.pods.push(mk_pod(
+    std::sync::Arc::make_mut(&mut input.pods).push(mk_pod(
         "tenant-a",
         "pz",
         Some("n3"),
@@ -600,7 +601,8 @@ fn endpoints_need_a_node_with_a_vtep_the_right_network_and_cidr() {
             Some("n3"),
             &[("tenant-a/net-a", "10.0.1.25", 6)],
         ),
-    ];
+    ]
+    .into();
     let res = resolve(&input);
     let eps: Vec<_> = res.view.routers[0].endpoints.iter().map(|e| e.ip).collect();
     assert_eq!(eps, [ip("10.0.1.25")]);

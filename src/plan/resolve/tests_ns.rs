@@ -255,7 +255,7 @@ fn target_without_endpoint_keeps_the_address_but_is_not_served() {
     assert!(res.view.floating_ips.is_empty());
     // The workload appears: same address, now served.
     copy_back(&mut input, &res);
-    input.pods.push(mk_pod(
+    std::sync::Arc::make_mut(&mut input.pods).push(mk_pod(
         "tenant-a",
         "late",
         Some("n3"),
@@ -273,7 +273,7 @@ fn target_without_endpoint_keeps_the_address_but_is_not_served() {
 fn pod_target_by_name_and_network() {
     let mut input = mk_input();
     // p4 has one address on each subnet: the network picks one.
-    input.pods.push(mk_pod(
+    std::sync::Arc::make_mut(&mut input.pods).push(mk_pod(
         "tenant-a",
         "p4",
         Some("n3"),
@@ -393,7 +393,7 @@ fn floating_ip_on_a_node_without_gateway_port() {
 #[test]
 fn snat_ports_avoid_gateway_and_endpoints_and_persist() {
     let mut input = mk_input();
-    input.pods.push(mk_pod(
+    std::sync::Arc::make_mut(&mut input.pods).push(mk_pod(
         "tenant-a",
         "top",
         Some("n1"),
@@ -431,12 +431,12 @@ fn snat_ports_avoid_gateway_and_endpoints_and_persist() {
     assert_eq!(res.external_networks["ext"].snat_allocated, Some(1));
     // The workload at .254 leaves: the port stays at .253 (persisted).
     copy_back(&mut input, &res);
-    input.pods.retain(|p| p.name != "top");
+    std::sync::Arc::make_mut(&mut input.pods).retain(|p| p.name != "top");
     let res = resolve(&input);
     assert_eq!(snat_status(&res, "s").ports[1].ip, "10.0.2.253");
     // A workload takes .253: the port moves to the next free address down.
     copy_back(&mut input, &res);
-    input.pods.push(mk_pod(
+    std::sync::Arc::make_mut(&mut input.pods).push(mk_pod(
         "tenant-a",
         "squatter",
         Some("n1"),

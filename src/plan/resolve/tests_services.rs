@@ -356,13 +356,15 @@ fn an_agent_plans_a_selecting_load_balancer_only_once_the_controller_accepted_it
     // Refused by the controller (a selected pod with two addresses on the
     // router and no backends.network): refused by the agent too.
     let mut i = input();
-    i.pods[2].networks.push(super::PodNetwork {
-        network: "tenant-a/net-b".into(),
-        interface: Some("net2".into()),
-        ip: ip("10.0.2.11"),
-        mac: crate::plan::model::MacAddr([2, 0, 0, 0, 1, 3]),
-        standby: false,
-    });
+    std::sync::Arc::make_mut(&mut i.pods)[2]
+        .networks
+        .push(super::PodNetwork {
+            network: "tenant-a/net-b".into(),
+            interface: Some("net2".into()),
+            ip: ip("10.0.2.11"),
+            mac: crate::plan::model::MacAddr([2, 0, 0, 0, 1, 3]),
+            standby: false,
+        });
     let res = resolve(&i);
     assert_false(
         &res.load_balancers[&key("tenant-a", "web")].conditions,

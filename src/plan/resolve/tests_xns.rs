@@ -10,7 +10,7 @@ fn two_tenants() -> ClusterInput {
     let mut input = mk_input();
     input.routers.push(mk_std_router("tenant-b", 2).into());
     for (name, node, mac) in [("b-secret-pod", "n3", 9), ("b-twin", "n2", 10)] {
-        input.pods.push(mk_pod(
+        std::sync::Arc::make_mut(&mut input.pods).push(mk_pod(
             "tenant-b",
             name,
             Some(node),
@@ -98,7 +98,7 @@ fn pod_of_another_namespace_on_a_tenants_attachment_is_no_endpoint() {
     let mut input = two_tenants();
     // A pod of B that names A's NADs (Multus allows it unless namespace
     // isolation is on): one address A's p1 uses, one free.
-    input.pods.push(mk_pod(
+    std::sync::Arc::make_mut(&mut input.pods).push(mk_pod(
         "tenant-b",
         "a-intruder",
         Some("n3"),
