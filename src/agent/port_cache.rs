@@ -70,11 +70,13 @@ const PIN: Duration = Duration::from_secs(60);
 /// A watch's stream driven to its end; every event bumps `changed`. With
 /// `listed`, it says when `store` has its first list (this task is the
 /// store's only poller of readiness).
-async fn pump(
+pub(super) async fn pump<K: kube::Resource + Clone + 'static>(
     mut stream: futures::stream::BoxStream<'static, Option<Touched>>,
     changed: tokio::sync::watch::Sender<u64>,
-    listed: Option<(Store<Port>, tokio::sync::watch::Sender<bool>)>,
-) {
+    listed: Option<(Store<K>, tokio::sync::watch::Sender<bool>)>,
+) where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
     use futures::FutureExt;
     while stream.next().await.is_some() {
         if let Some((store, tx)) = &listed {
@@ -98,7 +100,7 @@ impl PortCache {
         let mut watch = |fields: String| {
             let cfg = watcher::Config::default().fields(&fields);
             let (store, stream) = cache::<Port>(client, None, cfg, &undecodable);
-            tasks.spawn(pump(stream, changed.clone(), None));
+            tasks.spawn(pump::<Port>(stream, changed.clone(), None));
             store
         };
         let own = watch(format!("spec.node={node}"));

@@ -3,7 +3,6 @@
 //! is skipped, logged and counted, never stalls the cache). Every event
 //! bumps one counter the main loop waits on; bumps during a pass (or just
 //! after it) coalesce into one pass there.
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use std::sync::Arc;
 
@@ -13,7 +12,7 @@ use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinSet;
 
-use super::port_cache::PortCache;
+use super::port_cache::{pump, PortCache};
 use super::{input, Error};
 use crate::api::kinds::for_each_kind;
 use crate::api::{Build, DvrKind, Kind, PerKind};
@@ -54,7 +53,13 @@ impl Caches {
         }
         impl Build<Stores> for Kinds<'_> {
             fn build<K: DvrKind>(&mut self) -> Store<K> {
-                reflect(self.tasks, self.c, None, Default::default(), self.changed)
+                // Without condition messages: see `cache_slim`.
+                let (client, und) = self.c;
+                let (reader, stream) =
+                    cluster::watch::cache_slim(client, None, Default::default(), und);
+                self.tasks
+                    .spawn(pump::<K>(stream, self.changed.clone(), None));
+                reader
             }
         }
         let objects = PerKind::build(&mut Kinds { tasks, c, changed });
@@ -114,12 +119,7 @@ where
         + Sync
         + 'static,
 {
-    let (reader, mut stream) = cluster::watch::cache(client, namespace, cfg, undecodable);
-    let changed = changed.clone();
-    tasks.spawn(async move {
-        while stream.next().await.is_some() {
-            changed.send_modify(|n| *n = n.wrapping_add(1));
-        }
-    });
+    let (reader, stream) = cluster::watch::cache(client, namespace, cfg, undecodable);
+    tasks.spawn(pump::<K>(stream, changed.clone(), None));
     reader
 }

@@ -2,9 +2,10 @@
 //! and reports, for the whole cluster, from one leader-elected replica.
 //!
 //! Model:
-//! - Reflector caches of the four kube-dvr kinds, Pods, Nodes and the Leases
-//!   of the release namespace (agent heartbeats). Any change wakes the pass
-//!   loop. An idle loop runs the pass at once; after a pass a change waits
+//! - Reflector caches of the registry's kinds, Pods, Ports, Nodes and the
+//!   Leases of the release namespace (agent heartbeats). A change wakes the
+//!   pass loop, except the echoes of the controller's own writes and
+//!   heartbeat renewals ([`wake`]). An idle loop runs the pass at once; after a pass a change waits
 //!   out a quiet window of a few times that pass's duration, at most
 //!   [`ControllerOptions::debounce`] ([`crate::pacing`]), so changes
 //!   coalesce only under load. A pass also runs every [`ControllerOptions::resync`]
