@@ -41,7 +41,7 @@ use kube_dvr::agent::port_cache::PortCache;
 use kube_dvr::api::{
     self, DistributedRouter, DvrKind, ExternalNetwork, FloatingIP, PerKind, Port, SnatGateway,
 };
-use kube_dvr::cluster::watch::{cache, Undecodable};
+use kube_dvr::cluster::watch::{cache, cache_slim, Undecodable};
 use kube_dvr::controller::{self, ControllerOptions};
 use kube_dvr::dataplane::sandbox;
 use kube_dvr::telemetry::Telemetry;
@@ -433,6 +433,7 @@ fn agent_rss(kubeconfig: &Path, log: &Path) -> (u64, u64, u64, f64) {
 async fn synced<K>(
     client: &Client,
     und: &std::sync::Arc<Undecodable>,
+    slim: bool,
 ) -> (kube::runtime::reflector::Store<K>, isize)
 where
     K: kube::Resource<DynamicType = ()>
@@ -445,7 +446,13 @@ where
 {
     use futures::StreamExt;
     let l0 = live();
-    let (store, mut s) = cache::<K>(client, None, Default::default(), und);
+    // As the agent caches them: kube-dvr's kinds without condition
+    // messages (`cache_slim`), Nodes whole.
+    let (store, mut s) = if slim {
+        cache_slim::<K>(client, None, Default::default(), und)
+    } else {
+        cache::<K>(client, None, Default::default(), und)
+    };
     tokio::spawn(async move { while s.next().await.is_some() {} });
     store.wait_until_ready().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -476,11 +483,11 @@ async fn where_it_goes(standin: &StandIn, n_ports: usize, n_fips: usize) {
         .is_empty());
     let b_ports = live() - l;
     let n_cached = ports.state().len();
-    let (fips, b_fips) = synced::<FloatingIP>(&client, &und).await;
-    let (nodes, b_nodes) = synced::<k8s_openapi::api::core::v1::Node>(&client, &und).await;
-    let (routers, b_routers) = synced::<DistributedRouter>(&client, &und).await;
-    let (exts, _) = synced::<ExternalNetwork>(&client, &und).await;
-    let (snats, _) = synced::<SnatGateway>(&client, &und).await;
+    let (fips, b_fips) = synced::<FloatingIP>(&client, &und, true).await;
+    let (nodes, b_nodes) = synced::<k8s_openapi::api::core::v1::Node>(&client, &und, false).await;
+    let (routers, b_routers) = synced::<DistributedRouter>(&client, &und, true).await;
+    let (exts, _) = synced::<ExternalNetwork>(&client, &und, true).await;
+    let (snats, _) = synced::<SnatGateway>(&client, &und, true).await;
     let mut objects = PerKind::default();
     *FloatingIP::of_mut(&mut objects) = fips.state();
     *DistributedRouter::of_mut(&mut objects) = routers.state();
