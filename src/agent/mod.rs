@@ -252,6 +252,7 @@ pub async fn run(
         failures: 0,
         // Set once the caches synced.
         hold_until: Instant::now(),
+        listed_once: false,
         kept: Default::default(),
         probes: probe::Probes::new().0,
         serving: Default::default(),

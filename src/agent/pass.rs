@@ -77,6 +77,9 @@ pub(super) struct Agent {
     /// Until when a pass waits for the controller rather than plan without
     /// objects held back ([`input::InputState::held_back`]).
     pub(super) hold_until: tokio::time::Instant,
+    /// A pass has planned with the Ports of every subnet its node carries
+    /// listed (see [`Agent::pass`]).
+    pub(super) listed_once: bool,
     /// The last resolved view, for the CNI plugin's socket ([`super::cni`]).
     pub(super) published: tokio::sync::watch::Sender<Option<Arc<ClusterView>>>,
     /// What the last kernel pass kept beyond its plan ([`keep`]).
@@ -147,12 +150,20 @@ impl Agent {
         };
         let now =
             Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
-        // The Ports of the routers this node carries are watched, and
-        // listed, before any of them is planned: a router planned with part
-        // of its endpoints would lose the others' tunnels. A router newly
-        // carried (or a restart) starts its watch and resolves again.
+        // The Ports of the subnets of the routers this node carries are
+        // watched and listed before they are planned. Until the first such
+        // pass (a start: the kernel holds what an earlier run programmed) a
+        // router planned with part of its endpoints would lose the others'
+        // tunnels, so the pass waits for every list (bounded, then retried).
+        // Afterwards a network not listed yet is a router newly carried
+        // (nothing of it to lose): it is planned with what is listed, and
+        // its list brings the rest in the next pass; no pass (failover
+        // decisions included) waits for a list.
         let mut attempts = 0;
         let (snap, view, held) = loop {
+            // Read before the snapshot: a list that completes in between is
+            // not taken for one the snapshot holds.
+            let listed = caches.ports.listed();
             let snap = caches.snapshot();
             let input = self
                 .input
@@ -170,22 +181,23 @@ impl Agent {
                 return Ok((engine, false));
             }
             let view = resolve(&input).view;
-            let routers = routers_on(&view, &self.opts.node);
-            let unlisted = caches.ports.track(&networks_of(&input, &routers));
-            if unlisted.is_empty() {
+            let networks = networks_of(&input, &routers_on(&view, &self.opts.node));
+            caches.ports.track(&networks);
+            let unlisted: BTreeSet<String> = networks.difference(&listed).cloned().collect();
+            if unlisted.is_empty() || self.listed_once {
                 break (snap, view, held);
             }
             attempts += 1;
             let still = caches.ports.wait_synced(&unlisted, PORTS_SYNC).await;
             if !still.is_empty() || attempts > 3 {
-                let routers: Vec<String> = still.iter().map(ToString::to_string).collect();
                 tracing::warn!(
-                    ?routers,
-                    "the Ports of routers this node carries are not listed yet; not planning"
+                    networks = ?unlisted,
+                    "the Ports of subnets this node carries are not listed yet; not planning"
                 );
                 return Ok((engine, false));
             }
         };
+        self.listed_once = true;
         // Shared with the CNI socket ([`super::cni`]) without a copy.
         let view = Arc::new(view);
         self.published.send_replace(Some(view.clone()));

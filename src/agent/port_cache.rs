@@ -155,19 +155,26 @@ impl PortCache {
         self.networks().keys().cloned().collect()
     }
 
+    /// The networks whose Ports are listed.
+    pub fn listed(&self) -> BTreeSet<String> {
+        (self.networks().iter())
+            .filter(|(_, s)| *s.listed.borrow())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Watch the Ports of `networks` (and of the networks pinned by
     /// [`PortCache::ensure`]): start the missing watches, stop the others.
-    /// Returns the networks of `networks` whose watch has not synced yet
-    /// (new ones, or ones still listing).
-    pub fn track(&self, networks: &BTreeSet<String>) -> BTreeSet<String> {
+    pub fn track(&self, networks: &BTreeSet<String>) {
         let now = tokio::time::Instant::now();
         let mut keep = networks.clone();
+        // Under the map's lock: a network `ensure` pins meanwhile is kept.
+        let mut map = self.networks();
         {
             let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
             pinned.retain(|_, until| *until > now);
             keep.extend(pinned.keys().cloned());
         }
-        let mut map = self.networks();
         map.retain(|k, _| keep.contains(k));
         for key in &keep {
             if map.contains_key(key) {
@@ -186,10 +193,6 @@ impl PortCache {
             };
             map.insert(key.clone(), scoped);
         }
-        (map.iter())
-            .filter(|(k, s)| networks.contains(*k) && !*s.listed.borrow())
-            .map(|(k, _)| k.clone())
-            .collect()
     }
 
     /// Watch `network`'s Ports too (keeping the others) and wait, at most

@@ -179,6 +179,8 @@ impl PortRecords {
     /// reserves its candidate name in `pending` first (under a lock held
     /// only to pick), so two never try the same address.
     pub async fn allocate(&self, c: &Claim<'_>) -> Result<Granted, Refusal> {
+        // The budget covers the wait for the subnet's Ports too.
+        let deadline = tokio::time::Instant::now() + ALLOCATE_BUDGET;
         let network = self.network(c)?;
         // The subnet's Ports, to pick a free address (without them the
         // API's name uniqueness still refuses a taken one: only slower).
@@ -269,7 +271,6 @@ impl PortRecords {
         let hosts = host_count(c.cidr);
         let start = seed(c) % hosts.max(1);
         let mut next = 0;
-        let deadline = tokio::time::Instant::now() + ALLOCATE_BUDGET;
         for _ in 0..MAX_ATTEMPTS {
             if tokio::time::Instant::now() >= deadline {
                 break;

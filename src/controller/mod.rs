@@ -473,8 +473,11 @@ pub async fn run(
             let pass_start = tokio::time::Instant::now();
             let leader = *leader_rx.borrow_and_update();
             if leader && !was_leader {
-                // A new term: nothing written by an earlier one is trusted.
+                // A new term: nothing written by an earlier one is trusted,
+                // and what changed while a standby is unknown (its wake-ups
+                // were not kept).
                 exec.forget();
+                full = true;
             }
             was_leader = leader;
             let changed = wakes.take();
@@ -789,10 +792,10 @@ impl Executor {
             // As seen: a 409 means an agent changed the bindings meanwhile
             // (the next pass plans again).
             let pp = PostParams::default();
+            // Not recorded as an echo: the pass computed the endpoints
+            // before this `activeNode`, so its watch event must wake one.
             match api.replace_status(&name, &pp, &port).await {
-                Ok(p) => {
-                    (self.wakes).wrote(Source::Ports, Some(&ns), &name, p.metadata.resource_version)
-                }
+                Ok(_) => {}
                 Err(e) if benign(&e) => {}
                 Err(e) => {
                     errors += 1;

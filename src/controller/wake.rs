@@ -4,7 +4,8 @@
 //! wakes the loop, and the loop runs a pass unless every event since the
 //! last one was one of these:
 //! - the echo of the controller's own write: a status or finalizer patch,
-//!   the allocation cursors, a VM Port's status. The executor records the
+//!   the allocation cursors (not a VM Port's status: the endpoints were
+//!   computed before it; not a deletion). The executor records the
 //!   resourceVersion each write returned ([`Wakes::wrote`]); the watch event
 //!   carrying exactly that version changes nothing the pass did not already
 //!   account for (the pass that wrote it computed from the state before and
@@ -15,8 +16,9 @@
 //!   whole cluster, each writing nothing;
 //! - a heartbeat renewal of a Lease seen renewed within the agent heartbeat
 //!   timeout: liveness did not change (an agent going stale is found by
-//!   the resync, a Lease that is new, deleted, or renewed after a silence
-//!   longer than the timeout wakes). At 1,000 nodes renewing every 10 s this
+//!   the resync, every 10 s by default: a `--resync` longer than the 30 s
+//!   timeout delays `AgentDown` to it; a Lease that is new, deleted, or
+//!   renewed after a silence longer than the timeout wakes). At 1,000 nodes renewing every 10 s this
 //!   was a pass every 10 ms.
 //!
 //! The pass learns which sources changed since the one before
@@ -121,11 +123,17 @@ impl Wakes {
             .push((rv, Instant::now()));
     }
 
-    /// Whether `t` is the echo of a write recorded (then forgotten).
+    /// Whether `t` is the echo of a write recorded (then forgotten). A
+    /// deletion never is: removing the last finalizer deletes the object
+    /// at the version the patch returned, and what it held is freed only
+    /// by a pass.
     fn echo(&self, source: Source, t: &Touched) -> bool {
         let Some(rv) = &t.resource_version else {
             return false;
         };
+        if t.deleted {
+            return false;
+        }
         let id = (source, t.namespace.clone(), t.name.clone());
         let mut echoes = lock(&self.echoes);
         let Some(rvs) = echoes.get_mut(&id) else {
@@ -250,6 +258,15 @@ mod tests {
         assert!(w.take().is_empty(), "only an echo: no pass");
         // The same version again (a re-delivery) is no echo any more.
         w.event(src, touched("f", "7"));
+        assert_eq!(w.take(), BTreeSet::from([src]));
+        // A deletion at the version written (the last finalizer removed)
+        // is a change.
+        w.wrote(src, Some("t"), "d", Some("3".into()));
+        let deleted = Touched {
+            deleted: true,
+            ..touched("d", "3").unwrap()
+        };
+        w.event(src, Some(deleted));
         assert_eq!(w.take(), BTreeSet::from([src]));
         // Another version of the object, another object, another source:
         // each is a change.

@@ -312,7 +312,12 @@ fn resource(
                     metadata["continue"] = json!(format!("{rv}/{ns}/{name}"));
                 }
                 Ok(match as_table {
-                    Some(inc) => json_response(200, &table(rt, &items, Some(rv), inc)),
+                    // kubectl pages its tables too (`--chunk-size`).
+                    Some(inc) => {
+                        let mut t = table(rt, &items, Some(rv), inc);
+                        t["metadata"] = metadata;
+                        json_response(200, &t)
+                    }
                     None => json_response(
                         200,
                         &json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(&t.version),
