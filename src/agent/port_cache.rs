@@ -131,8 +131,7 @@ impl PortCache {
     pub fn state(&self) -> Vec<Arc<Port>> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        let scoped: Vec<Store<Port>> = self.networks().values().map(|s| s.store.clone()).collect();
-        for store in [&self.own, &self.vms].into_iter().chain(&scoped) {
+        for store in self.stores() {
             for p in store.state() {
                 if seen.insert(ObjectRef::from_obj(p.as_ref())) {
                     out.push(p);
@@ -145,9 +144,14 @@ impl PortCache {
     /// The Port `name` in `namespace`, if cached.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Port>> {
         let key = ObjectRef::new(name).within(namespace);
+        self.stores().iter().find_map(|s| s.get(&key))
+    }
+
+    /// Every store: the node's, the VMs', then each network's.
+    fn stores(&self) -> Vec<Store<Port>> {
         let mut stores = vec![self.own.clone(), self.vms.clone()];
         stores.extend(self.networks().values().map(|s| s.store.clone()));
-        stores.iter().find_map(|s| s.get(&key))
+        stores
     }
 
     /// The networks watched now.

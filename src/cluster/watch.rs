@@ -357,18 +357,18 @@ impl Touched {
     }
 }
 
-/// A cache of `K` (all namespaces, or `namespace`), filled one decodable
-/// object at a time; undecodable ones go to `registry`. The stream drives
-/// the watch; each item means "something changed" (undecodable objects
-/// included, so a pass can report them): the object an Apply or Delete
-/// changed, None for anything else (a list, an object that does not
-/// decode).
 /// A reflector store per kind ([`PerKind`](crate::api::PerKind)).
 pub struct Stores;
 impl crate::api::Family for Stores {
     type Of<K: crate::api::DvrKind> = Store<K>;
 }
 
+/// A cache of `K` (all namespaces, or `namespace`), filled one decodable
+/// object at a time; undecodable ones go to `registry`. The stream drives
+/// the watch; each item means "something changed" (undecodable objects
+/// included, so a pass can report them): the object an Apply or Delete
+/// changed, None for anything else (a list, an object that does not
+/// decode).
 pub fn cache<K>(
     client: &Client,
     namespace: Option<&str>,
